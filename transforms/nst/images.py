@@ -1,0 +1,111 @@
+"""Decoding, resizing and tensor conversion of images, with Pillow and torchvision.
+
+Decoding is strict about what it accepts and generous about what it converts: every mode Pillow
+reads becomes 8-bit RGB, EXIF orientation is applied, and oversized images are refused before
+their pixels are decoded.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from typing import Final
+
+import torch
+from PIL import Image, ImageOps
+from torch import Tensor
+from torchvision.transforms.functional import pil_to_tensor, to_pil_image
+
+# 16 k x 16 k: far beyond what a style transfer can use, far below a decompression bomb.
+DEFAULT_MAX_PIXELS: Final = 16384 * 16384
+
+
+class ImageDecodeError(ValueError):
+    """The bytes are not an image we can use; the message names the reason."""
+
+
+def _flatten_alpha(image: Image.Image) -> Image.Image:
+    """Composite transparent images onto white: VGG sees RGB only, and white is what viewers show."""
+    rgba = image.convert("RGBA")
+    background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+    return Image.alpha_composite(background, rgba).convert("RGB")
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """Any Pillow image -> 8-bit RGB, scaling 16/32-bit integer data rather than clipping it."""
+    if image.mode == "RGB":
+        return image
+    if image.mode in ("I;16", "I;16L", "I;16B", "I;16N"):
+        # Pillow's own I;16 -> L conversion clips at 255; scale the 16-bit range instead.
+        return image.convert("I").point(lambda value: value / 256).convert("L").convert("RGB")
+    if image.mode == "I":
+        return image.point(lambda value: value / 256).convert("L").convert("RGB")
+    if image.mode == "F":
+        return image.point(lambda value: value * 255).convert("L").convert("RGB")
+    if image.mode in ("RGBA", "LA", "RGBa", "La", "PA") or (
+        image.mode == "P" and "transparency" in image.info
+    ):
+        return _flatten_alpha(image)
+    return image.convert("RGB")
+
+
+def decode_image(data: bytes, name: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
+    """Decode ``data`` into an upright 8-bit RGB image.
+
+    Args:
+        data: the encoded file.
+        name: what to call the input in error messages (its URL, say).
+        max_pixels: images with more pixels are refused before decoding (decompression bombs).
+
+    Raises:
+        ImageDecodeError: empty, unreadable, truncated, or too large.
+    """
+    if not data:
+        raise ImageDecodeError(f"{name}: empty file")
+    try:
+        with warnings.catch_warnings():
+            # Our own limit below decides; Pillow's warning would only be noise.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data))
+            width, height = image.size
+            if width * height > max_pixels:
+                raise ImageDecodeError(
+                    f"{name}: {width}x{height} px is over the limit of {max_pixels} pixels "
+                    "(refused as a possible decompression bomb)"
+                )
+            image.load()
+    except ImageDecodeError:
+        raise
+    except Image.DecompressionBombError as exc:
+        raise ImageDecodeError(f"{name}: refused as a decompression bomb ({exc})") from exc
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise ImageDecodeError(f"{name}: not a readable image ({exc})") from exc
+    return to_rgb(ImageOps.exif_transpose(image))
+
+
+def fit_longest_side(image: Image.Image, size: int) -> Image.Image:
+    """Resize so the longest side is ``size`` px, keeping the aspect ratio (up or down)."""
+    width, height = image.size
+    scale = size / max(width, height)
+    target = (max(1, round(width * scale)), max(1, round(height * scale)))
+    if target == image.size:
+        return image
+    return image.resize(target, Image.Resampling.LANCZOS)
+
+
+def image_to_tensor(image: Image.Image) -> Tensor:
+    """RGB image -> ``(1, 3, H, W)`` float32 in [0, 1]."""
+    return pil_to_tensor(to_rgb(image)).unsqueeze(0).to(torch.float32).div_(255)
+
+
+def tensor_to_image(tensor: Tensor) -> Image.Image:
+    """``(1, 3, H, W)`` or ``(3, H, W)`` in [0, 1] -> RGB image (clamped, rounded to 8 bits)."""
+    pixels = tensor.detach().squeeze(0).clamp(0, 1).mul(255).round().to(torch.uint8).cpu()
+    return to_pil_image(pixels.contiguous(), mode="RGB")
+
+
+def encode_png(image: Image.Image) -> bytes:
+    """PNG bytes of ``image``."""
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
