@@ -173,3 +173,13 @@ def test_random_weights_warn_and_run() -> None:
         engine = StyleTransfer(StyleConfig(weights="random", image_size=32, iterations=1, device="cpu"))
     result = engine.stylize(Image.new("RGB", (32, 32), "red"), engine.encode_styles([synthetic_image(2)]))
     assert result.image.size == (32, 32)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_runs_and_agrees_with_cpu(weights_file) -> None:
+    cpu = stylize(synthetic_image(1), [synthetic_image(2)], config(weights_file, iterations=10))
+    gpu = stylize(synthetic_image(1), [synthetic_image(2)], config(weights_file, iterations=10, device="cuda"))
+    assert gpu.device.startswith("cuda")
+    assert gpu.final.total < 0.5 * gpu.history[0].total
+    # cuDNN uses TF32 for float32 convolutions by default: close to, not equal to, the CPU result
+    assert gpu.history[0].total == pytest.approx(cpu.history[0].total, rel=1e-2)
