@@ -1,0 +1,1 @@
+"""The style-transfer job: options, graph and entry point (``python -m pipeline``)."""

@@ -1,0 +1,33 @@
+"""build(p, config): ReadPairs | Reshuffle | StylizePairs | WriteResults. Wires; computes nothing."""
+
+from __future__ import annotations
+
+import apache_beam as beam
+
+from pipeline.options import PipelineConfig
+from transforms.manifest import FAILURES as MANIFEST_FAILURES
+from transforms.manifest import ReadPairs
+from transforms.results import WriteResults
+from transforms.stylize import FAILURES, SKIPPED, StylizePairs
+
+
+def build(p: beam.Pipeline, config: PipelineConfig) -> beam.PCollection:
+    """Add the job to ``p``; returns the one-element summary PCollection."""
+    read = p | "ReadPairs" >> ReadPairs(
+        config.style,
+        manifest=config.manifest,
+        manifest_format=config.manifest_format,
+        contents=config.contents,
+        styles=config.styles,
+    )
+    stylized = (
+        read.pairs
+        # Pairs come out of one manifest-reading worker; spread them over all workers.
+        | "SpreadPairs" >> beam.Reshuffle()
+        | "StylizePairs" >> StylizePairs(config.style, config.output, config.overwrite)
+    )
+    return {
+        "stylized": stylized.stylized,
+        "skipped": stylized[SKIPPED],
+        "failures": (read[MANIFEST_FAILURES], stylized[FAILURES]),
+    } | "WriteResults" >> WriteResults(config.output, config.run_id, config.started, config.to_dict())

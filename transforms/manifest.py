@@ -1,0 +1,256 @@
+"""ReadPairs: a CSV / JSON Lines manifest, or two globs, -> validated Pair records + Failures.
+
+A manifest is read whole by one DoFn: ids must be unique across the file, and derived ids need
+every row in view. Invalid rows become Failure records; they never stop the other rows.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+from collections.abc import Iterator
+from typing import Any, Final
+
+import apache_beam as beam
+from apache_beam import pvalue
+
+from transforms import storage
+from transforms.nst.config import INIT_MODES, StyleConfig
+from transforms.records import Failure, Pair
+
+PAIRS: Final = "pairs"
+FAILURES: Final = "failures"
+FORMATS: Final = ("csv", "jsonl")
+
+# Engine settings a manifest row may override, with the type its text is parsed to.
+ROW_OVERRIDES: Final[dict[str, type]] = {
+    "iterations": int,
+    "image_size": int,
+    "style_weight": float,
+    "content_weight": float,
+    "tv_weight": float,
+    "seed": int,
+    "init": str,
+    "original_colors": bool,
+}
+COLUMNS: Final = ("id", "content", "style", "style_weights", *ROW_OVERRIDES)
+_MAX_ID_LENGTH: Final = 200
+_TRUE: Final = {"1", "true", "yes", "y", "on"}
+_FALSE: Final = {"0", "false", "no", "n", "off"}
+
+
+def manifest_format(location: str, declared: str | None) -> str:
+    """``csv`` or ``jsonl``, from ``declared`` or else the file extension."""
+    if declared:
+        if declared not in FORMATS:
+            raise ValueError(f"unknown manifest format {declared!r}: choose one of {', '.join(FORMATS)}")
+        return declared
+    lowered = location.lower()
+    if lowered.endswith(".csv"):
+        return "csv"
+    if lowered.endswith((".jsonl", ".ndjson", ".json")):
+        return "jsonl"
+    raise ValueError(f"manifest {location}: cannot tell its format from the extension; pass --manifest_format csv|jsonl")
+
+
+def parse_rows(data: bytes, location: str, fmt: str) -> Iterator[tuple[str, dict[str, Any] | Exception]]:
+    """``(source, row)`` for every data row; a row that cannot be parsed comes as its exception."""
+    text = data.decode("utf-8-sig")
+    if fmt == "csv":
+        reader = csv.DictReader(io.StringIO(text))
+        for row in reader:
+            source = f"{location} line {reader.line_num}"
+            if None in row:
+                yield source, ValueError(f"more fields than the header's {len(reader.fieldnames or [])}")
+            else:
+                yield source, {k.strip(): v for k, v in row.items() if v is not None and v.strip() != ""}
+        return
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        source = f"{location} line {number}"
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            yield source, ValueError(f"not valid JSON ({exc})")
+            continue
+        yield source, row if isinstance(row, dict) else ValueError(f"expected a JSON object, got {type(row).__name__}")
+
+
+def safe_id(raw: str) -> str:
+    """An id that is a plain file name inside the output folder.
+
+    Ids that look like paths are refused rather than rewritten: quietly turning ``../../x`` into
+    ``x`` could collide with another pair. Other unusual characters become ``_``.
+    """
+    if "/" in raw or "\\" in raw or raw.strip().startswith("."):
+        raise ValueError(f"id {raw!r} could write outside the output folder (no '/', '\\' or leading '.')")
+    cleaned = re.sub(r"[^A-Za-z0-9._+-]+", "_", raw.strip()).strip("_")
+    if not cleaned:
+        raise ValueError(f"id {raw!r} has no usable characters (letters, digits, '.', '_', '+', '-')")
+    return cleaned[:_MAX_ID_LENGTH]
+
+
+def _split(value: Any, column: str) -> list[Any]:
+    if isinstance(value, list):
+        return value
+    if isinstance(value, str):
+        return [part.strip() for part in value.split("|") if part.strip()]
+    raise ValueError(f"{column} must be text or a list, got {type(value).__name__}")
+
+
+def _convert(column: str, value: Any) -> Any:
+    kind = ROW_OVERRIDES[column]
+    if kind is bool:
+        if isinstance(value, bool):
+            return value
+        if str(value).strip().lower() in _TRUE | _FALSE:
+            return str(value).strip().lower() in _TRUE
+        raise ValueError(f"{column} must be true or false, got {value!r}")
+    if kind is int and isinstance(value, float) and not value.is_integer():
+        raise ValueError(f"{column} must be an integer, got {value!r}")
+    try:
+        return kind(value) if kind is not int else int(str(value).strip())
+    except (TypeError, ValueError):
+        raise ValueError(f"{column} must be {kind.__name__}, got {value!r}") from None
+
+
+def row_to_pair(row: dict[str, Any], source: str, base_folder: str, defaults: StyleConfig) -> Pair:
+    """Validate one row (its id not yet made unique). Raises ValueError naming the problem."""
+    unknown = sorted(set(row) - set(COLUMNS))
+    if unknown:
+        raise ValueError(f"unknown column(s) {', '.join(unknown)}; known: {', '.join(COLUMNS)}")
+    if not str(row.get("content", "")).strip():
+        raise ValueError("no content image (column 'content')")
+    content = storage.resolve(str(row["content"]).strip(), base_folder)
+    styles = [storage.resolve(str(s), base_folder) for s in _split(row.get("style", ""), "style")]
+    if not styles:
+        raise ValueError("no style image (column 'style'; separate several with '|')")
+    weights = None
+    if "style_weights" in row:
+        weights = tuple(float(w) for w in _split(row["style_weights"], "style_weights"))
+        if len(weights) != len(styles) or any(w < 0 for w in weights) or sum(weights) <= 0:
+            raise ValueError(f"style_weights {list(weights)} must be {len(styles)} values >= 0, not all zero")
+    overrides = {column: _convert(column, row[column]) for column in ROW_OVERRIDES if column in row}
+    if "init" in overrides and overrides["init"] not in INIT_MODES:
+        overrides["init"] = storage.resolve(overrides["init"], base_folder)
+    defaults.replace(**overrides)  # raises ValueError for an out-of-range value
+    raw_id = str(row["id"]) if str(row.get("id", "")).strip() else ""
+    pair_id = safe_id(raw_id) if raw_id else ""
+    return Pair(pair_id, content, tuple(styles), weights, tuple(sorted(overrides.items())), source, row)
+
+
+def derive_id(pair: Pair) -> str:
+    """Readable default id: ``<content stem>__<style stem>[+<style stem>...]``."""
+    return safe_id(f"{storage.stem(pair.content)}__{'+'.join(storage.stem(s) for s in pair.styles)}")
+
+
+def validate_rows(
+    rows: list[tuple[str, dict[str, Any] | Exception]], base_folder: str, defaults: StyleConfig
+) -> Iterator[Pair | Failure]:
+    """Pairs with unique ids, and a Failure for every invalid row, in manifest order."""
+    parsed: list[Pair | Failure] = []
+    for source, row in rows:
+        if isinstance(row, Exception):
+            parsed.append(Failure.from_exception("manifest", row, source))
+            continue
+        try:
+            parsed.append(row_to_pair(row, source, base_folder, defaults))
+        except ValueError as exc:
+            parsed.append(Failure.from_exception("manifest", exc, source, row=row))
+    # Explicit ids are reserved first, so a derived id never takes a name a row asked for.
+    taken: dict[str, str] = {}
+    for index, item in enumerate(parsed):
+        if isinstance(item, Pair) and item.id:
+            if item.id in taken:
+                error = ValueError(f"duplicate id {item.id!r} (first used at {taken[item.id]})")
+                parsed[index] = Failure.from_exception("manifest", error, item.source, item.id, item.row)
+            else:
+                taken[item.id] = item.source
+    for item in parsed:
+        if isinstance(item, Pair) and not item.id:
+            base = candidate = derive_id(item)
+            suffix = 2
+            while candidate in taken:
+                candidate, suffix = f"{base}-{suffix}", suffix + 1
+            taken[candidate] = item.source
+            item = Pair(candidate, item.content, item.styles, item.style_weights, item.overrides, item.source, item.row)
+        yield item
+
+
+class _ExpandManifestFn(beam.DoFn):
+    def __init__(self, fmt: str | None, defaults: StyleConfig) -> None:
+        self._fmt = fmt
+        self._defaults = defaults
+
+    def process(self, location: str) -> Iterator[Any]:
+        try:
+            fmt = manifest_format(location, self._fmt)
+            rows = list(parse_rows(storage.read_bytes(location), location, fmt))
+        except (OSError, ValueError, UnicodeDecodeError) as exc:
+            yield pvalue.TaggedOutput(FAILURES, Failure.from_exception("manifest", exc, location))
+            return
+        for item in validate_rows(rows, storage.parent(location), self._defaults):
+            yield pvalue.TaggedOutput(FAILURES, item) if isinstance(item, Failure) else item
+
+
+class _ExpandGlobsFn(beam.DoFn):
+    def __init__(self, defaults: StyleConfig) -> None:
+        self._defaults = defaults
+
+    def process(self, patterns: tuple[str, str]) -> Iterator[Any]:
+        contents_pattern, styles_pattern = patterns
+        matches = {}
+        for flag, pattern in (("--contents", contents_pattern), ("--styles", styles_pattern)):
+            try:
+                matches[flag] = storage.glob(pattern)
+                if not matches[flag]:
+                    raise FileNotFoundError(f"no files match {flag} {pattern!r}")
+            except OSError as exc:
+                yield pvalue.TaggedOutput(FAILURES, Failure.from_exception("manifest", exc, f"{flag} {pattern}"))
+                return
+        rows = [
+            (f"{content} x {style}", {"content": content, "style": style})
+            for content in matches["--contents"]
+            for style in matches["--styles"]
+        ]
+        for item in validate_rows(rows, ".", self._defaults):
+            yield pvalue.TaggedOutput(FAILURES, item) if isinstance(item, Failure) else item
+
+
+class ReadPairs(beam.PTransform):
+    """Pairs from a manifest file, or from the cross product of two globs.
+
+    Outputs a ``DoOutputsTuple`` with ``pairs`` (Pair) and ``failures`` (Failure).
+    """
+
+    def __init__(
+        self,
+        defaults: StyleConfig,
+        manifest: str | None = None,
+        manifest_format: str | None = None,
+        contents: str | None = None,
+        styles: str | None = None,
+    ) -> None:
+        super().__init__()
+        if bool(manifest) == bool(contents and styles):
+            raise ValueError("give either a manifest, or both contents and styles globs")
+        self._defaults = defaults
+        self._manifest = manifest
+        self._format = manifest_format
+        self._globs = (contents, styles)
+
+    def expand(self, pbegin: beam.pvalue.PBegin) -> pvalue.DoOutputsTuple:
+        if self._manifest:
+            return (
+                pbegin
+                | "ManifestLocation" >> beam.Create([self._manifest])
+                | "ParseManifest" >> beam.ParDo(_ExpandManifestFn(self._format, self._defaults)).with_outputs(FAILURES, main=PAIRS)
+            )
+        return (
+            pbegin
+            | "GlobPatterns" >> beam.Create([self._globs])
+            | "CrossProduct" >> beam.ParDo(_ExpandGlobsFn(self._defaults)).with_outputs(FAILURES, main=PAIRS)
+        )

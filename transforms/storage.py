@@ -1,0 +1,121 @@
+"""All storage access, through fsspec: local paths, gs:// (gcsfs), s3://, memory://, ...
+
+Credentials and endpoints are fsspec's business: users configure them the fsspec way (for example
+``FSSPEC_GS_TOKEN=anon`` or an fsspec config file), never through this module.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import posixpath
+import tempfile
+
+import fsspec
+from fsspec.core import url_to_fs
+from fsspec.implementations.local import LocalFileSystem
+
+
+def _fs(url: str) -> tuple[fsspec.AbstractFileSystem, str]:
+    return url_to_fs(url)
+
+
+def has_protocol(location: str) -> bool:
+    """True for ``gs://b/x`` and ``file:///x``; False for plain local paths."""
+    return "://" in location
+
+
+def join(base: str, *parts: str) -> str:
+    """``base`` folder URL joined with relative parts, keeping its protocol."""
+    if has_protocol(base):
+        return posixpath.join(base, *parts)
+    return os.path.join(base, *parts)
+
+
+def parent(location: str) -> str:
+    """The folder holding ``location``."""
+    return posixpath.dirname(location) if has_protocol(location) else os.path.dirname(os.path.abspath(location))
+
+
+def resolve(location: str, base_folder: str) -> str:
+    """``location`` as written in a manifest: relative paths are taken against ``base_folder``."""
+    if has_protocol(location) or os.path.isabs(location):
+        return location
+    return join(base_folder, location)
+
+
+def stem(location: str) -> str:
+    """File name without folders or extension: ``gs://b/a/cat.jpg`` -> ``cat``."""
+    return posixpath.splitext(posixpath.basename(location.rstrip("/")))[0]
+
+
+def read_bytes(location: str) -> bytes:
+    """The whole object at ``location``; ``FileNotFoundError`` names it when it is missing."""
+    fs, path = _fs(location)
+    try:
+        return fs.cat_file(path)
+    except FileNotFoundError as exc:
+        raise FileNotFoundError(f"{location}: no such file") from exc
+
+
+def exists(location: str) -> bool:
+    """Whether ``location`` exists now (listing caches are dropped first, so reruns see writes)."""
+    fs, path = _fs(location)
+    fs.invalidate_cache(path)
+    return fs.exists(path)
+
+
+def glob(pattern: str) -> list[str]:
+    """Sorted full URLs of the files matching ``pattern``."""
+    fs, path = _fs(pattern)
+    fs.invalidate_cache()
+    matches = sorted(fs.glob(path))
+    return [fs.unstrip_protocol(m) if has_protocol(pattern) else m for m in matches if fs.isfile(m)]
+
+
+def write_atomic(location: str, data: bytes) -> None:
+    """Write ``data`` so that ``location`` never holds a partial object.
+
+    Object stores (GCS, S3, memory) publish an object only when its upload completes, so one
+    upload is atomic. A local file is written beside its target and renamed into place.
+    """
+    fs, path = _fs(location)
+    if isinstance(fs, LocalFileSystem):
+        folder = os.path.dirname(path)
+        os.makedirs(folder, exist_ok=True)
+        handle, temporary = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=os.path.basename(path))
+        try:
+            with os.fdopen(handle, "wb") as out:
+                out.write(data)
+            os.replace(temporary, path)
+        except BaseException:
+            os.unlink(temporary)
+            raise
+    else:
+        fs.pipe_file(path, data)
+        fs.invalidate_cache(path)
+
+
+def local_copy(location: str, cache_folder: str | None = None) -> str:
+    """A local file path with the contents of ``location`` (downloaded once per process folder).
+
+    Local paths are returned unchanged; remote ones land in ``cache_folder`` (default: the temp
+    folder) under a name derived from the URL, written atomically so concurrent workers agree.
+    """
+    if not has_protocol(location) or location.startswith("file://"):
+        return url_to_fs(location)[1]
+    folder = cache_folder or os.path.join(tempfile.gettempdir(), "style-transfer-cache")
+    digest = hashlib.sha256(location.encode()).hexdigest()[:16]
+    target = os.path.join(folder, f"{digest}-{posixpath.basename(location)}")
+    if not os.path.exists(target):
+        os.makedirs(folder, exist_ok=True)
+        fs, path = _fs(location)
+        handle, temporary = tempfile.mkstemp(dir=folder, prefix=".tmp-")
+        os.close(handle)
+        try:
+            fs.get_file(path, temporary)  # streamed: weight files are hundreds of MB
+            os.replace(temporary, target)
+        except BaseException:
+            os.unlink(temporary)
+            raise
+    return target

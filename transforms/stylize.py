@@ -1,0 +1,187 @@
+"""StylizePairs: the Beam side of the engine. Model lifecycle, style-target cache, metrics.
+
+One StyleTransfer (a frozen VGG on the worker's GPU, or CPU) is loaded lazily per worker process
+and shared by every DoFn instance in it (``apache_beam.utils.shared``); a rerun whose pairs are
+all done never loads it. Every per-pair error becomes a Failure record; the batch goes on.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import platform
+import time
+from collections import OrderedDict
+from collections.abc import Iterator
+from importlib import metadata
+from typing import Any, Final
+
+import apache_beam as beam
+import torch
+from apache_beam import pvalue
+from apache_beam.metrics import Metrics
+from apache_beam.utils import shared
+
+from transforms import storage
+from transforms.nst import StyleConfig, StyleTargets, StyleTransfer, decode_image, encode_png
+from transforms.nst.config import INIT_MODES
+from transforms.records import Failure, Outcome, Pair
+from transforms.results import NAMESPACE, Stylized, is_complete
+
+logger = logging.getLogger(__name__)
+
+SKIPPED: Final = "skipped"
+FAILURES: Final = "failures"
+_STYLE_CACHE_SIZE: Final = 16
+_PACKAGES: Final = ("torch", "torchvision", "apache-beam", "pillow", "fsspec", "beam-style-transfer")
+
+
+def pair_config(defaults: StyleConfig, pair: Pair) -> StyleConfig:
+    """The job's engine settings with this pair's manifest overrides applied."""
+    return defaults.replace(**dict(pair.overrides))
+
+
+def fingerprint(pair: Pair, config: StyleConfig) -> str:
+    """Identifies the work a pair's outputs came from: inputs plus every engine setting."""
+    described = {
+        "content": pair.content,
+        "styles": list(pair.styles),
+        "style_weights": list(pair.style_weights) if pair.style_weights else None,
+        "config": config.to_dict(),
+    }
+    return hashlib.sha256(json.dumps(described, sort_keys=True).encode()).hexdigest()
+
+
+def _versions() -> dict[str, str]:
+    found = {"python": platform.python_version()}
+    for name in _PACKAGES:
+        try:
+            found[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            found[name] = "not installed"
+    return found
+
+
+class _EngineHolder:
+    """Weak-referenceable box for the shared engine (``Shared`` keeps only weak references)."""
+
+    def __init__(self, engine: StyleTransfer) -> None:
+        self.engine = engine
+
+
+class StylizeDoFn(beam.DoFn):
+    """Pair -> Stylized (main), Outcome (``skipped``) or Failure (``failures``)."""
+
+    def __init__(self, defaults: StyleConfig, output: str, overwrite: bool) -> None:
+        self._defaults = defaults
+        self._output = output
+        self._overwrite = overwrite
+        self._shared = shared.Shared()
+        self._skipped = Metrics.counter(NAMESPACE, "pairs_skipped")
+        self._failed = Metrics.counter(NAMESPACE, "pairs_failed")
+        self._pair_ms = Metrics.distribution(NAMESPACE, "pair_milliseconds")
+        # Beam distributions hold integers: the final loss is recorded in thousandths.
+        self._final_loss = Metrics.distribution(NAMESPACE, "final_loss_thousandths")
+        self._holder: _EngineHolder | None = None
+        self._styles: OrderedDict[tuple[Any, ...], StyleTargets] = OrderedDict()
+
+    def setup(self) -> None:
+        self._styles = OrderedDict()
+
+    def _load_engine(self) -> _EngineHolder:
+        weights = self._defaults.weights
+        local = None
+        if weights not in ("imagenet", "random"):
+            local = storage.local_copy(weights)  # gs://... weights land in the temp folder once
+        started = time.perf_counter()
+        engine = StyleTransfer(self._defaults, weights_file=local)
+        logger.info(
+            "loaded %s (%s weights) on %s in %.1f s",
+            self._defaults.model, weights, engine.device, time.perf_counter() - started,
+        )
+        return _EngineHolder(engine)
+
+    def _engine(self) -> StyleTransfer:
+        # A method, not a property: Beam inspects DoFn attributes when it builds the graph,
+        # and evaluating this there would load the model into the pickled DoFn.
+        if self._holder is None:
+            tag = repr(self._defaults.network_key())
+            self._holder = self._shared.acquire(self._load_engine, tag=tag)
+        return self._holder.engine
+
+    def _style_targets(self, pair: Pair, config: StyleConfig) -> StyleTargets:
+        key = (pair.styles, pair.style_weights, config.style_size)
+        if key in self._styles:
+            self._styles.move_to_end(key)
+            return self._styles[key]
+        images = [decode_image(storage.read_bytes(s), s) for s in pair.styles]
+        targets = self._engine().encode_styles(images, pair.style_weights, config.style_size)
+        self._styles[key] = targets
+        if len(self._styles) > _STYLE_CACHE_SIZE:
+            self._styles.popitem(last=False)
+        return targets
+
+    def process(self, pair: Pair) -> Iterator[Any]:
+        started = time.perf_counter()
+        stage = "configure"
+        try:
+            config = pair_config(self._defaults, pair)
+            work = fingerprint(pair, config)
+            stage = "check"
+            if not self._overwrite and is_complete(self._output, pair.id, work):
+                self._skipped.inc()
+                logger.info("pair %s: already done, skipped", pair.id)
+                yield pvalue.TaggedOutput(SKIPPED, Outcome(pair.id, "skipped"))
+                return
+            stage = "read"
+            content = decode_image(storage.read_bytes(pair.content), pair.content)
+            init_image = None
+            if config.init not in INIT_MODES:
+                init_image = decode_image(storage.read_bytes(config.init), config.init)
+            targets = self._style_targets(pair, config)
+            stage = "stylize"
+            result = self._engine().stylize(content, targets, config, init_image=init_image)
+            png = encode_png(result.image)
+        except Exception as exc:  # noqa: BLE001 - one bad pair must never stop the batch
+            if isinstance(exc, torch.cuda.OutOfMemoryError):
+                torch.cuda.empty_cache()
+            self._failed.inc()
+            logger.warning("pair %s failed at %s: %s", pair.id, stage, exc)
+            yield pvalue.TaggedOutput(FAILURES, Failure.from_exception(stage, exc, pair.source, pair.id, pair.row))
+            return
+        seconds = time.perf_counter() - started
+        self._pair_ms.update(int(seconds * 1000))
+        self._final_loss.update(int(result.final.total * 1000))
+        logger.info("pair %s: %.1f s, final loss %.6g on %s", pair.id, seconds, result.final.total, result.device)
+        log = {
+            "id": pair.id,
+            "inputs": {
+                "content": pair.content,
+                "styles": list(pair.styles),
+                "style_weights": list(pair.style_weights) if pair.style_weights else None,
+                "source": pair.source,
+            },
+            "config": config.to_dict(),
+            "fingerprint": work,
+            "history": [record.to_dict() for record in result.history],
+            "final": result.final.to_dict(),
+            "device": result.device,
+            "model": config.model,
+            "weights": config.weights,
+            "versions": _versions(),
+            "seconds": round(seconds, 3),
+            "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        }
+        yield Stylized(pair.id, png, log, pair.source)
+
+
+class StylizePairs(beam.PTransform):
+    """Pairs -> ``stylized`` (Stylized), ``skipped`` (Outcome), ``failures`` (Failure)."""
+
+    def __init__(self, defaults: StyleConfig, output: str, overwrite: bool) -> None:
+        super().__init__()
+        self._fn = StylizeDoFn(defaults, output, overwrite)
+
+    def expand(self, pairs: beam.PCollection) -> pvalue.DoOutputsTuple:
+        return pairs | "Stylize" >> beam.ParDo(self._fn).with_outputs(SKIPPED, FAILURES, main="stylized")
