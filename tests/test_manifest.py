@@ -1,0 +1,66 @@
+import pytest
+
+from transforms.manifest import manifest_format, parse_rows, safe_id, validate_rows
+from transforms.nst.config import StyleConfig
+from transforms.records import Failure, Pair
+
+
+def pairs_from_csv(text: str) -> list[Pair | Failure]:
+    rows = list(parse_rows(text.encode(), "m.csv", "csv"))
+    return list(validate_rows(rows, "gs://bucket/set", StyleConfig(weights="random")))
+
+
+def test_relative_paths_resolve_against_manifest_folder_and_urls_stay() -> None:
+    (pair,) = pairs_from_csv("content,style\na/cat.jpg,gs://other/s.png|/abs/t.png\n")
+    assert pair.content == "gs://bucket/set/a/cat.jpg"
+    assert pair.styles == ("gs://other/s.png", "/abs/t.png")
+
+
+def test_derived_ids_are_readable_and_unique_and_respect_explicit_ids() -> None:
+    items = pairs_from_csv(
+        "id,content,style\n"
+        ",cat.jpg,wave.png\n"
+        ",cat.jpg,wave.png\n"
+        "cat__wave-3,dog.jpg,wave.png\n"
+        ",cat.jpg,wave.png\n"
+        "My Pair!,cat.jpg,x.png\n"
+    )
+    assert [item.id for item in items] == ["cat__wave", "cat__wave-2", "cat__wave-3", "cat__wave-4", "My_Pair"]
+
+
+def test_duplicate_explicit_id_fails_the_later_row() -> None:
+    first, second = pairs_from_csv("id,content,style\nx,a.jpg,s.png\nx,b.jpg,s.png\n")
+    assert isinstance(first, Pair)
+    assert isinstance(second, Failure) and "duplicate id 'x' (first used at m.csv line 2)" in second.error
+
+
+@pytest.mark.parametrize("raw", ["../../escape", "a/b", "a\\b", ".hidden", "..", "///"])
+def test_path_like_ids_are_refused(raw: str) -> None:
+    with pytest.raises(ValueError, match="could write outside the output folder|no usable characters"):
+        safe_id(raw)
+
+
+def test_overrides_are_typed_and_validated() -> None:
+    ok, bad_bool, bad_int, bad_weights, extra = pairs_from_csv(
+        "content,style,iterations,original_colors,style_weights,init\n"
+        "a.jpg,s.png|t.png,7,yes,1|3,start.png\n"
+        "a.jpg,s.png,7,maybe,,\n"
+        "a.jpg,s.png,7.5,,,\n"
+        "a.jpg,s.png|t.png,,,1,\n"
+        "a.jpg,s.png,,,,,surplus\n"
+    )
+    assert isinstance(ok, Pair)
+    assert dict(ok.overrides) == {"iterations": 7, "original_colors": True, "init": "gs://bucket/set/start.png"}
+    assert ok.style_weights == (1.0, 3.0)
+    assert "original_colors must be true or false, got 'maybe'" in bad_bool.error
+    assert "iterations must be int, got '7.5'" in bad_int.error
+    assert "style_weights [1.0] must be 2 values" in bad_weights.error
+    assert "more fields than the header" in extra.error
+
+
+def test_manifest_format_from_extension() -> None:
+    assert manifest_format("gs://b/m.CSV", None) == "csv"
+    assert manifest_format("m.jsonl", None) == "jsonl"
+    assert manifest_format("m.txt", "jsonl") == "jsonl"
+    with pytest.raises(ValueError, match="pass --manifest_format csv|jsonl"):
+        manifest_format("m.txt", None)

@@ -1,0 +1,175 @@
+"""The job end to end on Beam's DirectRunner, with real files and seeded random VGG weights."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from pipeline.main import run
+from tests.conftest import synthetic_image
+
+
+def write_images(folder: Path, names: dict[str, int]) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, seed in names.items():
+        synthetic_image(seed).save(folder / name)
+
+
+def job_args(weights: str, output: Path, *extra: str) -> list[str]:
+    return [
+        "--runner=DirectRunner",
+        f"--output={output}",
+        f"--weights={weights}",
+        "--image_size=48",
+        "--iterations=6",
+        *extra,
+    ]
+
+
+def outputs(output: Path) -> dict[str, int]:
+    """Relative path -> modification time (ns) of every file under ``output``."""
+    return {str(p.relative_to(output)): p.stat().st_mtime_ns for p in output.rglob("*") if p.is_file()}
+
+
+@pytest.fixture
+def three_pairs(tmp_path: Path) -> Path:
+    write_images(tmp_path / "in" / "photos", {"cat.png": 1, "dog.png": 2})
+    write_images(tmp_path / "in" / "art", {"waves.png": 3, "tiles.png": 4})
+    manifest = tmp_path / "in" / "manifest.csv"
+    manifest.write_text(
+        "id,content,style,style_weights\n"
+        "cat-waves,photos/cat.png,art/waves.png,\n"
+        ",photos/dog.png,art/tiles.png,\n"
+        ",photos/cat.png,art/waves.png|art/tiles.png,2|1\n"
+    )
+    return manifest
+
+
+def test_three_pairs_then_rerun_skips_then_overwrite_redoes(three_pairs, weights_file, tmp_path) -> None:
+    out = tmp_path / "out"
+    args = job_args(weights_file("vgg19"), out, f"--manifest={three_pairs}")
+    assert run(args) == 0
+
+    ids = ["cat-waves", "dog__tiles", "cat__waves+tiles"]
+    for pair_id in ids:
+        image = Image.open(out / "images" / f"{pair_id}.png")
+        assert image.size == (48, 36)
+        log = json.loads((out / "logs" / f"{pair_id}.json").read_text())
+        assert log["id"] == pair_id and len(log["history"]) == 6
+        assert log["final"]["total"] < log["history"][0]["total"]
+        assert set(log["history"][0]) >= {"iteration", "total", "content", "style", "tv", "seconds"}
+        assert log["config"]["iterations"] == 6 and log["weights"] == weights_file("vgg19")
+        assert log["versions"]["torch"] and log["device"] == "cpu"
+    blended = json.loads((out / "logs" / "cat__waves+tiles.json").read_text())
+    assert blended["inputs"]["style_weights"] == [2.0, 1.0]
+    assert blended["inputs"]["styles"][1].endswith("art/tiles.png")
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["counts"] == {"succeeded": 3, "skipped": 0, "failed": 0, "total": 3}
+    assert summary["failures_file"] is None and summary["wall_seconds"] > 0
+
+    first = outputs(out)
+    assert run(args) == 0
+    second = outputs(out)
+    assert json.loads((out / "summary.json").read_text())["counts"]["skipped"] == 3
+    del first["summary.json"], second["summary.json"]
+    assert second == first, "a rerun must rewrite nothing"
+
+    assert run([*args, "--overwrite"]) == 0
+    third = outputs(out)
+    assert json.loads((out / "summary.json").read_text())["counts"]["succeeded"] == 3
+    assert all(third[f"images/{i}.png"] > first[f"images/{i}.png"] for i in ids)
+
+    # A changed configuration is different work: the pairs are redone, not skipped.
+    assert run([*args, "--style_weight=1000"]) == 0
+    assert json.loads((out / "summary.json").read_text())["counts"]["succeeded"] == 3
+
+
+def test_bad_rows_fail_alone_and_nothing_escapes(weights_file, tmp_path) -> None:
+    root = tmp_path / "job"
+    write_images(root / "in", {"good.png": 1, "style.png": 3})
+    (root / "in" / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n not really a png")
+    manifest = root / "in" / "manifest.csv"
+    manifest.write_text(
+        "id,content,style\n"
+        "good,good.png,style.png\n"
+        "missing,nowhere.png,style.png\n"
+        "corrupt,corrupt.png,style.png\n"
+        "no-style,good.png,\n"
+        "../../escape,good.png,style.png\n"
+    )
+    out = root / "out"
+    args = job_args(weights_file("vgg19"), out, f"--manifest={manifest}")
+    assert run(args) == 0
+    assert run([*args, "--strict"]) == 1
+
+    assert sorted(p.name for p in (out / "images").iterdir()) == ["good.png"]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["counts"]["failed"] == 4 and summary["counts"]["skipped"] == 1
+    failures = [json.loads(line) for line in Path(summary["failures_file"]).read_text().splitlines()]
+    by_reason = {f["id"] or f["row"]["id"]: f for f in failures}
+    assert by_reason["missing"]["stage"] == "read" and "nowhere.png: no such file" in by_reason["missing"]["error"]
+    assert by_reason["corrupt"]["stage"] == "read" and "corrupt.png: not a readable image" in by_reason["corrupt"]["error"]
+    assert by_reason["no-style"]["stage"] == "manifest" and "no style image" in by_reason["no-style"]["error"]
+    assert "could write outside the output folder" in by_reason["../../escape"]["error"]
+    assert all(f["source"].startswith(str(manifest)) for f in failures)
+    # nothing was written anywhere but the output folder (and the inputs are untouched)
+    written = {p.relative_to(root) for p in root.rglob("*") if p.is_file()}
+    assert {p for p in written if p.parts[0] != "out"} == {
+        Path("in/good.png"), Path("in/style.png"), Path("in/corrupt.png"), Path("in/manifest.csv")
+    }
+
+
+def test_cross_product_of_globs(weights_file, tmp_path) -> None:
+    write_images(tmp_path / "contents", {"a.png": 1, "b.png": 2})
+    write_images(tmp_path / "styles", {"x.png": 3, "y.png": 4, "z.png": 5})
+    out = tmp_path / "out"
+    args = job_args(
+        weights_file("vgg16"), out, "--model=vgg16",
+        f"--contents={tmp_path}/contents/*.png", f"--styles={tmp_path}/styles/*.png",
+    )
+    assert run(args) == 0
+    expected = {f"{c}__{s}.png" for c in "ab" for s in "xyz"}
+    assert {p.name for p in (out / "images").iterdir()} == expected
+
+
+def test_jsonl_manifest_with_lists_and_row_overrides(weights_file, tmp_path) -> None:
+    write_images(tmp_path, {"c.png": 1, "s1.png": 3, "s2.png": 4})
+    manifest = tmp_path / "pairs.jsonl"
+    rows = [
+        {"id": "short", "content": "c.png", "style": ["s1.png", "s2.png"], "style_weights": [1, 1], "iterations": 3},
+        {"id": "colour", "content": "c.png", "style": "s1.png", "original_colors": True, "seed": 5, "init": "random"},
+        {"id": "typo", "content": "c.png", "style": "s1.png", "iteration": 3},
+        {"id": "bad-value", "content": "c.png", "style": "s1.png", "iterations": -2},
+    ]
+    manifest.write_text("\n".join(json.dumps(r) for r in rows) + "\n\nnot json\n")
+    out = tmp_path / "out"
+    assert run(job_args(weights_file("vgg19"), out, f"--manifest={manifest}")) == 0
+    short = json.loads((out / "logs" / "short.json").read_text())
+    assert len(short["history"]) == 3 and short["config"]["iterations"] == 3
+    colour = json.loads((out / "logs" / "colour.json").read_text())
+    assert colour["config"]["original_colors"] is True and colour["config"]["init"] == "random"
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["counts"] == {"succeeded": 2, "skipped": 0, "failed": 3, "total": 5}
+    errors = [json.loads(l)["error"] for l in Path(summary["failures_file"]).read_text().splitlines()]
+    assert any("unknown column(s) iteration" in e for e in errors)
+    assert any("iterations must be a positive integer" in e for e in errors)
+    assert any("not valid JSON" in e for e in errors)
+
+
+def test_command_line_errors_exit_2(tmp_path, capsys) -> None:
+    assert run(["--output", str(tmp_path)]) == 2
+    assert "give --manifest, or --contents and --styles" in capsys.readouterr().err
+    assert run(["--manifest", str(tmp_path / "none.csv"), "--output", str(tmp_path)]) == 2
+    assert "none.csv: no such file" in capsys.readouterr().err
+    assert run(["--manifest", "m.csv", "--output", str(tmp_path), "--style_layers", "relu9_1"]) == 2
+    assert "unknown layer 'relu9_1'" in capsys.readouterr().err
+
+
+def test_help_documents_the_options(capsys) -> None:
+    assert run(["--help"]) == 0
+    text = capsys.readouterr().out
+    for flag in ("--manifest", "--contents", "--weights", "--original_colors", "--strict", "--overwrite"):
+        assert flag in text
