@@ -20,7 +20,7 @@ import torch
 
 from transforms.nst import StyleConfig, StyleTransfer
 from transforms.nst.images import fit_longest_side, tensor_to_image
-from transforms.nst.optimize import resolve_device
+from transforms.nst.optimize import LBFGS_HISTORY, resolve_device
 
 
 def _synchronize(device: torch.device) -> None:
@@ -48,15 +48,20 @@ def bare_ms(engine: StyleTransfer, size: int, memory_format: torch.memory_format
 
 
 def engine_ms(engine: StyleTransfer, size: int, iterations: int, optimizer: str) -> float:
-    """Median ms between consecutive iterations of a real stylize() call."""
-    config = engine.config.replace(image_size=size, iterations=iterations + 3, optimizer=optimizer)
+    """Median ms between consecutive iterations of a real stylize() call, in steady state.
+
+    L-BFGS's cost grows with its history until LBFGS_HISTORY pairs are stored, so only the
+    iterations after the history is full are timed.
+    """
+    warmup = LBFGS_HISTORY + 2 if optimizer == "lbfgs" else 3
+    config = engine.config.replace(image_size=size, iterations=warmup + iterations + 1, optimizer=optimizer)
     generator = torch.Generator().manual_seed(0)
     content = tensor_to_image(torch.rand(1, 3, size, size, generator=generator))
     style = tensor_to_image(torch.rand(1, 3, size, size, generator=generator))
     targets = engine.encode_styles([fit_longest_side(style, size)], size=size)
     result = engine.stylize(content, targets, config)
     stamps = [r.seconds for r in result.history]
-    gaps = [b - a for a, b in zip(stamps[3:], stamps[4:])]
+    gaps = [later - earlier for earlier, later in zip(stamps[warmup:], stamps[warmup + 1 :])]
     return 1000 * statistics.median(gaps)
 
 

@@ -19,6 +19,7 @@ from torch import Tensor
 from transforms.nst.color import keep_colors
 from transforms.nst.config import StyleConfig
 from transforms.nst.images import fit_longest_side, image_to_tensor, tensor_to_image
+from transforms.nst.lbfgs import LBFGS
 from transforms.nst.losses import content_loss, gram_matrix, style_loss, tv_loss
 from transforms.nst.vgg import VGGFeatures, load_features_state_dict
 
@@ -76,6 +77,9 @@ class StyleResult:
 
 IterationCallback = Callable[[IterationRecord], None]
 
+# Curvature pairs L-BFGS remembers: torch's and neural-style's default.
+LBFGS_HISTORY = 100
+
 
 def resolve_device(name: str) -> torch.device:
     """``auto`` -> CUDA when available, else CPU; ``cuda`` without a GPU is an error."""
@@ -84,6 +88,16 @@ def resolve_device(name: str) -> torch.device:
     if name == "cuda" and not torch.cuda.is_available():
         raise ValueError("device 'cuda' was requested but no CUDA GPU is available")
     return torch.device(name)
+
+
+def _to_host(values: Tensor) -> tuple[Tensor, torch.cuda.Event | None]:
+    """Start copying ``values`` to the host; the event (CUDA only) says when it has arrived."""
+    if values.device.type != "cuda":
+        return values, None
+    host = values.to("cpu", non_blocking=True)
+    ready = torch.cuda.Event()
+    ready.record()
+    return host, ready
 
 
 def blend_weights(count: int, weights: Sequence[float] | None) -> list[float]:
@@ -245,7 +259,6 @@ class StyleTransfer:
             return total, parts
 
         def record(iteration: int, parts: Tensor) -> IterationRecord:
-            # One device->host copy per iteration; L-BFGS synchronizes on the loss anyway.
             total, content_value, style_value, tv_value, *per_layer = parts.tolist()
             if not math.isfinite(total):
                 raise NonFiniteLossError(f"loss became {total} at iteration {iteration}")
@@ -261,16 +274,27 @@ class StyleTransfer:
 
         history: list[IterationRecord] = []
         if config.optimizer == "lbfgs":
-            # One L-BFGS iteration per step() call (max_iter=1) keeps exactly one forward and
-            # backward per recorded iteration; the curvature history persists across calls, so
-            # this is the same algorithm as one call with max_iter=iterations. Negative
-            # tolerances (as neural-style sets them) run every requested iteration: torch's
-            # absolute defaults would stop early whenever the loss scale happens to be small.
-            optimizer: torch.optim.Optimizer = torch.optim.LBFGS(
-                [pixels], lr=1.0, max_iter=1, history_size=100, tolerance_grad=-1, tolerance_change=-1
-            )
+            # One L-BFGS iteration per step() is one forward and backward per recorded iteration,
+            # with unit steps and no line search, as neural-style runs it. Our LBFGS computes
+            # torch.optim.LBFGS's directions without its per-pair GPU synchronizations (lbfgs.py),
+            # and it never stops early: every requested iteration runs.
+            optimizer: torch.optim.Optimizer = LBFGS([pixels], history_size=LBFGS_HISTORY)
         else:
             optimizer = torch.optim.Adam([pixels], lr=config.learning_rate)
+
+        # Loss values reach the host one iteration late: each iteration's values are copied
+        # asynchronously and read after the next iteration is queued, so the GPU never idles
+        # while Python builds a record. On the CPU the copy is immediate.
+        pending: tuple[int, Tensor, torch.cuda.Event | None] | None = None
+
+        def deliver(pending: tuple[int, Tensor, torch.cuda.Event | None]) -> None:
+            iteration, values, ready = pending
+            if ready is not None:
+                ready.synchronize()
+            entry = record(iteration, values)
+            history.append(entry)
+            if callback is not None:
+                callback(entry)
 
         for iteration in range(config.iterations):
             parts_holder: list[Tensor] = []
@@ -287,10 +311,14 @@ class StyleTransfer:
             else:
                 closure()
                 optimizer.step()
-            entry = record(iteration, parts_holder[0])
-            history.append(entry)
-            if callback is not None:
-                callback(entry)
+            if pending is not None:
+                deliver(pending)
+            pending = (iteration, *_to_host(parts_holder[0]))
+            if pending[2] is None:  # CPU: the values are on the host already
+                deliver(pending)
+                pending = None
+        if pending is not None:
+            deliver(pending)
 
         with torch.no_grad():
             final = record(config.iterations, evaluate()[1])

@@ -1,0 +1,70 @@
+import pytest
+import torch
+
+from transforms.nst.lbfgs import LBFGS
+
+
+def convex_problem(n: int, seed: int):
+    """A strictly convex, non-quadratic objective: curvature changes along the path."""
+    generator = torch.Generator().manual_seed(seed)
+    a = torch.randn(n, n, generator=generator, dtype=torch.float64) / n**0.5
+    hessian = a @ a.T + 0.1 * torch.eye(n, dtype=torch.float64)
+    target = torch.randn(n, generator=generator, dtype=torch.float64)
+    weights = torch.randn(3, n, generator=generator, dtype=torch.float64)
+
+    def objective(x: torch.Tensor) -> torch.Tensor:
+        return 0.5 * (x - target) @ hessian @ (x - target) + torch.logsumexp(weights @ x, dim=0)
+
+    return objective
+
+
+def run(optimizer_factory, objective, n: int, steps: int) -> list[torch.Tensor]:
+    x = torch.zeros(n, dtype=torch.float64, requires_grad=True)
+    optimizer = optimizer_factory([x])
+    iterates = []
+    for _ in range(steps):
+        def closure() -> torch.Tensor:
+            optimizer.zero_grad()
+            loss = objective(x)
+            loss.backward()
+            return loss
+
+        optimizer.step(closure)
+        iterates.append(x.detach().clone())
+    return iterates
+
+
+@pytest.mark.parametrize("history_size", [1, 4, 100])
+def test_same_iterates_as_torch_lbfgs(history_size: int) -> None:
+    n, steps = 30, 25  # with history 4, the ring wraps several times
+    objective = convex_problem(n, seed=history_size)
+    ours = run(lambda p: LBFGS(p, history_size=history_size), objective, n, steps)
+    reference = run(
+        lambda p: torch.optim.LBFGS(
+            p, lr=1, max_iter=1, history_size=history_size, tolerance_grad=-1, tolerance_change=-1
+        ),
+        objective, n, steps,
+    )
+    for step, (mine, theirs) in enumerate(zip(ours, reference)):
+        torch.testing.assert_close(mine, theirs, rtol=1e-7, atol=1e-9, msg=f"iterate {step}")
+    assert objective(ours[-1]) < objective(torch.zeros(n, dtype=torch.float64))
+
+
+def test_negative_curvature_pair_is_a_no_op() -> None:
+    # On a concave direction sᵀy < 0: the pair must not poison the direction with NaN or inf.
+    x = torch.tensor([0.5, -0.3], dtype=torch.float64, requires_grad=True)
+    optimizer = LBFGS([x], history_size=3)
+    for _ in range(6):
+        def closure() -> torch.Tensor:
+            optimizer.zero_grad()
+            loss = torch.cos(3 * x).sum() + 0.01 * (x**4).sum()
+            loss.backward()
+            return loss
+
+        optimizer.step(closure)
+        assert torch.isfinite(x).all()
+
+
+def test_rejects_several_tensors() -> None:
+    with pytest.raises(ValueError, match="exactly one tensor"):
+        LBFGS([torch.zeros(2, requires_grad=True), torch.zeros(2, requires_grad=True)])
