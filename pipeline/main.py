@@ -66,3 +66,7 @@ def run(argv: list[str] | None = None) -> int:
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     sys.exit(run())
+
+
+if __name__ == "__main__":
+    main()

@@ -58,6 +58,15 @@ def test_overrides_are_typed_and_validated() -> None:
     assert "more fields than the header" in extra.error
 
 
+def test_json_numbers_are_accepted_when_whole() -> None:
+    rows = [("m.jsonl line 1", {"content": "a.jpg", "style": "s.png", "iterations": 300.0, "seed": 4})]
+    (pair,) = validate_rows(rows, ".", StyleConfig(weights="random"))
+    assert dict(pair.overrides) == {"iterations": 300, "seed": 4}
+    rows = [("m.jsonl line 1", {"content": "a.jpg", "style": "s.png", "iterations": 2.5})]
+    (failure,) = validate_rows(rows, ".", StyleConfig(weights="random"))
+    assert "iterations must be int, got 2.5" in failure.error
+
+
 def test_manifest_format_from_extension() -> None:
     assert manifest_format("gs://b/m.CSV", None) == "csv"
     assert manifest_format("m.jsonl", None) == "jsonl"

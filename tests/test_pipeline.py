@@ -173,3 +173,15 @@ def test_help_documents_the_options(capsys) -> None:
     text = capsys.readouterr().out
     for flag in ("--manifest", "--contents", "--weights", "--original_colors", "--strict", "--overwrite"):
         assert flag in text
+
+
+def test_unusable_weights_fail_each_pair_with_the_reason(three_pairs, tmp_path) -> None:
+    out = tmp_path / "out"
+    args = job_args(str(tmp_path / "no-such-weights.pth"), out, f"--manifest={three_pairs}", "--strict")
+    assert run(args) == 1
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["counts"] == {"succeeded": 0, "skipped": 0, "failed": 3, "total": 3}
+    failures = [json.loads(l) for l in Path(summary["failures_file"]).read_text().splitlines()]
+    assert {f["stage"] for f in failures} == {"model"}
+    assert all("no-such-weights.pth': no such file" in f["error"] for f in failures)
+    assert not (out / "images").exists()

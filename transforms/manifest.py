@@ -109,9 +109,12 @@ def _convert(column: str, value: Any) -> Any:
         if str(value).strip().lower() in _TRUE | _FALSE:
             return str(value).strip().lower() in _TRUE
         raise ValueError(f"{column} must be true or false, got {value!r}")
-    if kind is int and isinstance(value, float) and not value.is_integer():
-        raise ValueError(f"{column} must be an integer, got {value!r}")
+    if kind is int and isinstance(value, float):
+        if not value.is_integer():
+            raise ValueError(f"{column} must be int, got {value!r}")
+        return int(value)  # JSON writers often emit 300.0
     try:
+        # int("7.5") fails as it should; int(7.5) would silently truncate, hence str().
         return kind(value) if kind is not int else int(str(value).strip())
     except (TypeError, ValueError):
         raise ValueError(f"{column} must be {kind.__name__}, got {value!r}") from None

@@ -69,8 +69,9 @@ def glob(pattern: str) -> list[str]:
     """Sorted full URLs of the files matching ``pattern``."""
     fs, path = _fs(pattern)
     fs.invalidate_cache()
-    matches = sorted(fs.glob(path))
-    return [fs.unstrip_protocol(m) if has_protocol(pattern) else m for m in matches if fs.isfile(m)]
+    # detail=True brings each match's type with the listing: no request per file.
+    matches = sorted(name for name, info in fs.glob(path, detail=True).items() if info.get("type") == "file")
+    return [fs.unstrip_protocol(m) if has_protocol(pattern) else m for m in matches]
 
 
 def write_atomic(location: str, data: bytes) -> None:

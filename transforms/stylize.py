@@ -110,13 +110,13 @@ class StylizeDoFn(beam.DoFn):
             self._holder = self._shared.acquire(self._load_engine, tag=tag)
         return self._holder.engine
 
-    def _style_targets(self, pair: Pair, config: StyleConfig) -> StyleTargets:
+    def _style_targets(self, engine: StyleTransfer, pair: Pair, config: StyleConfig) -> StyleTargets:
         key = (pair.styles, pair.style_weights, config.style_size)
         if key in self._styles:
             self._styles.move_to_end(key)
             return self._styles[key]
         images = [decode_image(storage.read_bytes(s), s) for s in pair.styles]
-        targets = self._engine().encode_styles(images, pair.style_weights, config.style_size)
+        targets = engine.encode_styles(images, pair.style_weights, config.style_size)
         self._styles[key] = targets
         if len(self._styles) > _STYLE_CACHE_SIZE:
             self._styles.popitem(last=False)
@@ -134,14 +134,16 @@ class StylizeDoFn(beam.DoFn):
                 logger.info("pair %s: already done, skipped", pair.id)
                 yield pvalue.TaggedOutput(SKIPPED, Outcome(pair.id, "skipped"))
                 return
+            stage = "model"
+            engine = self._engine()
             stage = "read"
             content = decode_image(storage.read_bytes(pair.content), pair.content)
             init_image = None
             if config.init not in INIT_MODES:
                 init_image = decode_image(storage.read_bytes(config.init), config.init)
-            targets = self._style_targets(pair, config)
+            targets = self._style_targets(engine, pair, config)
             stage = "stylize"
-            result = self._engine().stylize(content, targets, config, init_image=init_image)
+            result = engine.stylize(content, targets, config, init_image=init_image)
             png = encode_png(result.image)
         except Exception as exc:  # noqa: BLE001 - one bad pair must never stop the batch
             if isinstance(exc, torch.cuda.OutOfMemoryError):
