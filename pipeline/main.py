@@ -15,8 +15,6 @@ from pipeline.options import PipelineConfig, StyleTransferOptions
 from transforms import storage
 from transforms.results import summary_location
 
-logger = logging.getLogger(__name__)
-
 USAGE = "python -m pipeline (--manifest URL | --contents GLOB --styles GLOB) --output URL [options]"
 
 

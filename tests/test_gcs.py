@@ -85,7 +85,7 @@ def test_job_on_gcs(gcs, weights_file) -> None:
     )
     gcs.invalidate_cache()
     args = [
-        "--runner=DirectRunner",
+        "--runner=FnApiRunner",  # the DirectRunner's in-process engine, without its Prism attempt
         f"--manifest=gs://{root}/in/manifest.csv",
         f"--output=gs://{root}/out",
         f"--weights=gs://{root}/models/vgg19.pth",

@@ -20,7 +20,7 @@ def write_images(folder: Path, names: dict[str, int]) -> None:
 
 def job_args(weights: str, output: Path, *extra: str) -> list[str]:
     return [
-        "--runner=DirectRunner",
+        "--runner=FnApiRunner",  # the DirectRunner's in-process engine, without its Prism attempt
         f"--output={output}",
         f"--weights={weights}",
         "--image_size=48",
@@ -69,6 +69,7 @@ def test_three_pairs_then_rerun_skips_then_overwrite_redoes(three_pairs, weights
     summary = json.loads((out / "summary.json").read_text())
     assert summary["counts"] == {"succeeded": 3, "skipped": 0, "failed": 0, "total": 3}
     assert summary["failures_file"] is None and summary["wall_seconds"] > 0
+    assert 0 < summary["seconds_per_pair"]["median"] <= summary["seconds_per_pair"]["max"]
 
     first = outputs(out)
     assert run(args) == 0

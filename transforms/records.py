@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import traceback
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -51,11 +50,4 @@ class Outcome:
     id: str
     status: str
     seconds: float = 0.0
-    final_loss: float | None = None
 
-
-def describe(exc: BaseException) -> str:
-    """One line for logs: the exception and where it was raised."""
-    frames = traceback.extract_tb(exc.__traceback__)
-    where = f" at {frames[-1].filename}:{frames[-1].lineno}" if frames else ""
-    return f"{type(exc).__name__}: {exc}{where}"

@@ -12,7 +12,7 @@ pair is complete, which is what reruns check to skip work.
 from __future__ import annotations
 
 import json
-import logging
+import statistics
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -25,7 +25,6 @@ from apache_beam.metrics import Metrics
 from transforms import storage
 from transforms.records import Failure, Outcome
 
-logger = logging.getLogger(__name__)
 NAMESPACE = "style_transfer"
 WRITE_FAILURES = "write_failures"
 
@@ -86,7 +85,7 @@ class _WritePairFn(beam.DoFn):
             yield pvalue.TaggedOutput(WRITE_FAILURES, Failure.from_exception("write", exc, item.source, item.id))
             return
         self._succeeded.inc()
-        yield Outcome(item.id, "succeeded", item.log["seconds"], item.log["final"]["total"])
+        yield Outcome(item.id, "succeeded", item.log["seconds"])
 
 
 class _WriteSummaryFn(beam.DoFn):
@@ -107,6 +106,7 @@ class _WriteSummaryFn(beam.DoFn):
         counts = {"succeeded": 0, "skipped": 0}
         for outcome in outcomes:
             counts[outcome.status] += 1
+        seconds = [o.seconds for o in outcomes if o.status == "succeeded"]
         finished = time.time()
         summary = {
             "run_id": self._run_id,
@@ -114,6 +114,7 @@ class _WriteSummaryFn(beam.DoFn):
             "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(finished)),
             "wall_seconds": round(finished - self._started, 3),
             "counts": {**counts, "failed": len(failures), "total": len(outcomes) + len(failures)},
+            "seconds_per_pair": {"median": statistics.median(seconds), "max": max(seconds)} if seconds else None,
             "failures_file": failures_file,
             "configuration": self._configuration,
         }

@@ -94,7 +94,7 @@ class StyleConfig:
     def layer_weights(self) -> dict[str, float]:
         """Style layer -> its weight (1.0 each unless ``style_layer_weights`` says otherwise)."""
         weights = self.style_layer_weights or (1.0,) * len(self.style_layers)
-        return dict(zip(self.style_layers, weights))
+        return dict(zip(self.style_layers, weights, strict=True))
 
     @property
     def style_size(self) -> int:

@@ -162,7 +162,7 @@ class StyleTransfer:
         blend = blend_weights(len(styles), weights)
         resized = [fit_longest_side(image, size) for image in styles]
         grams: dict[str, Tensor] = {}
-        for index, (image, weight) in enumerate(zip(resized, blend)):
+        for index, (image, weight) in enumerate(zip(resized, blend, strict=True)):
             features = self.network(self._input(image, f"style image {index + 1}"))
             for layer in self.config.style_layers:
                 gram = weight * gram_matrix(features[layer])
@@ -259,7 +259,7 @@ class StyleTransfer:
                 content=content_value,
                 style=style_value,
                 tv=tv_value,
-                style_layers=dict(zip(config.style_layers, per_layer)),
+                style_layers=dict(zip(config.style_layers, per_layer, strict=True)),
                 seconds=time.perf_counter() - started,
             )
 
@@ -273,16 +273,16 @@ class StyleTransfer:
         else:
             optimizer = torch.optim.Adam([pixels], lr=config.learning_rate)
 
+        latest: list[Tensor] = []  # the loss parts of the step's one evaluation
+
+        def closure() -> Tensor:
+            optimizer.zero_grad(set_to_none=True)
+            total, parts = evaluate()
+            total.backward()
+            latest[:] = [parts.detach()]
+            return total
+
         for iteration in range(config.iterations):
-            parts_holder: list[Tensor] = []
-
-            def closure() -> Tensor:
-                optimizer.zero_grad(set_to_none=True)
-                total, parts = evaluate()
-                total.backward()
-                parts_holder.append(parts.detach())
-                return total
-
             if config.optimizer == "lbfgs":
                 optimizer.step(closure)
             else:
@@ -290,7 +290,7 @@ class StyleTransfer:
                 optimizer.step()
             # One device->host copy per iteration. Reading it one iteration late (asynchronous
             # copy + event) was measured on an H100 and did not help at 512 px, so we keep it simple.
-            entry = record(iteration, parts_holder[0])
+            entry = record(iteration, latest[0])
             history.append(entry)
             if callback is not None:
                 callback(entry)

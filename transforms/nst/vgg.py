@@ -7,7 +7,6 @@ the activations of every requested layer by name (``relu4_2``, ``pool3``, ...).
 
 from __future__ import annotations
 
-import logging
 import os
 import urllib.error
 import warnings
@@ -18,7 +17,6 @@ import torch
 from torch import Tensor, nn
 from torchvision import models
 
-logger = logging.getLogger(__name__)
 
 MODELS: Final = ("vgg16", "vgg19")
 POOLINGS: Final = ("max", "avg")
