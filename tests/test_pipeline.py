@@ -186,3 +186,32 @@ def test_unusable_weights_fail_each_pair_with_the_reason(three_pairs, tmp_path) 
     assert {f["stage"] for f in failures} == {"model"}
     assert all("no-such-weights.pth': no such file" in f["error"] for f in failures)
     assert not (out / "images").exists()
+
+
+def test_beam_metrics_and_per_pair_log_lines(three_pairs, weights_file, tmp_path, caplog) -> None:
+    import logging
+
+    import apache_beam as beam
+    from apache_beam.metrics.metric import MetricsFilter
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    from pipeline.graph import build
+    from pipeline.options import PipelineConfig
+
+    options = PipelineOptions(job_args(weights_file("vgg19"), tmp_path / "out", f"--manifest={three_pairs}"))
+    config = PipelineConfig.from_options(options)
+    caplog.set_level(logging.INFO, logger="transforms.stylize")
+    pipeline = beam.Pipeline(options=options)
+    build(pipeline, config)
+    result = pipeline.run()
+    result.wait_until_finish()
+
+    metrics = result.metrics().query(MetricsFilter().with_namespace("style_transfer"))
+    counters = {m.key.metric.name: m.committed for m in metrics["counters"]}
+    assert counters["pairs_succeeded"] == 3
+    assert counters.get("pairs_failed", 0) == 0 and counters.get("pairs_skipped", 0) == 0
+    distributions = {m.key.metric.name: m.committed for m in metrics["distributions"]}
+    assert distributions["pair_milliseconds"].count == 3 and distributions["pair_milliseconds"].min > 0
+    assert distributions["final_loss_thousandths"].count == 3
+    lines = [r.getMessage() for r in caplog.records if "final loss" in r.getMessage()]
+    assert sorted(line.split(":")[0] for line in lines) == ["pair cat-waves", "pair cat__waves+tiles", "pair dog__tiles"]
