@@ -22,6 +22,7 @@ def _help() -> str:
     parser = argparse.ArgumentParser(
         prog="python -m pipeline",
         usage=USAGE,
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
         description="Batch neural style transfer (Gatys et al.) on Apache Beam.",
         epilog="Every Apache Beam pipeline option is accepted too (--runner, --project, --region, "
         "--temp_location, --sdk_container_image, --experiments, ...).",

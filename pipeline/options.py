@@ -41,27 +41,27 @@ class StyleTransferOptions(PipelineOptions):
         job.add_argument("--strict", action="store_true", help="exit with status 1 if any row or pair failed")
 
         engine = parser.add_argument_group("style transfer (manifest columns may override some per row)")
-        engine.add_argument("--model", choices=MODELS, default=_DEFAULTS.model)
+        engine.add_argument("--model", choices=MODELS, default=_DEFAULTS.model, help="torchvision VGG architecture")
         engine.add_argument(
             "--weights", default=_DEFAULTS.weights,
             help="'imagenet' (torchvision download), 'random' (tests only), or a state-dict path/URL",
         )
-        engine.add_argument("--pooling", choices=POOLINGS, default=_DEFAULTS.pooling)
-        engine.add_argument("--content_layers", type=_names, default=_DEFAULTS.content_layers, help="comma-separated, e.g. relu4_2")
-        engine.add_argument("--style_layers", type=_names, default=_DEFAULTS.style_layers, help="comma-separated, e.g. relu1_1,relu2_1")
+        engine.add_argument("--pooling", choices=POOLINGS, default=_DEFAULTS.pooling, help="avg is what Gatys et al. prefer")
+        engine.add_argument("--content_layers", type=_names, default=",".join(_DEFAULTS.content_layers), help="comma-separated layer names")
+        engine.add_argument("--style_layers", type=_names, default=",".join(_DEFAULTS.style_layers), help="comma-separated layer names")
         engine.add_argument("--style_layer_weights", type=_floats, default=None, help="comma-separated, one per style layer (default 1 each)")
-        engine.add_argument("--content_weight", type=float, default=_DEFAULTS.content_weight)
-        engine.add_argument("--style_weight", type=float, default=_DEFAULTS.style_weight)
-        engine.add_argument("--tv_weight", type=float, default=_DEFAULTS.tv_weight)
+        engine.add_argument("--content_weight", type=float, default=_DEFAULTS.content_weight, help="weight of the content term")
+        engine.add_argument("--style_weight", type=float, default=_DEFAULTS.style_weight, help="weight of the style term")
+        engine.add_argument("--tv_weight", type=float, default=_DEFAULTS.tv_weight, help="total-variation smoothing (0: none, as Gatys et al.)")
         engine.add_argument("--init", default=_DEFAULTS.init, help="content, random, style, or an image URL")
-        engine.add_argument("--optimizer", choices=OPTIMIZERS, default=_DEFAULTS.optimizer)
+        engine.add_argument("--optimizer", choices=OPTIMIZERS, default=_DEFAULTS.optimizer, help="optimizer over the pixels")
         engine.add_argument("--learning_rate", type=float, default=_DEFAULTS.learning_rate, help="Adam only")
-        engine.add_argument("--iterations", type=int, default=_DEFAULTS.iterations)
-        engine.add_argument("--seed", type=int, default=_DEFAULTS.seed)
+        engine.add_argument("--iterations", type=int, default=_DEFAULTS.iterations, help="one forward+backward each")
+        engine.add_argument("--seed", type=int, default=_DEFAULTS.seed, help="seed of random init and random weights")
         engine.add_argument("--image_size", type=int, default=_DEFAULTS.image_size, help="longest side of the output, px")
         engine.add_argument("--style_scale", type=float, default=_DEFAULTS.style_scale, help="style image size relative to image_size")
         engine.add_argument("--original_colors", action="store_true", help="keep the content's colours (luminance-only transfer)")
-        engine.add_argument("--device", choices=DEVICES, default=_DEFAULTS.device)
+        engine.add_argument("--device", choices=DEVICES, default=_DEFAULTS.device, help="auto: CUDA when available")
 
 
 @dataclass(frozen=True)
