@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 from PIL import Image
 
 from pipeline.main import run
@@ -62,7 +63,7 @@ def test_three_pairs_then_rerun_skips_then_overwrite_redoes(three_pairs, weights
         assert log["final"]["total"] < log["history"][0]["total"]
         assert set(log["history"][0]) >= {"iteration", "total", "content", "style", "tv", "seconds"}
         assert log["config"]["iterations"] == 6 and log["weights"] == weights_file("vgg19")
-        assert log["versions"]["torch"] and log["device"] == "cpu"
+        assert log["versions"]["torch"] and log["device"] == ("cuda" if torch.cuda.is_available() else "cpu")
     blended = json.loads((out / "logs" / "cat__waves+tiles.json").read_text())
     assert blended["inputs"]["style_weights"] == [2.0, 1.0]
     assert blended["inputs"]["styles"][1].endswith("art/tiles.png")
