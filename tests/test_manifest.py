@@ -54,8 +54,13 @@ def test_overrides_are_typed_and_validated() -> None:
     assert ok.style_weights == (1.0, 3.0)
     assert "original_colors must be true or false, got 'maybe'" in bad_bool.error
     assert "iterations must be int, got '7.5'" in bad_int.error
-    assert "style_weights [1.0] must be 2 values" in bad_weights.error
+    assert "style_weights [1.0] must be 2 finite values" in bad_weights.error
     assert "more fields than the header" in extra.error
+
+
+def test_nan_style_weight_is_refused() -> None:
+    (failure,) = pairs_from_csv("content,style,style_weights\na.jpg,s.png|t.png,nan|1\n")
+    assert isinstance(failure, Failure) and "style_weights [nan, 1.0] must be 2 finite values" in failure.error
 
 
 def test_json_numbers_are_accepted_when_whole() -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 import re
 from collections.abc import Iterator
 from typing import Any, Final
@@ -134,8 +135,8 @@ def row_to_pair(row: dict[str, Any], source: str, base_folder: str, defaults: St
     weights = None
     if "style_weights" in row:
         weights = tuple(float(w) for w in _split(row["style_weights"], "style_weights"))
-        if len(weights) != len(styles) or any(w < 0 for w in weights) or sum(weights) <= 0:
-            raise ValueError(f"style_weights {list(weights)} must be {len(styles)} values >= 0, not all zero")
+        if len(weights) != len(styles) or not all(math.isfinite(w) and w >= 0 for w in weights) or sum(weights) <= 0:
+            raise ValueError(f"style_weights {list(weights)} must be {len(styles)} finite values >= 0, not all zero")
     overrides = {column: _convert(column, row[column]) for column in ROW_OVERRIDES if column in row}
     if "init" in overrides and overrides["init"] not in INIT_MODES:
         overrides["init"] = storage.resolve(overrides["init"], base_folder)
