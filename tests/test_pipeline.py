@@ -93,6 +93,7 @@ def test_bad_rows_fail_alone_and_nothing_escapes(weights_file, tmp_path) -> None
     root = tmp_path / "job"
     write_images(root / "in", {"good.png": 1, "style.png": 3})
     (root / "in" / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n not really a png")
+    synthetic_image(6, 300, 20).save(root / "in" / "sliver.png")  # 48x3 px at image_size 48
     manifest = root / "in" / "manifest.csv"
     manifest.write_text(
         "id,content,style\n"
@@ -101,6 +102,7 @@ def test_bad_rows_fail_alone_and_nothing_escapes(weights_file, tmp_path) -> None
         "corrupt,corrupt.png,style.png\n"
         "no-style,good.png,\n"
         "../../escape,good.png,style.png\n"
+        "sliver,sliver.png,style.png\n"
     )
     out = root / "out"
     args = job_args(weights_file("vgg19"), out, f"--manifest={manifest}")
@@ -109,18 +111,20 @@ def test_bad_rows_fail_alone_and_nothing_escapes(weights_file, tmp_path) -> None
 
     assert sorted(p.name for p in (out / "images").iterdir()) == ["good.png"]
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["counts"]["failed"] == 4 and summary["counts"]["skipped"] == 1
+    assert summary["counts"]["failed"] == 5 and summary["counts"]["skipped"] == 1
     failures = [json.loads(line) for line in Path(summary["failures_file"]).read_text().splitlines()]
     by_reason = {f["id"] or f["row"]["id"]: f for f in failures}
     assert by_reason["missing"]["stage"] == "read" and "nowhere.png: no such file" in by_reason["missing"]["error"]
     assert by_reason["corrupt"]["stage"] == "read" and "corrupt.png: not a readable image" in by_reason["corrupt"]["error"]
     assert by_reason["no-style"]["stage"] == "manifest" and "no style image" in by_reason["no-style"]["error"]
     assert "could write outside the output folder" in by_reason["../../escape"]["error"]
+    assert by_reason["sliver"]["stage"] == "stylize"
+    assert f"{root}/in/sliver.png is 48x3 px after resizing" in by_reason["sliver"]["error"]
     assert all(f["source"].startswith(str(manifest)) for f in failures)
     # nothing was written anywhere but the output folder (and the inputs are untouched)
     written = {p.relative_to(root) for p in root.rglob("*") if p.is_file()}
     assert {p for p in written if p.parts[0] != "out"} == {
-        Path("in/good.png"), Path("in/style.png"), Path("in/corrupt.png"), Path("in/manifest.csv")
+        Path("in/good.png"), Path("in/style.png"), Path("in/corrupt.png"), Path("in/sliver.png"), Path("in/manifest.csv")
     }
 
 

@@ -116,7 +116,7 @@ class StylizeDoFn(beam.DoFn):
             self._styles.move_to_end(key)
             return self._styles[key]
         images = [decode_image(storage.read_bytes(s), s) for s in pair.styles]
-        targets = engine.encode_styles(images, pair.style_weights, config.style_size)
+        targets = engine.encode_styles(images, pair.style_weights, config.style_size, names=pair.styles)
         self._styles[key] = targets
         if len(self._styles) > _STYLE_CACHE_SIZE:
             self._styles.popitem(last=False)
@@ -143,7 +143,7 @@ class StylizeDoFn(beam.DoFn):
                 init_image = decode_image(storage.read_bytes(config.init), config.init)
             targets = self._style_targets(engine, pair, config)
             stage = "stylize"
-            result = engine.stylize(content, targets, config, init_image=init_image)
+            result = engine.stylize(content, targets, config, init_image=init_image, content_name=pair.content)
             png = encode_png(result.image)
         except Exception as exc:  # noqa: BLE001 - one bad pair must never stop the batch
             if isinstance(exc, torch.cuda.OutOfMemoryError):

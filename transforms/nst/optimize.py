@@ -152,18 +152,21 @@ class StyleTransfer:
         styles: Sequence[Image.Image],
         weights: Sequence[float] | None = None,
         size: int | None = None,
+        names: Sequence[str] | None = None,
     ) -> StyleTargets:
         """Gram targets of ``styles`` blended by ``weights`` (normalized to sum 1).
 
         Each style image is resized so its longest side is ``size`` (default: the config's
         ``style_size``), and the targets are the weighted average of the per-image Grams.
+        ``names`` (URLs, say) are what errors call the images.
         """
         size = size or self.config.style_size
         blend = blend_weights(len(styles), weights)
         resized = [fit_longest_side(image, size) for image in styles]
         grams: dict[str, Tensor] = {}
         for index, (image, weight) in enumerate(zip(resized, blend, strict=True)):
-            features = self.network(self._input(image, f"style image {index + 1}"))
+            name = names[index] if names else f"style image {index + 1}"
+            features = self.network(self._input(image, name))
             for layer in self.config.style_layers:
                 gram = weight * gram_matrix(features[layer])
                 grams[layer] = grams[layer] + gram if layer in grams else gram
@@ -200,6 +203,7 @@ class StyleTransfer:
         config: StyleConfig | None = None,
         init_image: Image.Image | None = None,
         callback: IterationCallback | None = None,
+        content_name: str = "content image",
     ) -> StyleResult:
         """Optimize an image with ``content``'s features and ``style``'s Gram statistics.
 
@@ -209,6 +213,7 @@ class StyleTransfer:
             config: per-pair settings (default: the constructor's); network fields must match.
             init_image: the starting image when ``config.init`` names an image location.
             callback: called with every iteration's record, as it happens.
+            content_name: what errors call the content image (its URL, say).
 
         Raises:
             ImageTooSmallError: the content is smaller than the network can handle.
@@ -224,7 +229,7 @@ class StyleTransfer:
                 f"{config.style_size} px (image_size x style_scale)"
             )
         started = time.perf_counter()
-        content_tensor = self._input(fit_longest_side(content, config.image_size), "content image")
+        content_tensor = self._input(fit_longest_side(content, config.image_size), content_name)
         with torch.no_grad():
             features = self.network(content_tensor)
             content_targets = {layer: features[layer] for layer in config.content_layers}
