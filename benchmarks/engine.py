@@ -19,7 +19,7 @@ import warnings
 import torch
 
 from transforms.nst import StyleConfig, StyleTransfer
-from transforms.nst.images import fit_longest_side, tensor_to_image
+from transforms.nst.images import tensor_to_image
 from transforms.nst.optimize import LBFGS_HISTORY, resolve_device
 
 
@@ -58,7 +58,7 @@ def engine_ms(engine: StyleTransfer, size: int, iterations: int, optimizer: str)
     generator = torch.Generator().manual_seed(0)
     content = tensor_to_image(torch.rand(1, 3, size, size, generator=generator))
     style = tensor_to_image(torch.rand(1, 3, size, size, generator=generator))
-    targets = engine.encode_styles([fit_longest_side(style, size)], size=size)
+    targets = engine.encode_styles([style], size=size)
     result = engine.stylize(content, targets, config)
     stamps = [r.seconds for r in result.history]
     gaps = [later - earlier for earlier, later in zip(stamps[warmup:], stamps[warmup + 1 :])]

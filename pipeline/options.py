@@ -82,10 +82,10 @@ class PipelineConfig:
     def __post_init__(self) -> None:
         if not self.output:
             raise ValueError("--output is required")
-        if bool(self.manifest) == bool(self.contents or self.styles):
+        if self.manifest and (self.contents or self.styles):
             raise ValueError("give --manifest, or --contents and --styles, not both")
         if not self.manifest and not (self.contents and self.styles):
-            raise ValueError("--contents and --styles go together")
+            raise ValueError("give --manifest, or --contents and --styles together")
         if not self.run_id:
             stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(self.started))
             object.__setattr__(self, "run_id", f"{stamp}-{secrets.token_hex(3)}")

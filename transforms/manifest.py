@@ -7,6 +7,7 @@ every row in view. Invalid rows become Failure records; they never stop the othe
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
 import math
@@ -180,8 +181,14 @@ def validate_rows(
             while candidate in taken:
                 candidate, suffix = f"{base}-{suffix}", suffix + 1
             taken[candidate] = item.source
-            item = Pair(candidate, item.content, item.styles, item.style_weights, item.overrides, item.source, item.row)
+            item = dataclasses.replace(item, id=candidate)
         yield item
+
+
+def _tagged(items: Iterator[Pair | Failure]) -> Iterator[Any]:
+    """Pairs to the main output, Failures to the ``failures`` output."""
+    for item in items:
+        yield pvalue.TaggedOutput(FAILURES, item) if isinstance(item, Failure) else item
 
 
 class _ExpandManifestFn(beam.DoFn):
@@ -196,8 +203,7 @@ class _ExpandManifestFn(beam.DoFn):
         except (OSError, ValueError, UnicodeDecodeError) as exc:
             yield pvalue.TaggedOutput(FAILURES, Failure.from_exception("manifest", exc, location))
             return
-        for item in validate_rows(rows, storage.parent(location), self._defaults):
-            yield pvalue.TaggedOutput(FAILURES, item) if isinstance(item, Failure) else item
+        yield from _tagged(validate_rows(rows, storage.parent(location), self._defaults))
 
 
 class _ExpandGlobsFn(beam.DoFn):
@@ -220,8 +226,7 @@ class _ExpandGlobsFn(beam.DoFn):
             for content in matches["--contents"]
             for style in matches["--styles"]
         ]
-        for item in validate_rows(rows, ".", self._defaults):
-            yield pvalue.TaggedOutput(FAILURES, item) if isinstance(item, Failure) else item
+        yield from _tagged(validate_rows(rows, ".", self._defaults))
 
 
 class ReadPairs(beam.PTransform):

@@ -47,13 +47,16 @@ def summary_location(output: str) -> str:
 
 def is_complete(output: str, pair_id: str, fingerprint: str) -> bool:
     """Whether a previous run finished this pair with the same inputs and configuration."""
-    log = log_location(output, pair_id)
-    if not storage.exists(log) or not storage.exists(image_location(output, pair_id)):
-        return False
     try:
-        return json.loads(storage.read_bytes(log)).get("fingerprint") == fingerprint
+        log = json.loads(storage.read_bytes(log_location(output, pair_id)))
     except (OSError, ValueError):
-        return False  # an unreadable log is redone, not trusted
+        return False  # a missing or unreadable log is redone, not trusted
+    return log.get("fingerprint") == fingerprint and storage.exists(image_location(output, pair_id))
+
+
+def utc_iso(seconds: float) -> str:
+    """``2026-11-24T08:10:29Z`` for a ``time.time()`` value."""
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(seconds))
 
 
 def to_json(data: Any) -> bytes:
@@ -110,8 +113,8 @@ class _WriteSummaryFn(beam.DoFn):
         finished = time.time()
         summary = {
             "run_id": self._run_id,
-            "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self._started)),
-            "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(finished)),
+            "started_at": utc_iso(self._started),
+            "finished_at": utc_iso(finished),
             "wall_seconds": round(finished - self._started, 3),
             "counts": {**counts, "failed": len(failures), "total": len(outcomes) + len(failures)},
             "seconds_per_pair": {"median": statistics.median(seconds), "max": max(seconds)} if seconds else None,

@@ -10,14 +10,11 @@ import hashlib
 import os
 import posixpath
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 
-import fsspec
 from fsspec.core import url_to_fs
 from fsspec.implementations.local import LocalFileSystem
-
-
-def _fs(url: str) -> tuple[fsspec.AbstractFileSystem, str]:
-    return url_to_fs(url)
 
 
 def has_protocol(location: str) -> bool:
@@ -51,7 +48,7 @@ def stem(location: str) -> str:
 
 def read_bytes(location: str) -> bytes:
     """The whole object at ``location``; ``FileNotFoundError`` names it when it is missing."""
-    fs, path = _fs(location)
+    fs, path = url_to_fs(location)
     try:
         return fs.cat_file(path)
     except FileNotFoundError as exc:
@@ -60,14 +57,14 @@ def read_bytes(location: str) -> bytes:
 
 def exists(location: str) -> bool:
     """Whether ``location`` exists now (listing caches are dropped first, so reruns see writes)."""
-    fs, path = _fs(location)
+    fs, path = url_to_fs(location)
     fs.invalidate_cache(path)
     return fs.exists(path)
 
 
 def glob(pattern: str) -> list[str]:
     """Sorted full URLs of the files matching ``pattern``."""
-    fs, path = _fs(pattern)
+    fs, path = url_to_fs(pattern)
     fs.invalidate_cache()
     # detail=True brings each match's type with the listing: no request per file.
     matches = sorted(name for name, info in fs.glob(path, detail=True).items() if info.get("type") == "file")
@@ -80,18 +77,10 @@ def write_atomic(location: str, data: bytes) -> None:
     Object stores (GCS, S3, memory) publish an object only when its upload completes, so one
     upload is atomic. A local file is written beside its target and renamed into place.
     """
-    fs, path = _fs(location)
+    fs, path = url_to_fs(location)
     if isinstance(fs, LocalFileSystem):
-        folder = os.path.dirname(path)
-        os.makedirs(folder, exist_ok=True)
-        handle, temporary = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=os.path.basename(path))
-        try:
-            with os.fdopen(handle, "wb") as out:
-                out.write(data)
-            os.replace(temporary, path)
-        except BaseException:
-            os.unlink(temporary)
-            raise
+        with _renamed_into_place(path) as temporary, open(temporary, "wb") as out:
+            out.write(data)
     else:
         fs.pipe_file(path, data)
         fs.invalidate_cache(path)
@@ -109,14 +98,26 @@ def local_copy(location: str, cache_folder: str | None = None) -> str:
     digest = hashlib.sha256(location.encode()).hexdigest()[:16]
     target = os.path.join(folder, f"{digest}-{posixpath.basename(location)}")
     if not os.path.exists(target):
-        os.makedirs(folder, exist_ok=True)
-        fs, path = _fs(location)
-        handle, temporary = tempfile.mkstemp(dir=folder, prefix=".tmp-")
-        os.close(handle)
-        try:
+        fs, path = url_to_fs(location)
+        with _renamed_into_place(target) as temporary:
             fs.get_file(path, temporary)  # streamed: weight files are hundreds of MB
-            os.replace(temporary, target)
-        except BaseException:
-            os.unlink(temporary)
-            raise
     return target
+
+
+@contextmanager
+def _renamed_into_place(target: str) -> Iterator[str]:
+    """A temporary path beside local ``target``, renamed onto it if the block succeeds.
+
+    A rename within one folder is atomic, so readers see the old file or the whole new one;
+    on failure the temporary file is removed and ``target`` is untouched.
+    """
+    folder = os.path.dirname(target)
+    os.makedirs(folder, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=os.path.basename(target))
+    os.close(handle)
+    try:
+        yield temporary
+        os.replace(temporary, target)
+    except BaseException:
+        os.unlink(temporary)
+        raise

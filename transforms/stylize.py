@@ -7,6 +7,7 @@ all done never loads it. Every per-pair error becomes a Failure record; the batc
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -27,7 +28,7 @@ from transforms import storage
 from transforms.nst import StyleConfig, StyleTargets, StyleTransfer, decode_image, encode_png
 from transforms.nst.config import INIT_MODES
 from transforms.records import Failure, Outcome, Pair
-from transforms.results import NAMESPACE, Stylized, is_complete
+from transforms.results import NAMESPACE, Stylized, is_complete, utc_iso
 
 logger = logging.getLogger(__name__)
 
@@ -42,18 +43,24 @@ def pair_config(defaults: StyleConfig, pair: Pair) -> StyleConfig:
     return defaults.replace(**dict(pair.overrides))
 
 
-def fingerprint(pair: Pair, config: StyleConfig) -> str:
-    """Identifies the work a pair's outputs came from: inputs plus every engine setting."""
-    described = {
+def pair_inputs(pair: Pair) -> dict[str, Any]:
+    """The images a pair is made from (not where in the manifest it was written)."""
+    return {
         "content": pair.content,
         "styles": list(pair.styles),
         "style_weights": list(pair.style_weights) if pair.style_weights else None,
-        "config": config.to_dict(),
     }
+
+
+def fingerprint(pair: Pair, config: StyleConfig) -> str:
+    """Identifies the work a pair's outputs came from: inputs plus every engine setting."""
+    described = {**pair_inputs(pair), "config": config.to_dict()}
     return hashlib.sha256(json.dumps(described, sort_keys=True).encode()).hexdigest()
 
 
+@functools.cache
 def _versions() -> dict[str, str]:
+    """Package versions for the logs; looked up once per process."""
     found = {"python": platform.python_version()}
     for name in _PACKAGES:
         try:
@@ -85,9 +92,6 @@ class StylizeDoFn(beam.DoFn):
         self._final_loss = Metrics.distribution(NAMESPACE, "final_loss_thousandths")
         self._holder: _EngineHolder | None = None
         self._styles: OrderedDict[tuple[Any, ...], StyleTargets] = OrderedDict()
-
-    def setup(self) -> None:
-        self._styles = OrderedDict()
 
     def _load_engine(self) -> _EngineHolder:
         weights = self._defaults.weights
@@ -158,12 +162,7 @@ class StylizeDoFn(beam.DoFn):
         logger.info("pair %s: %.1f s, final loss %.6g on %s", pair.id, seconds, result.final.total, result.device)
         log = {
             "id": pair.id,
-            "inputs": {
-                "content": pair.content,
-                "styles": list(pair.styles),
-                "style_weights": list(pair.style_weights) if pair.style_weights else None,
-                "source": pair.source,
-            },
+            "inputs": {**pair_inputs(pair), "source": pair.source},
             "config": config.to_dict(),
             "fingerprint": work,
             "history": [record.to_dict() for record in result.history],
@@ -173,7 +172,7 @@ class StylizeDoFn(beam.DoFn):
             "weights": config.weights,
             "versions": _versions(),
             "seconds": round(seconds, 3),
-            "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "finished_at": utc_iso(time.time()),
         }
         yield Stylized(pair.id, png, log, pair.source)
 

@@ -66,7 +66,7 @@ class LBFGS(torch.optim.Optimizer):
         ys = y.dot(s)
         valid = ys > _CURVATURE_EPSILON
         state["gamma"] = torch.where(valid, ys.double() / y.dot(y).double(), state["gamma"])
-        # A rejected pair is stored as zeros: it then contributes nothing (see _direction).
+        # A rejected pair is stored as zeros: it then contributes nothing (see _inverse_hessian_times).
         s, y = torch.where(valid, s, 0.0), torch.where(valid, y, 0.0)
         slot = state["count"] % m
         state["count"] += 1
