@@ -14,6 +14,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from transforms.manifest import FORMATS
 from transforms.nst.config import DEVICES, OPTIMIZERS, StyleConfig
 from transforms.nst.vgg import MODELS, POOLINGS
+from transforms.nst.weights import FAMILIES, NAMED_WEIGHTS
 
 _DEFAULTS = StyleConfig()
 
@@ -44,14 +45,20 @@ class StyleTransferOptions(PipelineOptions):
         engine.add_argument("--model", choices=MODELS, default=_DEFAULTS.model, help="torchvision VGG architecture")
         engine.add_argument(
             "--weights", default=_DEFAULTS.weights,
-            help="'imagenet' (torchvision download), 'random' (tests only), or a state-dict path/URL",
+            help="'caffe' (the original VGG19, embedded: no download), 'imagenet' (torchvision's, "
+            "downloaded), 'random' (tests only), or a state-dict path/URL (with --weights_family)",
+        )
+        engine.add_argument(
+            "--weights_family", choices=tuple(FAMILIES), default=None,
+            help="pixels a weights file expects: caffe (BGR, 0-255, mean pixel) or torchvision "
+            f"(RGB, [0, 1], mean/std); implied by {', '.join(NAMED_WEIGHTS)}",
         )
         engine.add_argument("--pooling", choices=POOLINGS, default=_DEFAULTS.pooling, help="avg is what Gatys et al. prefer")
         engine.add_argument("--content_layers", type=_names, default=",".join(_DEFAULTS.content_layers), help="comma-separated layer names")
         engine.add_argument("--style_layers", type=_names, default=",".join(_DEFAULTS.style_layers), help="comma-separated layer names")
         engine.add_argument("--style_layer_weights", type=_floats, default=None, help="comma-separated, one per style layer (default 1 each)")
-        engine.add_argument("--content_weight", type=float, default=_DEFAULTS.content_weight, help="weight of the content term")
-        engine.add_argument("--style_weight", type=float, default=_DEFAULTS.style_weight, help="weight of the style term")
+        engine.add_argument("--content_weight", type=float, default=None, help="weight of the content term (default: the weights family's, caffe 5, torchvision 1)")
+        engine.add_argument("--style_weight", type=float, default=None, help="weight of the style term (default: the weights family's, caffe 100, torchvision 1e6)")
         engine.add_argument("--tv_weight", type=float, default=_DEFAULTS.tv_weight, help="total-variation smoothing (0: none, as Gatys et al.)")
         engine.add_argument("--init", default=_DEFAULTS.init, help="content, random, style, or an image URL")
         engine.add_argument("--optimizer", choices=OPTIMIZERS, default=_DEFAULTS.optimizer, help="optimizer over the pixels")

@@ -18,7 +18,10 @@ from transforms.nst.losses import gram_matrix
 
 
 def config(weights_file, **changes: object) -> StyleConfig:
-    base = StyleConfig(weights=weights_file(changes.get("model", "vgg19")), image_size=64, iterations=8, device="cpu")
+    base = StyleConfig(
+        weights=weights_file(changes.get("model", "vgg19")), weights_family="torchvision",
+        image_size=64, iterations=8, device="cpu",
+    )
     return base.replace(**changes)
 
 
@@ -39,9 +42,10 @@ def test_records_every_iteration_through_callback_and_result(weights_file) -> No
     cfg = config(weights_file, iterations=5, tv_weight=2.0)
     result = stylize(synthetic_image(1), [synthetic_image(2)], cfg, callback=seen.append)
     assert seen == result.history
-    assert [r.iteration for r in result.history] == [0, 1, 2, 3, 4]
-    assert result.final.iteration == 5
-    for record in result.history + [result.final]:
+    # Every evaluated iterate, then the written image: the history ends with the final record.
+    assert [r.iteration for r in result.history] == [0, 1, 2, 3, 4, 5]
+    assert result.final is result.history[-1] and result.final.iteration == 5
+    for record in result.history:
         assert record.total == pytest.approx(record.content + record.style + record.tv, rel=1e-5)
         assert record.style == pytest.approx(sum(record.style_layers.values()), rel=1e-5)
         assert list(record.style_layers) == list(cfg.style_layers)
@@ -135,7 +139,7 @@ def test_non_finite_loss_is_reported(weights_file, tmp_path) -> None:
     state["features.0.bias"] = torch.full_like(state["features.0.bias"], math.nan)
     path = tmp_path / "nan.pth"
     torch.save(state, path)
-    with pytest.raises(NonFiniteLossError, match="loss became nan at iteration 0"):
+    with pytest.raises(NonFiniteLossError, match="loss is nan: no image seen in 8 iterations had a finite loss"):
         stylize(synthetic_image(1), [synthetic_image(2)], config(weights_file, weights=str(path)))
 
 
@@ -147,7 +151,10 @@ def test_non_finite_loss_is_reported(weights_file, tmp_path) -> None:
         ({"content_layers": ("relu9_9",)}, "unknown layer 'relu9_9' for vgg19"),
         ({"style_layer_weights": (1.0, 2.0)}, "style_layer_weights has 2 values for 5 style layers"),
         ({"iterations": 0}, "iterations must be a positive integer"),
-        ({"style_weight": -1.0}, "style_weight must be >= 0"),
+        ({"style_weight": -1.0}, "style_weight must be a finite number >= 0, got -1.0"),
+        ({"content_weight": math.nan}, "content_weight must be a finite number >= 0, got nan"),
+        ({"weights": "/models/vgg19.pth"}, "'/models/vgg19.pth': a weights file needs its family declared"),
+        ({"weights": "caffe", "weights_family": "torchvision"}, "'caffe' are of the 'caffe' family, not 'torchvision'"),
         ({"device": "tpu"}, "unknown device 'tpu'"),
     ],
 )

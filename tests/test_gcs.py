@@ -89,6 +89,7 @@ def test_job_on_gcs(gcs, weights_file) -> None:
         f"--manifest=gs://{root}/in/manifest.csv",
         f"--output=gs://{root}/out",
         f"--weights=gs://{root}/models/vgg19.pth",
+        "--weights_family=torchvision",
         "--image_size=48",
         "--iterations=5",
     ]

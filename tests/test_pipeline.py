@@ -24,6 +24,7 @@ def job_args(weights: str, output: Path, *extra: str) -> list[str]:
         "--runner=FnApiRunner",  # the DirectRunner's in-process engine, without its Prism attempt
         f"--output={output}",
         f"--weights={weights}",
+        "--weights_family=torchvision",
         "--image_size=48",
         "--iterations=6",
         *extra,

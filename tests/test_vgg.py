@@ -4,14 +4,10 @@ import pytest
 import torch
 from torch import nn
 
-from transforms.nst.vgg import (
-    VGGFeatures,
-    WeightsError,
-    canonical_layer,
-    layer_names,
-    load_features_state_dict,
-    min_input_side,
-)
+from transforms.nst.vgg import VGGFeatures, WeightsError, canonical_layer, layer_names, min_input_side
+from transforms.nst.weights import FAMILIES, load_features_state_dict
+
+TORCHVISION = FAMILIES["torchvision"]
 
 
 def test_layer_names_follow_torchvision_modules() -> None:
@@ -49,7 +45,7 @@ def test_min_side_counts_pools_before_deepest_layer() -> None:
 
 def test_network_is_cut_frozen_and_returns_requested_layers(weights_file) -> None:
     state = load_features_state_dict("vgg19", weights_file("vgg19"))
-    network = VGGFeatures("vgg19", ["relu2_1", "block1_conv1", "conv2_1"], state)
+    network = VGGFeatures("vgg19", ["relu2_1", "block1_conv1", "conv2_1"], state, TORCHVISION)
     assert network.deepest_layer == "relu2_1"
     assert len(network.stack) == layer_names("vgg19").index("relu2_1") + 1
     assert not any(p.requires_grad for p in network.parameters()) and not network.training
@@ -62,7 +58,7 @@ def test_network_is_cut_frozen_and_returns_requested_layers(weights_file) -> Non
 
 def test_avg_pooling_replaces_max_pooling(weights_file) -> None:
     state = load_features_state_dict("vgg16", weights_file("vgg16"))
-    network = VGGFeatures("vgg16", ["relu3_1"], state, pooling="avg")
+    network = VGGFeatures("vgg16", ["relu3_1"], state, TORCHVISION, pooling="avg")
     kinds = {type(m) for m in network.stack}
     assert nn.AvgPool2d in kinds and nn.MaxPool2d not in kinds
 
@@ -88,14 +84,14 @@ def test_weights_file_with_wrong_keys(tmp_path) -> None:
 def test_weights_file_of_other_depth(weights_file) -> None:
     state = load_features_state_dict("vgg16", weights_file("vgg16"))
     with pytest.raises(WeightsError, match="weights do not fit vgg19: (missing|features.* has shape)"):
-        VGGFeatures("vgg19", ["relu5_4"], state)
+        VGGFeatures("vgg19", ["relu5_4"], state, TORCHVISION)
 
 
 def test_weights_file_with_wrong_shape(weights_file) -> None:
     state = dict(load_features_state_dict("vgg19", weights_file("vgg19")))
     state["2.weight"] = torch.zeros(64, 64, 5, 5)
     with pytest.raises(WeightsError, match=r"features.2.weight has shape \(64, 64, 5, 5\), expected \(64, 64, 3, 3\)"):
-        VGGFeatures("vgg19", ["relu2_1"], state)
+        VGGFeatures("vgg19", ["relu2_1"], state, TORCHVISION)
 
 
 def test_weights_not_a_file_or_not_a_state_dict(tmp_path) -> None:
@@ -114,5 +110,5 @@ def test_imagenet_download_failure_explains_how_to_pass_a_file(monkeypatch, tmp_
         raise urllib.error.URLError("network is unreachable")
 
     monkeypatch.setattr(torch.hub, "download_url_to_file", offline)
-    with pytest.raises(WeightsError, match=r"could not download the vgg19 ImageNet weights .*--weights /path/to/vgg19-dcbb9e9d.pth"):
+    with pytest.raises(WeightsError, match=r"could not download the torchvision vgg19 ImageNet weights .*--weights caffe.*--weights /path/to/vgg19-dcbb9e9d.pth --weights_family torchvision"):
         load_features_state_dict("vgg19", "imagenet")

@@ -3,7 +3,7 @@
 Typical use::
 
     from transforms.nst import StyleConfig, StyleTransfer
-    engine = StyleTransfer(StyleConfig(iterations=300))
+    engine = StyleTransfer(StyleConfig(iterations=300))   # the embedded Caffe VGG19
     targets = engine.encode_styles([style_image])   # cache and reuse for many contents
     result = engine.stylize(content_image, targets)
     result.image.save("out.png")
@@ -21,8 +21,10 @@ from transforms.nst.optimize import (
     stylize,
 )
 from transforms.nst.vgg import WeightsError
+from transforms.nst.weights import FAMILIES, WeightsFamily
 
 __all__ = [
+    "FAMILIES",
     "ImageDecodeError",
     "ImageTooSmallError",
     "IterationRecord",
@@ -32,6 +34,7 @@ __all__ = [
     "StyleTargets",
     "StyleTransfer",
     "WeightsError",
+    "WeightsFamily",
     "decode_image",
     "encode_png",
     "stylize",

@@ -3,45 +3,54 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from typing import Final
 
 from transforms.nst.vgg import MODELS, POOLINGS, canonical_layer
+from transforms.nst.weights import FAMILIES, NAMED_WEIGHTS, WeightsFamily, resolve_family
 
 OPTIMIZERS: Final = ("lbfgs", "adam")
 INIT_MODES: Final = ("content", "random", "style")
 DEVICES: Final = ("auto", "cpu", "cuda")
 
 # Fields that shape the network itself: one StyleTransfer instance serves one value of each.
-NETWORK_FIELDS: Final = ("model", "weights", "pooling", "content_layers", "style_layers", "device")
+NETWORK_FIELDS: Final = (
+    "model", "weights", "weights_family", "pooling", "content_layers", "style_layers", "device"
+)
 
 
 @dataclass(frozen=True)
 class StyleConfig:
     """All settings of one style transfer.
 
-    Defaults follow Gatys et al. (2015) where the paper is explicit (VGG19, content ``relu4_2``,
-    style ``relu1_1 … relu5_1``, L-BFGS) and the PyTorch tutorial's weights where our size-free
-    normalization differs from the paper's (see ``losses.py``). Deviation: the paper starts from
-    white noise; we start from the content image by default, which converges in fewer iterations
-    and is what neural-style and the tutorial do (``init="random"`` gives the paper's start).
+    Defaults follow Gatys et al. (2015) where the paper is explicit (the original Caffe VGG19,
+    content ``relu4_2``, style ``relu1_1 … relu5_1``, L-BFGS). Loss weights left unset take the
+    weights family's defaults (weights.py): neural-style's for Caffe weights, the PyTorch
+    tutorial's for torchvision's; ``weights_family`` is set from the weights' name, and must be
+    given for a weights file. Deviation: the paper starts from white noise; we start from the
+    content image by default, which converges in fewer iterations and is what neural-style's
+    users and the tutorial do (``init="random"`` gives the paper's start).
     """
 
     model: str = "vgg19"
-    weights: str = "imagenet"
+    weights: str = "caffe"
+    # "caffe" or "torchvision": the pixels the weights expect. Implied by named weights.
+    weights_family: str | None = None
     pooling: str = "max"
     content_layers: tuple[str, ...] = ("relu4_2",)
     style_layers: tuple[str, ...] = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
     # Per-style-layer weights; None means 1.0 each (the tutorial's plain sum over layers).
     style_layer_weights: tuple[float, ...] | None = None
-    content_weight: float = 1.0
-    style_weight: float = 1e6
+    # None: the weights family's default (caffe 5 / 100, torchvision 1 / 1e6).
+    content_weight: float | None = None
+    style_weight: float | None = None
     # Gatys et al. use no total-variation term; raise it (e.g. 1-10) to smooth high-frequency noise.
     tv_weight: float = 0.0
     # "content", "random" (seeded noise), "style", or the location of an init image.
     init: str = "content"
     optimizer: str = "lbfgs"
-    # Adam's step size in [0, 1] pixel units; L-BFGS always takes unit steps.
+    # Adam's step size in [0, 1] pixel units (scaled to the family's); L-BFGS takes unit steps.
     learning_rate: float = 0.02
     iterations: int = 500
     seed: int = 0
@@ -56,7 +65,13 @@ class StyleConfig:
         self._check_choice("optimizer", self.optimizer, OPTIMIZERS)
         self._check_choice("device", self.device, DEVICES)
         if not self.weights:
-            raise ValueError("weights must be 'imagenet', 'random' or a state-dict location")
+            raise ValueError(f"weights must be one of {', '.join(NAMED_WEIGHTS)} or a state-dict location")
+        family = resolve_family(self.weights, self.weights_family)
+        object.__setattr__(self, "weights_family", family.name)
+        if self.content_weight is None:
+            object.__setattr__(self, "content_weight", family.content_weight)
+        if self.style_weight is None:
+            object.__setattr__(self, "style_weight", family.style_weight)
         if not self.init:
             raise ValueError(f"init must be one of {', '.join(INIT_MODES)} or an image location")
         for name in ("content_layers", "style_layers"):
@@ -71,12 +86,13 @@ class StyleConfig:
                     f"style_layer_weights has {len(weights)} values for "
                     f"{len(self.style_layers)} style layers"
                 )
-            if any(w < 0 for w in weights) or not any(w > 0 for w in weights):
-                raise ValueError(f"style_layer_weights must be >= 0, not all zero: {weights}")
+            if any(not math.isfinite(w) or w < 0 for w in weights) or not any(w > 0 for w in weights):
+                raise ValueError(f"style_layer_weights must be finite, >= 0, not all zero: {weights}")
             object.__setattr__(self, "style_layer_weights", weights)
-        for name in ("content_weight", "style_weight", "tv_weight"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        for name in ("content_weight", "style_weight", "tv_weight", "learning_rate", "style_scale"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+                raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
         for name in ("iterations", "image_size"):
             if int(getattr(self, name)) != getattr(self, name) or getattr(self, name) < 1:
                 raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
@@ -89,6 +105,11 @@ class StyleConfig:
     def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
         if value not in choices:
             raise ValueError(f"unknown {name} {value!r}: choose one of {', '.join(choices)}")
+
+    @property
+    def family(self) -> WeightsFamily:
+        """The weights family: its pixel units, input normalization and default loss weights."""
+        return FAMILIES[str(self.weights_family)]
 
     @property
     def layer_weights(self) -> dict[str, float]:
@@ -113,4 +134,5 @@ class StyleConfig:
         """JSON-ready view of every setting."""
         data = dataclasses.asdict(self)
         data["style_layer_weights"] = list(self.layer_weights.values())
+        data["preprocessing"] = self.family.to_dict()
         return {k: list(v) if isinstance(v, tuple) else v for k, v in data.items()}

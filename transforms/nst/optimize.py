@@ -3,6 +3,11 @@
 ``StyleTransfer`` holds one frozen network; ``encode_styles`` turns style images into reusable
 ``StyleTargets``; ``stylize`` runs the per-pair optimization and reports every iteration through a
 callback and in the result. No I/O happens here: callers bring Pillow images.
+
+The image is optimized in the weights family's pixel units (0-255 for the Caffe VGG, [0, 1] for
+torchvision's), as the references do: L-BFGS's first step has an L1 norm of 1 in the variable's
+units, so the units set the scale of the whole start. In [0, 1] units the Caffe VGG's first unit
+steps were measured to overshoot to an infinite loss; in 0-255 units they converge.
 """
 
 from __future__ import annotations
@@ -14,14 +19,15 @@ from dataclasses import asdict, dataclass
 
 import torch
 from PIL import Image
-from torch import Tensor
+from torch import Tensor, nn
 
 from transforms.nst.color import keep_colors
 from transforms.nst.config import StyleConfig
 from transforms.nst.images import fit_longest_side, image_to_tensor, tensor_to_image
 from transforms.nst.lbfgs import LBFGS
 from transforms.nst.losses import content_loss, gram_matrix, style_loss, tv_loss
-from transforms.nst.vgg import VGGFeatures, load_features_state_dict
+from transforms.nst.vgg import VGGFeatures
+from transforms.nst.weights import load_features_state_dict
 
 
 class ImageTooSmallError(ValueError):
@@ -29,7 +35,7 @@ class ImageTooSmallError(ValueError):
 
 
 class NonFiniteLossError(ArithmeticError):
-    """The loss became NaN or infinite during optimization."""
+    """No image seen during the optimization had a finite loss."""
 
 
 @dataclass(frozen=True)
@@ -37,7 +43,8 @@ class IterationRecord:
     """Losses of one evaluated image; each term is weighted, so the terms add up to ``total``.
 
     ``iteration`` counts the optimizer updates applied before the evaluation: 0 is the initial
-    image, and the result's ``final`` record (iteration = ``iterations``) is the returned image.
+    image, and the result's ``final`` record (iteration = ``iterations``) is the image as written.
+    ``rejected`` marks an image whose step the divergence guard undid (lbfgs.py).
     """
 
     iteration: int
@@ -47,9 +54,36 @@ class IterationRecord:
     tv: float
     style_layers: dict[str, float]
     seconds: float
+    rejected: bool = False
+
+    @classmethod
+    def from_parts(
+        cls, iteration: int, parts: Tensor, layers: Sequence[str], seconds: float, rejected: bool = False
+    ) -> IterationRecord:
+        """A record from :class:`Objective`'s output (one device->host copy)."""
+        total, content, style, tv, *per_layer = parts.tolist()
+        return cls(
+            iteration=iteration,
+            total=total,
+            content=content,
+            style=style,
+            tv=tv,
+            style_layers=dict(zip(layers, per_layer, strict=True)),
+            seconds=seconds,
+            rejected=rejected,
+        )
 
     def to_dict(self) -> dict[str, object]:
-        return asdict(self)
+        """JSON-ready: a non-finite loss (a rejected trial) becomes None, which JSON can hold."""
+
+        def finite(value: float) -> float | None:
+            return value if math.isfinite(value) else None
+
+        data = asdict(self)
+        for name in ("total", "content", "style", "tv"):
+            data[name] = finite(data[name])
+        data["style_layers"] = {k: finite(v) for k, v in self.style_layers.items()}
+        return data
 
 
 @dataclass(frozen=True)
@@ -66,11 +100,16 @@ class StyleTargets:
 
 @dataclass(frozen=True)
 class StyleResult:
-    """The stylized image, one record per iteration, and the record of the returned image."""
+    """The stylized image, one record per iteration, and the record of the written image.
+
+    ``history`` ends with ``final``. ``chosen_iteration`` is the iteration whose pixels were
+    written: the last one, unless an earlier image scored lower (then that one is returned).
+    """
 
     image: Image.Image
     history: list[IterationRecord]
     final: IterationRecord
+    chosen_iteration: int
     device: str
     seconds: float
 
@@ -103,6 +142,48 @@ def blend_weights(count: int, weights: Sequence[float] | None) -> list[float]:
     return [w / total for w in values]
 
 
+class Objective(nn.Module):
+    """The weighted loss of Gatys et al. for one content and one style: targets held as buffers.
+
+    ``forward(image)`` takes an NCHW image in the family's pixel units and returns the 1-D tensor
+    ``[total, content, style, tv, *style per layer]``, every term already weighted.
+    """
+
+    def __init__(
+        self,
+        network: VGGFeatures,
+        content_targets: dict[str, Tensor],
+        style_grams: dict[str, Tensor],
+        config: StyleConfig,
+    ) -> None:
+        super().__init__()
+        self.network = network
+        self.content_layers = config.content_layers
+        self.style_layers = config.style_layers
+        for layer in self.content_layers:
+            self.register_buffer(f"content_{layer}", content_targets[layer])
+        for layer in self.style_layers:
+            self.register_buffer(f"gram_{layer}", style_grams[layer])
+        weights = torch.tensor(list(config.layer_weights.values()), device=style_grams[self.style_layers[0]].device)
+        self.register_buffer("style_layer_weights", config.style_weight * weights)
+        self.content_weight = float(config.content_weight)
+        self.tv_weight = config.tv_weight
+        self.pixel_scale = config.family.pixel_scale
+
+    def forward(self, image: Tensor) -> Tensor:
+        features = self.network(image)
+        content = self.content_weight * sum(
+            content_loss(features[layer], getattr(self, f"content_{layer}")) for layer in self.content_layers
+        )
+        styles = self.style_layer_weights * torch.stack(
+            [style_loss(features[layer], getattr(self, f"gram_{layer}")) for layer in self.style_layers]
+        )
+        style = styles.sum()
+        # TV is measured on [0, 1] pixels whatever the family, so tv_weight means the same for both.
+        tv = self.tv_weight * tv_loss(image / self.pixel_scale) if self.tv_weight else image.new_zeros(())
+        return torch.cat([torch.stack([content + style + tv, content, style, tv]), styles])
+
+
 class StyleTransfer:
     """One frozen VGG on one device, ready to encode styles and stylize many contents.
 
@@ -117,6 +198,7 @@ class StyleTransfer:
     def __init__(self, config: StyleConfig | None = None, weights_file: str | None = None) -> None:
         self.config = config or StyleConfig()
         self.device = resolve_device(self.config.device)
+        self.family = self.config.family
         # NHWC (channels_last) measured faster at the default 512 px: ~5% with oneDNN on a
         # 2-core CPU, slightly on an H100 (where NCHW wins at 1024 px); see README, Performance.
         # Every tensor entering the network takes this layout.
@@ -125,11 +207,13 @@ class StyleTransfer:
             self.config.model, weights_file or self.config.weights, self.config.seed
         )
         layers = self.config.content_layers + self.config.style_layers
-        network = VGGFeatures(self.config.model, layers, state, self.config.pooling)
+        network = VGGFeatures(self.config.model, layers, state, self.family, self.config.pooling)
         self.network = network.to(self.device, memory_format=self.memory_format)
 
-    def _input(self, image: Image.Image, what: str) -> Tensor:
-        tensor = image_to_tensor(image).to(self.device, memory_format=self.memory_format)
+    def to_input(self, image: Image.Image, what: str) -> Tensor:
+        """``image`` as an NCHW tensor in the family's pixel units, checked against the network."""
+        tensor = image_to_tensor(image).mul_(self.family.pixel_scale)
+        tensor = tensor.to(self.device, memory_format=self.memory_format)
         height, width = tensor.shape[-2:]
         if min(height, width) < self.network.min_side:
             raise ImageTooSmallError(
@@ -166,7 +250,7 @@ class StyleTransfer:
         grams: dict[str, Tensor] = {}
         for index, (image, weight) in enumerate(zip(resized, blend, strict=True)):
             name = names[index] if names else f"style image {index + 1}"
-            features = self.network(self._input(image, name))
+            features = self.network(self.to_input(image, name))
             for layer in self.config.style_layers:
                 gram = weight * gram_matrix(features[layer])
                 grams[layer] = grams[layer] + gram if layer in grams else gram
@@ -182,7 +266,7 @@ class StyleTransfer:
         elif config.init == "random":
             # Gatys et al. start from white noise: uniform pixels, seeded for reproducibility.
             generator = torch.Generator().manual_seed(config.seed)
-            start = torch.rand(content.shape, generator=generator)
+            start = torch.rand(content.shape, generator=generator) * self.family.pixel_scale
         else:
             if config.init == "style":
                 source = style.first_image
@@ -191,10 +275,16 @@ class StyleTransfer:
             else:
                 source = init_image
             # Stretched to the content's exact size: the optimized image must match it.
-            start = image_to_tensor(source.resize((width, height), Image.Resampling.LANCZOS))
+            resized = source.resize((width, height), Image.Resampling.LANCZOS)
+            start = image_to_tensor(resized) * self.family.pixel_scale
         # The optimized parameter is a contiguous NHWC tensor: L-BFGS flattens parameters with
         # view(-1), and its NCHW permutation is exactly the channels_last layout the network wants.
         return start.to(self.device).permute(0, 2, 3, 1).contiguous().requires_grad_(True)
+
+    def as_written(self, image: Tensor) -> Tensor:
+        """``image`` (NCHW, family units) as it will be stored: clamped and rounded to 8 bits."""
+        scale = self.family.pixel_scale
+        return image.div(scale).clamp(0, 1).mul(255).round().div(255).mul(scale)
 
     def stylize(
         self,
@@ -217,7 +307,7 @@ class StyleTransfer:
 
         Raises:
             ImageTooSmallError: the content is smaller than the network can handle.
-            NonFiniteLossError: the loss became NaN or infinite.
+            NonFiniteLossError: no image seen had a finite loss (only from a non-finite start).
             ValueError: the config or targets do not fit this network.
         """
         config = config or self.config
@@ -229,85 +319,91 @@ class StyleTransfer:
                 f"{config.style_size} px (image_size x style_scale)"
             )
         started = time.perf_counter()
-        content_tensor = self._input(fit_longest_side(content, config.image_size), content_name)
+        scale = self.family.pixel_scale
+        content_tensor = self.to_input(fit_longest_side(content, config.image_size), content_name)
         with torch.no_grad():
             features = self.network(content_tensor)
             content_targets = {layer: features[layer] for layer in config.content_layers}
         del features
-        layer_weights = torch.tensor(list(config.layer_weights.values()), device=self.device)
+        objective = Objective(self.network, content_targets, style.grams, config)
         pixels = self._initial_image(content_tensor, style, config, init_image)
 
-        def evaluate() -> tuple[Tensor, Tensor]:
-            """The weighted total and [total, content, style, tv, *style per layer]."""
-            # A fresh view each time: a view taken once goes stale after in-place updates.
-            image = pixels.permute(0, 3, 1, 2)
-            features = self.network(image)
-            content_term = config.content_weight * sum(
-                content_loss(features[layer], content_targets[layer])
-                for layer in config.content_layers
-            )
-            style_terms = config.style_weight * layer_weights * torch.stack(
-                [style_loss(features[layer], style.grams[layer]) for layer in config.style_layers]
-            )
-            style_term = style_terms.sum()
-            tv_term = config.tv_weight * tv_loss(image) if config.tv_weight else image.new_zeros(())
-            total = content_term + style_term + tv_term
-            parts = torch.cat([torch.stack([total, content_term, style_term, tv_term]), style_terms])
-            return total, parts
-
-        def record(iteration: int, parts: Tensor) -> IterationRecord:
-            total, content_value, style_value, tv_value, *per_layer = parts.tolist()
-            if not math.isfinite(total):
-                raise NonFiniteLossError(f"loss became {total} at iteration {iteration}")
-            return IterationRecord(
-                iteration=iteration,
-                total=total,
-                content=content_value,
-                style=style_value,
-                tv=tv_value,
-                style_layers=dict(zip(config.style_layers, per_layer, strict=True)),
-                seconds=time.perf_counter() - started,
-            )
-
-        history: list[IterationRecord] = []
         if config.optimizer == "lbfgs":
             # One L-BFGS iteration per step() is one forward and backward per recorded iteration,
-            # with unit steps and no line search, as neural-style runs it. Our LBFGS computes
-            # torch.optim.LBFGS's directions without its per-pair GPU synchronizations (lbfgs.py),
-            # and it never stops early: every requested iteration runs.
-            optimizer: torch.optim.Optimizer = LBFGS([pixels], history_size=LBFGS_HISTORY)
+            # with unit steps and no line search, as neural-style runs it; our LBFGS computes
+            # torch.optim.LBFGS's directions without GPU synchronizations, undoes diverging
+            # steps, and keeps every iterate inside the pixel range (lbfgs.py). Deviation: Gatys
+            # et al. leave the range unconstrained; projecting keeps the written (clamped) image
+            # the one that was optimized (README, "Method and defaults", has the measurement).
+            optimizer: torch.optim.Optimizer = LBFGS(
+                [pixels], history_size=LBFGS_HISTORY, bounds=(0.0, scale)
+            )
         else:
-            optimizer = torch.optim.Adam([pixels], lr=config.learning_rate)
+            optimizer = torch.optim.Adam([pixels], lr=config.learning_rate * scale)
 
+        # The best image seen so far, kept on the device: no step ever makes the result worse.
+        best_pixels = pixels.detach().clone()
+        best_loss = torch.full((), math.inf, dtype=torch.float64, device=self.device)
+        best_iteration = torch.zeros((), dtype=torch.long, device=self.device)
         latest: list[Tensor] = []  # the loss parts of the step's one evaluation
 
         def closure() -> Tensor:
+            nonlocal best_loss, best_iteration
             optimizer.zero_grad(set_to_none=True)
-            total, parts = evaluate()
-            total.backward()
+            parts = objective(pixels.permute(0, 3, 1, 2))
+            parts[0].backward()
+            with torch.no_grad():
+                total = parts[0].double()
+                better = total < best_loss  # False for NaN
+                best_loss = torch.where(better, total, best_loss)
+                best_iteration = torch.where(better, len(history), best_iteration)
+                best_pixels.copy_(torch.where(better, pixels, best_pixels))
             latest[:] = [parts.detach()]
-            return total
+            return parts[0]
 
+        history: list[IterationRecord] = []
         for iteration in range(config.iterations):
             optimizer.step(closure)  # Adam and our L-BFGS both evaluate the closure exactly once
+            rejected = getattr(optimizer, "last_rejected", None)
             # One device->host copy per iteration. Reading it one iteration late (asynchronous
             # copy + event) was measured on an H100 and did not help at 512 px, so we keep it simple.
-            entry = record(iteration, latest[0])
+            entry = IterationRecord.from_parts(
+                iteration, latest[0], config.style_layers, time.perf_counter() - started,
+                rejected=bool(rejected) if rejected is not None else False,
+            )
             history.append(entry)
             if callback is not None:
                 callback(entry)
 
         with torch.no_grad():
-            final = record(config.iterations, evaluate()[1])
-            # Deviation: Gatys et al. leave pixel range unconstrained; we clamp once at the end
-            # (clamping inside the loop would corrupt L-BFGS's curvature pairs).
-            output = pixels.detach().permute(0, 3, 1, 2).clamp(0, 1)
+            # The last iterate and the best one seen, each scored as it would be written.
+            last = self.as_written(pixels.detach().permute(0, 3, 1, 2))
+            best = self.as_written(best_pixels.permute(0, 3, 1, 2))
+            last_parts, best_parts = objective(last), objective(best)
+            last_total, best_total = last_parts[0].item(), best_parts[0].item()
+            if math.isfinite(last_total) and not best_total < last_total:
+                output, parts, chosen = last, last_parts, config.iterations
+            else:
+                output, parts, chosen = best, best_parts, int(best_iteration)
             if config.original_colors:
-                output = keep_colors(output, content_tensor).clamp(0, 1)
+                output = self.as_written(keep_colors(output / scale, content_tensor / scale) * scale)
+                parts = objective(output)
+        final = IterationRecord.from_parts(
+            config.iterations, parts, config.style_layers, time.perf_counter() - started
+        )
+        if not math.isfinite(final.total):
+            raise NonFiniteLossError(
+                f"loss is {final.total}: no image seen in {config.iterations} iterations had a finite "
+                "loss (non-finite weights or inputs?)"
+            )
+        history.append(final)
+        if callback is not None:
+            callback(final)
         return StyleResult(
-            image=tensor_to_image(output),
+            image=tensor_to_image(output / scale),
             history=history,
             final=final,
+            chosen_iteration=chosen,
             device=str(self.device),
             seconds=time.perf_counter() - started,
         )

@@ -1,37 +1,27 @@
-"""VGG16/VGG19 feature extractors addressed by layer name, and weight resolution.
+"""VGG16/VGG19 feature extractors addressed by layer name.
 
 The network is torchvision's own architecture (``torchvision.models.vgg16/vgg19``), cut right
 after the deepest layer a caller asks for, frozen, and wrapped so that one forward pass returns
-the activations of every requested layer by name (``relu4_2``, ``pool3``, ...).
+the activations of every requested layer by name (``relu4_2``, ``pool3``, ...). Where weights
+come from, and which pixels they expect, is weights.py's business.
 """
 
 from __future__ import annotations
 
-import os
-import urllib.error
-import warnings
 from collections.abc import Iterable, Mapping
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 import torch
 from torch import Tensor, nn
 from torchvision import models
 
+if TYPE_CHECKING:
+    from transforms.nst.weights import WeightsFamily
 
 MODELS: Final = ("vgg16", "vgg19")
 POOLINGS: Final = ("max", "avg")
 
-_WEIGHT_ENUMS: Final = {
-    "vgg16": models.VGG16_Weights.IMAGENET1K_V1,
-    "vgg19": models.VGG19_Weights.IMAGENET1K_V1,
-}
 _CONSTRUCTORS: Final = {"vgg16": models.vgg16, "vgg19": models.vgg19}
-
-# torchvision's ImageNet weights expect RGB in [0, 1] normalized with these statistics. The
-# original Gatys et al. code used Caffe's VGG (BGR, 0-255, mean subtraction only); we use
-# torchvision's weights, so we use torchvision's normalization.
-IMAGENET_MEAN: Final = (0.485, 0.456, 0.406)
-IMAGENET_STD: Final = (0.229, 0.224, 0.225)
 
 
 class WeightsError(ValueError):
@@ -111,81 +101,17 @@ def min_input_side(model: str, layers: Iterable[str]) -> int:
     return 2**pools_before
 
 
-def _features_state_dict(raw: object, source: str) -> dict[str, Tensor]:
-    """The ``features.*`` tensors of a torchvision VGG state dict, with the prefix removed."""
-    if not isinstance(raw, Mapping) or not all(isinstance(v, Tensor) for v in raw.values()):
-        raise WeightsError(f"weights {source}: not a state dict of tensors (got {type(raw).__name__})")
-    unexpected = [k for k in raw if not str(k).startswith(("features.", "classifier."))]
-    if unexpected or not any(str(k).startswith("features.") for k in raw):
-        shown = ", ".join(map(str, unexpected[:5])) or "no 'features.*' keys"
-        raise WeightsError(
-            f"weights {source}: not a torchvision VGG state dict ({shown}); expected keys "
-            "'features.N.weight'/'features.N.bias', optionally with 'classifier.*'"
-        )
-    return {k[len("features.") :]: v for k, v in raw.items() if k.startswith("features.")}
-
-
-def _download_imagenet(model: str) -> dict[str, Tensor]:
-    enum = _WEIGHT_ENUMS[model]
-    try:
-        raw = enum.get_state_dict(progress=False, check_hash=True)
-    except (urllib.error.URLError, OSError, RuntimeError) as exc:
-        filename = enum.url.rsplit("/", 1)[-1]
-        raise WeightsError(
-            f"could not download the {model} ImageNet weights from {enum.url} ({exc}). "
-            f"Offline? Download that file on a connected machine and pass its path as weights "
-            f"(--weights /path/to/{filename}), or place it in "
-            f"{os.path.join(torch.hub.get_dir(), 'checkpoints')}/ where torchvision looks first."
-        ) from exc
-    return _features_state_dict(raw, enum.url)
-
-
-def _random_state_dict(model: str, seed: int) -> dict[str, Tensor]:
-    warnings.warn(
-        "VGG weights are random: stylized images are not meaningful (use for tests and smoke runs)",
-        stacklevel=3,
-    )
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        features = _CONSTRUCTORS[model](weights=None).features
-    return features.state_dict()
-
-
-def load_features_state_dict(model: str, weights: str, seed: int = 0) -> dict[str, Tensor]:
-    """Resolve ``weights`` to a ``features`` state dict for ``model`` (keys without the prefix).
-
-    Args:
-        model: ``vgg16`` or ``vgg19``.
-        weights: ``imagenet`` (torchvision's IMAGENET1K_V1, downloaded and cached by torchvision),
-            ``random`` (seeded init; results are meaningless), or a local path to a state-dict
-            file in torchvision's layout (a full model, or ``features.*`` keys only).
-        seed: seed of the ``random`` initialization.
-
-    Raises:
-        WeightsError: the download failed, or the file is not a usable VGG state dict.
-    """
-    if model not in MODELS:
-        raise ValueError(f"unknown model {model!r}: choose one of {', '.join(MODELS)}")
-    if weights == "imagenet":
-        return _download_imagenet(model)
-    if weights == "random":
-        return _random_state_dict(model, seed)
-    if not os.path.isfile(weights):
-        raise WeightsError(
-            f"weights {weights!r}: no such file (use 'imagenet', 'random' or a state-dict path)"
-        )
-    try:
-        raw = torch.load(weights, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises several unrelated types for unreadable files
-        raise WeightsError(f"weights {weights}: cannot be read as a state dict ({exc})") from exc
-    return _features_state_dict(raw, weights)
+def conv_indices(model: str) -> dict[str, int]:
+    """``conv1_1`` -> its index in torchvision's ``features`` stack, for every convolution."""
+    return {name: index for index, name in enumerate(layer_names(model)) if name.startswith("conv")}
 
 
 class VGGFeatures(nn.Module):
     """A frozen VGG cut after the deepest requested layer; ``forward`` returns ``{layer: activation}``.
 
-    The input is an RGB batch in [0, 1]; ImageNet normalization happens inside, so callers never
-    see normalized pixels.
+    The input is an RGB batch in the weights family's pixel units (0-255 for ``caffe``, [0, 1]
+    for ``torchvision``); the family's channel order and normalization are applied inside, so
+    callers never see normalized pixels.
     """
 
     def __init__(
@@ -193,6 +119,7 @@ class VGGFeatures(nn.Module):
         model: str,
         layers: Iterable[str],
         state_dict: Mapping[str, Tensor],
+        family: WeightsFamily,
         pooling: str = "max",
     ) -> None:
         super().__init__()
@@ -220,8 +147,9 @@ class VGGFeatures(nn.Module):
             modules.append(module)
         self.stack = nn.Sequential(*modules)
         self._taps = {names.index(layer): layer for layer in self.layers}
-        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1))
-        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1))
+        self.family = family
+        self.register_buffer("mean", torch.tensor(family.mean).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor(family.std).view(1, 3, 1, 1))
         self.requires_grad_(False)
         self.eval()
 
@@ -243,6 +171,8 @@ class VGGFeatures(nn.Module):
         stack.load_state_dict({k: state_dict[k] for k in expected}, strict=True)
 
     def forward(self, image: Tensor) -> dict[str, Tensor]:
+        if self.family.bgr:
+            image = image.flip(1)  # RGB -> BGR, the channel order Caffe's VGG was trained on
         x = (image - self.mean) / self.std
         out: dict[str, Tensor] = {}
         for index, module in enumerate(self.stack):
