@@ -1,35 +1,21 @@
-"""Entry point: argv -> options -> PipelineConfig -> build -> run -> report and exit status."""
+"""Entry point: argv -> checked flags -> PipelineConfig -> pre-flight -> build -> run -> exit status.
+
+Beam and torch are imported inside :func:`run`, after ``--help`` has been answered: importing them
+takes seconds, and the help should not.
+"""
 
 from __future__ import annotations
 
-import argparse
+import contextlib
 import json
 import logging
+import os
+import shutil
 import sys
+import tempfile
+from collections.abc import Iterator
 
-import apache_beam as beam
-from apache_beam.options.pipeline_options import PipelineOptions
-
-from pipeline import preflight
-from pipeline.graph import build
-from pipeline.options import PipelineConfig, StyleTransferOptions
-from transforms import storage
-from transforms.results import summary_location
-
-USAGE = "python -m pipeline (--manifest URL | --contents GLOB --styles GLOB) --output URL [options]"
-
-
-def _help() -> str:
-    parser = argparse.ArgumentParser(
-        prog="python -m pipeline",
-        usage=USAGE,
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-        description="Batch neural style transfer (Gatys et al.) on Apache Beam.",
-        epilog="Every Apache Beam pipeline option is accepted too (--runner, --project, --region, "
-        "--temp_location, --sdk_container_image, --experiments, ...).",
-    )
-    StyleTransferOptions._add_argparse_args(parser)
-    return parser.format_help()
+from pipeline import flags
 
 
 def run(argv: list[str] | None = None) -> int:
@@ -42,13 +28,49 @@ def run(argv: list[str] | None = None) -> int:
     """
     argv = list(sys.argv[1:] if argv is None else argv)
     if "-h" in argv or "--help" in argv:
-        print(_help())
+        print(flags.help_text())
         return 0
-    options = PipelineOptions(argv)
+    with _private_temp_folder():
+        return _run(argv)
+
+
+@contextlib.contextmanager
+def _private_temp_folder() -> Iterator[None]:
+    """Point every temporary file of the run into one folder, removed when the run ends.
+
+    Beam's DirectRunner leaves empty ``beam-temp*`` and ``tmp*`` folders in the system temp folder
+    at each run; they all land here instead, and go with it.
+    """
+    folder = tempfile.mkdtemp(prefix="style-transfer-run-")
+    saved = tempfile.tempdir, os.environ.get("TMPDIR")
+    tempfile.tempdir, os.environ["TMPDIR"] = folder, folder
     try:
+        yield
+    finally:
+        tempfile.tempdir = saved[0]
+        if saved[1] is None:
+            os.environ.pop("TMPDIR", None)
+        else:
+            os.environ["TMPDIR"] = saved[1]
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _run(argv: list[str]) -> int:
+    import apache_beam as beam
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    from pipeline import preflight
+    from pipeline.graph import build
+    from pipeline.options import PipelineConfig, check_arguments
+    from transforms import storage
+    from transforms.results import summary_location
+
+    try:
+        check_arguments(argv)
+        options = PipelineOptions(argv)
         config = PipelineConfig.from_options(options)
     except ValueError as exc:
-        print(f"usage: {USAGE}\nerror: {exc}", file=sys.stderr)
+        print(f"usage: {flags.USAGE}\nerror: {exc}", file=sys.stderr)
         return 2
     try:
         preflight.check(config)
@@ -81,8 +103,20 @@ def _root_cause(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text[-1] if text else ''}"
 
 
+def configure_logging(verbose: bool) -> None:
+    """Our log lines at INFO; Beam's only from WARNING up, unless ``--verbose``.
+
+    Beam logs dozens of INFO lines per run (type-hint conversions, its offline Prism attempt),
+    some through the root logger, so the root stays at WARNING and our packages opt in.
+    """
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger().setLevel(logging.INFO if verbose else logging.WARNING)
+    for package in ("pipeline", "transforms"):
+        logging.getLogger(package).setLevel(logging.INFO)
+
+
 def main() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(verbose="--verbose" in sys.argv[1:])
     sys.exit(run())
 
 

@@ -15,7 +15,8 @@ from transforms import storage
 from transforms.nst.config import INIT_MODES, StyleConfig
 from transforms.nst.optimize import resolve_device
 from transforms.nst.vgg import VGGFeatures
-from transforms.nst.weights import NAMED_WEIGHTS, load_features_state_dict
+from transforms.nst.families import NAMED_WEIGHTS
+from transforms.nst.weights import load_features_state_dict
 
 
 class PreflightError(ValueError):

@@ -19,7 +19,8 @@ from transforms.nst.images import fit_longest_side, image_to_tensor
 from transforms.nst.lbfgs import BACKTRACK, LBFGS
 from transforms.nst.losses import gram_matrix
 from transforms.nst.vgg import VGGFeatures, conv_indices
-from transforms.nst.weights import FAMILIES, WeightsError, load_features_state_dict
+from transforms.nst.families import FAMILIES
+from transforms.nst.weights import WeightsError, load_features_state_dict
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "images"
 

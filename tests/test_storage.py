@@ -50,3 +50,13 @@ def test_resolve_and_stem() -> None:
     assert storage.resolve("a/b.png", "gs://x/y") == "gs://x/y/a/b.png"
     assert storage.resolve("gs://z/c.png", "/local") == "gs://z/c.png"
     assert storage.stem("gs://b/dir/cat.photo.jpg") == "cat.photo"
+
+
+@pytest.mark.parametrize(("umask", "mode"), [(0o022, 0o644), (0o002, 0o664), (0o077, 0o600)])
+def test_written_files_follow_the_umask(tmp_path, umask: int, mode: int) -> None:
+    previous = os.umask(umask)
+    try:
+        storage.write_atomic(str(tmp_path / "out.png"), b"x")
+    finally:
+        os.umask(previous)
+    assert (tmp_path / "out.png").stat().st_mode & 0o777 == mode

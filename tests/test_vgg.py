@@ -5,7 +5,8 @@ import torch
 from torch import nn
 
 from transforms.nst.vgg import VGGFeatures, WeightsError, canonical_layer, layer_names, min_input_side
-from transforms.nst.weights import FAMILIES, load_features_state_dict
+from transforms.nst.families import FAMILIES
+from transforms.nst.weights import load_features_state_dict
 
 TORCHVISION = FAMILIES["torchvision"]
 

@@ -10,6 +10,7 @@ import csv
 import dataclasses
 import io
 import json
+import logging
 import math
 import re
 from collections.abc import Iterator
@@ -20,11 +21,13 @@ from apache_beam import pvalue
 
 from transforms import storage
 from transforms.nst.config import INIT_MODES, StyleConfig
-from transforms.records import Failure, Pair
+from transforms.records import MANIFEST_FORMATS, Failure, Pair
+
+logger = logging.getLogger(__name__)
 
 PAIRS: Final = "pairs"
 FAILURES: Final = "failures"
-FORMATS: Final = ("csv", "jsonl")
+FORMATS: Final = MANIFEST_FORMATS
 
 # Engine settings a manifest row may override, with the type its text is parsed to.
 ROW_OVERRIDES: Final[dict[str, type]] = {
@@ -186,9 +189,13 @@ def validate_rows(
 
 
 def _tagged(items: Iterator[Pair | Failure]) -> Iterator[Any]:
-    """Pairs to the main output, Failures to the ``failures`` output."""
+    """Pairs to the main output, Failures to the ``failures`` output (each also logged)."""
     for item in items:
-        yield pvalue.TaggedOutput(FAILURES, item) if isinstance(item, Failure) else item
+        if isinstance(item, Failure):
+            logger.warning("%s: row failed: %s", item.source, item.error)
+            yield pvalue.TaggedOutput(FAILURES, item)
+        else:
+            yield item
 
 
 class _ExpandManifestFn(beam.DoFn):
@@ -201,7 +208,7 @@ class _ExpandManifestFn(beam.DoFn):
             fmt = manifest_format(location, self._fmt)
             rows = list(parse_rows(storage.read_bytes(location), location, fmt))
         except (OSError, ValueError, UnicodeDecodeError) as exc:
-            yield pvalue.TaggedOutput(FAILURES, Failure.from_exception("manifest", exc, location))
+            yield from _tagged(iter([Failure.from_exception("manifest", exc, location)]))
             return
         yield from _tagged(validate_rows(rows, storage.parent(location), self._defaults))
 
@@ -219,7 +226,7 @@ class _ExpandGlobsFn(beam.DoFn):
                 if not matches[flag]:
                     raise FileNotFoundError(f"no files match {flag} {pattern!r}")
             except OSError as exc:
-                yield pvalue.TaggedOutput(FAILURES, Failure.from_exception("manifest", exc, f"{flag} {pattern}"))
+                yield from _tagged(iter([Failure.from_exception("manifest", exc, f"{flag} {pattern}")]))
                 return
         rows = [
             (f"{content} x {style}", {"content": content, "style": style})

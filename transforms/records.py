@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Final
+
+# The manifest formats ReadPairs understands (here, free of Beam, for the command line).
+MANIFEST_FORMATS: Final = ("csv", "jsonl")
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import os
 import posixpath
+import secrets
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -120,8 +121,10 @@ def _renamed_into_place(target: str) -> Iterator[str]:
     """
     folder = os.path.dirname(target)
     os.makedirs(folder, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=os.path.basename(target))
-    os.close(handle)
+    temporary = os.path.join(folder, f".tmp-{secrets.token_hex(8)}-{os.path.basename(target)}")
+    # Created with 0o666 like any new file, so the user's umask decides who may read it
+    # (mkstemp's 0o600 would hide outputs from the rest of the team).
+    os.close(os.open(temporary, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
     try:
         yield temporary
         os.replace(temporary, target)

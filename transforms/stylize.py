@@ -29,7 +29,7 @@ from apache_beam.utils import shared
 from transforms import storage
 from transforms.nst import StyleConfig, StyleTargets, StyleTransfer, decode_image, encode_png
 from transforms.nst.config import INIT_MODES
-from transforms.nst.weights import NAMED_WEIGHTS
+from transforms.nst.families import NAMED_WEIGHTS
 from transforms.records import Failure, Outcome, Pair
 from transforms.results import NAMESPACE, Stylized, is_complete, utc_iso
 

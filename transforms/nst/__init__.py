@@ -7,35 +7,37 @@ Typical use::
     targets = engine.encode_styles([style_image])   # cache and reuse for many contents
     result = engine.stylize(content_image, targets)
     result.image.save("out.png")
+
+The names below load on first use (PEP 562): importing this package, or its torch-free modules
+``config`` and ``families``, does not import torch, which keeps the command line's --help fast.
 """
 
-from transforms.nst.config import StyleConfig
-from transforms.nst.images import ImageDecodeError, decode_image, encode_png
-from transforms.nst.optimize import (
-    ImageTooSmallError,
-    IterationRecord,
-    NonFiniteLossError,
-    StyleResult,
-    StyleTargets,
-    StyleTransfer,
-    stylize,
-)
-from transforms.nst.vgg import WeightsError
-from transforms.nst.weights import FAMILIES, WeightsFamily
+from __future__ import annotations
 
-__all__ = [
-    "FAMILIES",
-    "ImageDecodeError",
-    "ImageTooSmallError",
-    "IterationRecord",
-    "NonFiniteLossError",
-    "StyleConfig",
-    "StyleResult",
-    "StyleTargets",
-    "StyleTransfer",
-    "WeightsError",
-    "WeightsFamily",
-    "decode_image",
-    "encode_png",
-    "stylize",
-]
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "FAMILIES": "transforms.nst.families",
+    "WeightsFamily": "transforms.nst.families",
+    "StyleConfig": "transforms.nst.config",
+    "ImageDecodeError": "transforms.nst.images",
+    "decode_image": "transforms.nst.images",
+    "encode_png": "transforms.nst.images",
+    "ImageTooSmallError": "transforms.nst.optimize",
+    "IterationRecord": "transforms.nst.optimize",
+    "NonFiniteLossError": "transforms.nst.optimize",
+    "StyleResult": "transforms.nst.optimize",
+    "StyleTargets": "transforms.nst.optimize",
+    "StyleTransfer": "transforms.nst.optimize",
+    "stylize": "transforms.nst.optimize",
+    "WeightsError": "transforms.nst.vgg",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(_EXPORTS[name]), name)

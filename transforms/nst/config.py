@@ -1,4 +1,8 @@
-"""StyleConfig: every choice of a style transfer, validated once, with documented defaults."""
+"""StyleConfig: every choice of a style transfer, validated once, with documented defaults.
+
+This module imports no torch (layer names are checked through vgg.py only when a config is
+built), so the command line can offer its choices and help without loading torch.
+"""
 
 from __future__ import annotations
 
@@ -7,9 +11,10 @@ import math
 from dataclasses import dataclass
 from typing import Final
 
-from transforms.nst.vgg import MODELS, POOLINGS, canonical_layer
-from transforms.nst.weights import FAMILIES, NAMED_WEIGHTS, WeightsFamily, resolve_family
+from transforms.nst.families import FAMILIES, NAMED_WEIGHTS, WeightsFamily, resolve_family
 
+MODELS: Final = ("vgg16", "vgg19")
+POOLINGS: Final = ("max", "avg")
 OPTIMIZERS: Final = ("lbfgs", "adam")
 INIT_MODES: Final = ("content", "random", "style")
 DEVICES: Final = ("auto", "cpu", "cuda")
@@ -60,6 +65,8 @@ class StyleConfig:
     device: str = "auto"
 
     def __post_init__(self) -> None:
+        from transforms.nst.vgg import canonical_layer  # imports torch: only when a config is built
+
         self._check_choice("model", self.model, MODELS)
         self._check_choice("pooling", self.pooling, POOLINGS)
         self._check_choice("optimizer", self.optimizer, OPTIMIZERS)

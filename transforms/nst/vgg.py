@@ -9,17 +9,14 @@ come from, and which pixels they expect, is weights.py's business.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import TYPE_CHECKING, Final
+from typing import Final
 
 import torch
 from torch import Tensor, nn
 from torchvision import models
 
-if TYPE_CHECKING:
-    from transforms.nst.weights import WeightsFamily
-
-MODELS: Final = ("vgg16", "vgg19")
-POOLINGS: Final = ("max", "avg")
+from transforms.nst.config import MODELS, POOLINGS
+from transforms.nst.families import WeightsFamily
 
 _CONSTRUCTORS: Final = {"vgg16": models.vgg16, "vgg19": models.vgg19}
 

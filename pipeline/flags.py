@@ -1,0 +1,92 @@
+"""The job's command-line flags: one definition for Beam's option parser and for --help.
+
+Free of Beam and torch at import time, so that ``python -m pipeline --help`` answers at once;
+defaults come from StyleConfig's field defaults without building a config.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from typing import Any
+
+from transforms.nst.config import DEVICES, MODELS, OPTIMIZERS, POOLINGS, StyleConfig
+from transforms.nst.families import FAMILIES, NAMED_WEIGHTS
+from transforms.records import MANIFEST_FORMATS
+
+USAGE = "python -m pipeline (--manifest URL | --contents GLOB --styles GLOB) --output URL [options]"
+
+_DEFAULTS: dict[str, Any] = {f.name: f.default for f in dataclasses.fields(StyleConfig)}
+
+
+def _names(text: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in text.split(",") if part.strip())
+
+
+def _floats(text: str) -> tuple[float, ...]:
+    return tuple(float(part) for part in _names(text))
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add every flag of the job (not Beam's own) to ``parser``."""
+    job = parser.add_argument_group("inputs and outputs")
+    job.add_argument("--manifest", help="CSV (header row) or JSON Lines manifest URL: local path, gs://, s3://, memory://")
+    job.add_argument("--manifest_format", choices=MANIFEST_FORMATS, help="override the format implied by the manifest's extension")
+    job.add_argument("--contents", help="glob of content images; with --styles, stylize every content with every style")
+    job.add_argument("--styles", help="glob of style images (used with --contents)")
+    job.add_argument("--output", help="output folder URL (images/, logs/, failures/, summary.json)")
+    job.add_argument("--overwrite", action="store_true", help="redo pairs that are already done")
+    job.add_argument("--strict", action="store_true", help="exit with status 1 if any row or pair failed")
+
+    engine = parser.add_argument_group("style transfer (manifest columns may override some per row)")
+    engine.add_argument("--model", choices=MODELS, default=_DEFAULTS["model"], help="torchvision VGG architecture")
+    engine.add_argument(
+        "--weights", default=_DEFAULTS["weights"],
+        help="'caffe' (the original VGG19, embedded: no download), 'imagenet' (torchvision's, "
+        "downloaded), 'random' (tests only), or a state-dict path/URL (with --weights_family)",
+    )
+    engine.add_argument(
+        "--weights_family", choices=tuple(FAMILIES), default=None,
+        help="pixels a weights file expects: caffe (BGR, 0-255, mean pixel) or torchvision "
+        f"(RGB, [0, 1], mean/std); implied by {', '.join(NAMED_WEIGHTS)}",
+    )
+    engine.add_argument("--pooling", choices=POOLINGS, default=_DEFAULTS["pooling"], help="avg is what Gatys et al. prefer")
+    engine.add_argument("--content_layers", type=_names, default=",".join(_DEFAULTS["content_layers"]), help="comma-separated layer names")
+    engine.add_argument("--style_layers", type=_names, default=",".join(_DEFAULTS["style_layers"]), help="comma-separated layer names")
+    engine.add_argument("--style_layer_weights", type=_floats, default=None, help="comma-separated, one per style layer (default 1 each)")
+    engine.add_argument("--content_weight", type=float, default=None, help="weight of the content term (default: the weights family's, caffe 5, torchvision 1)")
+    engine.add_argument("--style_weight", type=float, default=None, help="weight of the style term (default: the weights family's, caffe 100, torchvision 1e6)")
+    engine.add_argument("--tv_weight", type=float, default=_DEFAULTS["tv_weight"], help="total-variation smoothing (0: none, as Gatys et al.)")
+    engine.add_argument("--init", default=_DEFAULTS["init"], help="content, random, style, or an image URL")
+    engine.add_argument("--optimizer", choices=OPTIMIZERS, default=_DEFAULTS["optimizer"], help="optimizer over the pixels")
+    engine.add_argument("--learning_rate", type=float, default=_DEFAULTS["learning_rate"], help="Adam only")
+    engine.add_argument("--iterations", type=int, default=_DEFAULTS["iterations"], help="one forward+backward each")
+    engine.add_argument("--seed", type=int, default=_DEFAULTS["seed"], help="seed of random init and random weights")
+    engine.add_argument("--image_size", type=int, default=_DEFAULTS["image_size"], help="longest side of the output, px")
+    engine.add_argument("--style_scale", type=float, default=_DEFAULTS["style_scale"], help="style image size relative to image_size")
+    engine.add_argument("--original_colors", action="store_true", help="keep the content's colours (luminance-only transfer)")
+    engine.add_argument("--device", choices=DEVICES, default=_DEFAULTS["device"], help="auto: CUDA when available")
+    job.add_argument("--verbose", action="store_true", help="also show Beam's own log lines")
+
+
+class _HelpFormatter(argparse.HelpFormatter):
+    """Shows a default only where there is one to show (not "default: None")."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if action.default not in (None, False, argparse.SUPPRESS) and "default" not in text:
+            text += " (default: %(default)s)"
+        return text
+
+
+def help_text() -> str:
+    parser = argparse.ArgumentParser(
+        prog="python -m pipeline",
+        usage=USAGE,
+        formatter_class=_HelpFormatter,
+        description="Batch neural style transfer (Gatys et al.) on Apache Beam.",
+        epilog="Every Apache Beam pipeline option is accepted too (--runner, --project, --region, "
+        "--temp_location, --sdk_container_image, --experiments, ...).",
+    )
+    add_arguments(parser)
+    return parser.format_help()

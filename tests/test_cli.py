@@ -1,0 +1,126 @@
+"""The command line: mistakes caught before any work, Beam's options passed through, a quick --help."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from pipeline.main import run
+from tests.test_pipeline import job_args, write_images
+
+
+@pytest.fixture
+def one_pair(tmp_path: Path) -> Path:
+    write_images(tmp_path / "in", {"cat.png": 1, "waves.png": 3})
+    manifest = tmp_path / "in" / "manifest.csv"
+    manifest.write_text("content,style\ncat.png,waves.png\n")
+    return manifest
+
+
+@pytest.mark.parametrize(
+    ("typo", "suggestion"),
+    [("--iteration=3", "--iterations"), ("--imag_size", "--image_size"), ("--stlye_weight", "--style_weight")],
+)
+def test_a_mistyped_flag_is_an_error_naming_the_nearest(one_pair, weights_file, tmp_path, capsys, typo, suggestion) -> None:
+    out = tmp_path / "out"
+    args = job_args(weights_file("vgg19"), out, f"--manifest={one_pair}", typo, "3")
+    assert run(args) == 2
+    error = capsys.readouterr().err
+    assert f"error: unknown flag {typo.split('=')[0]}; did you mean {suggestion}?" in error
+    assert not out.exists()
+
+
+def test_a_stray_argument_is_an_error(one_pair, weights_file, tmp_path, capsys) -> None:
+    assert run(job_args(weights_file("vgg19"), tmp_path / "out", f"--manifest={one_pair}", "stray")) == 2
+    assert "error: unexpected argument 'stray'" in capsys.readouterr().err
+
+
+def test_beam_options_pass_through(one_pair, weights_file, tmp_path) -> None:
+    args = job_args(
+        weights_file("vgg19"), tmp_path / "out", f"--manifest={one_pair}",
+        "--experiments=some_experiment", "--job_name=nst-test", "--direct_num_workers=1",
+    )
+    assert run(args) == 0
+    assert (tmp_path / "out" / "images" / "cat__waves.png").exists()
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--init={tmp}/missing.png"], "error: --init {tmp}/missing.png: no such file (use content, random, style or an image URL)"),
+        (["--output={tmp}/a-file/out"], "error: --output {tmp}/a-file/out: cannot be written"),
+        (["--manifest={tmp}/nope.csv"], "error: --manifest {tmp}/nope.csv: no such file"),
+    ],
+)
+def test_job_wide_mistakes_stop_before_any_pair(one_pair, weights_file, tmp_path, capsys, extra, message) -> None:
+    (tmp_path / "a-file").write_text("a file where the output folder should go")
+    args = job_args(weights_file("vgg19"), tmp_path / "out", f"--manifest={one_pair}", *[e.format(tmp=tmp_path) for e in extra])
+    assert run(args) == 2
+    assert message.format(tmp=tmp_path) in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_glob_that_matches_nothing_stops_the_job(weights_file, tmp_path, capsys) -> None:
+    write_images(tmp_path / "art", {"waves.png": 3})
+    args = job_args(weights_file("vgg19"), tmp_path / "out", f"--contents={tmp_path}/photos/*.jpg", f"--styles={tmp_path}/art/*.png")
+    assert run(args) == 2
+    assert f"error: --contents '{tmp_path}/photos/*.jpg': no files match" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the machine without a GPU")
+def test_cuda_without_a_gpu_stops_the_job(one_pair, weights_file, tmp_path, capsys) -> None:
+    assert run(job_args(weights_file("vgg19"), tmp_path / "out", f"--manifest={one_pair}", "--device=cuda")) == 2
+    assert "error: --device cuda: device 'cuda' was requested but no CUDA GPU is available (use --device auto or cpu)" in capsys.readouterr().err
+
+
+def test_help_reads_cleanly_and_loads_neither_torch_nor_beam() -> None:
+    probe = (
+        "import sys, contextlib, io\n"
+        "from pipeline.main import run\n"
+        "with contextlib.redirect_stdout(io.StringIO()) as out:\n"
+        "    assert run(['--help']) == 0\n"
+        "print(out.getvalue())\n"
+        "print('LOADED', [m for m in ('torch', 'apache_beam', 'torchvision') if m in sys.modules])\n"
+    )
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert "LOADED []" in result.stdout
+    assert "(default: None)" not in result.stdout and "(default: False)" not in result.stdout
+    for flag in ("--manifest", "--weights_family", "--iterations", "--verbose", "(default: caffe)"):
+        assert flag in result.stdout
+
+
+def test_no_temporary_folder_outlives_the_run(one_pair, weights_file, tmp_path, monkeypatch) -> None:
+    import tempfile
+
+    system_temp = tmp_path / "system-temp"
+    system_temp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(system_temp))
+    # The default runner (DirectRunner, trying Prism first) is the one that left folders behind.
+    args = [a for a in job_args(weights_file("vgg19"), tmp_path / "out", f"--manifest={one_pair}") if "runner" not in a]
+    assert run(args) == 0
+    assert list(system_temp.iterdir()) == []
+    assert tempfile.tempdir == str(system_temp)
+
+
+def test_beam_info_lines_are_hidden_unless_verbose() -> None:
+    import logging
+
+    from pipeline.main import configure_logging
+
+    root = logging.getLogger()
+    saved = root.level, [logging.getLogger(n).level for n in ("pipeline", "transforms")]
+    try:
+        configure_logging(verbose=False)
+        assert not logging.getLogger("apache_beam.typehints").isEnabledFor(logging.INFO)
+        assert logging.getLogger("transforms.stylize").isEnabledFor(logging.INFO)
+        assert logging.getLogger("apache_beam").isEnabledFor(logging.WARNING)
+        configure_logging(verbose=True)
+        assert logging.getLogger("apache_beam.typehints").isEnabledFor(logging.INFO)
+    finally:
+        root.setLevel(saved[0])
+        for name, level in zip(("pipeline", "transforms"), saved[1]):
+            logging.getLogger(name).setLevel(level)
