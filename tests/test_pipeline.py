@@ -92,6 +92,14 @@ def test_three_pairs_then_rerun_skips_then_overwrite_redoes(three_pairs, weights
     assert run([*args, "--style_weight=1000"]) == 0
     assert json.loads((out / "summary.json").read_text())["counts"]["succeeded"] == 3
 
+    # A replaced input image at the same path is different work too: only its pairs are redone.
+    synthetic_image(7).save(three_pairs.parent / "photos" / "dog.png")
+    assert run([*args, "--style_weight=1000"]) == 0
+    counts = json.loads((out / "summary.json").read_text())["counts"]
+    assert (counts["succeeded"], counts["skipped"]) == (1, 2)
+    redone = json.loads((out / "logs" / "dog__tiles.json").read_text())
+    assert redone["inputs"]["signatures"][redone["inputs"]["content"]].startswith("size=")
+
 
 def test_bad_rows_fail_alone_and_nothing_escapes(weights_file, tmp_path) -> None:
     root = tmp_path / "job"

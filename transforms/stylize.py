@@ -55,9 +55,17 @@ def pair_inputs(pair: Pair) -> dict[str, Any]:
     }
 
 
-def fingerprint(pair: Pair, config: StyleConfig) -> str:
-    """Identifies the work a pair's outputs came from: inputs plus every engine setting."""
-    described = {**pair_inputs(pair), "config": config.to_dict()}
+def input_signatures(pair: Pair, config: StyleConfig) -> dict[str, str]:
+    """Every input image of a pair -> its storage signature (changes when the file is replaced)."""
+    locations = [pair.content, *pair.styles]
+    if config.init not in INIT_MODES:
+        locations.append(config.init)
+    return {location: storage.signature(location) for location in locations}
+
+
+def fingerprint(pair: Pair, config: StyleConfig, signatures: dict[str, str]) -> str:
+    """Identifies the work a pair's outputs came from: inputs, their versions, every setting."""
+    described = {**pair_inputs(pair), "signatures": signatures, "config": config.to_dict()}
     return hashlib.sha256(json.dumps(described, sort_keys=True).encode()).hexdigest()
 
 
@@ -141,7 +149,9 @@ class StylizeDoFn(beam.DoFn):
         stage = "configure"
         try:
             config = pair_config(self._defaults, pair)
-            work = fingerprint(pair, config)
+            stage = "read"  # a missing input fails here, before any work
+            signatures = input_signatures(pair, config)
+            work = fingerprint(pair, config, signatures)
             stage = "check"
             if not self._overwrite and is_complete(self._output, pair.id, work):
                 self._skipped.inc()
@@ -174,7 +184,7 @@ class StylizeDoFn(beam.DoFn):
         logger.info("pair %s: %.1f s, final loss %.6g on %s", pair.id, seconds, result.final.total, result.device)
         log = {
             "id": pair.id,
-            "inputs": {**pair_inputs(pair), "source": pair.source},
+            "inputs": {**pair_inputs(pair), "signatures": signatures, "source": pair.source},
             "config": config.to_dict(),
             "fingerprint": work,
             "history": [record.to_dict() for record in result.history],
