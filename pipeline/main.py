@@ -7,6 +7,7 @@ takes seconds, and the help should not.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import os
@@ -77,6 +78,7 @@ def _run(argv: list[str]) -> int:
     except preflight.PreflightError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    config = dataclasses.replace(config, expected_pairs=preflight.expected_pairs(config))
     try:
         with beam.Pipeline(options=options) as p:
             build(p, config)

@@ -63,6 +63,8 @@ class PipelineConfig:
     strict: bool = False
     started: float = field(default_factory=time.time)
     run_id: str = ""
+    # Pairs the run expects, counted by the pre-flight step; for the progress display only.
+    expected_pairs: int | None = None
 
     def __post_init__(self) -> None:
         if not self.output:

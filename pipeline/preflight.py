@@ -12,11 +12,13 @@ import secrets
 
 from pipeline.options import PipelineConfig
 from transforms import storage
+from transforms.manifest import manifest_format, parse_rows, validate_rows
 from transforms.nst.config import INIT_MODES, StyleConfig
 from transforms.nst.optimize import resolve_device
 from transforms.nst.vgg import VGGFeatures
 from transforms.nst.families import NAMED_WEIGHTS
 from transforms.nst.weights import load_features_state_dict
+from transforms.records import Pair
 
 
 class PreflightError(ValueError):
@@ -51,6 +53,23 @@ def check_output(output: str) -> None:
         storage.remove(probe)
     except OSError as exc:
         raise PreflightError(f"--output {output}: cannot be written ({exc}); choose a writable folder") from exc
+
+
+def expected_pairs(config: PipelineConfig) -> int:
+    """How many pairs the job will see: valid manifest rows, or glob combinations.
+
+    For the progress display only; the manifest is parsed with the pipeline's own functions.
+    A manifest that cannot be parsed counts 0 here; the pipeline reports why.
+    """
+    if config.manifest:
+        try:
+            fmt = manifest_format(config.manifest, config.manifest_format)
+            rows = list(parse_rows(storage.read_bytes(config.manifest), config.manifest, fmt))
+        except (OSError, ValueError, UnicodeDecodeError):
+            return 0
+        items = validate_rows(rows, storage.parent(config.manifest), config.style)
+        return sum(isinstance(item, Pair) for item in items)
+    return len(storage.glob(str(config.contents))) * len(storage.glob(str(config.styles)))
 
 
 def check(config: PipelineConfig) -> None:

@@ -42,3 +42,13 @@ def test_ci_runs_the_readme_commands() -> None:
     assert "python -m pipeline " + job.replace("--output out/example", "--output .ci-out/example") in ci
     assert "--weights random" not in job
     assert "python -m pytest tests" in readme and "python -m pytest tests" in ci
+
+
+def test_dataflow_extra_pins_the_dockerfile_beam_version() -> None:
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    setup = (ROOT / "setup.py").read_text()
+    image = re.search(r"ARG BEAM_VERSION=([\d.]+)", dockerfile)
+    extra = re.search(r'"dataflow": \["apache-beam\[gcp\]==([\d.]+)"\]', setup)
+    assert image and extra and image[1] == extra[1]
+    readme = (ROOT / "README.md").read_text()
+    assert 'pip install ".[dataflow]"' in readme

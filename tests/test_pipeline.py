@@ -249,7 +249,7 @@ def test_beam_metrics_and_per_pair_log_lines(three_pairs, weights_file, tmp_path
 
     options = PipelineOptions(job_args(weights_file("vgg19"), tmp_path / "out", f"--manifest={three_pairs}"))
     config = PipelineConfig.from_options(options)
-    caplog.set_level(logging.INFO, logger="transforms.stylize")
+    caplog.set_level(logging.INFO, logger="transforms.progress")
     pipeline = beam.Pipeline(options=options)
     build(pipeline, config)
     result = pipeline.run()
@@ -263,4 +263,6 @@ def test_beam_metrics_and_per_pair_log_lines(three_pairs, weights_file, tmp_path
     assert distributions["pair_milliseconds"].count == 3 and distributions["pair_milliseconds"].min > 0
     assert distributions["final_loss_thousandths"].count == 3
     lines = [r.getMessage() for r in caplog.records if "final loss" in r.getMessage()]
-    assert sorted(line.split(":")[0] for line in lines) == ["pair cat-waves", "pair cat__waves+tiles", "pair dog__tiles"]
+    assert sorted(line.split(" succeeded: ")[0] for line in lines) == [
+        "progress: cat-waves", "progress: cat__waves+tiles", "progress: dog__tiles"
+    ]

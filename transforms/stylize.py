@@ -26,7 +26,7 @@ from apache_beam import pvalue
 from apache_beam.metrics import Metrics
 from apache_beam.utils import shared
 
-from transforms import storage
+from transforms import progress, storage
 from transforms.nst import StyleConfig, StyleTargets, StyleTransfer, decode_image, encode_png
 from transforms.nst.config import INIT_MODES
 from transforms.nst.families import NAMED_WEIGHTS
@@ -95,10 +95,19 @@ class _EngineHolder:
 class StylizeDoFn(beam.DoFn):
     """Pair -> Stylized (main), Outcome (``skipped``) or Failure (``failures``)."""
 
-    def __init__(self, defaults: StyleConfig, output: str, overwrite: bool) -> None:
+    def __init__(
+        self,
+        defaults: StyleConfig,
+        output: str,
+        overwrite: bool,
+        run_id: str = "",
+        expected_pairs: int | None = None,
+    ) -> None:
         self._defaults = defaults
         self._output = output
         self._overwrite = overwrite
+        self._run_id = run_id
+        self._expected_pairs = expected_pairs
         self._shared = shared.Shared()
         self._skipped = Metrics.counter(NAMESPACE, "pairs_skipped")
         self._failed = Metrics.counter(NAMESPACE, "pairs_failed")
@@ -146,6 +155,7 @@ class StylizeDoFn(beam.DoFn):
 
     def process(self, pair: Pair) -> Iterator[Any]:
         started = time.perf_counter()
+        tracker = progress.for_run(self._run_id, self._expected_pairs)
         stage = "configure"
         try:
             config = pair_config(self._defaults, pair)
@@ -155,7 +165,7 @@ class StylizeDoFn(beam.DoFn):
             stage = "check"
             if not self._overwrite and is_complete(self._output, pair.id, work):
                 self._skipped.inc()
-                logger.info("pair %s: already done, skipped", pair.id)
+                tracker.pair_finished(pair.id, "skipped", "already done")
                 yield pvalue.TaggedOutput(SKIPPED, Outcome(pair.id, "skipped"))
                 return
             # Outside the per-pair failure handling: a model that cannot load fails the bundle.
@@ -167,7 +177,10 @@ class StylizeDoFn(beam.DoFn):
                 init_image = decode_image(storage.read_bytes(config.init), config.init)
             targets = self._style_targets(engine, pair, config)
             stage = "stylize"
-            result = engine.stylize(content, targets, config, init_image=init_image, content_name=pair.content)
+            result = engine.stylize(
+                content, targets, config, init_image=init_image, content_name=pair.content,
+                callback=lambda record: tracker.iteration(pair.id, record.iteration, config.iterations, record.total),
+            )
             png = encode_png(result.image)
         except ModelLoadError:
             raise
@@ -175,13 +188,15 @@ class StylizeDoFn(beam.DoFn):
             if isinstance(exc, torch.cuda.OutOfMemoryError):
                 torch.cuda.empty_cache()
             self._failed.inc()
-            logger.warning("pair %s failed at %s: %s", pair.id, stage, exc)
+            tracker.pair_finished(pair.id, "failed", f"at {stage}: {type(exc).__name__}: {exc}")
             yield pvalue.TaggedOutput(FAILURES, Failure.from_exception(stage, exc, pair.source, pair.id, pair.row))
             return
         seconds = time.perf_counter() - started
         self._pair_ms.update(int(seconds * 1000))
         self._final_loss.update(int(result.final.total * 1000))
-        logger.info("pair %s: %.1f s, final loss %.6g on %s", pair.id, seconds, result.final.total, result.device)
+        tracker.pair_finished(
+            pair.id, "succeeded", f"{seconds:.1f} s, final loss {result.final.total:.6g} on {result.device}"
+        )
         log = {
             "id": pair.id,
             "inputs": {**pair_inputs(pair), "signatures": signatures, "source": pair.source},
@@ -205,9 +220,16 @@ class StylizeDoFn(beam.DoFn):
 class StylizePairs(beam.PTransform):
     """Pairs -> ``stylized`` (Stylized), ``skipped`` (Outcome), ``failures`` (Failure)."""
 
-    def __init__(self, defaults: StyleConfig, output: str, overwrite: bool) -> None:
+    def __init__(
+        self,
+        defaults: StyleConfig,
+        output: str,
+        overwrite: bool,
+        run_id: str = "",
+        expected_pairs: int | None = None,
+    ) -> None:
         super().__init__()
-        self._fn = StylizeDoFn(defaults, output, overwrite)
+        self._fn = StylizeDoFn(defaults, output, overwrite, run_id, expected_pairs)
 
     def expand(self, pairs: beam.PCollection) -> pvalue.DoOutputsTuple:
         return pairs | "Stylize" >> beam.ParDo(self._fn).with_outputs(SKIPPED, FAILURES, main="stylized")

@@ -1,0 +1,119 @@
+"""Progress of a run: pairs done of the expected total, rate, time left, failures, current pair.
+
+One tracker per process and run, shared by the DoFns of that process (``for_run``). On a terminal
+it draws a live tqdm bar; elsewhere (a log file, a scheduler, a Dataflow worker) it writes plain
+log lines: one per finished pair, and one every ``heartbeat`` seconds for the pair in progress.
+On Dataflow each worker reports its own pairs; the job-wide view is Dataflow's counters.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+_lock = threading.Lock()
+_current: dict[str, Progress] = {}
+
+
+def for_run(run_id: str, expected: int | None) -> Progress:
+    """This process's tracker for ``run_id`` (a new run replaces the previous run's)."""
+    with _lock:
+        tracker = _current.get(run_id)
+        if tracker is None:
+            _current.clear()
+            tracker = _current[run_id] = Progress(expected)
+        return tracker
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+
+
+class Progress:
+    """Counts finished pairs and reports them; thread-safe.
+
+    Args:
+        expected: pairs the run expects (manifest rows or glob combinations), None if unknown.
+        live: draw a tqdm bar; default: when standard error is a terminal.
+        heartbeat: seconds between plain lines about the pair in progress.
+        clock: seconds, monotonic; injected by tests.
+    """
+
+    def __init__(
+        self,
+        expected: int | None,
+        live: bool | None = None,
+        heartbeat: float = 30.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.expected = expected
+        self.counts = {"succeeded": 0, "skipped": 0, "failed": 0}
+        self._clock = clock
+        self._started = clock()
+        self._heartbeat = heartbeat
+        self._last_beat = self._started
+        self._lock = threading.Lock()
+        self._bar: Any = None
+        if live if live is not None else sys.stderr.isatty():
+            from tqdm import tqdm
+
+            self._bar = tqdm(total=expected, unit="pair", dynamic_ncols=True)
+
+    @property
+    def finished(self) -> int:
+        return sum(self.counts.values())
+
+    def summary(self) -> str:
+        """``3/30 pairs (2 succeeded, 1 skipped, 0 failed), 95 pairs/h, 0:17:03 left``."""
+        elapsed = self._clock() - self._started
+        of = f"/{self.expected}" if self.expected is not None else ""
+        parts = [
+            f"{self.finished}{of} pairs ({self.counts['succeeded']} succeeded, "
+            f"{self.counts['skipped']} skipped, {self.counts['failed']} failed)"
+        ]
+        computed = self.counts["succeeded"] + self.counts["failed"]
+        if computed and elapsed > 0:
+            rate = computed / elapsed * 3600
+            parts.append(f"{rate:.0f} pairs/h")
+            if self.expected is not None:
+                left = max(self.expected - self.finished, 0)
+                parts.append(f"{_duration(left / rate * 3600)} left")
+        return ", ".join(parts)
+
+    def pair_finished(self, pair_id: str, status: str, detail: str = "") -> None:
+        """Count a pair (or a manifest row) as ``succeeded``, ``skipped`` or ``failed``."""
+        with self._lock:
+            self.counts[status] += 1
+            self._last_beat = self._clock()
+            line = f"{pair_id} {status}{': ' + detail if detail else ''} | {self.summary()}"
+            if self._bar is not None:
+                self._bar.update(1)
+                self._bar.set_postfix_str(f"{self.counts['failed']} failed")
+                if status == "failed":
+                    self._bar.write(f"failed: {pair_id}: {detail}", file=sys.stderr)
+            else:
+                (logger.warning if status == "failed" else logger.info)("progress: %s", line)
+
+    def iteration(self, pair_id: str, iteration: int, iterations: int, loss: float) -> None:
+        """The pair in progress reached ``iteration``; reported live, or as a periodic line."""
+        with self._lock:
+            now = self._clock()
+            if self._bar is not None:
+                self._bar.set_description_str(f"{pair_id} {iteration}/{iterations} loss {loss:.4g}")
+            elif now - self._last_beat >= self._heartbeat:
+                self._last_beat = now
+                logger.info(
+                    "progress: %s at iteration %d/%d, loss %.4g | %s",
+                    pair_id, iteration, iterations, loss, self.summary(),
+                )
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
