@@ -124,3 +124,18 @@ def test_beam_info_lines_are_hidden_unless_verbose() -> None:
         root.setLevel(saved[0])
         for name, level in zip(("pipeline", "transforms"), saved[1]):
             logging.getLogger(name).setLevel(level)
+
+
+def test_every_failure_row_or_pair_is_on_the_console(weights_file, tmp_path, caplog) -> None:
+    import logging
+
+    caplog.set_level(logging.INFO)
+    write_images(tmp_path / "in", {"cat.png": 1, "waves.png": 3})
+    manifest = tmp_path / "in" / "manifest.csv"
+    manifest.write_text("id,content,style\nok,cat.png,waves.png\nno-style,cat.png,\ngone,gone.png,waves.png\n")
+    assert run(job_args(weights_file("vgg19"), tmp_path / "out", f"--manifest={manifest}")) == 0
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any(f"{manifest} line 3: row failed: ValueError: no style image" in w for w in warnings)
+    assert any("progress: gone failed: at read: FileNotFoundError:" in w and "gone.png: no such file" in w for w in warnings)
+    finished = [r.getMessage() for r in caplog.records if r.name == "transforms.progress"]
+    assert "2/2 pairs (1 succeeded, 0 skipped, 1 failed)" in finished[-1]
