@@ -63,7 +63,7 @@ def _run(argv: list[str]) -> int:
     from pipeline import preflight
     from pipeline.graph import build
     from pipeline.options import PipelineConfig, check_arguments
-    from transforms import storage
+    from transforms import progress, storage
     from transforms.results import summary_location
 
     try:
@@ -86,6 +86,8 @@ def _run(argv: list[str]) -> int:
         logging.getLogger(__name__).debug("job failed", exc_info=True)
         print(f"error: the job failed: {_root_cause(exc)}", file=sys.stderr)
         return 3
+    finally:
+        progress.end_run(config.run_id)
     summary = json.loads(storage.read_bytes(summary_location(config.output)))
     counts = summary["counts"]
     print(

@@ -31,6 +31,14 @@ def for_run(run_id: str, expected: int | None) -> Progress:
         return tracker
 
 
+def end_run(run_id: str) -> None:
+    """Close this process's tracker of ``run_id``, if any (its live bar ends its line)."""
+    with _lock:
+        tracker = _current.pop(run_id, None)
+    if tracker is not None:
+        tracker.close()
+
+
 def _duration(seconds: float) -> str:
     seconds = int(round(seconds))
     return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"

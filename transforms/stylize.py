@@ -168,8 +168,7 @@ class StylizeDoFn(beam.DoFn):
                 tracker.pair_finished(pair.id, "skipped", "already done")
                 yield pvalue.TaggedOutput(SKIPPED, Outcome(pair.id, "skipped"))
                 return
-            # Outside the per-pair failure handling: a model that cannot load fails the bundle.
-            engine = self._engine()
+            engine = self._engine()  # ModelLoadError fails the bundle, not the pair (below)
             stage = "read"
             content = decode_image(storage.read_bytes(pair.content), pair.content)
             init_image = None
