@@ -15,7 +15,7 @@ import torch
 from PIL import Image
 
 from transforms.nst import StyleConfig, StyleTransfer
-from transforms.nst.images import fit_longest_side, image_to_tensor
+from transforms.nst.images import fit_longest_side, image_to_tensor, tensor_to_image
 from transforms.nst.lbfgs import BACKTRACK, LBFGS
 from transforms.nst.losses import gram_matrix
 from transforms.nst.vgg import VGGFeatures, conv_indices
@@ -142,7 +142,10 @@ def test_guard_undoes_a_step_that_blows_up_and_goes_on() -> None:
 def test_solid_colour_against_noise_finishes_with_random_weights() -> None:
     # Once a NaN at iteration 10: a flat image has zero Gram statistics to start from.
     engine = StyleTransfer(StyleConfig(weights="random", image_size=48, iterations=25, device="cpu"))
-    noise = Image.effect_noise((48, 48), 100).convert("RGB")
+    generator = torch.Generator().manual_seed(3)
+    noise = tensor_to_image(torch.rand(1, 3, 48, 48, generator=generator))
     result = engine.stylize(Image.new("RGB", (48, 32), (200, 30, 30)), engine.encode_styles([noise]))
+    assert all(math.isfinite(r.total) or r.rejected for r in result.history)
     assert math.isfinite(result.final.total)
-    assert result.final.total <= min(r.total for r in result.history[:-1] if math.isfinite(r.total)) * 1.01
+    # Never worse than the start (in range and 8-bit already, so scored exactly as written).
+    assert result.final.total < result.history[0].total
