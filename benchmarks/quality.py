@@ -82,6 +82,7 @@ def main() -> None:
     parser.add_argument("--iterations", type=int, default=500)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--sheet", default="out/quality.png", help="contact sheet to write")
+    parser.add_argument("--pairs", type=int, default=len(PAIRS), help="how many of the example pairs")
     args = parser.parse_args()
 
     engine = StyleTransfer(StyleConfig(device=args.device))
@@ -92,7 +93,7 @@ def main() -> None:
     rows: list[list[Image.Image]] = []
     for size in args.sizes:
         config = engine.config.replace(image_size=size, iterations=args.iterations)
-        for content_name, style_name in PAIRS:
+        for content_name, style_name in PAIRS[: args.pairs]:
             content = Image.open(EXAMPLES / content_name).convert("RGB")
             style = Image.open(EXAMPLES / style_name).convert("RGB")
             targets = engine.encode_styles([style], size=config.style_size)
