@@ -11,12 +11,14 @@ import dataclasses
 from typing import Any
 
 from transforms.nst.config import DEVICES, MODELS, OPTIMIZERS, POOLINGS, StyleConfig
+from transforms.limits import Limits
 from transforms.nst.families import FAMILIES, NAMED_WEIGHTS
 from transforms.records import MANIFEST_FORMATS
 
 USAGE = "python -m pipeline (--manifest URL | --contents GLOB --styles GLOB) --output URL [options]"
 
 _DEFAULTS: dict[str, Any] = {f.name: f.default for f in dataclasses.fields(StyleConfig)}
+_LIMITS: dict[str, Any] = {f.name: f.default for f in dataclasses.fields(Limits)}
 
 
 def _names(text: str) -> tuple[str, ...]:
@@ -67,6 +69,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     engine.add_argument("--original_colors", action="store_true", help="keep the content's colours (luminance-only transfer)")
     engine.add_argument("--device", choices=DEVICES, default=_DEFAULTS["device"], help="auto: CUDA when available")
     job.add_argument("--verbose", action="store_true", help="also show Beam's own log lines")
+
+    limits = parser.add_argument_group("limits (what any manifest row may ask; README, 'Reliability')")
+    limits.add_argument("--max_image_size", type=int, default=_LIMITS["max_image_size"], help="largest image_size a job or row may ask for, px")
+    limits.add_argument("--max_iterations", type=int, default=_LIMITS["max_iterations"], help="most iterations a job or row may ask for")
+    limits.add_argument("--pair_time_limit", type=float, default=_LIMITS["pair_time_limit"], help="seconds a pair may run before it fails (the job goes on)")
+    limits.add_argument("--max_input_mb", type=float, default=_LIMITS["max_input_bytes"] / 2**20, help="largest input file (image or manifest) read, MiB")
+    limits.add_argument("--max_input_pixels", type=int, default=_LIMITS["max_input_pixels"], help="largest input image decoded, in pixels")
+    limits.add_argument(
+        "--allowed_schemes", type=_names, default=",".join(_LIMITS["allowed_schemes"]),
+        help="where manifest rows may point; add http,https to fetch URLs (never from loopback, "
+        "link-local or private hosts)",
+    )
 
 
 class _HelpFormatter(argparse.HelpFormatter):

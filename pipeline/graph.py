@@ -15,6 +15,7 @@ def build(p: beam.Pipeline, config: PipelineConfig) -> beam.PCollection:
     """Add the job to ``p``; returns the one-element summary PCollection."""
     read = p | "ReadPairs" >> ReadPairs(
         config.style,
+        config.limits,
         manifest=config.manifest,
         manifest_format=config.manifest_format,
         contents=config.contents,
@@ -25,7 +26,7 @@ def build(p: beam.Pipeline, config: PipelineConfig) -> beam.PCollection:
         # Pairs come out of one manifest-reading worker; spread them over all workers.
         | "SpreadPairs" >> beam.Reshuffle()
         | "StylizePairs" >> StylizePairs(
-            config.style, config.output, config.overwrite, config.run_id, config.expected_pairs
+            config.style, config.limits, config.output, config.overwrite, config.run_id, config.expected_pairs
         )
     )
     return {

@@ -12,11 +12,21 @@ import json
 import logging
 import os
 import shutil
+import signal
 import sys
 import tempfile
+import threading
 from collections.abc import Iterator
 
 from pipeline import flags
+
+
+class Interrupted(KeyboardInterrupt):
+    """SIGINT or SIGTERM, raised where the signal arrives; ``signum`` says which."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
 
 
 def run(argv: list[str] | None = None) -> int:
@@ -25,14 +35,34 @@ def run(argv: list[str] | None = None) -> int:
     0: the job ran (failed pairs are reported in the summary and failures file);
     1: with --strict, some row or pair failed; 2: the command line or a job-wide input (weights,
     device, init image, manifest, globs, output) is wrong, found before anything ran;
-    3: the job failed while running (for example a worker could not load the model).
+    3: the job failed while running (for example a worker could not load the model, or the
+    output stopped being writable); 130 / 143: interrupted by SIGINT / SIGTERM.
     """
     argv = list(sys.argv[1:] if argv is None else argv)
     if "-h" in argv or "--help" in argv:
         print(flags.help_text())
         return 0
-    with _private_temp_folder():
+    with _private_temp_folder(), _signals_as_interrupts():
         return _run(argv)
+
+
+@contextlib.contextmanager
+def _signals_as_interrupts() -> Iterator[None]:
+    """Within the block, SIGINT and SIGTERM raise Interrupted (in the main thread, where Python
+    delivers signals; elsewhere, say under a test runner's thread, nothing changes)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise Interrupted(signum)
+
+    previous = {signum: signal.signal(signum, interrupt) for signum in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 @contextlib.contextmanager
@@ -74,15 +104,33 @@ def _run(argv: list[str]) -> int:
         print(f"usage: {flags.USAGE}\nerror: {exc}", file=sys.stderr)
         return 2
     try:
-        preflight.check(config)
+        expected = preflight.check(config)
     except preflight.PreflightError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    config = dataclasses.replace(config, expected_pairs=preflight.expected_pairs(config))
+    config = dataclasses.replace(config, expected_pairs=expected)
+    removed = preflight.remove_stale_temporaries(config.output)
+    if removed:
+        logging.getLogger(__name__).info("removed %d temporary files left by killed writes", removed)
+    tracker = progress.for_run(config.run_id, config.expected_pairs)
     try:
         with beam.Pipeline(options=options) as p:
             build(p, config)
-    except Exception as exc:  # noqa: BLE001 - a job-level failure: one line, its own exit status
+    except BaseException as exc:  # noqa: BLE001 - a job-level failure: one line, its own exit status
+        interrupt = _interruption(exc)
+        if interrupt is not None:
+            # One line, not Beam's traceback: what is written is complete (atomic writes), the
+            # claims of unfinished pairs were released, and a rerun picks up the rest.
+            counts = tracker.counts
+            print(
+                f"interrupted by {signal.Signals(interrupt).name}: {_pairs(counts['succeeded'])} finished "
+                f"in this run ({counts['skipped']} skipped, {counts['failed']} failed); "
+                "rerun the same command to resume",
+                file=sys.stderr,
+            )
+            return 128 + interrupt
+        if not isinstance(exc, Exception):
+            raise
         logging.getLogger(__name__).debug("job failed", exc_info=True)
         print(f"error: the job failed: {_root_cause(exc)}", file=sys.stderr)
         return 3
@@ -90,13 +138,32 @@ def _run(argv: list[str]) -> int:
         progress.end_run(config.run_id)
     summary = json.loads(storage.read_bytes(summary_location(config.output)))
     counts = summary["counts"]
+    extras = [f"{counts[k]} {k.replace('_', ' ')}" for k in ("repaired", "claimed_elsewhere") if counts[k]]
     print(
-        f"{counts['succeeded']} succeeded, {counts['skipped']} skipped, {counts['failed']} failed "
-        f"in {summary['wall_seconds']:.1f} s -> {config.output}"
+        f"{counts['succeeded']} succeeded, {counts['skipped']} skipped, {counts['failed']} failed"
+        f"{''.join(', ' + e for e in extras)} in {summary['wall_seconds']:.1f} s -> {config.output}"
     )
     if summary["failures_file"]:
         print(f"failures: {summary['failures_file']}")
+    elif counts["failed"]:
+        print(f"failures: in {summary_location(config.output)} ({summary['failures_file_error']})")
     return 1 if config.strict and counts["failed"] else 0
+
+
+def _interruption(exc: BaseException) -> int | None:
+    """The signal behind ``exc``: runners re-raise a DoFn's KeyboardInterrupt wrapped in others."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, Interrupted):
+            return seen.signum
+        if isinstance(seen, KeyboardInterrupt):
+            return signal.SIGINT
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
+def _pairs(count: int) -> str:
+    return f"{count} pair{'' if count == 1 else 's'}"
 
 
 def _root_cause(exc: BaseException) -> str:
@@ -114,9 +181,16 @@ def configure_logging(verbose: bool) -> None:
     some through the root logger, so the root stays at WARNING and our packages opt in.
     """
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for handler in logging.getLogger().handlers:
+        # Beam logs an interrupted DoFn's traceback before re-raising; the run ends with one line.
+        handler.addFilter(_not_an_interrupt)
     logging.getLogger().setLevel(logging.INFO if verbose else logging.WARNING)
     for package in ("pipeline", "transforms"):
         logging.getLogger(package).setLevel(logging.INFO)
+
+
+def _not_an_interrupt(record: logging.LogRecord) -> bool:
+    return not (record.exc_info and record.exc_info[0] and issubclass(record.exc_info[0], KeyboardInterrupt))
 
 
 def main() -> None:

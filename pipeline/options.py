@@ -13,7 +13,9 @@ from typing import Any
 from apache_beam.options.pipeline_options import PipelineOptions, _BeamArgumentParser
 
 from pipeline.flags import add_arguments
+from transforms.limits import Limits
 from transforms.nst.config import StyleConfig
+
 
 class StyleTransferOptions(PipelineOptions):
     """The job's own flags (flags.py); every other Beam option (--runner, --project, ...) passes through."""
@@ -62,6 +64,7 @@ class PipelineConfig:
     overwrite: bool = False
     strict: bool = False
     started: float = field(default_factory=time.time)
+    limits: Limits = field(default_factory=Limits)
     run_id: str = ""
     # Pairs the run expects, counted by the pre-flight step; for the progress display only.
     expected_pairs: int | None = None
@@ -73,6 +76,7 @@ class PipelineConfig:
             raise ValueError("give --manifest, or --contents and --styles, not both")
         if not self.manifest and not (self.contents and self.styles):
             raise ValueError("give --manifest, or --contents and --styles together")
+        self.limits.check(self.style)
         if not self.run_id:
             stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(self.started))
             object.__setattr__(self, "run_id", f"{stamp}-{secrets.token_hex(3)}")
@@ -83,6 +87,16 @@ class PipelineConfig:
         view = options.view_as(StyleTransferOptions)
         style_fields = {f.name for f in dataclasses.fields(StyleConfig)}
         style = StyleConfig(**{name: getattr(view, name) for name in style_fields})
+        if not 0 < view.max_input_mb < float("inf"):
+            raise ValueError(f"--max_input_mb must be a finite number > 0, got {view.max_input_mb}")
+        limits = Limits(
+            max_image_size=view.max_image_size,
+            max_iterations=view.max_iterations,
+            pair_time_limit=view.pair_time_limit,
+            max_input_bytes=int(view.max_input_mb * 2**20),
+            max_input_pixels=view.max_input_pixels,
+            allowed_schemes=tuple(view.allowed_schemes),
+        )
         return cls(
             output=view.output or "",
             style=style,
@@ -92,6 +106,7 @@ class PipelineConfig:
             styles=view.styles,
             overwrite=view.overwrite,
             strict=view.strict,
+            limits=limits,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -103,5 +118,6 @@ class PipelineConfig:
             "overwrite": self.overwrite,
             "strict": self.strict,
             "run_id": self.run_id,
+            "limits": dataclasses.asdict(self.limits),
             "style": self.style.to_dict(),
         }

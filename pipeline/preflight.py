@@ -9,16 +9,22 @@ problems are not checked here: they keep their failure records.
 from __future__ import annotations
 
 import secrets
+from typing import Final
 
 from pipeline.options import PipelineConfig
 from transforms import storage
-from transforms.manifest import manifest_format, parse_rows, validate_rows
+from transforms.manifest import read_manifest, validate_rows
 from transforms.nst.config import INIT_MODES, StyleConfig
 from transforms.nst.optimize import resolve_device
 from transforms.nst.vgg import VGGFeatures
 from transforms.nst.families import NAMED_WEIGHTS
 from transforms.nst.weights import load_features_state_dict
 from transforms.records import Pair
+
+
+# A temporary file younger than this may be another run's write in progress; older ones were
+# left by a killed write (a write takes seconds).
+STALE_TEMPORARY_SECONDS: Final = 900.0
 
 
 class PreflightError(ValueError):
@@ -55,25 +61,44 @@ def check_output(output: str) -> None:
         raise PreflightError(f"--output {output}: cannot be written ({exc}); choose a writable folder") from exc
 
 
-def expected_pairs(config: PipelineConfig) -> int:
-    """How many pairs the job will see: valid manifest rows, or glob combinations.
+def check_manifest(config: PipelineConfig) -> int:
+    """The manifest is a regular file of a known format with at least one data row.
 
-    For the progress display only; the manifest is parsed with the pipeline's own functions.
-    A manifest that cannot be parsed counts 0 here; the pipeline reports why.
+    Returns how many of its rows are valid pairs (for the progress display); invalid rows are
+    not an error here, they become failure records when the job reads them.
     """
-    if config.manifest:
-        try:
-            fmt = manifest_format(config.manifest, config.manifest_format)
-            rows = list(parse_rows(storage.read_bytes(config.manifest), config.manifest, fmt))
-        except (OSError, ValueError, UnicodeDecodeError):
-            return 0
-        items = validate_rows(rows, storage.parent(config.manifest), config.style)
-        return sum(isinstance(item, Pair) for item in items)
-    return len(storage.glob(str(config.contents))) * len(storage.glob(str(config.styles)))
+    location = str(config.manifest)
+    try:
+        rows = read_manifest(location, config.manifest_format, config.limits)
+    except FileNotFoundError as exc:
+        raise PreflightError(f"--manifest {location}: no such file") from exc
+    except OSError as exc:
+        raise PreflightError(f"--manifest {exc} (see --max_input_mb for the size limit)") from exc
+    except ValueError as exc:
+        raise PreflightError(f"--manifest {exc}") from exc
+    if not rows:
+        raise PreflightError(
+            f"--manifest {location}: no rows (a CSV manifest needs a header row and at least one "
+            "data row; JSON Lines one object per line)"
+        )
+    items = validate_rows(rows, storage.parent(location), config.style, config.limits)
+    return sum(isinstance(item, Pair) for item in items)
 
 
-def check(config: PipelineConfig) -> None:
-    """Every job-wide check; raises PreflightError on the first that fails."""
+def remove_stale_temporaries(output: str) -> int:
+    """Remove what killed writes left in the output folders; how many files went."""
+    removed = 0
+    for folder in ("images", "logs", "failures", "claims", ""):
+        removed += len(storage.remove_stale_temporaries(storage.join(output, folder), STALE_TEMPORARY_SECONDS))
+    return removed
+
+
+def check(config: PipelineConfig) -> int:
+    """Every job-wide check; raises PreflightError on the first that fails.
+
+    Returns the number of pairs the job expects: the manifest's valid rows, or the glob
+    combinations.
+    """
     try:
         resolve_device(config.style.device)
     except ValueError as exc:
@@ -82,10 +107,13 @@ def check(config: PipelineConfig) -> None:
         raise PreflightError(
             f"--init {config.style.init}: no such file (use {', '.join(INIT_MODES)} or an image URL)"
         )
-    if config.manifest and not storage.exists(config.manifest):
-        raise PreflightError(f"--manifest {config.manifest}: no such file")
+    expected = check_manifest(config) if config.manifest else 1
     for flag, pattern in (("--contents", config.contents), ("--styles", config.styles)):
-        if pattern and not storage.glob(pattern):
-            raise PreflightError(f"{flag} {pattern!r}: no files match (check the pattern and quote it)")
+        if pattern:
+            matches = len(storage.glob(pattern))
+            if not matches:
+                raise PreflightError(f"{flag} {pattern!r}: no files match (check the pattern and quote it)")
+            expected *= matches
     check_output(config.output)
     check_weights(config.style)
+    return expected

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
@@ -17,6 +18,7 @@ import pytest
 
 from pipeline.main import run
 from tests.conftest import synthetic_image
+from transforms import claims, storage
 
 BUCKET = "style-test"
 
@@ -101,7 +103,7 @@ def test_job_on_gcs(gcs, weights_file) -> None:
     assert log["inputs"]["styles"] == [f"gs://{root}/in/style-a.png", f"gs://{root}/in/style-b.png"]
     assert log["final"]["total"] < log["history"][0]["total"]
     summary = json.loads(gcs.cat_file(f"{root}/out/summary.json"))
-    assert summary["counts"] == {"succeeded": 2, "skipped": 0, "failed": 1, "total": 3}
+    assert summary["counts"] == {"succeeded": 2, "skipped": 0, "failed": 1, "claimed_elsewhere": 0, "repaired": 0, "total": 3}
     failure = json.loads(gcs.cat_file(summary["failures_file"]))
     assert failure["id"] == "bad" and "missing.png: no such file" in failure["error"]
     # no temporary or stray objects next to the results
@@ -112,3 +114,26 @@ def test_job_on_gcs(gcs, weights_file) -> None:
     assert run(args) == 0
     gcs.invalidate_cache()
     assert json.loads(gcs.cat_file(f"{root}/out/summary.json"))["counts"]["skipped"] == 2
+    # an image damaged on the bucket is found by its digest and redone
+    gcs.pipe_file(f"{root}/out/images/one.png", b"\x89PNG truncated")
+    gcs.invalidate_cache()
+    assert run(args) == 0
+    gcs.invalidate_cache()
+    counts = json.loads(gcs.cat_file(f"{root}/out/summary.json"))["counts"]
+    assert counts["repaired"] == 1 and counts["succeeded"] == 1 and counts["skipped"] == 1
+    assert hashlib.sha256(gcs.cat_file(f"{root}/out/images/one.png")).hexdigest() == json.loads(
+        gcs.cat_file(f"{root}/out/logs/one.json")
+    )["image"]["sha256"]
+
+
+def test_exclusive_creation_and_claims_on_gcs(gcs) -> None:
+    location = f"gs://{BUCKET}/claims-test/x.json"
+    assert storage.create_exclusive(location, b"first")
+    assert not storage.create_exclusive(location, b"second")
+    gcs.invalidate_cache()
+    assert gcs.cat_file(location) == b"first"
+    output = f"gs://{BUCKET}/claims-test/out"
+    assert claims.acquire(output, "p", "run-a", seconds=60)
+    assert not claims.acquire(output, "p", "run-b", seconds=60)
+    claims.release(output, "p", "run-a")
+    assert claims.acquire(output, "p", "run-b", seconds=60)

@@ -1,5 +1,6 @@
 import pytest
 
+from transforms.limits import Limits
 from transforms.manifest import manifest_format, parse_rows, safe_id, validate_rows
 from transforms.nst.config import StyleConfig
 from transforms.records import Failure, Pair
@@ -7,7 +8,7 @@ from transforms.records import Failure, Pair
 
 def pairs_from_csv(text: str) -> list[Pair | Failure]:
     rows = list(parse_rows(text.encode(), "m.csv", "csv"))
-    return list(validate_rows(rows, "gs://bucket/set", StyleConfig(weights="random")))
+    return list(validate_rows(rows, "gs://bucket/set", StyleConfig(weights="random"), Limits()))
 
 
 def test_relative_paths_resolve_against_manifest_folder_and_urls_stay() -> None:
@@ -65,10 +66,10 @@ def test_nan_style_weight_is_refused() -> None:
 
 def test_json_numbers_are_accepted_when_whole() -> None:
     rows = [("m.jsonl line 1", {"content": "a.jpg", "style": "s.png", "iterations": 300.0, "seed": 4})]
-    (pair,) = validate_rows(rows, ".", StyleConfig(weights="random"))
+    (pair,) = validate_rows(rows, ".", StyleConfig(weights="random"), Limits())
     assert dict(pair.overrides) == {"iterations": 300, "seed": 4}
     rows = [("m.jsonl line 1", {"content": "a.jpg", "style": "s.png", "iterations": 2.5})]
-    (failure,) = validate_rows(rows, ".", StyleConfig(weights="random"))
+    (failure,) = validate_rows(rows, ".", StyleConfig(weights="random"), Limits())
     assert "iterations must be int, got 2.5" in failure.error
 
 

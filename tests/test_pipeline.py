@@ -72,7 +72,7 @@ def test_three_pairs_then_rerun_skips_then_overwrite_redoes(three_pairs, weights
     assert blended["inputs"]["style_weights"] == [2.0, 1.0]
     assert blended["inputs"]["styles"][1].endswith("art/tiles.png")
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["counts"] == {"succeeded": 3, "skipped": 0, "failed": 0, "total": 3}
+    assert summary["counts"] == {"succeeded": 3, "skipped": 0, "failed": 0, "claimed_elsewhere": 0, "repaired": 0, "total": 3}
     assert summary["failures_file"] is None and summary["wall_seconds"] > 0
     assert 0 < summary["seconds_per_pair"]["median"] <= summary["seconds_per_pair"]["max"]
 
@@ -170,7 +170,7 @@ def test_jsonl_manifest_with_lists_and_row_overrides(weights_file, tmp_path) -> 
     colour = json.loads((out / "logs" / "colour.json").read_text())
     assert colour["config"]["original_colors"] is True and colour["config"]["init"] == "random"
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["counts"] == {"succeeded": 2, "skipped": 0, "failed": 3, "total": 5}
+    assert summary["counts"] == {"succeeded": 2, "skipped": 0, "failed": 3, "claimed_elsewhere": 0, "repaired": 0, "total": 5}
     errors = [json.loads(l)["error"] for l in Path(summary["failures_file"]).read_text().splitlines()]
     assert any("unknown column(s) iteration" in e for e in errors)
     assert any("iterations must be a positive integer" in e for e in errors)

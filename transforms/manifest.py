@@ -20,6 +20,7 @@ import apache_beam as beam
 from apache_beam import pvalue
 
 from transforms import storage
+from transforms.limits import Limits
 from transforms.nst.config import INIT_MODES, StyleConfig
 from transforms.records import MANIFEST_FORMATS, Failure, Pair
 
@@ -42,6 +43,10 @@ ROW_OVERRIDES: Final[dict[str, type]] = {
 }
 COLUMNS: Final = ("id", "content", "style", "style_weights", *ROW_OVERRIDES)
 _MAX_ID_LENGTH: Final = 200
+# Longest field read from a row: paths and signed URLs fit well within it; a longer field is
+# refused for its row (and is not copied into the failure record).
+MAX_FIELD_CHARS: Final = 8192
+_RECORDED_CHARS: Final = 200
 _TRUE: Final = {"1", "true", "yes", "y", "on"}
 _FALSE: Final = {"0", "false", "no", "n", "off"}
 
@@ -57,20 +62,24 @@ def manifest_format(location: str, declared: str | None) -> str:
         return "csv"
     if lowered.endswith((".jsonl", ".ndjson", ".json")):
         return "jsonl"
-    raise ValueError(f"manifest {location}: cannot tell its format from the extension; pass --manifest_format csv|jsonl")
+    raise ValueError(f"{location}: cannot tell its format from the extension (.csv, .jsonl); pass --manifest_format csv|jsonl")
+
+
+def decode_manifest(data: bytes) -> str:
+    """The manifest's text. Bytes that are not UTF-8 are kept as lone surrogates, so that only the
+    rows holding them fail (``row_problem``), not the whole manifest."""
+    return data.decode("utf-8-sig", errors="surrogateescape")
 
 
 def parse_rows(data: bytes, location: str, fmt: str) -> Iterator[tuple[str, dict[str, Any] | Exception]]:
-    """``(source, row)`` for every data row; a row that cannot be parsed comes as its exception."""
-    text = data.decode("utf-8-sig")
+    """``(source, row)`` for every data row; a row that cannot be parsed comes as its exception.
+
+    Nothing in one row can stop the others: fields of any length, undecodable bytes, NUL bytes
+    and malformed quoting each fail their own row.
+    """
+    text = decode_manifest(data)
     if fmt == "csv":
-        reader = csv.DictReader(io.StringIO(text))
-        for row in reader:
-            source = f"{location} line {reader.line_num}"
-            if None in row:
-                yield source, ValueError(f"more fields than the header's {len(reader.fieldnames or [])}")
-            else:
-                yield source, {k.strip(): v for k, v in row.items() if v is not None and v.strip() != ""}
+        yield from _csv_rows(text, location)
         return
     for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
@@ -81,7 +90,65 @@ def parse_rows(data: bytes, location: str, fmt: str) -> Iterator[tuple[str, dict
         except json.JSONDecodeError as exc:
             yield source, ValueError(f"not valid JSON ({exc})")
             continue
-        yield source, row if isinstance(row, dict) else ValueError(f"expected a JSON object, got {type(row).__name__}")
+        if not isinstance(row, dict):
+            yield source, ValueError(f"expected a JSON object, got {type(row).__name__}")
+            continue
+        problem = row_problem(row)
+        yield source, problem or row
+
+
+def _csv_rows(text: str, location: str) -> Iterator[tuple[str, dict[str, Any] | Exception]]:
+    # The csv module refuses fields over a process-wide limit (128 KiB) by raising in the middle
+    # of the file; raised to the manifest's length, every field is read and row_problem refuses
+    # the long ones for their own rows.
+    csv.field_size_limit(max(csv.field_size_limit(), len(text) + 1))
+    reader = csv.DictReader(io.StringIO(text))
+    while True:
+        try:
+            row = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            yield f"{location} line {reader.line_num}", ValueError(f"not valid CSV ({exc})")
+            continue
+        source = f"{location} line {reader.line_num}"
+        if None in row:
+            yield source, ValueError(f"more fields than the header's {len(reader.fieldnames or [])}")
+            continue
+        cleaned = {k.strip(): v for k, v in row.items() if v is not None and v.strip() != ""}
+        yield source, row_problem(cleaned) or cleaned
+
+
+def row_problem(row: dict[str, Any]) -> ValueError | None:
+    """Why a parsed row cannot be used as text (too long, not UTF-8, a NUL byte), or None."""
+    for column, value in row.items():
+        for text in (column, *(value if isinstance(value, list) else [value])):
+            if not isinstance(text, str):
+                continue
+            if len(text) > MAX_FIELD_CHARS:
+                return ValueError(f"column {_short(column)!r}: a field of {len(text)} characters is over the limit of {MAX_FIELD_CHARS}")
+            if "\0" in text:
+                return ValueError(f"column {_short(column)!r}: a NUL byte in {_short(text)!r}")
+            bad = next((ch for ch in text if "\udc80" <= ch <= "\udcff"), None)
+            if bad is not None:
+                return ValueError(f"column {_short(column)!r}: not UTF-8 (byte 0x{ord(bad) - 0xDC00:02x})")
+    return None
+
+
+def _short(value: Any) -> Any:
+    """``value`` as a failure record may hold it: long text cut, undecodable bytes escaped."""
+    if isinstance(value, str):
+        text = value.encode("utf-8", "backslashreplace").decode("utf-8", "replace") if _has_surrogates(value) else value
+        return text if len(text) <= _RECORDED_CHARS else f"{text[:_RECORDED_CHARS]}... ({len(text)} characters)"
+    if isinstance(value, list):
+        return [_short(item) for item in value[:20]]
+    if isinstance(value, dict):
+        return {_short(k): _short(v) for k, v in list(value.items())[:40]}
+    return value
+
+
+def _has_surrogates(text: str) -> bool:
+    return any("\ud800" <= ch <= "\udfff" for ch in text)
 
 
 def safe_id(raw: str) -> str:
@@ -125,8 +192,11 @@ def _convert(column: str, value: Any) -> Any:
         raise ValueError(f"{column} must be {kind.__name__}, got {value!r}") from None
 
 
-def row_to_pair(row: dict[str, Any], source: str, base_folder: str, defaults: StyleConfig) -> Pair:
-    """Validate one row (its id not yet made unique). Raises ValueError naming the problem."""
+def row_to_pair(row: dict[str, Any], source: str, base_folder: str, defaults: StyleConfig, limits: Limits) -> Pair:
+    """Validate one row (its id not yet made unique) against the job's limits.
+
+    Raises ValueError naming the problem (UnsafeLocationError for a location it may not read).
+    """
     unknown = sorted(set(row) - set(COLUMNS))
     if unknown:
         raise ValueError(f"unknown column(s) {', '.join(unknown)}; known: {', '.join(COLUMNS)}")
@@ -144,7 +214,10 @@ def row_to_pair(row: dict[str, Any], source: str, base_folder: str, defaults: St
     overrides = {column: _convert(column, row[column]) for column in ROW_OVERRIDES if column in row}
     if "init" in overrides and overrides["init"] not in INIT_MODES:
         overrides["init"] = storage.resolve(overrides["init"], base_folder)
-    defaults.replace(**overrides)  # raises ValueError for an out-of-range value
+    limits.check(defaults.replace(**overrides))  # ValueError for an out-of-range value
+    for location in (content, *styles, *([overrides["init"]] if "init" in overrides else [])):
+        if location not in INIT_MODES:
+            storage.check_location(location, limits.allowed_schemes)
     raw_id = str(row["id"]) if str(row.get("id", "")).strip() else ""
     pair_id = safe_id(raw_id) if raw_id else ""
     return Pair(pair_id, content, tuple(styles), weights, tuple(sorted(overrides.items())), source, row)
@@ -156,7 +229,7 @@ def derive_id(pair: Pair) -> str:
 
 
 def validate_rows(
-    rows: list[tuple[str, dict[str, Any] | Exception]], base_folder: str, defaults: StyleConfig
+    rows: list[tuple[str, dict[str, Any] | Exception]], base_folder: str, defaults: StyleConfig, limits: Limits
 ) -> Iterator[Pair | Failure]:
     """Pairs with unique ids, and a Failure for every invalid row, in manifest order."""
     parsed: list[Pair | Failure] = []
@@ -165,9 +238,9 @@ def validate_rows(
             parsed.append(Failure.from_exception("manifest", row, source))
             continue
         try:
-            parsed.append(row_to_pair(row, source, base_folder, defaults))
+            parsed.append(row_to_pair(row, source, base_folder, defaults, limits))
         except ValueError as exc:
-            parsed.append(Failure.from_exception("manifest", exc, source, row=row))
+            parsed.append(Failure.from_exception("manifest", exc, source, row=_short(row)))
     # Explicit ids are reserved first, so a derived id never takes a name a row asked for.
     taken: dict[str, str] = {}
     for index, item in enumerate(parsed):
@@ -198,24 +271,36 @@ def _tagged(items: Iterator[Pair | Failure]) -> Iterator[Any]:
             yield item
 
 
+def read_manifest(location: str, declared_format: str | None, limits: Limits) -> list[tuple[str, dict[str, Any] | Exception]]:
+    """Every data row of the manifest at ``location``, parsed (not yet validated).
+
+    Raises:
+        OSError: missing, not a regular file, or over ``limits.max_input_bytes``.
+        ValueError: the format cannot be told from the extension.
+    """
+    fmt = manifest_format(location, declared_format)
+    return list(parse_rows(storage.read_bytes(location, limits.max_input_bytes), location, fmt))
+
+
 class _ExpandManifestFn(beam.DoFn):
-    def __init__(self, fmt: str | None, defaults: StyleConfig) -> None:
+    def __init__(self, fmt: str | None, defaults: StyleConfig, limits: Limits) -> None:
         self._fmt = fmt
         self._defaults = defaults
+        self._limits = limits
 
     def process(self, location: str) -> Iterator[Any]:
         try:
-            fmt = manifest_format(location, self._fmt)
-            rows = list(parse_rows(storage.read_bytes(location), location, fmt))
-        except (OSError, ValueError, UnicodeDecodeError) as exc:
+            rows = read_manifest(location, self._fmt, self._limits)
+        except (OSError, ValueError) as exc:
             yield from _tagged(iter([Failure.from_exception("manifest", exc, location)]))
             return
-        yield from _tagged(validate_rows(rows, storage.parent(location), self._defaults))
+        yield from _tagged(validate_rows(rows, storage.parent(location), self._defaults, self._limits))
 
 
 class _ExpandGlobsFn(beam.DoFn):
-    def __init__(self, defaults: StyleConfig) -> None:
+    def __init__(self, defaults: StyleConfig, limits: Limits) -> None:
         self._defaults = defaults
+        self._limits = limits
 
     def process(self, patterns: tuple[str, str]) -> Iterator[Any]:
         contents_pattern, styles_pattern = patterns
@@ -233,7 +318,7 @@ class _ExpandGlobsFn(beam.DoFn):
             for content in matches["--contents"]
             for style in matches["--styles"]
         ]
-        yield from _tagged(validate_rows(rows, ".", self._defaults))
+        yield from _tagged(validate_rows(rows, ".", self._defaults, self._limits))
 
 
 class ReadPairs(beam.PTransform):
@@ -245,6 +330,7 @@ class ReadPairs(beam.PTransform):
     def __init__(
         self,
         defaults: StyleConfig,
+        limits: Limits,
         manifest: str | None = None,
         manifest_format: str | None = None,
         contents: str | None = None,
@@ -254,6 +340,7 @@ class ReadPairs(beam.PTransform):
         if bool(manifest) == bool(contents and styles):
             raise ValueError("give either a manifest, or both contents and styles globs")
         self._defaults = defaults
+        self._limits = limits
         self._manifest = manifest
         self._format = manifest_format
         self._globs = (contents, styles)
@@ -263,10 +350,10 @@ class ReadPairs(beam.PTransform):
             return (
                 pbegin
                 | "ManifestLocation" >> beam.Create([self._manifest])
-                | "ParseManifest" >> beam.ParDo(_ExpandManifestFn(self._format, self._defaults)).with_outputs(FAILURES, main=PAIRS)
+                | "ParseManifest" >> beam.ParDo(_ExpandManifestFn(self._format, self._defaults, self._limits)).with_outputs(FAILURES, main=PAIRS)
             )
         return (
             pbegin
             | "GlobPatterns" >> beam.Create([self._globs])
-            | "CrossProduct" >> beam.ParDo(_ExpandGlobsFn(self._defaults)).with_outputs(FAILURES, main=PAIRS)
+            | "CrossProduct" >> beam.ParDo(_ExpandGlobsFn(self._defaults, self._limits)).with_outputs(FAILURES, main=PAIRS)
         )

@@ -62,7 +62,7 @@ class Progress:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.expected = expected
-        self.counts = {"succeeded": 0, "skipped": 0, "failed": 0}
+        self.counts = {"succeeded": 0, "skipped": 0, "failed": 0, "claimed": 0}
         self._clock = clock
         self._started = clock()
         self._heartbeat = heartbeat
@@ -84,7 +84,9 @@ class Progress:
         of = f"/{self.expected}" if self.expected is not None else ""
         parts = [
             f"{self.finished}{of} pairs ({self.counts['succeeded']} succeeded, "
-            f"{self.counts['skipped']} skipped, {self.counts['failed']} failed)"
+            f"{self.counts['skipped']} skipped, {self.counts['failed']} failed"
+            + (f", {self.counts['claimed']} claimed by another run" if self.counts["claimed"] else "")
+            + ")"
         ]
         computed = self.counts["succeeded"] + self.counts["failed"]
         if computed and elapsed > 0:
@@ -96,7 +98,7 @@ class Progress:
         return ", ".join(parts)
 
     def pair_finished(self, pair_id: str, status: str, detail: str = "") -> None:
-        """Count a pair (or a manifest row) as ``succeeded``, ``skipped`` or ``failed``."""
+        """Count a pair (or a manifest row) as ``succeeded``, ``skipped``, ``failed`` or ``claimed``."""
         with self._lock:
             self.counts[status] += 1
             self._last_beat = self._clock()

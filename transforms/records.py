@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Any, Final
+from typing import Any, ClassVar, Final
 
 # The manifest formats ReadPairs understands (here, free of Beam, for the command line).
 MANIFEST_FORMATS: Final = ("csv", "jsonl")
@@ -48,9 +48,14 @@ class Failure:
 
 @dataclass(frozen=True)
 class Outcome:
-    """A pair that is done: ``status`` is ``succeeded`` (this run) or ``skipped`` (already done)."""
+    """A pair that did not fail: ``succeeded`` (this run), ``skipped`` (already done) or
+    ``claimed`` (another run is computing it now; see claims.py)."""
+
+    STATUSES: ClassVar = ("succeeded", "skipped", "claimed")
 
     id: str
     status: str
     seconds: float = 0.0
+    # succeeded only: the pair's earlier outputs were damaged and have been replaced
+    repaired: bool = False
 

@@ -4,9 +4,11 @@
     OUTPUT/logs/<id>.json             inputs, resolved configuration, per-iteration history, ...
     OUTPUT/failures/<run_id>.jsonl    one record per failed row or pair of that run
     OUTPUT/summary.json               counts, wall time, configuration of the latest run
+    OUTPUT/claims/<id>.json           while a run computes the pair (claims.py)
 
-An image is written before its log, and each atomically: a log under its final name means the
-pair is complete, which is what reruns check to skip work.
+An image is written before its log, and each atomically. The log records the image's SHA-256
+and size: a rerun skips a pair only when its log is complete, was made with the same inputs
+and settings, and the image on storage matches the log's digest. Anything else is redone.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import apache_beam as beam
 from apache_beam import pvalue
 from apache_beam.metrics import Metrics
 
-from transforms import storage
+from transforms import claims, storage
 from transforms.records import Failure, Outcome
 
 NAMESPACE = "style_transfer"
@@ -45,13 +47,65 @@ def summary_location(output: str) -> str:
     return storage.join(output, "summary.json")
 
 
-def is_complete(output: str, pair_id: str, fingerprint: str) -> bool:
-    """Whether a previous run finished this pair with the same inputs and configuration."""
+@dataclass(frozen=True)
+class PriorOutputs:
+    """What a previous run left for a pair: ``done``, ``absent``, ``stale`` or ``damaged``.
+
+    ``stale``: complete, but from other inputs or settings (redone, as asked). ``damaged``:
+    outputs that cannot be trusted (redone, and counted as a repair); ``reason`` says why.
+    """
+
+    state: str
+    reason: str = ""
+
+    @property
+    def done(self) -> bool:
+        return self.state == "done"
+
+
+def log_problem(log: object, pair_id: str) -> str | None:
+    """Why a parsed log is not a complete record of a finished pair, or None."""
+    if not isinstance(log, dict):
+        return "the log is not a JSON object"
+    if log.get("id") != pair_id:
+        return f"the log is for id {log.get('id')!r}"
+    image = log.get("image")
+    if not isinstance(image, dict) or not isinstance(image.get("sha256"), str) or not isinstance(image.get("bytes"), int):
+        return "the log has no image digest"
+    history = log.get("history")
+    if not isinstance(history, list) or not history or history[-1] != log.get("final"):
+        return "the log's history is missing or does not end with the final record"
+    return None
+
+
+def inspect_outputs(output: str, pair_id: str, fingerprint: str) -> PriorOutputs:
+    """Check a pair's outputs against its log, reading the image to compare its digest."""
     try:
-        log = json.loads(storage.read_bytes(log_location(output, pair_id)))
-    except (OSError, ValueError):
-        return False  # a missing or unreadable log is redone, not trusted
-    return log.get("fingerprint") == fingerprint and storage.exists(image_location(output, pair_id))
+        raw = storage.read_bytes(log_location(output, pair_id))
+    except FileNotFoundError:
+        if storage.exists(image_location(output, pair_id)):
+            return PriorOutputs("damaged", "an image without a log (a run stopped between the two writes)")
+        return PriorOutputs("absent")
+    except OSError as exc:
+        return PriorOutputs("damaged", f"the log cannot be read ({exc})")
+    try:
+        log = json.loads(raw)
+    except ValueError:
+        return PriorOutputs("damaged", "the log is not valid JSON (cut short?)")
+    if isinstance(log, dict) and log.get("fingerprint") != fingerprint:
+        return PriorOutputs("stale", "made from other inputs or settings")
+    problem = log_problem(log, pair_id)
+    if problem:
+        return PriorOutputs("damaged", problem)
+    try:
+        image = storage.read_bytes(image_location(output, pair_id))
+    except FileNotFoundError:
+        return PriorOutputs("damaged", "the image is missing")
+    except OSError as exc:
+        return PriorOutputs("damaged", f"the image cannot be read ({exc})")
+    if len(image) != log["image"]["bytes"] or storage.sha256(image) != log["image"]["sha256"]:
+        return PriorOutputs("damaged", "the image does not match its log's digest (damaged, or written by another run)")
+    return PriorOutputs("done")
 
 
 def utc_iso(seconds: float) -> str:
@@ -71,12 +125,16 @@ class Stylized:
     png: bytes
     log: dict[str, Any]
     source: str
+    # Damaged outputs of an earlier run were found and are being replaced.
+    repaired: bool = False
 
 
 class _WritePairFn(beam.DoFn):
-    def __init__(self, output: str) -> None:
+    def __init__(self, output: str, run_id: str) -> None:
         self._output = output
+        self._run_id = run_id
         self._succeeded = Metrics.counter(NAMESPACE, "pairs_succeeded")
+        self._repaired = Metrics.counter(NAMESPACE, "pairs_repaired")
         self._write_failed = Metrics.counter(NAMESPACE, "pairs_failed")
 
     def process(self, item: Stylized) -> Iterator[Any]:
@@ -87,8 +145,12 @@ class _WritePairFn(beam.DoFn):
             self._write_failed.inc()
             yield pvalue.TaggedOutput(WRITE_FAILURES, Failure.from_exception("write", exc, item.source, item.id))
             return
+        finally:
+            claims.release(self._output, item.id, self._run_id)
         self._succeeded.inc()
-        yield Outcome(item.id, "succeeded", item.log["seconds"])
+        if item.repaired:
+            self._repaired.inc()
+        yield Outcome(item.id, "succeeded", item.log["seconds"], item.repaired)
 
 
 class _WriteSummaryFn(beam.DoFn):
@@ -100,13 +162,17 @@ class _WriteSummaryFn(beam.DoFn):
         self._failed = Metrics.counter(NAMESPACE, "rows_or_pairs_failed")
 
     def process(self, _: object, outcomes: list[Outcome], failures: list[Failure]) -> Iterator[dict[str, Any]]:
-        failures_file = None
+        ordered = sorted(failures, key=lambda f: (f.source, f.id or ""))
+        failures_file, failures_error = None, None
         if failures:
             self._failed.inc(len(failures))
             failures_file = failures_location(self._output, self._run_id)
-            ordered = sorted(failures, key=lambda f: (f.source, f.id or ""))
-            storage.write_atomic(failures_file, "".join(json.dumps(f.to_dict()) + "\n" for f in ordered).encode())
-        counts = {"succeeded": 0, "skipped": 0}
+            try:
+                storage.write_atomic(failures_file, "".join(json.dumps(f.to_dict()) + "\n" for f in ordered).encode())
+            except OSError as exc:
+                # The summary still goes out, with the records in it: nothing is lost.
+                failures_file, failures_error = None, f"{failures_file}: {type(exc).__name__}: {exc}"
+        counts = {status: 0 for status in Outcome.STATUSES}
         for outcome in outcomes:
             counts[outcome.status] += 1
         seconds = [o.seconds for o in outcomes if o.status == "succeeded"]
@@ -116,11 +182,21 @@ class _WriteSummaryFn(beam.DoFn):
             "started_at": utc_iso(self._started),
             "finished_at": utc_iso(finished),
             "wall_seconds": round(finished - self._started, 3),
-            "counts": {**counts, "failed": len(failures), "total": len(outcomes) + len(failures)},
+            "counts": {
+                "succeeded": counts["succeeded"],
+                "skipped": counts["skipped"],
+                "failed": len(failures),
+                "claimed_elsewhere": counts["claimed"],
+                "repaired": sum(o.repaired for o in outcomes),
+                "total": len(outcomes) + len(failures),
+            },
             "seconds_per_pair": {"median": statistics.median(seconds), "max": max(seconds)} if seconds else None,
             "failures_file": failures_file,
             "configuration": self._configuration,
         }
+        if failures_error:
+            summary["failures_file_error"] = failures_error
+            summary["failures"] = [f.to_dict() for f in ordered]
         storage.write_atomic(summary_location(self._output), to_json(summary))
         yield summary
 
@@ -140,7 +216,7 @@ class WriteResults(beam.PTransform):
         self._configuration = configuration
 
     def expand(self, inputs: dict[str, Any]) -> beam.PCollection:
-        written = inputs["stylized"] | "WritePairs" >> beam.ParDo(_WritePairFn(self._output)).with_outputs(
+        written = inputs["stylized"] | "WritePairs" >> beam.ParDo(_WritePairFn(self._output, self._run_id)).with_outputs(
             WRITE_FAILURES, main="written"
         )
         outcomes = (written.written, inputs["skipped"]) | "AllOutcomes" >> beam.Flatten()

@@ -7,15 +7,37 @@ Credentials and endpoints are fsspec's business: users configure them the fsspec
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import os
 import posixpath
 import secrets
+import socket
+import stat
 import tempfile
-from collections.abc import Iterator
+import time
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from typing import Final
+from urllib.parse import urlsplit
 
 from fsspec.core import url_to_fs
 from fsspec.implementations.local import LocalFileSystem
+
+
+# Where inputs named in a manifest may come from unless the operator says otherwise: local files
+# and the object stores (fsspec's names for GCS, S3 and Azure) and the in-process memory store.
+# http(s) is off: a worker that fetches any URL a manifest names can be made to read its cloud
+# metadata server or other internal services (server-side request forgery).
+DEFAULT_SCHEMES: Final = ("file", "local", "gs", "gcs", "s3", "s3a", "az", "abfs", "abfss", "memory")
+TEMPORARY_PREFIX: Final = ".tmp-"
+
+
+class UnsafeLocationError(ValueError):
+    """A location whose scheme or host the job will not read from; the message names the cure."""
+
+
+class InputRefusedError(OSError):
+    """An input that is not a regular file or object, or is larger than the job reads."""
 
 
 def has_protocol(location: str) -> bool:
@@ -47,13 +69,120 @@ def stem(location: str) -> str:
     return posixpath.splitext(posixpath.basename(location.rstrip("/")))[0]
 
 
-def read_bytes(location: str) -> bytes:
-    """The whole object at ``location``; ``FileNotFoundError`` names it when it is missing."""
+def schemes(location: str) -> list[str]:
+    """Every protocol ``location`` goes through: ``simplecache::http://h/x`` -> simplecache, http."""
+    segments = location.split("::")
+    found = []
+    for index, segment in enumerate(segments):
+        if "://" in segment:
+            found.append(segment.split("://", 1)[0].lower())
+        elif index < len(segments) - 1:
+            found.append(segment.lower())  # a filesystem named alone in a chain: "simplecache::..."
+        else:
+            found.append("file")  # a plain path
+    return found
+
+
+def check_location(location: str, allowed: Iterable[str]) -> None:
+    """Refuse a location whose schemes are not all ``allowed``, or an http(s) URL to a non-public host.
+
+    Even where http(s) is allowed, a host that resolves to a loopback, link-local (the cloud
+    metadata servers), private or otherwise non-public address is refused. The check resolves the
+    name once; a DNS server that answers differently at fetch time (rebinding) is not caught here,
+    which is one more reason http(s) is off by default.
+
+    Raises:
+        UnsafeLocationError: naming the location, the reason and the ``--allowed_schemes`` flag.
+    """
+    allowed = tuple(allowed)
+    for scheme in schemes(location):
+        if scheme not in allowed:
+            raise UnsafeLocationError(
+                f"{location}: scheme {scheme!r} is not allowed (allowed: {', '.join(allowed)}; "
+                "see --allowed_schemes)"
+            )
+        if scheme in ("http", "https"):
+            _check_public_host(location, location[location.lower().rindex(f"{scheme}://") :])
+
+
+def _check_public_host(location: str, url: str) -> None:
+    host = urlsplit(url).hostname
+    if not host:
+        raise UnsafeLocationError(f"{location}: no host in the URL")
+    try:
+        addresses = {ipaddress.ip_address(host)}
+    except ValueError:
+        try:
+            addresses = {ipaddress.ip_address(info[4][0]) for info in socket.getaddrinfo(host, None)}
+        except (OSError, UnicodeError) as exc:
+            raise UnsafeLocationError(f"{location}: host {host} cannot be resolved ({exc})") from exc
+    for address in addresses:
+        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
+            address = address.ipv4_mapped
+        kind = (
+            "loopback" if address.is_loopback
+            else "link-local" if address.is_link_local
+            else "private" if address.is_private
+            else "non-public" if not address.is_global or address.is_multicast
+            else None
+        )
+        if kind:
+            raise UnsafeLocationError(
+                f"{location}: host {host} is a {kind} address ({address}); http(s) inputs must be "
+                "on public hosts (see --allowed_schemes)"
+            )
+
+
+def read_bytes(location: str, max_bytes: int | None = None) -> bytes:
+    """The whole object at ``location``, which must be a regular file or object.
+
+    A FIFO, a device such as /dev/zero, or a folder is refused without reading from it (a FIFO
+    is opened non-blocking, so a missing writer cannot hang the job), and so is anything over
+    ``max_bytes``; the size is checked before the read and again on what was read.
+
+    Raises:
+        FileNotFoundError: naming ``location``.
+        InputRefusedError: not a regular file, or over ``max_bytes``.
+    """
     fs, path = url_to_fs(location)
     try:
-        return fs.cat_file(path)
+        if isinstance(fs, LocalFileSystem):
+            return _read_local(location, path, max_bytes)
+        info = fs.info(path)
+        if info.get("type") != "file":
+            raise InputRefusedError(f"{location}: not a regular file (a {info.get('type')})")
+        _check_size(location, info.get("size") or 0, max_bytes)
+        data = fs.cat_file(path) if max_bytes is None else fs.cat_file(path, start=0, end=max_bytes + 1)
     except FileNotFoundError as exc:
         raise FileNotFoundError(f"{location}: no such file") from exc
+    _check_size(location, len(data), max_bytes)
+    return data
+
+
+def _read_local(location: str, path: str, max_bytes: int | None) -> bytes:
+    descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        status = os.fstat(descriptor)  # of what was opened: no swap between a check and the read
+        if not stat.S_ISREG(status.st_mode):
+            kind = "folder" if stat.S_ISDIR(status.st_mode) else "FIFO" if stat.S_ISFIFO(status.st_mode) else "device or socket"
+            raise InputRefusedError(f"{location}: not a regular file (a {kind})")
+        _check_size(location, status.st_size, max_bytes)
+    except BaseException:
+        os.close(descriptor)
+        raise
+    with os.fdopen(descriptor, "rb") as file:
+        data = file.read() if max_bytes is None else file.read(max_bytes + 1)
+    _check_size(location, len(data), max_bytes)
+    return data
+
+
+def _check_size(location: str, size: int, max_bytes: int | None) -> None:
+    if max_bytes is not None and size > max_bytes:
+        raise InputRefusedError(f"{location}: {size} bytes is over the limit of {max_bytes} bytes")
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
 
 
 def exists(location: str) -> bool:
@@ -93,6 +222,60 @@ def remove(location: str) -> None:
     fs, path = url_to_fs(location)
     fs.rm_file(path)
     fs.invalidate_cache(path)
+
+
+def create_exclusive(location: str, data: bytes) -> bool:
+    """Create ``location`` with ``data`` unless it exists; True if this call created it.
+
+    Atomic on every store: a local file is written aside and hard-linked into place (a link
+    fails if the name exists), an object is uploaded with a does-not-exist precondition (GCS's
+    ``ifGenerationMatch=0``, S3's ``If-None-Match``, through fsspec's ``mode="create"``).
+    """
+    fs, path = url_to_fs(location)
+    if isinstance(fs, LocalFileSystem):
+        folder = os.path.dirname(path)
+        os.makedirs(folder, exist_ok=True)
+        temporary = os.path.join(folder, f"{TEMPORARY_PREFIX}{secrets.token_hex(8)}-{os.path.basename(path)}")
+        with open(temporary, "wb") as out:
+            out.write(data)
+        try:
+            os.link(temporary, path)
+            return True
+        except FileExistsError:
+            return False
+        finally:
+            os.unlink(temporary)
+    fs.invalidate_cache(path)
+    if fs.exists(path):
+        # Cheap, and what decides on stores or emulators that ignore the precondition (the GCS
+        # emulator our tests use does); the precondition below decides a race on real GCS / S3.
+        return False
+    try:
+        fs.pipe_file(path, data, mode="create")
+    except FileExistsError:
+        return False
+    finally:
+        fs.invalidate_cache(path)
+    return True
+
+
+def remove_stale_temporaries(folder: str, older_than_seconds: float) -> list[str]:
+    """Remove ``.tmp-*`` files left in local ``folder`` by writes that were killed; their names.
+
+    Only files older than ``older_than_seconds`` go: a younger one may be another run's write in
+    progress. Object stores need no sweep (an upload that is cut off publishes nothing).
+    """
+    fs, path = url_to_fs(folder)
+    if not isinstance(fs, LocalFileSystem) or not os.path.isdir(path):
+        return []
+    removed = []
+    cutoff = time.time() - older_than_seconds
+    for entry in os.scandir(path):
+        if entry.name.startswith(TEMPORARY_PREFIX) and entry.is_file(follow_symlinks=False):
+            if entry.stat(follow_symlinks=False).st_mtime < cutoff:
+                os.unlink(entry.path)
+                removed.append(entry.path)
+    return removed
 
 
 def glob(pattern: str) -> list[str]:
@@ -146,7 +329,7 @@ def _renamed_into_place(target: str) -> Iterator[str]:
     """
     folder = os.path.dirname(target)
     os.makedirs(folder, exist_ok=True)
-    temporary = os.path.join(folder, f".tmp-{secrets.token_hex(8)}-{os.path.basename(target)}")
+    temporary = os.path.join(folder, f"{TEMPORARY_PREFIX}{secrets.token_hex(8)}-{os.path.basename(target)}")
     # Created with 0o666 like any new file, so the user's umask decides who may read it
     # (mkstemp's 0o600 would hide outputs from the rest of the team).
     os.close(os.open(temporary, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))

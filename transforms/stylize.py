@@ -26,12 +26,13 @@ from apache_beam import pvalue
 from apache_beam.metrics import Metrics
 from apache_beam.utils import shared
 
-from transforms import progress, storage
-from transforms.nst import StyleConfig, StyleTargets, StyleTransfer, decode_image, encode_png
+from transforms import claims, progress, storage
+from transforms.limits import Limits
+from transforms.nst import StyleConfig, StyleTargets, StyleTransfer, TimeLimitError, decode_image, encode_png
 from transforms.nst.config import INIT_MODES
 from transforms.nst.families import NAMED_WEIGHTS
 from transforms.records import Failure, Outcome, Pair
-from transforms.results import NAMESPACE, Stylized, is_complete, utc_iso
+from transforms.results import NAMESPACE, Stylized, inspect_outputs, utc_iso
 
 logger = logging.getLogger(__name__)
 
@@ -93,23 +94,26 @@ class _EngineHolder:
 
 
 class StylizeDoFn(beam.DoFn):
-    """Pair -> Stylized (main), Outcome (``skipped``) or Failure (``failures``)."""
+    """Pair -> Stylized (main), Outcome (``skipped``: done or claimed by another run) or Failure (``failures``)."""
 
     def __init__(
         self,
         defaults: StyleConfig,
+        limits: Limits,
         output: str,
         overwrite: bool,
         run_id: str = "",
         expected_pairs: int | None = None,
     ) -> None:
         self._defaults = defaults
+        self._limits = limits
         self._output = output
         self._overwrite = overwrite
         self._run_id = run_id
         self._expected_pairs = expected_pairs
         self._shared = shared.Shared()
         self._skipped = Metrics.counter(NAMESPACE, "pairs_skipped")
+        self._claimed = Metrics.counter(NAMESPACE, "pairs_claimed_elsewhere")
         self._failed = Metrics.counter(NAMESPACE, "pairs_failed")
         self._pair_ms = Metrics.distribution(NAMESPACE, "pair_milliseconds")
         # Beam distributions hold integers: the final loss is recorded in thousandths.
@@ -146,49 +150,74 @@ class StylizeDoFn(beam.DoFn):
         if key in self._styles:
             self._styles.move_to_end(key)
             return self._styles[key]
-        images = [decode_image(storage.read_bytes(s), s) for s in pair.styles]
+        images = [self._read_image(s) for s in pair.styles]
         targets = engine.encode_styles(images, pair.style_weights, config.style_size, names=pair.styles)
         self._styles[key] = targets
         if len(self._styles) > _STYLE_CACHE_SIZE:
             self._styles.popitem(last=False)
         return targets
 
+    def _read_image(self, location: str):  # -> PIL.Image.Image
+        data = storage.read_bytes(location, self._limits.max_input_bytes)
+        return decode_image(data, location, self._limits.max_input_pixels)
+
     def process(self, pair: Pair) -> Iterator[Any]:
         started = time.perf_counter()
         tracker = progress.for_run(self._run_id, self._expected_pairs)
         stage = "configure"
+        claimed = False
         try:
             config = pair_config(self._defaults, pair)
             stage = "read"  # a missing input fails here, before any work
             signatures = input_signatures(pair, config)
             work = fingerprint(pair, config, signatures)
             stage = "check"
-            if not self._overwrite and is_complete(self._output, pair.id, work):
+            prior = inspect_outputs(self._output, pair.id, work)
+            if prior.done and not self._overwrite:
                 self._skipped.inc()
                 tracker.pair_finished(pair.id, "skipped", "already done")
                 yield pvalue.TaggedOutput(SKIPPED, Outcome(pair.id, "skipped"))
                 return
+            if prior.state == "damaged":
+                logger.warning("%s: redoing the pair: %s", pair.id, prior.reason)
+            claim = claims.acquire(self._output, pair.id, self._run_id, self._limits.claim_seconds)
+            if not claim:
+                self._claimed.inc()
+                tracker.pair_finished(pair.id, "claimed", f"being computed by {claim.describe()}")
+                yield pvalue.TaggedOutput(SKIPPED, Outcome(pair.id, "claimed"))
+                return
+            claimed = True
             engine = self._engine()  # ModelLoadError fails the bundle, not the pair (below)
             stage = "read"
-            content = decode_image(storage.read_bytes(pair.content), pair.content)
-            init_image = None
-            if config.init not in INIT_MODES:
-                init_image = decode_image(storage.read_bytes(config.init), config.init)
+            content = self._read_image(pair.content)
+            init_image = self._read_image(config.init) if config.init not in INIT_MODES else None
             targets = self._style_targets(engine, pair, config)
             stage = "stylize"
-            result = engine.stylize(
-                content, targets, config, init_image=init_image, content_name=pair.content,
-                callback=lambda record: tracker.iteration(pair.id, record.iteration, config.iterations, record.total),
-            )
+            time_left = self._limits.pair_time_limit - (time.perf_counter() - started)
+            try:
+                result = engine.stylize(
+                    content, targets, config, init_image=init_image, content_name=pair.content,
+                    callback=lambda record: tracker.iteration(pair.id, record.iteration, config.iterations, record.total),
+                    time_limit=time_left,
+                )
+            except TimeLimitError as exc:
+                raise TimeLimitError(
+                    f"over the time limit of {self._limits.pair_time_limit:g} s a pair (--pair_time_limit): {exc}"
+                ) from exc
             png = encode_png(result.image)
-        except ModelLoadError:
-            raise
-        except Exception as exc:  # noqa: BLE001 - one bad pair must never stop the batch
+        except BaseException as exc:
+            if claimed:
+                claims.release(self._output, pair.id, self._run_id)
+            if isinstance(exc, ModelLoadError) or not isinstance(exc, Exception):
+                raise  # the job's failure (or an interrupt), not the pair's
             if isinstance(exc, torch.cuda.OutOfMemoryError):
                 torch.cuda.empty_cache()
             self._failed.inc()
-            tracker.pair_finished(pair.id, "failed", f"at {stage}: {type(exc).__name__}: {exc}")
-            yield pvalue.TaggedOutput(FAILURES, Failure.from_exception(stage, exc, pair.source, pair.id, pair.row))
+            detail = str(exc) or ("out of memory" if isinstance(exc, MemoryError) else "no message")
+            message = f"{type(exc).__name__}: {detail}"
+            tracker.pair_finished(pair.id, "failed", f"at {stage}: {message}")
+            failure = Failure(stage, message, pair.source, pair.id, pair.row)
+            yield pvalue.TaggedOutput(FAILURES, failure)
             return
         seconds = time.perf_counter() - started
         self._pair_ms.update(int(seconds * 1000))
@@ -201,6 +230,7 @@ class StylizeDoFn(beam.DoFn):
             "inputs": {**pair_inputs(pair), "signatures": signatures, "source": pair.source},
             "config": config.to_dict(),
             "fingerprint": work,
+            "image": {"sha256": storage.sha256(png), "bytes": len(png)},
             "history": [record.to_dict() for record in result.history],
             "final": result.final.to_dict(),
             "chosen_iteration": result.chosen_iteration,
@@ -213,7 +243,9 @@ class StylizeDoFn(beam.DoFn):
             "seconds": round(seconds, 3),
             "finished_at": utc_iso(time.time()),
         }
-        yield Stylized(pair.id, png, log, pair.source)
+        if prior.state == "damaged":
+            log["repaired"] = prior.reason
+        yield Stylized(pair.id, png, log, pair.source, repaired=prior.state == "damaged")
 
 
 class StylizePairs(beam.PTransform):
@@ -222,13 +254,14 @@ class StylizePairs(beam.PTransform):
     def __init__(
         self,
         defaults: StyleConfig,
+        limits: Limits,
         output: str,
         overwrite: bool,
         run_id: str = "",
         expected_pairs: int | None = None,
     ) -> None:
         super().__init__()
-        self._fn = StylizeDoFn(defaults, output, overwrite, run_id, expected_pairs)
+        self._fn = StylizeDoFn(defaults, limits, output, overwrite, run_id, expected_pairs)
 
     def expand(self, pairs: beam.PCollection) -> pvalue.DoOutputsTuple:
         return pairs | "Stylize" >> beam.ParDo(self._fn).with_outputs(SKIPPED, FAILURES, main="stylized")

@@ -30,6 +30,7 @@ _EXPORTS = {
     "StyleResult": "transforms.nst.optimize",
     "StyleTargets": "transforms.nst.optimize",
     "StyleTransfer": "transforms.nst.optimize",
+    "TimeLimitError": "transforms.nst.optimize",
     "stylize": "transforms.nst.optimize",
     "WeightsError": "transforms.nst.vgg",
 }

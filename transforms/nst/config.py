@@ -18,6 +18,9 @@ POOLINGS: Final = ("max", "avg")
 OPTIMIZERS: Final = ("lbfgs", "adam")
 INIT_MODES: Final = ("content", "random", "style")
 DEVICES: Final = ("auto", "cpu", "cuda")
+# The largest input image decoded, in pixels (16 k x 16 k): far beyond what a style transfer can
+# use, far below a decompression bomb. images.py enforces it; the pipeline's --max_input_pixels.
+MAX_INPUT_PIXELS: Final = 16384 * 16384
 
 # Fields that shape the network itself: one StyleTransfer instance serves one value of each.
 NETWORK_FIELDS: Final = (

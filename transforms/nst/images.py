@@ -8,16 +8,18 @@ their pixels are decoded.
 from __future__ import annotations
 
 import io
-import warnings
-from typing import Final
 
 import torch
-from PIL import Image, ImageOps
+from PIL import Image, ImageOps, UnidentifiedImageError
 from torch import Tensor
 from torchvision.transforms.functional import pil_to_tensor, to_pil_image
 
-# 16 k x 16 k: far beyond what a style transfer can use, far below a decompression bomb.
-DEFAULT_MAX_PIXELS: Final = 16384 * 16384
+from transforms.nst.config import MAX_INPUT_PIXELS
+
+# Pillow's own decompression-bomb check refuses above 2 x 89.5 M pixels at open(), whatever
+# limit a caller asks for; decode_image applies the caller's limit (default MAX_INPUT_PIXELS)
+# to every image instead, so the limit in force is the one we state.
+Image.MAX_IMAGE_PIXELS = None
 
 
 class ImageDecodeError(ValueError):
@@ -49,7 +51,7 @@ def to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
-def decode_image(data: bytes, name: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
+def decode_image(data: bytes, name: str, max_pixels: int = MAX_INPUT_PIXELS) -> Image.Image:
     """Decode ``data`` into an upright 8-bit RGB image.
 
     Args:
@@ -63,22 +65,19 @@ def decode_image(data: bytes, name: str, max_pixels: int = DEFAULT_MAX_PIXELS) -
     if not data:
         raise ImageDecodeError(f"{name}: empty file")
     try:
-        with warnings.catch_warnings():
-            # Our own limit below decides; Pillow's warning would only be noise.
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data))
-            width, height = image.size
-            if width * height > max_pixels:
-                raise ImageDecodeError(
-                    f"{name}: {width}x{height} px is over the limit of {max_pixels} pixels "
-                    "(refused as a possible decompression bomb)"
-                )
-            image.load()
+        image = Image.open(io.BytesIO(data))  # reads the header only
+        width, height = image.size
+        if width * height > max_pixels:
+            raise ImageDecodeError(
+                f"{name}: {width}x{height} px is over the limit of {max_pixels} pixels "
+                "(refused as a possible decompression bomb; see --max_input_pixels)"
+            )
+        image.load()
     except ImageDecodeError:
         raise
-    except Image.DecompressionBombError as exc:
-        raise ImageDecodeError(f"{name}: refused as a decompression bomb ({exc})") from exc
-    except (OSError, SyntaxError, ValueError) as exc:
+    except UnidentifiedImageError as exc:
+        raise ImageDecodeError(f"{name}: not a readable image (not in a format Pillow reads)") from exc
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
         raise ImageDecodeError(f"{name}: not a readable image ({exc})") from exc
     return to_rgb(ImageOps.exif_transpose(image))
 

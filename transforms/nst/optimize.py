@@ -34,6 +34,10 @@ class ImageTooSmallError(ValueError):
     """An image is smaller than the deepest layer used can see."""
 
 
+class TimeLimitError(TimeoutError):
+    """The optimization ran past the caller's time limit (``stylize(time_limit=...)``)."""
+
+
 class NonFiniteLossError(ArithmeticError):
     """No image seen during the optimization had a finite loss."""
 
@@ -296,6 +300,7 @@ class StyleTransfer:
         init_image: Image.Image | None = None,
         callback: IterationCallback | None = None,
         content_name: str = "content image",
+        time_limit: float | None = None,
     ) -> StyleResult:
         """Optimize an image with ``content``'s features and ``style``'s Gram statistics.
 
@@ -306,10 +311,13 @@ class StyleTransfer:
             init_image: the starting image when ``config.init`` names an image location.
             callback: called with every iteration's record, as it happens.
             content_name: what errors call the content image (its URL, say).
+            time_limit: seconds this call may take; checked after every iteration (on the host:
+                no device synchronization beyond the one each iteration makes already).
 
         Raises:
             ImageTooSmallError: the content is smaller than the network can handle.
             NonFiniteLossError: no image seen had a finite loss (only from a non-finite start).
+            TimeLimitError: ``time_limit`` passed before the last iteration.
             ValueError: the config or targets do not fit this network.
         """
         config = config or self.config
@@ -382,6 +390,11 @@ class StyleTransfer:
             history.append(entry)
             if callback is not None:
                 callback(entry)
+            if time_limit is not None and entry.seconds > time_limit:
+                raise TimeLimitError(
+                    f"{content_name}: over the time limit of {time_limit:g} s at iteration "
+                    f"{iteration + 1} of {config.iterations}"
+                )
 
         with torch.no_grad():
             # The last iterate and the best one seen, each scored as it would be written.

@@ -1,0 +1,99 @@
+"""Claims: at most one run computes a pair at a time, across runs that share an output folder.
+
+Before computing a pair, a run creates ``OUTPUT/claims/<id>.json`` exclusively (storage's
+``create_exclusive``: a hard link on local disk, a does-not-exist precondition on object stores)
+and removes it once the pair's outputs are written or it failed. Another run that finds a live
+claim leaves the pair alone; a claim past its expiry (the run was killed) is taken over. A claim
+outlives the pair time limit, so a run that is still working never loses its claim; clocks of
+different machines are trusted to agree within minutes. Whatever slips through (a clock far off,
+two runs taking over one expired claim at the same instant) is caught by the next run's verified
+skip check: an image and a log from different runs do not match the log's digest, and are redone.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+from dataclasses import asdict, dataclass
+from typing import Final
+
+from transforms import storage
+
+FOLDER: Final = "claims"
+
+
+def claim_location(output: str, pair_id: str) -> str:
+    return storage.join(output, FOLDER, f"{pair_id}.json")
+
+
+@dataclass(frozen=True)
+class Claim:
+    """Who holds a pair; truthy when the caller of :func:`acquire` holds it."""
+
+    run_id: str
+    expires_at: float
+    host: str
+    pid: int
+    held_by_caller: bool = False
+
+    def __bool__(self) -> bool:
+        return self.held_by_caller
+
+    def describe(self) -> str:
+        expiry = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.expires_at))
+        return f"run {self.run_id} on {self.host} (pid {self.pid}), claim expires {expiry}"
+
+    def to_json(self) -> bytes:
+        record = asdict(self)
+        del record["held_by_caller"]
+        return json.dumps(record).encode()
+
+
+def _read(location: str) -> Claim | None:
+    """The claim at ``location``; None if it is gone. An unreadable claim counts as expired."""
+    try:
+        record = json.loads(storage.read_bytes(location, max_bytes=4096))
+        return Claim(str(record["run_id"]), float(record["expires_at"]), str(record["host"]), int(record["pid"]))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, KeyError, TypeError):
+        return Claim("unreadable", 0.0, "?", 0)
+
+
+def acquire(output: str, pair_id: str, run_id: str, seconds: float) -> Claim:
+    """Claim ``pair_id`` for ``run_id`` for ``seconds``; the result is falsy (the holder) if taken.
+
+    A claim of the same run is the caller's (a runner retrying a bundle). An expired claim is
+    removed and claimed anew, once.
+    """
+    location = claim_location(output, pair_id)
+    mine = Claim(run_id, time.time() + seconds, socket.gethostname(), os.getpid(), held_by_caller=True)
+    held: Claim | None = None
+    for _ in range(3):
+        if storage.create_exclusive(location, mine.to_json()):
+            return mine
+        held = _read(location)
+        if held is None:
+            continue  # released between our attempt and the read: try again
+        if held.run_id == run_id:
+            return mine
+        if held.expires_at > time.time():
+            return held
+        try:
+            storage.remove(location)  # expired: its run was killed or is gone
+        except FileNotFoundError:
+            pass
+    return held or Claim("unknown", 0.0, "?", 0)
+
+
+def release(output: str, pair_id: str, run_id: str) -> None:
+    """Remove ``run_id``'s claim on ``pair_id``; another run's claim is left alone."""
+    location = claim_location(output, pair_id)
+    held = _read(location)
+    if held is not None and held.run_id == run_id:
+        try:
+            storage.remove(location)
+        except FileNotFoundError:
+            pass

@@ -1,0 +1,58 @@
+"""Limits: what one job will do for any manifest row, set by the operator, checked everywhere.
+
+A manifest may come from someone the operator does not trust (a customer's upload, a generated
+file gone wrong). These bounds keep one row from running for ever, exhausting memory or reading
+what it should not; each has a flag to raise it. Free of torch and Beam (the command line's help
+shows the defaults).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Final
+
+from transforms.nst.config import MAX_INPUT_PIXELS, StyleConfig
+from transforms.storage import DEFAULT_SCHEMES
+
+# A claim on a pair outlives the pair's time limit by this much, to cover reading the inputs
+# and writing the outputs: a live run never loses its claim to another run (claims.py).
+CLAIM_MARGIN_SECONDS: Final = 600.0
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Bounds of one job. The defaults allow 4096 px prints and CPU runs of a few hours a pair."""
+
+    max_image_size: int = 4096
+    max_iterations: int = 10_000
+    # Seconds a pair may take from its first read to its result; the pair fails, the job goes on.
+    pair_time_limit: float = 7200.0
+    max_input_bytes: int = 256 * 2**20
+    # Decoded pixels of one input image (decompression bombs are refused before decoding).
+    max_input_pixels: int = MAX_INPUT_PIXELS
+    allowed_schemes: tuple[str, ...] = DEFAULT_SCHEMES
+
+    def __post_init__(self) -> None:
+        for name in ("max_image_size", "max_iterations", "max_input_bytes", "max_input_pixels"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"--{name} must be a positive integer, got {value!r}")
+        if not self.pair_time_limit > 0 or self.pair_time_limit == float("inf"):
+            raise ValueError(f"--pair_time_limit must be a finite number of seconds > 0, got {self.pair_time_limit!r}")
+        if not self.allowed_schemes:
+            raise ValueError("--allowed_schemes must name at least one scheme (file, gs, s3, ...)")
+
+    @property
+    def claim_seconds(self) -> float:
+        """How long a claim on a pair holds (the time limit plus reading and writing)."""
+        return self.pair_time_limit + CLAIM_MARGIN_SECONDS
+
+    def check(self, config: StyleConfig) -> None:
+        """Raises ValueError naming the setting and the flag that bounds it."""
+        if config.image_size > self.max_image_size:
+            raise ValueError(
+                f"image_size {config.image_size} is over --max_image_size {self.max_image_size} "
+                "(raise it where the memory is there)"
+            )
+        if config.iterations > self.max_iterations:
+            raise ValueError(f"iterations {config.iterations} is over --max_iterations {self.max_iterations}")
