@@ -116,9 +116,10 @@ def test_two_concurrent_runs_compute_each_pair_once(weights_file, tmp_path) -> N
     manifest = tmp_path / "in" / "manifest.csv"
     manifest.write_text("content,style\n" + "".join(f"{n},waves.png\n" for n in names))
     out = tmp_path / "out"
-    args = job_args(weights_file("vgg19"), out, f"--manifest={manifest}", "--iterations=25")
+    args = job_args(weights_file("vgg19"), out, f"--manifest={manifest}", "--iterations=12")
     command = [sys.executable, "-c", "import sys; from pipeline.main import main; main()", *args]
-    runs = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}  # two runs on two cores, not four threads fighting
+    runs = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env) for _ in range(2)]
     results = [r.communicate(timeout=300) for r in runs]
     assert [r.returncode for r in runs] == [0, 0], results
     computed: dict[str, int] = {}
