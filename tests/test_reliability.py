@@ -110,6 +110,23 @@ def test_claims_are_exclusive_expire_and_belong_to_their_run(tmp_path) -> None:
     assert claims.acquire(output, "p", "run-c", seconds=60)  # b's claim expired
 
 
+def test_a_claim_is_renewed_while_its_pair_runs_and_a_dead_process_loses_it(tmp_path) -> None:
+    output = str(tmp_path / "out")
+    claim = claims.acquire(output, "p", "run-a")
+    assert claims.renew_if_due(output, "p", claim) is claim  # just made: not due, no write
+    # as if RENEW_SECONDS + 1 had passed since it was made
+    claim = claims.acquire(output, "p", "run-a", seconds=claims.TTL_SECONDS - claims.RENEW_SECONDS - 1)
+    renewed = claims.renew_if_due(output, "p", claim)
+    assert renewed.expires_at > claim.expires_at + claims.RENEW_SECONDS
+    assert json.loads((tmp_path / "out" / "claims" / "p.json").read_text())["expires_at"] == renewed.expires_at
+    # A claim of a process of this machine that is gone is taken over at once.
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    record = json.loads((tmp_path / "out" / "claims" / "p.json").read_text())
+    record.update(run_id="killed-run", pid=int(gone.stdout))
+    (tmp_path / "out" / "claims" / "p.json").write_text(json.dumps(record))
+    assert claims.acquire(output, "p", "run-b")
+
+
 def test_two_concurrent_runs_compute_each_pair_once(weights_file, tmp_path) -> None:
     names = {f"c{i}.png": i for i in range(6)}
     write_images(tmp_path / "in", {**names, "waves.png": 9})

@@ -3,16 +3,19 @@
 Before computing a pair, a run creates ``OUTPUT/claims/<id>.json`` exclusively (storage's
 ``create_exclusive``: a hard link on local disk, a does-not-exist precondition on object stores)
 and removes it once the pair's outputs are written or it failed. Another run that finds a live
-claim leaves the pair alone; a claim past its expiry (the run was killed) is taken over. A claim
-outlives the pair time limit, so a run that is still working never loses its claim; clocks of
-different machines are trusted to agree within minutes. Whatever slips through (a clock far off,
-two runs taking over one expired claim at the same instant) is caught by the next run's verified
+claim leaves the pair alone. A claim lasts ``TTL_SECONDS`` and its holder renews it every
+``RENEW_SECONDS`` while it works (``renew_if_due``), so a live run keeps it however long the pair
+takes, and a killed run's claims expire within minutes; on the same machine a claim whose
+process is gone is taken over at once. Clocks of different machines are trusted to agree within
+minutes. Whatever slips through (a clock far off, a holder stalled for longer than the TTL, two
+runs taking over one expired claim at the same instant) is caught by the next run's verified
 skip check: an image and a log from different runs do not match the log's digest, and are redone.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import socket
 import time
@@ -21,7 +24,11 @@ from typing import Final
 
 from transforms import storage
 
+logger = logging.getLogger(__name__)
+
 FOLDER: Final = "claims"
+TTL_SECONDS: Final = 600.0
+RENEW_SECONDS: Final = 60.0
 
 
 def claim_location(output: str, pair_id: str) -> str:
@@ -40,6 +47,20 @@ class Claim:
 
     def __bool__(self) -> bool:
         return self.held_by_caller
+
+    @property
+    def expired(self) -> bool:
+        """Past its expiry, or left by a process of this machine that is gone."""
+        if self.expires_at <= time.time():
+            return True
+        if self.host == socket.gethostname() and self.pid > 0:
+            try:
+                os.kill(self.pid, 0)  # signal 0: only asks whether the process exists
+            except ProcessLookupError:
+                return True
+            except PermissionError:
+                return False  # it exists, as another user
+        return False
 
     def describe(self) -> str:
         expiry = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.expires_at))
@@ -62,11 +83,11 @@ def _read(location: str) -> Claim | None:
         return Claim("unreadable", 0.0, "?", 0)
 
 
-def acquire(output: str, pair_id: str, run_id: str, seconds: float) -> Claim:
+def acquire(output: str, pair_id: str, run_id: str, seconds: float = TTL_SECONDS) -> Claim:
     """Claim ``pair_id`` for ``run_id`` for ``seconds``; the result is falsy (the holder) if taken.
 
     A claim of the same run is the caller's (a runner retrying a bundle). An expired claim is
-    removed and claimed anew, once.
+    removed and claimed anew.
     """
     location = claim_location(output, pair_id)
     mine = Claim(run_id, time.time() + seconds, socket.gethostname(), os.getpid(), held_by_caller=True)
@@ -79,13 +100,29 @@ def acquire(output: str, pair_id: str, run_id: str, seconds: float) -> Claim:
             continue  # released between our attempt and the read: try again
         if held.run_id == run_id:
             return mine
-        if held.expires_at > time.time():
+        if not held.expired:
             return held
         try:
             storage.remove(location)  # expired: its run was killed or is gone
         except FileNotFoundError:
             pass
     return held or Claim("unknown", 0.0, "?", 0)
+
+
+def renew_if_due(output: str, pair_id: str, claim: Claim, seconds: float = TTL_SECONDS) -> Claim:
+    """``claim``, renewed for ``seconds`` from now if ``RENEW_SECONDS`` have passed since it was
+    made or renewed; call it as often as convenient (each iteration: a clock read, no I/O)."""
+    if claim.expires_at - time.time() > seconds - RENEW_SECONDS:
+        return claim
+    renewed = Claim(claim.run_id, time.time() + seconds, claim.host, claim.pid, held_by_caller=True)
+    try:
+        storage.write_atomic(claim_location(output, pair_id), renewed.to_json())
+    except OSError as exc:
+        # The pair goes on: at worst another run takes the claim over once it expires, and the
+        # digest check sorts out the outputs.
+        logger.warning("%s: could not renew the claim (%s)", pair_id, exc)
+        return claim
+    return renewed
 
 
 def release(output: str, pair_id: str, run_id: str) -> None:

@@ -9,14 +9,8 @@ shows the defaults).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Final
-
 from transforms.nst.config import MAX_INPUT_PIXELS, StyleConfig
 from transforms.storage import DEFAULT_SCHEMES
-
-# A claim on a pair outlives the pair's time limit by this much, to cover reading the inputs
-# and writing the outputs: a live run never loses its claim to another run (claims.py).
-CLAIM_MARGIN_SECONDS: Final = 600.0
 
 
 @dataclass(frozen=True)
@@ -41,11 +35,6 @@ class Limits:
             raise ValueError(f"--pair_time_limit must be a finite number of seconds > 0, got {self.pair_time_limit!r}")
         if not self.allowed_schemes:
             raise ValueError("--allowed_schemes must name at least one scheme (file, gs, s3, ...)")
-
-    @property
-    def claim_seconds(self) -> float:
-        """How long a claim on a pair holds (the time limit plus reading and writing)."""
-        return self.pair_time_limit + CLAIM_MARGIN_SECONDS
 
     def check(self, config: StyleConfig) -> None:
         """Raises ValueError naming the setting and the flag that bounds it."""

@@ -28,7 +28,9 @@ from apache_beam.utils import shared
 
 from transforms import claims, progress, storage
 from transforms.limits import Limits
-from transforms.nst import StyleConfig, StyleTargets, StyleTransfer, TimeLimitError, decode_image, encode_png
+from transforms.nst import (
+    IterationRecord, StyleConfig, StyleTargets, StyleTransfer, TimeLimitError, decode_image, encode_png,
+)
 from transforms.nst.config import INIT_MODES
 from transforms.nst.families import NAMED_WEIGHTS
 from transforms.records import Failure, Outcome, Pair
@@ -180,25 +182,30 @@ class StylizeDoFn(beam.DoFn):
                 return
             if prior.state == "damaged":
                 logger.warning("%s: redoing the pair: %s", pair.id, prior.reason)
-            claim = claims.acquire(self._output, pair.id, self._run_id, self._limits.claim_seconds)
+            engine = self._engine()  # ModelLoadError fails the bundle, not the pair (below)
+            claim = claims.acquire(self._output, pair.id, self._run_id)
             if not claim:
                 self._claimed.inc()
                 tracker.pair_finished(pair.id, "claimed", f"being computed by {claim.describe()}")
                 yield pvalue.TaggedOutput(SKIPPED, Outcome(pair.id, "claimed"))
                 return
             claimed = True
-            engine = self._engine()  # ModelLoadError fails the bundle, not the pair (below)
             stage = "read"
             content = self._read_image(pair.content)
             init_image = self._read_image(config.init) if config.init not in INIT_MODES else None
             targets = self._style_targets(engine, pair, config)
             stage = "stylize"
             time_left = self._limits.pair_time_limit - (time.perf_counter() - started)
+
+            def on_iteration(record: IterationRecord) -> None:
+                nonlocal claim
+                tracker.iteration(pair.id, record.iteration, config.iterations, record.total)
+                claim = claims.renew_if_due(self._output, pair.id, claim)
+
             try:
                 result = engine.stylize(
                     content, targets, config, init_image=init_image, content_name=pair.content,
-                    callback=lambda record: tracker.iteration(pair.id, record.iteration, config.iterations, record.total),
-                    time_limit=time_left,
+                    callback=on_iteration, time_limit=time_left,
                 )
             except TimeLimitError as exc:
                 raise TimeLimitError(
