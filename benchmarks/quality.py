@@ -58,7 +58,7 @@ def run_reference(
 
     def closure() -> torch.Tensor:
         optimizer.zero_grad()
-        total = objective(pixels)[0]
+        total = objective(pixels)[0, 0]
         total.backward()
         curve.append(total.item())
         return total
@@ -106,13 +106,13 @@ def main() -> None:
             with torch.no_grad():
                 features = engine.network(content_tensor)
             objective = Objective(
-                engine.network, {k: features[k] for k in config.content_layers}, targets.grams, config
+                engine.network, {k: features[k] for k in config.content_layers}, [targets.grams], [config]
             )
             scores = {}
             for kind in ("unbounded", "projected", "torch"):
                 curve, image = run_reference(engine, objective, content_tensor, args.iterations, kind)
                 with torch.no_grad():
-                    scores[kind] = objective(engine.as_written(image))[0].item()
+                    scores[kind] = objective(engine.as_written(image))[0, 0].item()
                 scores[kind + "_diverged"] = not all(math.isfinite(v) for v in curve)
                 scores[kind + "_image"] = image
             curve = [r.total for r in ours.history[:-1]]

@@ -68,3 +68,57 @@ def test_negative_curvature_pair_is_a_no_op() -> None:
 def test_rejects_several_tensors() -> None:
     with pytest.raises(ValueError, match="exactly one tensor"):
         LBFGS([torch.zeros(2, requires_grad=True), torch.zeros(2, requires_grad=True)])
+
+
+def test_problems_in_one_tensor_follow_their_own_iterates() -> None:
+    # Three different problems side by side, one restarted into bounds halfway and one stopped
+    # early: each must follow exactly the iterates it follows alone.
+    n, steps, history = 12, 16, 4
+    objectives = [convex_problem(n, seed=10 + k) for k in range(3)]
+
+    def alone(k: int) -> list[torch.Tensor]:
+        x = torch.zeros(n, dtype=torch.float64, requires_grad=True)
+        optimizer = LBFGS([x], history_size=history, bounds=(-0.5, 0.5))
+        optimizer.restart(torch.tensor([True]), bounded=False)
+        iterates = []
+        for step in range(steps if k != 2 else 7):
+            if k == 1 and step == 9:
+                with torch.no_grad():
+                    x.clamp_(-0.5, 0.5)
+                optimizer.restart(torch.tensor([True]), bounded=True)
+
+            def closure() -> torch.Tensor:
+                optimizer.zero_grad()
+                loss = objectives[k](x)
+                loss.backward()
+                return loss
+
+            optimizer.step(closure)
+            iterates.append(x.detach().clone())
+        return iterates
+
+    x = torch.zeros(3, n, dtype=torch.float64, requires_grad=True)
+    optimizer = LBFGS([x], history_size=history, bounds=(-0.5, 0.5), problems=3)
+    optimizer.restart(torch.tensor([True, True, True]), bounded=False)
+    together: list[torch.Tensor] = []
+    for step in range(steps):
+        if step == 9:
+            with torch.no_grad():
+                x[1].clamp_(-0.5, 0.5)
+            optimizer.restart(torch.tensor([False, True, False]), bounded=True)
+        if step == 7:
+            optimizer.active = torch.tensor([True, True, False])
+
+        def closure() -> torch.Tensor:
+            optimizer.zero_grad()
+            losses = torch.stack([objectives[k](x[k]) for k in range(3)])
+            losses.sum().backward()
+            return losses
+
+        optimizer.step(closure)
+        together.append(x.detach().clone())
+    for k in range(3):
+        for step, expected in enumerate(alone(k)):
+            torch.testing.assert_close(together[step][k], expected, rtol=1e-12, atol=1e-12, msg=f"problem {k} step {step}")
+    assert torch.equal(together[-1][2], together[6][2]), "a stopped problem does not move"
+    assert together[-1][1].abs().max() <= 0.5, "a bounded problem stays in its box"

@@ -107,9 +107,9 @@ def test_final_record_is_the_loss_of_the_written_image() -> None:
     with torch.no_grad():
         features = engine.network(content_tensor)
         objective = Objective(
-            engine.network, {k: features[k] for k in engine.config.content_layers}, targets.grams, engine.config
+            engine.network, {k: features[k] for k in engine.config.content_layers}, [targets.grams], [engine.config]
         )
-        rescored = objective(engine.to_input(result.image, "result"))[0].item()
+        rescored = objective(engine.to_input(result.image, "result"))[0, 0].item()
     assert rescored == pytest.approx(result.final.total, rel=1e-4)
 
 

@@ -7,6 +7,9 @@ Normalization (a deliberate deviation from the paper, whose sums grow with the i
   ``C²/4`` per layer, and their content term ours times ``C·H·W/2``.
 - Total variation: mean squared difference of neighbouring pixels (not in Gatys et al.; from
   Mahendran & Vedaldi and neural-style), zero for a constant image.
+
+Every loss is per image: ``(N, ...)`` in, ``(N,)`` out, so that the N images of a batch (N
+independent pairs) keep their own losses and their own gradients.
 """
 
 from __future__ import annotations
@@ -29,18 +32,24 @@ def gram_matrix(features: Tensor) -> Tensor:
     return gram / (c * h * w)
 
 
+def _mean_per_image(values: Tensor) -> Tensor:
+    return values.reshape(values.shape[0], -1).mean(dim=1)
+
+
 def content_loss(features: Tensor, target: Tensor) -> Tensor:
-    """Mean squared error between activations and the content image's activations."""
-    return F.mse_loss(features, target)
+    """Per image: mean squared error between activations and the content image's activations."""
+    return _mean_per_image(F.mse_loss(features, target.expand_as(features), reduction="none"))
 
 
 def style_loss(features: Tensor, target_gram: Tensor) -> Tensor:
-    """Mean squared error between the Gram matrix of ``features`` and a target Gram matrix."""
-    return F.mse_loss(gram_matrix(features), target_gram.expand(features.shape[0], -1, -1))
+    """Per image: mean squared error between the Gram matrix of ``features`` and its target
+    (``(N, C, C)``, or one ``(1, C, C)`` / ``(C, C)`` target for all)."""
+    gram = gram_matrix(features)
+    return _mean_per_image(F.mse_loss(gram, target_gram.expand_as(gram), reduction="none"))
 
 
 def tv_loss(image: Tensor) -> Tensor:
-    """Mean squared difference between vertically and horizontally neighbouring pixels."""
+    """Per image: mean squared difference between vertically and horizontally neighbouring pixels."""
     dy = image[..., 1:, :] - image[..., :-1, :]
     dx = image[..., :, 1:] - image[..., :, :-1]
-    return dy.pow(2).mean() + dx.pow(2).mean()
+    return _mean_per_image(dy.pow(2)) + _mean_per_image(dx.pow(2))

@@ -1,0 +1,105 @@
+"""Batched pairs (StyleTransfer.stylize_batch) give each pair what it gets alone.
+
+In float64 the batched and the single-pair runs agree to rounding (the logic is the same); in
+float32, batched convolutions round differently from single ones and L-BFGS's unit steps amplify
+that over the iterations, so there only the start is compared closely.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from tests.conftest import synthetic_image
+from transforms.nst import ImageTooSmallError, NonFiniteLossError, StyleConfig, StyleTransfer
+from transforms.nst.optimize import StyleRequest, StyleTargets
+
+
+@pytest.fixture(scope="module")
+def engine(weights_file) -> StyleTransfer:
+    return StyleTransfer(StyleConfig(
+        weights=weights_file("vgg19"), weights_family="torchvision", image_size=40, iterations=10, device="cpu",
+    ), dtype=torch.float64)
+
+
+def requests(engine: StyleTransfer, optimizer: str) -> list[StyleRequest]:
+    """Four pairs that differ in everything a batch lets them differ in."""
+    base = engine.config.replace(optimizer=optimizer)
+    settings = [
+        base,
+        base.replace(style_weight=3e6, content_weight=2.0, iterations=6, init="random", seed=3),
+        base.replace(tv_weight=5.0, iterations=13, style_layer_weights=(1, 2, 3, 4, 5)),
+        base.replace(original_colors=True, iterations=10, init="style"),
+    ]
+    styles = [engine.encode_styles([synthetic_image(10 + k)]) for k in range(4)]
+    return [
+        StyleRequest(synthetic_image(k, 64, 48), styles[k], settings[k], content_name=f"content {k}")
+        for k in range(4)
+    ]
+
+
+def assert_same_records(batched, alone, relative: float = 1e-9) -> None:
+    assert [r.iteration for r in batched.history] == [r.iteration for r in alone.history]
+    for mine, theirs in zip(batched.history, alone.history, strict=True):
+        tolerance = relative * abs(theirs.total)
+        for name in ("total", "content", "style", "tv"):
+            assert getattr(mine, name) == pytest.approx(getattr(theirs, name), rel=relative, abs=tolerance), (mine.iteration, name)
+        assert mine.rejected == theirs.rejected
+    assert batched.chosen_iteration == alone.chosen_iteration
+    difference = (
+        torch.tensor(list(batched.image.tobytes()), dtype=torch.int16)
+        - torch.tensor(list(alone.image.tobytes()), dtype=torch.int16)
+    ).abs()
+    assert difference.max() <= 1  # the same image, up to a rounding at the 8-bit boundary
+
+
+@pytest.mark.parametrize("optimizer", ["lbfgs", "adam"])
+def test_a_batch_gives_each_pair_its_single_pair_result(engine, optimizer) -> None:
+    batch = requests(engine, optimizer)
+    seen: dict[int, list[int]] = {k: [] for k in range(len(batch))}
+    results = engine.stylize_batch(batch, callback=lambda k, record: seen[k].append(record.iteration))
+    for k, (request, result) in enumerate(zip(batch, results, strict=True)):
+        alone = engine.stylize(request.content, request.style, request.config, content_name=request.content_name)
+        assert_same_records(result, alone)
+        assert len(result.history) == request.config.iterations + 1
+        assert seen[k] == [r.iteration for r in result.history]
+    # the pairs really were optimized differently: their own iteration counts and losses
+    assert len({len(r.history) for r in results}) == 3
+
+
+def test_a_failing_pair_drops_out_without_disturbing_the_others(engine) -> None:
+    batch = requests(engine, "lbfgs")[:3]
+    poisoned = StyleTargets(
+        {k: torch.full_like(v, math.nan) for k, v in batch[1].style.grams.items()},
+        batch[1].style.size, batch[1].style.first_image, batch[1].style.network_key,
+    )
+    tiny = StyleRequest(synthetic_image(7, 200, 4), batch[0].style, batch[0].config, content_name="sliver")
+    batch = [batch[0], StyleRequest(batch[1].content, poisoned, batch[1].config, content_name="poisoned"), tiny, batch[2]]
+    results = engine.stylize_batch(batch)
+    assert isinstance(results[1], NonFiniteLossError) and "poisoned" in str(results[1])
+    assert isinstance(results[2], ImageTooSmallError) and "sliver" in str(results[2])
+    for index in (0, 3):
+        request = batch[index]
+        alone = engine.stylize(request.content, request.style, request.config, content_name=request.content_name)
+        assert_same_records(results[index], alone)
+
+
+def test_a_batch_of_mixed_sizes_is_refused(engine) -> None:
+    batch = requests(engine, "lbfgs")[:2]
+    wide = StyleRequest(synthetic_image(5, 80, 40), batch[0].style, batch[0].config)
+    with pytest.raises(ValueError, match="one size and one optimizer"):
+        engine.stylize_batch([batch[0], wide])
+
+
+def test_in_float32_a_batch_starts_exactly_where_single_pairs_start(weights_file) -> None:
+    engine = StyleTransfer(StyleConfig(
+        weights=weights_file("vgg19"), weights_family="torchvision", image_size=40, iterations=2, device="cpu",
+    ))
+    batch = [StyleRequest(r.content, r.style, r.config.replace(iterations=2)) for r in requests(engine, "lbfgs")]
+    results = engine.stylize_batch(batch)
+    for request, result in zip(batch, results, strict=True):
+        alone = engine.stylize(request.content, request.style, request.config)
+        for mine, theirs in zip(result.history[:2], alone.history[:2], strict=True):
+            assert mine.total == pytest.approx(theirs.total, rel=1e-5)
