@@ -1,64 +1,154 @@
-"""Pairs per hour: whole pairs through the engine (decode, style targets, optimize, PNG encode).
+"""Pairs per hour: batched pairs through the engine, per size, batch size and precision.
 
-    python -m benchmarks.pairs --size 512 --iterations 500 --pairs 4
+    python -m benchmarks.pairs --sizes 256,512,1024 --batch_sizes 1,2,4,8,16,32 --iterations 500
+    python -m benchmarks.pairs --sizes 128 --batch_sizes 1,2,4,8 --iterations 100   # a CPU
 
-This is what the Beam DoFn does per pair, minus storage I/O: the first pair encodes the style,
-later pairs reuse the cached targets, as the DoFn's style cache does. Weights are random.
+Real pictures (the bundled example photos x paintings, cropped to 4:3 so that they batch) and
+the embedded Caffe VGG19. For each size it prints, per precision and batch size: seconds per
+batch, pairs per hour, peak memory (GPU: the allocator's peak; CPU: the process's peak resident
+set, reset before each run) and the final losses relative to each pair's single-pair fp32 run,
+every image rescored with the fp32 objective (median and worst ratio: bf16 must stay within 1%).
+The reference row is torch.optim.LBFGS, one pair at a time, fp32. Figures, not assertions.
 """
 
 from __future__ import annotations
 
 import argparse
-import io
+import itertools
 import statistics
+import sys
 import time
-import warnings
+from pathlib import Path
 
 import torch
+from PIL import Image, ImageOps
 
-from transforms.nst import StyleConfig, StyleTransfer, decode_image, encode_png
-from transforms.nst.images import tensor_to_image
+from transforms.nst import StyleConfig, StyleRequest, StyleTransfer
+from transforms.nst.optimize import LBFGS_HISTORY, Objective
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "images"
+CONTENTS = ("cat.jpg", "astronaut.jpg", "coffee.jpg")
+STYLES = ("starry_night.jpg", "the_scream.jpg", "woman_with_hat.jpg", "shipwreck.jpg")
 
 
-def _png(seed: int, width: int, height: int) -> bytes:
-    generator = torch.Generator().manual_seed(seed)
-    buffer = io.BytesIO()
-    tensor_to_image(torch.rand(1, 3, height, width, generator=generator)).save(buffer, format="PNG")
-    return buffer.getvalue()
+def peak_memory_reset(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    elif sys.platform == "linux":
+        Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM, the peak resident set
+
+
+def peak_memory_mib(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    if sys.platform == "linux":
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def rescore(engine: StyleTransfer, request: StyleRequest, image: Image.Image) -> float:
+    """``image``'s loss under the fp32 objective of ``request``."""
+    config = request.config.replace(precision="fp32")
+    content = engine.to_input(request.content, "content")
+    with torch.no_grad():
+        features = engine.network(content)
+        objective = Objective(
+            engine.network, {k: features[k] for k in config.content_layers}, [request.style.grams], [config]
+        )
+        return objective(engine.to_input(image, "result"))[0, 0].item()
+
+
+def torch_lbfgs_pair(engine: StyleTransfer, request: StyleRequest) -> float:
+    """Seconds for one pair with torch.optim.LBFGS (unit steps, no line search), fp32."""
+    config = request.config
+    content = engine.to_input(request.content, "content")
+    started = time.perf_counter()
+    with torch.no_grad():
+        features = engine.network(content)
+    objective = Objective(engine.network, {k: features[k] for k in config.content_layers}, [request.style.grams], [config])
+    pixels = content.detach().clone().contiguous().requires_grad_(True)
+    optimizer = torch.optim.LBFGS([pixels], lr=1, max_iter=1, history_size=LBFGS_HISTORY,
+                                  tolerance_grad=-1, tolerance_change=-1)
+
+    def closure() -> torch.Tensor:
+        optimizer.zero_grad()
+        total = objective(pixels)[0, 0]
+        total.backward()
+        return total
+
+    for _ in range(config.iterations):
+        optimizer.step(closure)
+    synchronize(engine.device)
+    return time.perf_counter() - started
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--size", type=int, default=512)
+    parser.add_argument("--sizes", default="512", help="comma-separated longest sides, px")
+    parser.add_argument("--batch_sizes", default="1,2,4,8,16,32")
+    parser.add_argument("--precisions", default="fp32,bf16")
     parser.add_argument("--iterations", type=int, default=500)
-    parser.add_argument("--pairs", type=int, default=4)
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--optimizer", default="lbfgs")
+    parser.add_argument("--no_reference", action="store_true", help="skip the torch.optim.LBFGS row")
     args = parser.parse_args()
-    warnings.filterwarnings("ignore", message="VGG weights are random")
+    sizes = [int(s) for s in args.sizes.split(",")]
+    batch_sizes = [int(b) for b in args.batch_sizes.split(",")]
+    precisions = args.precisions.split(",")
 
-    config = StyleConfig(
-        weights="random", image_size=args.size, iterations=args.iterations,
-        device=args.device, optimizer=args.optimizer,
-    )
-    started = time.perf_counter()
-    engine = StyleTransfer(config)
-    load_seconds = time.perf_counter() - started
-    style_png = _png(0, args.size, args.size * 3 // 4)
-    targets = None
-    seconds = []
-    for index in range(args.pairs):
-        content_png = _png(index + 1, args.size * 4 // 3, args.size)
-        start = time.perf_counter()
-        if targets is None:
-            targets = engine.encode_styles([decode_image(style_png, "style")])
-        result = engine.stylize(decode_image(content_png, "content"), targets)
-        encode_png(result.image)
-        seconds.append(time.perf_counter() - start)
-    median = statistics.median(seconds[1:] if len(seconds) > 1 else seconds)
-    print(f"# {config.model} on {engine.device}, {args.size} px, {args.iterations} {args.optimizer} iterations")
-    print(f"model load {load_seconds:.1f} s; per pair: {', '.join(f'{s:.2f}' for s in seconds)} s")
-    print(f"median {median:.2f} s per pair -> {3600 / median:.0f} pairs per hour")
+    engine = StyleTransfer(StyleConfig(device=args.device))
+    device = engine.device
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
+    print(f"# vgg19 (caffe weights) on {name}; torch {torch.__version__}; {args.iterations} L-BFGS iterations")
+    print("| size | precision | batch | s per batch | pairs per hour | peak MiB | final / single fp32 (median, worst) |")
+    print("|---|---|---|---|---|---|---|")
+    for size in sizes:
+        base = StyleConfig(device=args.device, image_size=size, iterations=args.iterations)
+        combos = list(itertools.product(CONTENTS, STYLES))
+        targets = {
+            style: engine.encode_styles([Image.open(EXAMPLES / style).convert("RGB")], size=base.style_size)
+            for style in STYLES
+        }
+
+        def request(index: int, precision: str) -> StyleRequest:
+            content_name, style_name = combos[index % len(combos)]
+            content = ImageOps.fit(Image.open(EXAMPLES / content_name).convert("RGB"), (size, size * 3 // 4))
+            return StyleRequest(content, targets[style_name], base.replace(precision=precision), content_name=content_name)
+
+        reference: dict[int, float] = {}  # pair index -> final loss of its single-pair fp32 run
+        for precision in precisions:
+            for batch in batch_sizes:
+                requests = [request(i, precision) for i in range(batch)]
+                engine.stylize_batch([request(0, precision)])  # warm-up (kernels, allocator)
+                synchronize(device)
+                peak_memory_reset(device)
+                started = time.perf_counter()
+                results = engine.stylize_batch(requests)
+                synchronize(device)
+                seconds = time.perf_counter() - started
+                peak = peak_memory_mib(device)
+                finals = [rescore(engine, r, result.image) for r, result in zip(requests, results, strict=True)]
+                if precision == "fp32" and batch == 1:
+                    reference[0] = finals[0]
+                for i in range(batch):
+                    if i not in reference and i < len(combos):
+                        alone = engine.stylize_batch([request(i, "fp32")])[0]
+                        reference[i] = rescore(engine, request(i, "fp32"), alone.image)
+                ratios = [f / reference[i % len(combos)] for i, f in enumerate(finals)]
+                print(
+                    f"| {size} | {precision} | {batch} | {seconds:.2f} | {batch / seconds * 3600:.0f} | {peak:.0f} | "
+                    f"{statistics.median(ratios):.4f}, {max(ratios, key=lambda r: abs(r - 1)):.4f} |",
+                    flush=True,
+                )
+        if not args.no_reference:
+            seconds = torch_lbfgs_pair(engine, request(0, "fp32"))
+            print(f"| {size} | torch.optim.LBFGS fp32 | 1 | {seconds:.2f} | {3600 / seconds:.0f} | | |", flush=True)
 
 
 if __name__ == "__main__":

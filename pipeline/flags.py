@@ -10,7 +10,7 @@ import argparse
 import dataclasses
 from typing import Any
 
-from transforms.nst.config import DEVICES, MODELS, OPTIMIZERS, POOLINGS, StyleConfig
+from transforms.nst.config import DEVICES, MODELS, OPTIMIZERS, POOLINGS, PRECISIONS, StyleConfig
 from transforms.limits import Limits
 from transforms.nst.families import FAMILIES, NAMED_WEIGHTS
 from transforms.records import MANIFEST_FORMATS
@@ -68,6 +68,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     engine.add_argument("--style_scale", type=float, default=_DEFAULTS["style_scale"], help="style image size relative to image_size")
     engine.add_argument("--original_colors", action="store_true", help="keep the content's colours (luminance-only transfer)")
     engine.add_argument("--device", choices=DEVICES, default=_DEFAULTS["device"], help="auto: CUDA when available")
+    engine.add_argument("--precision", choices=PRECISIONS, default=_DEFAULTS["precision"], help="the network's convolutions: fp32, or bf16 autocast (Grams and losses stay fp32)")
     job.add_argument("--verbose", action="store_true", help="also show Beam's own log lines")
 
     limits = parser.add_argument_group("limits (what any manifest row may ask; README, 'Reliability')")

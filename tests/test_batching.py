@@ -89,7 +89,7 @@ def test_a_failing_pair_drops_out_without_disturbing_the_others(engine) -> None:
 def test_a_batch_of_mixed_sizes_is_refused(engine) -> None:
     batch = requests(engine, "lbfgs")[:2]
     wide = StyleRequest(synthetic_image(5, 80, 40), batch[0].style, batch[0].config)
-    with pytest.raises(ValueError, match="one size and one optimizer"):
+    with pytest.raises(ValueError, match="one size, one optimizer and one precision"):
         engine.stylize_batch([batch[0], wide])
 
 

@@ -18,6 +18,7 @@ POOLINGS: Final = ("max", "avg")
 OPTIMIZERS: Final = ("lbfgs", "adam")
 INIT_MODES: Final = ("content", "random", "style")
 DEVICES: Final = ("auto", "cpu", "cuda")
+PRECISIONS: Final = ("fp32", "bf16")
 # The largest input image decoded, in pixels (16 k x 16 k): far beyond what a style transfer can
 # use, far below a decompression bomb. images.py enforces it; the pipeline's --max_input_pixels.
 MAX_INPUT_PIXELS: Final = 16384 * 16384
@@ -66,6 +67,9 @@ class StyleConfig:
     style_scale: float = 1.0
     original_colors: bool = False
     device: str = "auto"
+    # The network's convolutions in fp32, or in bf16 under autocast (Gram matrices and losses
+    # stay fp32: bf16 Grams lose the small differences the style loss measures).
+    precision: str = "fp32"
 
     def __post_init__(self) -> None:
         from transforms.nst.vgg import canonical_layer  # imports torch: only when a config is built
@@ -74,6 +78,7 @@ class StyleConfig:
         self._check_choice("pooling", self.pooling, POOLINGS)
         self._check_choice("optimizer", self.optimizer, OPTIMIZERS)
         self._check_choice("device", self.device, DEVICES)
+        self._check_choice("precision", self.precision, PRECISIONS)
         if not self.weights:
             raise ValueError(f"weights must be one of {', '.join(NAMED_WEIGHTS)} or a state-dict location")
         family = resolve_family(self.weights, self.weights_family)

@@ -82,11 +82,15 @@ def decode_image(data: bytes, name: str, max_pixels: int = MAX_INPUT_PIXELS) -> 
     return to_rgb(ImageOps.exif_transpose(image))
 
 
+def fitted_size(width: int, height: int, size: int) -> tuple[int, int]:
+    """``(width, height)`` scaled so the longest side is ``size`` px, aspect ratio kept."""
+    scale = size / max(width, height)
+    return max(1, round(width * scale)), max(1, round(height * scale))
+
+
 def fit_longest_side(image: Image.Image, size: int) -> Image.Image:
     """Resize so the longest side is ``size`` px, keeping the aspect ratio (up or down)."""
-    width, height = image.size
-    scale = size / max(width, height)
-    target = (max(1, round(width * scale)), max(1, round(height * scale)))
+    target = fitted_size(*image.size, size)
     if target == image.size:
         return image
     return image.resize(target, Image.Resampling.LANCZOS)

@@ -24,7 +24,7 @@ from torch import Tensor, nn
 
 from transforms.nst.color import keep_colors
 from transforms.nst.config import StyleConfig
-from transforms.nst.images import fit_longest_side, image_to_tensor, tensor_to_image
+from transforms.nst.images import fit_longest_side, fitted_size, image_to_tensor, tensor_to_image
 from transforms.nst.lbfgs import LBFGS
 from transforms.nst.losses import content_loss, gram_matrix, style_loss, tv_loss
 from transforms.nst.vgg import VGGFeatures
@@ -136,6 +136,19 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def batch_key(config: StyleConfig, content_size: tuple[int, int]) -> tuple[object, ...]:
+    """Pairs with equal keys can share one :meth:`StyleTransfer.stylize_batch` call, and do so
+    without waste: one network, output size, optimizer, precision and iteration count."""
+    return (
+        config.network_key(),
+        fitted_size(*content_size, config.image_size),
+        config.optimizer,
+        config.learning_rate if config.optimizer == "adam" else None,
+        config.precision,
+        config.iterations,
+    )
+
+
 def blend_weights(count: int, weights: Sequence[float] | None) -> list[float]:
     """Style blend weights normalized to sum 1 (equal weights when None)."""
     if count < 1:
@@ -168,11 +181,11 @@ class Objective(nn.Module):
         self.network = network
         self.content_layers = configs[0].content_layers
         self.style_layers = configs[0].style_layers
-        for layer in self.content_layers:
-            self.register_buffer(f"content_{layer}", content_targets[layer])
+        for layer, target in content_targets.items():
+            self.register_buffer(f"content_{layer}", target)
         for layer in self.style_layers:
             self.register_buffer(f"gram_{layer}", torch.cat([grams[layer] for grams in style_grams]))
-        device = content_targets[self.content_layers[0]].device
+        device = style_grams[0][self.style_layers[0]].device
 
         def per_pair(values: list[Any]) -> Tensor:
             return torch.tensor(values, dtype=torch.float32, device=device)
@@ -185,9 +198,16 @@ class Objective(nn.Module):
         self.register_buffer("tv_weight", per_pair([c.tv_weight for c in configs]))
         self.use_tv = any(c.tv_weight for c in configs)
         self.pixel_scale = configs[0].family.pixel_scale
+        self.bf16 = configs[0].precision == "bf16"
+
+    def features(self, images: Tensor) -> dict[str, Tensor]:
+        """The network's activations at the precision the configs ask for, returned in float32."""
+        with torch.autocast(images.device.type, dtype=torch.bfloat16, enabled=self.bf16):
+            features = self.network(images)
+        return {layer: value.float() for layer, value in features.items()} if self.bf16 else features
 
     def forward(self, images: Tensor) -> Tensor:
-        features = self.network(images)
+        features = self.features(images)
         content = self.content_weight * sum(
             content_loss(features[layer], getattr(self, f"content_{layer}")) for layer in self.content_layers
         )
@@ -368,7 +388,8 @@ class StyleTransfer:
         to the rounding of batched kernels (tests/test_batching.py).
 
         All pairs must come out at one size (``image_size`` and aspect ratio) and use one
-        optimizer (for Adam, one learning rate); the pipeline groups them so beforehand.
+        optimizer (for Adam, one learning rate) and one precision; the pipeline groups them so
+        beforehand (``batch_key``).
 
         Args:
             callback: called with (index of the request, record) for every iteration of every pair.
@@ -407,11 +428,11 @@ class StyleTransfer:
             members.append(index)
         if members:
             shapes = {tuple(c.shape) for c in contents}
-            optimizers = {(c.optimizer, c.learning_rate if c.optimizer == "adam" else None) for c in configs}
+            optimizers = {(c.optimizer, c.learning_rate if c.optimizer == "adam" else None, c.precision) for c in configs}
             if len(shapes) > 1 or len(optimizers) > 1:
                 raise ValueError(
-                    f"a batch needs pairs of one size and one optimizer; got sizes {sorted(shapes)} "
-                    f"and optimizers {sorted(optimizers, key=str)}"
+                    f"a batch needs pairs of one size, one optimizer and one precision; got sizes "
+                    f"{sorted(shapes)} and (optimizer, learning rate, precision) {sorted(optimizers, key=str)}"
                 )
             batch = [requests[i] for i in members]
             on_record = None if callback is None else (lambda k, record: callback(members[k], record))
@@ -432,11 +453,13 @@ class StyleTransfer:
         """The optimization of N same-size pairs (``content`` is their N content images)."""
         count = len(requests)
         scale = self.family.pixel_scale
+        objective = Objective(self.network, {}, [r.style.grams for r in requests], configs)
         with torch.no_grad():
-            features = self.network(content)
-            content_targets = {layer: features[layer] for layer in configs[0].content_layers}
+            # At the objective's own precision, so that the content image scores exactly zero.
+            features = objective.features(content)
+            for layer in configs[0].content_layers:
+                objective.register_buffer(f"content_{layer}", features[layer])
         del features
-        objective = Objective(self.network, content_targets, [r.style.grams for r in requests], configs)
         start = torch.cat([
             self._initial_image(content[k : k + 1], r.style, c, r.init_image)
             for k, (r, c) in enumerate(zip(requests, configs, strict=True))
