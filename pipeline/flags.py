@@ -69,6 +69,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     engine.add_argument("--original_colors", action="store_true", help="keep the content's colours (luminance-only transfer)")
     engine.add_argument("--device", choices=DEVICES, default=_DEFAULTS["device"], help="auto: CUDA when available")
     engine.add_argument("--precision", choices=PRECISIONS, default=_DEFAULTS["precision"], help="the network's convolutions: fp32, or bf16 autocast (Grams and losses stay fp32)")
+    job.add_argument(
+        "--batch_size", default="auto",
+        help="pairs optimized together on a device: a number, or auto (a GPU: as many as its free "
+        "memory holds, up to 32; a CPU: 1)",
+    )
     job.add_argument("--verbose", action="store_true", help="also show Beam's own log lines")
 
     limits = parser.add_argument_group("limits (what any manifest row may ask; README, 'Reliability')")

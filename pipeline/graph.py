@@ -1,4 +1,6 @@
-"""build(p, config): ReadPairs | Reshuffle | StylizePairs | WriteResults. Wires; computes nothing."""
+"""build(p, config): ReadPairs | Reshuffle | StylizePairs (prepare, batch, stylize) | WriteResults.
+
+Wires; computes nothing."""
 
 from __future__ import annotations
 
@@ -8,7 +10,7 @@ from pipeline.options import PipelineConfig
 from transforms.manifest import FAILURES as MANIFEST_FAILURES
 from transforms.manifest import ReadPairs
 from transforms.results import WriteResults
-from transforms.stylize import FAILURES, SKIPPED, StylizePairs
+from transforms.stylize import StylizePairs
 
 
 def build(p: beam.Pipeline, config: PipelineConfig) -> beam.PCollection:
@@ -26,11 +28,12 @@ def build(p: beam.Pipeline, config: PipelineConfig) -> beam.PCollection:
         # Pairs come out of one manifest-reading worker; spread them over all workers.
         | "SpreadPairs" >> beam.Reshuffle()
         | "StylizePairs" >> StylizePairs(
-            config.style, config.limits, config.output, config.overwrite, config.run_id, config.expected_pairs
+            config.style, config.limits, config.output, config.overwrite, config.run_id, config.expected_pairs,
+            config.batch_size,
         )
     )
     return {
-        "stylized": stylized.stylized,
-        "skipped": stylized[SKIPPED],
-        "failures": (read[MANIFEST_FAILURES], stylized[FAILURES]),
+        "stylized": stylized["stylized"],
+        "skipped": stylized["skipped"],
+        "failures": (read[MANIFEST_FAILURES], stylized["failures"]),
     } | "WriteResults" >> WriteResults(config.output, config.run_id, config.started, config.to_dict())

@@ -51,6 +51,15 @@ def check_arguments(argv: list[str]) -> None:
     raise ValueError(f"unknown flag {name}{hint}")
 
 
+def _batch_size(text: str) -> int | None:
+    if text == "auto":
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        raise ValueError(f"--batch_size must be auto or a number, got {text!r}") from None
+
+
 @dataclass(frozen=True)
 class PipelineConfig:
     """Everything a job needs, validated once at launch and passed down, never mutated."""
@@ -65,6 +74,8 @@ class PipelineConfig:
     strict: bool = False
     started: float = field(default_factory=time.time)
     limits: Limits = field(default_factory=Limits)
+    # Pairs per batch on a device; None: auto (from the device's free memory).
+    batch_size: int | None = None
     run_id: str = ""
     # Pairs the run expects, counted by the pre-flight step; for the progress display only.
     expected_pairs: int | None = None
@@ -77,6 +88,8 @@ class PipelineConfig:
         if not self.manifest and not (self.contents and self.styles):
             raise ValueError("give --manifest, or --contents and --styles together")
         self.limits.check(self.style)
+        if self.batch_size is not None and not 1 <= self.batch_size <= 1024:
+            raise ValueError(f"--batch_size must be auto or a number from 1 to 1024, got {self.batch_size}")
         if not self.run_id:
             stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(self.started))
             object.__setattr__(self, "run_id", f"{stamp}-{secrets.token_hex(3)}")
@@ -107,6 +120,7 @@ class PipelineConfig:
             overwrite=view.overwrite,
             strict=view.strict,
             limits=limits,
+            batch_size=_batch_size(view.batch_size),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -118,6 +132,7 @@ class PipelineConfig:
             "overwrite": self.overwrite,
             "strict": self.strict,
             "run_id": self.run_id,
+            "batch_size": self.batch_size or "auto",
             "limits": dataclasses.asdict(self.limits),
             "style": self.style.to_dict(),
         }

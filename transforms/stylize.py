@@ -1,8 +1,13 @@
-"""StylizePairs: the Beam side of the engine. Model lifecycle, style-target cache, metrics.
+"""StylizePairs: the Beam side of the engine. Batching, model lifecycle, style-target cache, metrics.
 
-One StyleTransfer (a frozen VGG on the worker's GPU, or CPU) is loaded lazily per worker process
-and shared by every DoFn instance in it (``apache_beam.utils.shared``); a rerun whose pairs are
-all done never loads it. Every per-pair error becomes a Failure record; the batch goes on. A model
+    pairs | Prepare (skip check, output size) | GroupIntoBatches (by batch key) | Stylize (claims, engine)
+
+Prepare needs no model: a rerun whose pairs are all done never loads it. Pairs that can share a
+``stylize_batch`` call (same output size, network, optimizer, precision and iterations) are
+grouped, and each group is optimized in batches of ``--batch_size`` on the worker's device. One
+StyleTransfer (a frozen VGG on the worker's GPU, or CPU) is loaded lazily per worker process and
+shared by every DoFn instance in it (``apache_beam.utils.shared``). Every per-pair error becomes
+a Failure record; the other pairs, in the batch too, go on. A model
 that cannot load is not a per-pair error: it fails the bundle, so the runner retries it and then
 fails the job (the launcher's pre-flight check catches most such cases before anything runs).
 """
@@ -16,7 +21,8 @@ import logging
 import platform
 import time
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from importlib import metadata
 from typing import Any, Final
 
@@ -29,8 +35,11 @@ from apache_beam.utils import shared
 from transforms import claims, progress, storage
 from transforms.limits import Limits
 from transforms.nst import (
-    IterationRecord, StyleConfig, StyleTargets, StyleTransfer, TimeLimitError, decode_image, encode_png,
+    IterationRecord, StyleConfig, StyleRequest, StyleResult, StyleTargets, StyleTransfer, TimeLimitError,
+    batch_key, decode_image, encode_png,
 )
+from transforms.nst.images import decoded_size, fitted_size
+from transforms.nst.optimize import estimated_pair_bytes
 from transforms.nst.config import INIT_MODES
 from transforms.nst.families import NAMED_WEIGHTS
 from transforms.records import Failure, Outcome, Pair
@@ -41,6 +50,10 @@ logger = logging.getLogger(__name__)
 SKIPPED: Final = "skipped"
 FAILURES: Final = "failures"
 _STYLE_CACHE_SIZE: Final = 16
+# The most pairs GroupIntoBatches gathers before a worker splits them into batches that fit.
+MAX_BATCH: Final = 32
+# --batch_size auto on a CPU (README, Performance: batching gains little there).
+CPU_BATCH_SIZE: Final = 1
 _PACKAGES: Final = ("torch", "torchvision", "apache-beam", "pillow", "fsspec", "beam-style-transfer")
 
 
@@ -95,8 +108,85 @@ class _EngineHolder:
         self.engine = engine
 
 
-class StylizeDoFn(beam.DoFn):
-    """Pair -> Stylized (main), Outcome (``skipped``: done or claimed by another run) or Failure (``failures``)."""
+@dataclass(frozen=True)
+class Prepared:
+    """A pair that is not done, with what the skip check learnt, on its way to a batch."""
+
+    pair: Pair
+    config: StyleConfig
+    signatures: dict[str, str]
+    fingerprint: str
+    # (width, height) of the result: what the batch key and the memory estimate go by.
+    output_size: tuple[int, int]
+    # Why the earlier outputs were not trusted, when there were damaged ones.
+    repairing: str | None = None
+
+
+class PreparePairsFn(beam.DoFn):
+    """Pair -> (batch key, Prepared), Outcome (``skipped``: done) or Failure (``failures``).
+
+    Loads no model: the skip check reads logs and images, and the content image's header gives
+    the output size the batch key needs.
+    """
+
+    def __init__(self, defaults: StyleConfig, limits: Limits, output: str, overwrite: bool, run_id: str, expected_pairs: int | None) -> None:
+        self._defaults = defaults
+        self._limits = limits
+        self._output = output
+        self._overwrite = overwrite
+        self._run_id = run_id
+        self._expected_pairs = expected_pairs
+        self._skipped = Metrics.counter(NAMESPACE, "pairs_skipped")
+        self._failed = Metrics.counter(NAMESPACE, "pairs_failed")
+
+    def process(self, pair: Pair) -> Iterator[Any]:
+        tracker = progress.for_run(self._run_id, self._expected_pairs)
+        stage = "configure"
+        try:
+            config = pair_config(self._defaults, pair)
+            stage = "read"  # a missing input fails here, before any work
+            signatures = input_signatures(pair, config)
+            work = fingerprint(pair, config, signatures)
+            stage = "check"
+            prior = inspect_outputs(self._output, pair.id, work)
+            if prior.done and not self._overwrite:
+                self._skipped.inc()
+                tracker.pair_finished(pair.id, "skipped", "already done")
+                yield pvalue.TaggedOutput(SKIPPED, Outcome(pair.id, "skipped"))
+                return
+            stage = "read"
+            size = decoded_size(
+                storage.read_bytes(pair.content, self._limits.max_input_bytes), pair.content, self._limits.max_input_pixels
+            )
+        except Exception as exc:  # noqa: BLE001 - one bad pair must never stop the batch
+            self._failed.inc()
+            yield pvalue.TaggedOutput(FAILURES, _failure(tracker, pair, stage, exc))
+            return
+        repairing = prior.reason if prior.state == "damaged" else None
+        output_size = fitted_size(*size, config.image_size)
+        yield repr(batch_key(config, size)), Prepared(pair, config, signatures, work, output_size, repairing)
+
+
+def _failure(tracker: progress.Progress, pair: Pair, stage: str, exc: BaseException) -> Failure:
+    """The failure record of ``pair``, counted and reported."""
+    detail = str(exc) or ("out of memory" if isinstance(exc, MemoryError) else "no message")
+    message = f"{type(exc).__name__}: {detail}"
+    tracker.pair_finished(pair.id, "failed", f"at {stage}: {message}")
+    return Failure(stage, message, pair.source, pair.id, pair.row)
+
+
+@dataclass
+class _Running:
+    """A pair of the batch in progress: its claim, and its request once its inputs are read."""
+
+    prepared: Prepared
+    claim: claims.Claim
+    request: StyleRequest | None = None
+
+
+class StylizeBatchesFn(beam.DoFn):
+    """(batch key, [Prepared]) -> Stylized (main), Outcome (``skipped``: done meanwhile, or
+    claimed by another run) or Failure (``failures``), one per pair."""
 
     def __init__(
         self,
@@ -104,8 +194,9 @@ class StylizeDoFn(beam.DoFn):
         limits: Limits,
         output: str,
         overwrite: bool,
-        run_id: str = "",
-        expected_pairs: int | None = None,
+        run_id: str,
+        expected_pairs: int | None,
+        batch_size: int | None,
     ) -> None:
         self._defaults = defaults
         self._limits = limits
@@ -113,11 +204,13 @@ class StylizeDoFn(beam.DoFn):
         self._overwrite = overwrite
         self._run_id = run_id
         self._expected_pairs = expected_pairs
+        self._batch_size = batch_size
         self._shared = shared.Shared()
         self._skipped = Metrics.counter(NAMESPACE, "pairs_skipped")
         self._claimed = Metrics.counter(NAMESPACE, "pairs_claimed_elsewhere")
         self._failed = Metrics.counter(NAMESPACE, "pairs_failed")
         self._pair_ms = Metrics.distribution(NAMESPACE, "pair_milliseconds")
+        self._batch_sizes = Metrics.distribution(NAMESPACE, "batch_size")
         # Beam distributions hold integers: the final loss is recorded in thousandths.
         self._final_loss = Metrics.distribution(NAMESPACE, "final_loss_thousandths")
         self._holder: _EngineHolder | None = None
@@ -163,80 +256,113 @@ class StylizeDoFn(beam.DoFn):
         data = storage.read_bytes(location, self._limits.max_input_bytes)
         return decode_image(data, location, self._limits.max_input_pixels)
 
-    def process(self, pair: Pair) -> Iterator[Any]:
-        started = time.perf_counter()
+    def process(self, element: tuple[str, Iterable[Prepared]]) -> Iterator[Any]:
+        _, group = element
+        engine = self._engine()  # ModelLoadError fails the bundle, not the pairs
+        prepared = list(group)
+        size = self._batch_size or auto_batch_size(engine, prepared[0])
+        for start in range(0, len(prepared), size):
+            yield from self._run_batch(engine, prepared[start : start + size])
+
+    def _run_batch(self, engine: StyleTransfer, batch: list[Prepared]) -> Iterator[Any]:
         tracker = progress.for_run(self._run_id, self._expected_pairs)
-        stage = "configure"
-        claimed = False
+        running: list[_Running] = []
         try:
-            config = pair_config(self._defaults, pair)
-            stage = "read"  # a missing input fails here, before any work
-            signatures = input_signatures(pair, config)
-            work = fingerprint(pair, config, signatures)
-            stage = "check"
-            prior = inspect_outputs(self._output, pair.id, work)
-            if prior.done and not self._overwrite:
-                self._skipped.inc()
-                tracker.pair_finished(pair.id, "skipped", "already done")
-                yield pvalue.TaggedOutput(SKIPPED, Outcome(pair.id, "skipped"))
+            for item in batch:
+                pair = item.pair
+                claim = claims.acquire(self._output, pair.id, self._run_id)
+                if not claim:
+                    self._claimed.inc()
+                    tracker.pair_finished(pair.id, "claimed", f"being computed by {claim.describe()}")
+                    yield pvalue.TaggedOutput(SKIPPED, Outcome(pair.id, "claimed"))
+                    continue
+                if not self._overwrite and inspect_outputs(self._output, pair.id, item.fingerprint).done:
+                    claims.release(self._output, pair.id, self._run_id)  # done by another run meanwhile
+                    self._skipped.inc()
+                    tracker.pair_finished(pair.id, "skipped", "done by another run meanwhile")
+                    yield pvalue.TaggedOutput(SKIPPED, Outcome(pair.id, "skipped"))
+                    continue
+                entry = _Running(item, claim)
+                running.append(entry)
+                try:
+                    config = item.config
+                    content = self._read_image(pair.content)
+                    init_image = self._read_image(config.init) if config.init not in INIT_MODES else None
+                    targets = self._style_targets(engine, pair, config)
+                except Exception as exc:  # noqa: BLE001 - a bad input fails its own pair
+                    running.remove(entry)
+                    claims.release(self._output, pair.id, self._run_id)
+                    self._failed.inc()
+                    yield pvalue.TaggedOutput(FAILURES, _failure(tracker, pair, "read", exc))
+                    continue
+                entry.request = StyleRequest(content, targets, config, init_image, pair.content)
+            if not running:
                 return
-            if prior.state == "damaged":
-                logger.warning("%s: redoing the pair: %s", pair.id, prior.reason)
-            engine = self._engine()  # ModelLoadError fails the bundle, not the pair (below)
-            claim = claims.acquire(self._output, pair.id, self._run_id)
-            if not claim:
-                self._claimed.inc()
-                tracker.pair_finished(pair.id, "claimed", f"being computed by {claim.describe()}")
-                yield pvalue.TaggedOutput(SKIPPED, Outcome(pair.id, "claimed"))
-                return
-            claimed = True
-            stage = "read"
-            content = self._read_image(pair.content)
-            init_image = self._read_image(config.init) if config.init not in INIT_MODES else None
-            targets = self._style_targets(engine, pair, config)
-            stage = "stylize"
-            time_left = self._limits.pair_time_limit - (time.perf_counter() - started)
+            self._batch_sizes.update(len(running))
+            started = time.perf_counter()
+            for entry, outcome in zip(running, self._stylize(engine, running, tracker), strict=True):
+                claim_holder = entry.prepared.pair.id
+                if isinstance(outcome, Exception):
+                    claims.release(self._output, claim_holder, self._run_id)
+                    self._failed.inc()
+                    yield pvalue.TaggedOutput(FAILURES, _failure(tracker, entry.prepared.pair, "stylize", outcome))
+                else:
+                    yield self._stylized(entry, outcome, time.perf_counter() - started, len(running), tracker)
+        except BaseException:
+            for entry in running:  # an interrupt or a model failure: give the claims back
+                claims.release(self._output, entry.prepared.pair.id, self._run_id)
+            raise
 
-            def on_iteration(record: IterationRecord) -> None:
-                nonlocal claim
-                tracker.iteration(pair.id, record.iteration, config.iterations, record.total)
-                claim = claims.renew_if_due(self._output, pair.id, claim)
+    def _stylize(
+        self, engine: StyleTransfer, running: list[_Running], tracker: progress.Progress
+    ) -> list[StyleResult | Exception]:
+        """The batch's results, one per pair; a batch that runs out of GPU memory is redone one
+        pair at a time, and a batch over the time limit fails each of its pairs."""
+        requests = [entry.request for entry in running if entry.request is not None]
 
-            try:
-                result = engine.stylize(
-                    content, targets, config, init_image=init_image, content_name=pair.content,
-                    callback=on_iteration, time_limit=time_left,
-                )
-            except TimeLimitError as exc:
-                raise TimeLimitError(
-                    f"over the time limit of {self._limits.pair_time_limit:g} s a pair (--pair_time_limit): {exc}"
-                ) from exc
-            png = encode_png(result.image)
-        except BaseException as exc:
-            if claimed:
-                claims.release(self._output, pair.id, self._run_id)
-            if isinstance(exc, ModelLoadError) or not isinstance(exc, Exception):
-                raise  # the job's failure (or an interrupt), not the pair's
-            if isinstance(exc, torch.cuda.OutOfMemoryError):
-                torch.cuda.empty_cache()
-            self._failed.inc()
-            detail = str(exc) or ("out of memory" if isinstance(exc, MemoryError) else "no message")
-            message = f"{type(exc).__name__}: {detail}"
-            tracker.pair_finished(pair.id, "failed", f"at {stage}: {message}")
-            failure = Failure(stage, message, pair.source, pair.id, pair.row)
-            yield pvalue.TaggedOutput(FAILURES, failure)
-            return
-        seconds = time.perf_counter() - started
+        def on_record(index: int, record: IterationRecord) -> None:
+            entry = running[index]
+            pair = entry.prepared.pair
+            tracker.iteration(pair.id, record.iteration, entry.prepared.config.iterations, record.total)
+            entry.claim = claims.renew_if_due(self._output, pair.id, entry.claim)
+
+        try:
+            return engine.stylize_batch(requests, on_record, self._limits.pair_time_limit)
+        except torch.cuda.OutOfMemoryError as exc:
+            torch.cuda.empty_cache()
+            if len(requests) == 1:
+                return [exc]
+            logger.warning("a batch of %d pairs ran out of GPU memory; running them one at a time", len(requests))
+            results: list[StyleResult | Exception] = []
+            for index, request in enumerate(requests):
+                try:
+                    results += engine.stylize_batch(
+                        [request], lambda _, record, index=index: on_record(index, record), self._limits.pair_time_limit
+                    )
+                except (torch.cuda.OutOfMemoryError, TimeLimitError) as single:
+                    torch.cuda.empty_cache()
+                    results.append(single)
+            return results
+        except TimeLimitError as exc:
+            timeout = TimeLimitError(f"{exc} (--pair_time_limit {self._limits.pair_time_limit:g} s)")
+            return [timeout] * len(requests)
+
+    def _stylized(
+        self, entry: _Running, result: StyleResult, seconds: float, batch_size: int, tracker: progress.Progress
+    ) -> Stylized:
+        prepared, pair, config = entry.prepared, entry.prepared.pair, entry.prepared.config
+        png = encode_png(result.image)
         self._pair_ms.update(int(seconds * 1000))
         self._final_loss.update(int(result.final.total * 1000))
         tracker.pair_finished(
-            pair.id, "succeeded", f"{seconds:.1f} s, final loss {result.final.total:.6g} on {result.device}"
+            pair.id, "succeeded",
+            f"{seconds:.1f} s (a batch of {batch_size}), final loss {result.final.total:.6g} on {result.device}",
         )
         log = {
             "id": pair.id,
-            "inputs": {**pair_inputs(pair), "signatures": signatures, "source": pair.source},
+            "inputs": {**pair_inputs(pair), "signatures": prepared.signatures, "source": pair.source},
             "config": config.to_dict(),
-            "fingerprint": work,
+            "fingerprint": prepared.fingerprint,
             "image": {"sha256": storage.sha256(png), "bytes": len(png)},
             "history": [record.to_dict() for record in result.history],
             "final": result.final.to_dict(),
@@ -247,16 +373,27 @@ class StylizeDoFn(beam.DoFn):
             "weights_family": config.weights_family,
             "preprocessing": config.family.to_dict(),
             "versions": _versions(),
+            "batch_size": batch_size,
             "seconds": round(seconds, 3),
             "finished_at": utc_iso(time.time()),
         }
-        if prior.state == "damaged":
-            log["repaired"] = prior.reason
-        yield Stylized(pair.id, png, log, pair.source, repaired=prior.state == "damaged")
+        if prepared.repairing:
+            log["repaired"] = prepared.repairing
+        return Stylized(pair.id, png, log, pair.source, repaired=prepared.repairing is not None)
+
+
+def auto_batch_size(engine: StyleTransfer, prepared: Prepared) -> int:
+    """Pairs per batch for ``--batch_size auto``: on a GPU as many as its free memory holds
+    (``estimated_pair_bytes``), up to MAX_BATCH; on the CPU, where batching gains little, the
+    measured best (README, Performance)."""
+    if engine.device.type != "cuda":
+        return CPU_BATCH_SIZE
+    free, _ = torch.cuda.mem_get_info(engine.device)
+    return max(1, min(MAX_BATCH, int(0.8 * free // estimated_pair_bytes(prepared.config, prepared.output_size))))
 
 
 class StylizePairs(beam.PTransform):
-    """Pairs -> ``stylized`` (Stylized), ``skipped`` (Outcome), ``failures`` (Failure)."""
+    """Pairs -> {"stylized": Stylized, "skipped": Outcome, "failures": Failure}."""
 
     def __init__(
         self,
@@ -266,9 +403,27 @@ class StylizePairs(beam.PTransform):
         overwrite: bool,
         run_id: str = "",
         expected_pairs: int | None = None,
+        batch_size: int | None = None,
     ) -> None:
         super().__init__()
-        self._fn = StylizeDoFn(defaults, limits, output, overwrite, run_id, expected_pairs)
+        self._settings = (defaults, limits, output, overwrite, run_id, expected_pairs)
+        self._batch_size = batch_size
 
-    def expand(self, pairs: beam.PCollection) -> pvalue.DoOutputsTuple:
-        return pairs | "Stylize" >> beam.ParDo(self._fn).with_outputs(SKIPPED, FAILURES, main="stylized")
+    def expand(self, pairs: beam.PCollection) -> dict[str, Any]:
+        prepared = pairs | "Prepare" >> beam.ParDo(PreparePairsFn(*self._settings)).with_outputs(
+            SKIPPED, FAILURES, main="ready"
+        )
+        stylized = (
+            prepared.ready
+            # Pairs that can share a batch, gathered per key; a worker splits each group into
+            # batches that fit its device (auto) or of --batch_size.
+            | "GroupByBatchKey" >> beam.GroupIntoBatches(self._batch_size or MAX_BATCH)
+            | "Stylize" >> beam.ParDo(StylizeBatchesFn(*self._settings, self._batch_size)).with_outputs(
+                SKIPPED, FAILURES, main="stylized"
+            )
+        )
+        return {
+            "stylized": stylized.stylized,
+            "skipped": (prepared[SKIPPED], stylized[SKIPPED]) | "AllSkipped" >> beam.Flatten(),
+            "failures": (prepared[FAILURES], stylized[FAILURES]) | "StylizeFailures" >> beam.Flatten(),
+        }

@@ -51,6 +51,25 @@ def to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
+def _open(data: bytes, name: str, max_pixels: int) -> Image.Image:
+    """The image in ``data`` with its header read and its size checked; pixels not decoded yet."""
+    if not data:
+        raise ImageDecodeError(f"{name}: empty file")
+    try:
+        image = Image.open(io.BytesIO(data))
+    except UnidentifiedImageError as exc:
+        raise ImageDecodeError(f"{name}: not a readable image (not in a format Pillow reads)") from exc
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise ImageDecodeError(f"{name}: not a readable image ({exc})") from exc
+    width, height = image.size
+    if width * height > max_pixels:
+        raise ImageDecodeError(
+            f"{name}: {width}x{height} px is over the limit of {max_pixels} pixels "
+            "(refused as a possible decompression bomb; see --max_input_pixels)"
+        )
+    return image
+
+
 def decode_image(data: bytes, name: str, max_pixels: int = MAX_INPUT_PIXELS) -> Image.Image:
     """Decode ``data`` into an upright 8-bit RGB image.
 
@@ -62,24 +81,29 @@ def decode_image(data: bytes, name: str, max_pixels: int = MAX_INPUT_PIXELS) -> 
     Raises:
         ImageDecodeError: empty, unreadable, truncated, or too large.
     """
-    if not data:
-        raise ImageDecodeError(f"{name}: empty file")
+    image = _open(data, name, max_pixels)
     try:
-        image = Image.open(io.BytesIO(data))  # reads the header only
-        width, height = image.size
-        if width * height > max_pixels:
-            raise ImageDecodeError(
-                f"{name}: {width}x{height} px is over the limit of {max_pixels} pixels "
-                "(refused as a possible decompression bomb; see --max_input_pixels)"
-            )
         image.load()
-    except ImageDecodeError:
-        raise
-    except UnidentifiedImageError as exc:
-        raise ImageDecodeError(f"{name}: not a readable image (not in a format Pillow reads)") from exc
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+    except (OSError, SyntaxError, ValueError) as exc:
         raise ImageDecodeError(f"{name}: not a readable image ({exc})") from exc
     return to_rgb(ImageOps.exif_transpose(image))
+
+
+def decoded_size(data: bytes, name: str, max_pixels: int = MAX_INPUT_PIXELS) -> tuple[int, int]:
+    """``(width, height)`` that :func:`decode_image` will give, from the header alone (EXIF
+    rotations included): enough to batch an image without decoding its pixels.
+
+    Raises:
+        ImageDecodeError: empty, not an image, or over ``max_pixels``.
+    """
+    image = _open(data, name, max_pixels)
+    try:
+        orientation = image.getexif().get(0x0112, 1)
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise ImageDecodeError(f"{name}: not a readable image ({exc})") from exc
+    # EXIF orientations 5-8 turn the picture by 90 degrees.
+    width, height = image.size
+    return (height, width) if orientation in (5, 6, 7, 8) else (width, height)
 
 
 def fitted_size(width: int, height: int, size: int) -> tuple[int, int]:

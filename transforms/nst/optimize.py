@@ -149,6 +149,19 @@ def batch_key(config: StyleConfig, content_size: tuple[int, int]) -> tuple[objec
     )
 
 
+# Bytes per output pixel of one pair, for sizing batches: the network's activations kept for the
+# backward pass (VGG19 to relu5_1 holds ~290 floats per input pixel per copy, and a few copies
+# live at once), and L-BFGS's history of 2 x LBFGS_HISTORY vectors of 3 floats per pixel.
+# An estimate from the layer shapes; README (Performance) gives it against measured peaks.
+_ACTIVATION_BYTES_PER_PIXEL = {"fp32": 3500, "bf16": 2200}
+
+
+def estimated_pair_bytes(config: StyleConfig, size: tuple[int, int]) -> int:
+    """Device memory one pair of output ``size`` (width, height) needs in a batch, estimated."""
+    history = 2 * LBFGS_HISTORY * 3 * 4 if config.optimizer == "lbfgs" else 3 * 4 * 3
+    return size[0] * size[1] * (_ACTIVATION_BYTES_PER_PIXEL[config.precision] + history + 100)
+
+
 def blend_weights(count: int, weights: Sequence[float] | None) -> list[float]:
     """Style blend weights normalized to sum 1 (equal weights when None)."""
     if count < 1:
