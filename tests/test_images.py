@@ -3,7 +3,7 @@ import io
 import pytest
 from PIL import Image
 
-from transforms.nst.images import ImageDecodeError, decode_image, fit_longest_side
+from transforms.nst.images import ImageDecodeError, decode_image, decoded_size, fit_longest_side
 
 
 def encode(image: Image.Image, fmt: str = "PNG", **params: object) -> bytes:
@@ -18,6 +18,9 @@ def test_exif_orientation_is_applied() -> None:
     exif[0x0112] = 6  # rotate 90° clockwise to display
     decoded = decode_image(encode(image, "JPEG", exif=exif), "rotated.jpg")
     assert decoded.size == (20, 40)
+    # the header alone tells the same size (what batching goes by), and an unrotated one is unchanged
+    assert decoded_size(encode(image, "JPEG", exif=exif), "rotated.jpg") == (20, 40)
+    assert decoded_size(encode(image, "PNG"), "plain.png") == (40, 20)
 
 
 @pytest.mark.parametrize(

@@ -266,3 +266,41 @@ def test_beam_metrics_and_per_pair_log_lines(three_pairs, weights_file, tmp_path
     assert sorted(line.split(" succeeded: ")[0] for line in lines) == [
         "progress: cat-waves", "progress: cat__waves+tiles", "progress: dog__tiles"
     ]
+
+
+def test_pairs_are_batched_by_output_size_and_settings(weights_file, tmp_path) -> None:
+    from PIL import Image as PILImage
+
+    write_images(tmp_path / "in", {"l1.png": 1, "l2.png": 2, "l3.png": 3, "style.png": 9})
+    for name, seed in (("p1.png", 4), ("p2.png", 5)):
+        synthetic_image(seed, 48, 64).save(tmp_path / "in" / name)  # portrait: another output size
+    manifest = tmp_path / "in" / "manifest.csv"
+    manifest.write_text(
+        "id,content,style,iterations\n"
+        "l1,l1.png,style.png,\nl2,l2.png,style.png,\nl3,l3.png,style.png,\n"
+        "l3-missing-style,l3.png,nowhere.png,\n"  # fails alone, inside its batch
+        "p1,p1.png,style.png,\np2,p2.png,style.png,\n"
+        "l1-longer,l1.png,style.png,9\n"  # another iteration count: its own batch
+    )
+    out = tmp_path / "out"
+    assert run(job_args(weights_file("vgg19"), out, f"--manifest={manifest}", "--batch_size=8")) == 0
+    logs = {p.stem: json.loads(p.read_text()) for p in (out / "logs").glob("*.json")}
+    assert {k: v["batch_size"] for k, v in logs.items()} == {
+        "l1": 3, "l2": 3, "l3": 3, "p1": 2, "p2": 2, "l1-longer": 1
+    }
+    assert PILImage.open(out / "images" / "p1.png").size == (36, 48)
+    assert len(logs["l1-longer"]["history"]) == 10 and len(logs["l1"]["history"]) == 7
+    for log in logs.values():
+        assert log["final"]["total"] < log["history"][0]["total"]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["counts"]["succeeded"] == 6 and summary["counts"]["failed"] == 1
+    failure = json.loads(Path(summary["failures_file"]).read_text())
+    assert failure["id"] == "l3-missing-style" and "nowhere.png: no such file" in failure["error"]
+
+    # One pair at a time gives the same pictures, up to float32 rounding in batched kernels.
+    single = tmp_path / "single"
+    assert run(job_args(weights_file("vgg19"), single, f"--manifest={manifest}", "--batch_size=1")) == 0
+    for pair_id, log in logs.items():
+        alone = json.loads((single / "logs" / f"{pair_id}.json").read_text())
+        assert alone["batch_size"] == 1
+        assert alone["final"]["total"] == pytest.approx(log["final"]["total"], rel=0.05)
