@@ -24,7 +24,7 @@ from transforms.limits import Limits
 from transforms.nst import StyleConfig
 from transforms.records import Pair
 from transforms.results import image_location, log_location, to_json
-from transforms.stylize import StylizeDoFn, fingerprint, input_signatures
+from transforms.stylize import PreparePairsFn, StylizeSettings, fingerprint, input_signatures
 
 
 def main() -> None:
@@ -55,7 +55,7 @@ def main() -> None:
                    "history": history, "final": history[-1]}
             storage.write_atomic(log_location(output, pair.id), to_json(log))
             pairs.append(pair)
-        fn = StylizeDoFn(config, Limits(), output, overwrite=False)
+        fn = PreparePairsFn(StylizeSettings(config, Limits(), output))
         rounds = []
         for _ in range(3):
             started = time.perf_counter()

@@ -10,7 +10,7 @@ from pipeline.options import PipelineConfig
 from transforms.manifest import FAILURES as MANIFEST_FAILURES
 from transforms.manifest import ReadPairs
 from transforms.results import WriteResults
-from transforms.stylize import StylizePairs
+from transforms.stylize import StylizePairs, StylizeSettings
 
 
 def build(p: beam.Pipeline, config: PipelineConfig) -> beam.PCollection:
@@ -27,10 +27,10 @@ def build(p: beam.Pipeline, config: PipelineConfig) -> beam.PCollection:
         read.pairs
         # Pairs come out of one manifest-reading worker; spread them over all workers.
         | "SpreadPairs" >> beam.Reshuffle()
-        | "StylizePairs" >> StylizePairs(
+        | "StylizePairs" >> StylizePairs(StylizeSettings(
             config.style, config.limits, config.output, config.overwrite, config.run_id, config.expected_pairs,
             config.batch_size,
-        )
+        ))
     )
     return {
         "stylized": stylized["stylized"],

@@ -103,3 +103,22 @@ def test_in_float32_a_batch_starts_exactly_where_single_pairs_start(weights_file
         alone = engine.stylize(request.content, request.style, request.config)
         for mine, theirs in zip(result.history[:2], alone.history[:2], strict=True):
             assert mine.total == pytest.approx(theirs.total, rel=1e-5)
+
+
+def test_bf16_runs_the_network_in_bf16_and_scores_in_fp32(weights_file) -> None:
+    engine = StyleTransfer(StyleConfig(
+        weights=weights_file("vgg19"), weights_family="torchvision", image_size=40, iterations=6, device="cpu",
+        precision="bf16",
+    ))
+    targets = engine.encode_styles([synthetic_image(11)])
+    result = engine.stylize(synthetic_image(1, 64, 48), targets)
+    # content targets are taken at the objective's own precision: the start scores exactly zero
+    assert result.history[0].content == 0.0
+    assert result.final.total < result.history[0].total
+    fp32 = engine.stylize(synthetic_image(1, 64, 48), targets, engine.config.replace(precision="fp32"))
+    assert result.history[1].total != fp32.history[1].total  # the precision really changed
+    with pytest.raises(ValueError, match="one precision"):
+        engine.stylize_batch([
+            StyleRequest(synthetic_image(1, 64, 48), targets, engine.config),
+            StyleRequest(synthetic_image(2, 64, 48), targets, engine.config.replace(precision="fp32")),
+        ])

@@ -139,3 +139,10 @@ def test_every_failure_row_or_pair_is_on_the_console(weights_file, tmp_path, cap
     assert any("progress: gone failed: at read: FileNotFoundError:" in w and "gone.png: no such file" in w for w in warnings)
     finished = [r.getMessage() for r in caplog.records if r.name == "transforms.progress"]
     assert "2/2 pairs (1 succeeded, 0 skipped, 1 failed)" in finished[-1]
+
+
+@pytest.mark.parametrize(("value", "message"), [("0", "from 1 to 1024"), ("many", "auto or a number")])
+def test_a_bad_batch_size_is_refused(one_pair, weights_file, tmp_path, capsys, value, message) -> None:
+    assert run(job_args(weights_file("vgg19"), tmp_path / "out", f"--manifest={one_pair}", f"--batch_size={value}")) == 2
+    error = capsys.readouterr().err
+    assert "--batch_size" in error and message in error

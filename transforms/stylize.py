@@ -109,6 +109,21 @@ class _EngineHolder:
 
 
 @dataclass(frozen=True)
+class StylizeSettings:
+    """What StylizePairs takes from the job's configuration (pipeline/options.py builds it)."""
+
+    defaults: StyleConfig
+    limits: Limits
+    output: str
+    overwrite: bool = False
+    run_id: str = ""
+    # For the progress display only.
+    expected_pairs: int | None = None
+    # Pairs per batch on a device; None: auto_batch_size.
+    batch_size: int | None = None
+
+
+@dataclass(frozen=True)
 class Prepared:
     """A pair that is not done, with what the skip check learnt, on its way to a batch."""
 
@@ -129,34 +144,29 @@ class PreparePairsFn(beam.DoFn):
     the output size the batch key needs.
     """
 
-    def __init__(self, defaults: StyleConfig, limits: Limits, output: str, overwrite: bool, run_id: str, expected_pairs: int | None) -> None:
-        self._defaults = defaults
-        self._limits = limits
-        self._output = output
-        self._overwrite = overwrite
-        self._run_id = run_id
-        self._expected_pairs = expected_pairs
+    def __init__(self, settings: StylizeSettings) -> None:
+        self._settings = settings
         self._skipped = Metrics.counter(NAMESPACE, "pairs_skipped")
         self._failed = Metrics.counter(NAMESPACE, "pairs_failed")
 
     def process(self, pair: Pair) -> Iterator[Any]:
-        tracker = progress.for_run(self._run_id, self._expected_pairs)
+        tracker = progress.for_run(self._settings.run_id, self._settings.expected_pairs)
         stage = "configure"
         try:
-            config = pair_config(self._defaults, pair)
+            config = pair_config(self._settings.defaults, pair)
             stage = "read"  # a missing input fails here, before any work
             signatures = input_signatures(pair, config)
             work = fingerprint(pair, config, signatures)
             stage = "check"
-            prior = inspect_outputs(self._output, pair.id, work)
-            if prior.done and not self._overwrite:
+            prior = inspect_outputs(self._settings.output, pair.id, work)
+            if prior.done and not self._settings.overwrite:
                 self._skipped.inc()
                 tracker.pair_finished(pair.id, "skipped", "already done")
                 yield pvalue.TaggedOutput(SKIPPED, Outcome(pair.id, "skipped"))
                 return
             stage = "read"
             size = decoded_size(
-                storage.read_bytes(pair.content, self._limits.max_input_bytes), pair.content, self._limits.max_input_pixels
+                storage.read_bytes(pair.content, self._settings.limits.max_input_bytes), pair.content, self._settings.limits.max_input_pixels
             )
         except Exception as exc:  # noqa: BLE001 - one bad pair must never stop the batch
             self._failed.inc()
@@ -188,23 +198,8 @@ class StylizeBatchesFn(beam.DoFn):
     """(batch key, [Prepared]) -> Stylized (main), Outcome (``skipped``: done meanwhile, or
     claimed by another run) or Failure (``failures``), one per pair."""
 
-    def __init__(
-        self,
-        defaults: StyleConfig,
-        limits: Limits,
-        output: str,
-        overwrite: bool,
-        run_id: str,
-        expected_pairs: int | None,
-        batch_size: int | None,
-    ) -> None:
-        self._defaults = defaults
-        self._limits = limits
-        self._output = output
-        self._overwrite = overwrite
-        self._run_id = run_id
-        self._expected_pairs = expected_pairs
-        self._batch_size = batch_size
+    def __init__(self, settings: StylizeSettings) -> None:
+        self._settings = settings
         self._shared = shared.Shared()
         self._skipped = Metrics.counter(NAMESPACE, "pairs_skipped")
         self._claimed = Metrics.counter(NAMESPACE, "pairs_claimed_elsewhere")
@@ -217,15 +212,15 @@ class StylizeBatchesFn(beam.DoFn):
         self._styles: OrderedDict[tuple[Any, ...], StyleTargets] = OrderedDict()
 
     def _load_engine(self) -> _EngineHolder:
-        weights = self._defaults.weights
+        weights = self._settings.defaults.weights
         local = None
         if weights not in NAMED_WEIGHTS:
             local = storage.local_copy(weights)  # gs://... weights land in the temp folder once
         started = time.perf_counter()
-        engine = StyleTransfer(self._defaults, weights_file=local)
+        engine = StyleTransfer(self._settings.defaults, weights_file=local)
         logger.info(
             "loaded %s (%s weights) on %s in %.1f s",
-            self._defaults.model, weights, engine.device, time.perf_counter() - started,
+            self._settings.defaults.model, weights, engine.device, time.perf_counter() - started,
         )
         return _EngineHolder(engine)
 
@@ -233,7 +228,7 @@ class StylizeBatchesFn(beam.DoFn):
         # A method, not a property: Beam inspects DoFn attributes when it builds the graph,
         # and evaluating this there would load the model into the pickled DoFn.
         if self._holder is None:
-            tag = repr(self._defaults.network_key())
+            tag = repr(self._settings.defaults.network_key())
             try:
                 self._holder = self._shared.acquire(self._load_engine, tag=tag)
             except Exception as exc:
@@ -253,31 +248,31 @@ class StylizeBatchesFn(beam.DoFn):
         return targets
 
     def _read_image(self, location: str):  # -> PIL.Image.Image
-        data = storage.read_bytes(location, self._limits.max_input_bytes)
-        return decode_image(data, location, self._limits.max_input_pixels)
+        data = storage.read_bytes(location, self._settings.limits.max_input_bytes)
+        return decode_image(data, location, self._settings.limits.max_input_pixels)
 
     def process(self, element: tuple[str, Iterable[Prepared]]) -> Iterator[Any]:
         _, group = element
         engine = self._engine()  # ModelLoadError fails the bundle, not the pairs
         prepared = list(group)
-        size = self._batch_size or auto_batch_size(engine, prepared[0])
+        size = self._settings.batch_size or auto_batch_size(engine, prepared[0])
         for start in range(0, len(prepared), size):
             yield from self._run_batch(engine, prepared[start : start + size])
 
     def _run_batch(self, engine: StyleTransfer, batch: list[Prepared]) -> Iterator[Any]:
-        tracker = progress.for_run(self._run_id, self._expected_pairs)
+        tracker = progress.for_run(self._settings.run_id, self._settings.expected_pairs)
         running: list[_Running] = []
         try:
             for item in batch:
                 pair = item.pair
-                claim = claims.acquire(self._output, pair.id, self._run_id)
+                claim = claims.acquire(self._settings.output, pair.id, self._settings.run_id)
                 if not claim:
                     self._claimed.inc()
                     tracker.pair_finished(pair.id, "claimed", f"being computed by {claim.describe()}")
                     yield pvalue.TaggedOutput(SKIPPED, Outcome(pair.id, "claimed"))
                     continue
-                if not self._overwrite and inspect_outputs(self._output, pair.id, item.fingerprint).done:
-                    claims.release(self._output, pair.id, self._run_id)  # done by another run meanwhile
+                if not self._settings.overwrite and inspect_outputs(self._settings.output, pair.id, item.fingerprint).done:
+                    claims.release(self._settings.output, pair.id, self._settings.run_id)  # done by another run meanwhile
                     self._skipped.inc()
                     tracker.pair_finished(pair.id, "skipped", "done by another run meanwhile")
                     yield pvalue.TaggedOutput(SKIPPED, Outcome(pair.id, "skipped"))
@@ -291,7 +286,7 @@ class StylizeBatchesFn(beam.DoFn):
                     targets = self._style_targets(engine, pair, config)
                 except Exception as exc:  # noqa: BLE001 - a bad input fails its own pair
                     running.remove(entry)
-                    claims.release(self._output, pair.id, self._run_id)
+                    claims.release(self._settings.output, pair.id, self._settings.run_id)
                     self._failed.inc()
                     yield pvalue.TaggedOutput(FAILURES, _failure(tracker, pair, "read", exc))
                     continue
@@ -301,16 +296,16 @@ class StylizeBatchesFn(beam.DoFn):
             self._batch_sizes.update(len(running))
             started = time.perf_counter()
             for entry, outcome in zip(running, self._stylize(engine, running, tracker), strict=True):
-                claim_holder = entry.prepared.pair.id
                 if isinstance(outcome, Exception):
-                    claims.release(self._output, claim_holder, self._run_id)
+                    claims.release(self._settings.output, entry.prepared.pair.id, self._settings.run_id)
                     self._failed.inc()
                     yield pvalue.TaggedOutput(FAILURES, _failure(tracker, entry.prepared.pair, "stylize", outcome))
                 else:
                     yield self._stylized(entry, outcome, time.perf_counter() - started, len(running), tracker)
         except BaseException:
-            for entry in running:  # an interrupt or a model failure: give the claims back
-                claims.release(self._output, entry.prepared.pair.id, self._run_id)
+            # An interrupt: give the claims back (releasing one already released is a no-op).
+            for entry in running:
+                claims.release(self._settings.output, entry.prepared.pair.id, self._settings.run_id)
             raise
 
     def _stylize(
@@ -324,10 +319,10 @@ class StylizeBatchesFn(beam.DoFn):
             entry = running[index]
             pair = entry.prepared.pair
             tracker.iteration(pair.id, record.iteration, entry.prepared.config.iterations, record.total)
-            entry.claim = claims.renew_if_due(self._output, pair.id, entry.claim)
+            entry.claim = claims.renew_if_due(self._settings.output, pair.id, entry.claim)
 
         try:
-            return engine.stylize_batch(requests, on_record, self._limits.pair_time_limit)
+            return engine.stylize_batch(requests, on_record, self._settings.limits.pair_time_limit)
         except torch.cuda.OutOfMemoryError as exc:
             torch.cuda.empty_cache()
             if len(requests) == 1:
@@ -337,14 +332,14 @@ class StylizeBatchesFn(beam.DoFn):
             for index, request in enumerate(requests):
                 try:
                     results += engine.stylize_batch(
-                        [request], lambda _, record, index=index: on_record(index, record), self._limits.pair_time_limit
+                        [request], lambda _, record, index=index: on_record(index, record), self._settings.limits.pair_time_limit
                     )
                 except (torch.cuda.OutOfMemoryError, TimeLimitError) as single:
                     torch.cuda.empty_cache()
                     results.append(single)
             return results
         except TimeLimitError as exc:
-            timeout = TimeLimitError(f"{exc} (--pair_time_limit {self._limits.pair_time_limit:g} s)")
+            timeout = TimeLimitError(f"{exc} (--pair_time_limit {self._settings.limits.pair_time_limit:g} s)")
             return [timeout] * len(requests)
 
     def _stylized(
@@ -395,30 +390,20 @@ def auto_batch_size(engine: StyleTransfer, prepared: Prepared) -> int:
 class StylizePairs(beam.PTransform):
     """Pairs -> {"stylized": Stylized, "skipped": Outcome, "failures": Failure}."""
 
-    def __init__(
-        self,
-        defaults: StyleConfig,
-        limits: Limits,
-        output: str,
-        overwrite: bool,
-        run_id: str = "",
-        expected_pairs: int | None = None,
-        batch_size: int | None = None,
-    ) -> None:
+    def __init__(self, settings: StylizeSettings) -> None:
         super().__init__()
-        self._settings = (defaults, limits, output, overwrite, run_id, expected_pairs)
-        self._batch_size = batch_size
+        self._settings = settings
 
     def expand(self, pairs: beam.PCollection) -> dict[str, Any]:
-        prepared = pairs | "Prepare" >> beam.ParDo(PreparePairsFn(*self._settings)).with_outputs(
+        prepared = pairs | "Prepare" >> beam.ParDo(PreparePairsFn(self._settings)).with_outputs(
             SKIPPED, FAILURES, main="ready"
         )
         stylized = (
             prepared.ready
             # Pairs that can share a batch, gathered per key; a worker splits each group into
             # batches that fit its device (auto) or of --batch_size.
-            | "GroupByBatchKey" >> beam.GroupIntoBatches(self._batch_size or MAX_BATCH)
-            | "Stylize" >> beam.ParDo(StylizeBatchesFn(*self._settings, self._batch_size)).with_outputs(
+            | "GroupByBatchKey" >> beam.GroupIntoBatches(self._settings.batch_size or MAX_BATCH)
+            | "Stylize" >> beam.ParDo(StylizeBatchesFn(self._settings)).with_outputs(
                 SKIPPED, FAILURES, main="stylized"
             )
         )

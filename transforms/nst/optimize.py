@@ -152,8 +152,9 @@ def batch_key(config: StyleConfig, content_size: tuple[int, int]) -> tuple[objec
 # Bytes per output pixel of one pair, for sizing batches: the network's activations kept for the
 # backward pass (VGG19 to relu5_1 holds ~290 floats per input pixel per copy, and a few copies
 # live at once), and L-BFGS's history of 2 x LBFGS_HISTORY vectors of 3 floats per pixel.
-# An estimate from the layer shapes; README (Performance) gives it against measured peaks.
-_ACTIVATION_BYTES_PER_PIXEL = {"fp32": 3500, "bf16": 2200}
+# Calibrated on the CPU's peak resident set (benchmarks/pairs.py, 128 px, batches of 1 to 8:
+# 7,100 bytes a pixel a pair in fp32, 3,300 in bf16; README, Performance), rounded up.
+_ACTIVATION_BYTES_PER_PIXEL = {"fp32": 4700, "bf16": 2400}
 
 
 def estimated_pair_bytes(config: StyleConfig, size: tuple[int, int]) -> int:
