@@ -304,3 +304,13 @@ def test_pairs_are_batched_by_output_size_and_settings(weights_file, tmp_path) -
         alone = json.loads((single / "logs" / f"{pair_id}.json").read_text())
         assert alone["batch_size"] == 1
         assert alone["final"]["total"] == pytest.approx(log["final"]["total"], rel=0.05)
+
+
+def test_the_default_direct_runner_counts_every_written_pair(three_pairs, weights_file, tmp_path) -> None:
+    # The README's commands name no runner. GroupIntoBatches once let the DirectRunner write
+    # the summary before the batches that its timers released: every test on FnApiRunner passed.
+    out = tmp_path / "out"
+    args = [a for a in job_args(weights_file("vgg19"), out, f"--manifest={three_pairs}") if not a.startswith("--runner")]
+    assert run([*args, "--runner=DirectRunner", "--batch_size=2"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["counts"]["succeeded"] == 3 == len(list((out / "images").iterdir()))

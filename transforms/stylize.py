@@ -1,6 +1,6 @@
 """StylizePairs: the Beam side of the engine. Batching, model lifecycle, style-target cache, metrics.
 
-    pairs | Prepare (skip check, output size) | GroupIntoBatches (by batch key) | Stylize (claims, engine)
+    pairs | Prepare (skip check, output size) | GroupByKey (batch key, shard) | Stylize (claims, engine)
 
 Prepare needs no model: a rerun whose pairs are all done never loads it. Pairs that can share a
 ``stylize_batch`` call (same output size, network, optimizer, precision and iterations) are
@@ -18,8 +18,10 @@ import functools
 import hashlib
 import json
 import logging
+import math
 import platform
 import time
+import zlib
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -50,7 +52,7 @@ logger = logging.getLogger(__name__)
 SKIPPED: Final = "skipped"
 FAILURES: Final = "failures"
 _STYLE_CACHE_SIZE: Final = 16
-# The most pairs GroupIntoBatches gathers before a worker splits them into batches that fit.
+# Pairs per group of one batch key (on average), and the largest batch auto chooses.
 MAX_BATCH: Final = 32
 # --batch_size auto on a CPU (README, Performance: batching gains little there).
 CPU_BATCH_SIZE: Final = 1
@@ -174,7 +176,12 @@ class PreparePairsFn(beam.DoFn):
             return
         repairing = prior.reason if prior.state == "damaged" else None
         output_size = fitted_size(*size, config.image_size)
-        yield repr(batch_key(config, size)), Prepared(pair, config, signatures, work, output_size, repairing)
+        # Pairs of one batch key are spread over shards of about MAX_BATCH pairs, so that a
+        # collection of one size is grouped into many groups that workers share, not one.
+        shards = max(1, math.ceil((self._settings.expected_pairs or 1) / MAX_BATCH))
+        shard = zlib.crc32(pair.id.encode()) % shards
+        key = f"{batch_key(config, size)!r} shard {shard}"
+        yield key, Prepared(pair, config, signatures, work, output_size, repairing)
 
 
 def _failure(tracker: progress.Progress, pair: Pair, stage: str, exc: BaseException) -> Failure:
@@ -400,9 +407,11 @@ class StylizePairs(beam.PTransform):
         )
         stylized = (
             prepared.ready
-            # Pairs that can share a batch, gathered per key; a worker splits each group into
-            # batches that fit its device (auto) or of --batch_size.
-            | "GroupByBatchKey" >> beam.GroupIntoBatches(self._settings.batch_size or MAX_BATCH)
+            # Pairs that can share a batch, gathered per key and shard; a worker splits each
+            # group into batches that fit its device (auto) or of --batch_size. A plain
+            # GroupByKey, not GroupIntoBatches: the latter's timers let the DirectRunner compute
+            # the summary before the last batches were written.
+            | "GroupByBatchKey" >> beam.GroupByKey().with_input_types(tuple[str, Prepared])
             | "Stylize" >> beam.ParDo(StylizeBatchesFn(self._settings)).with_outputs(
                 SKIPPED, FAILURES, main="stylized"
             )

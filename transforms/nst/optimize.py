@@ -416,7 +416,7 @@ class StyleTransfer:
 
         Raises:
             TimeLimitError: ``time_limit`` passed before the last iteration.
-            ValueError: the pairs do not share a size and an optimizer.
+            ValueError: the pairs do not share a size, an optimizer and a precision.
         """
         started = time.perf_counter()
         outcomes: list[StyleResult | Exception | None] = [None] * len(requests)
