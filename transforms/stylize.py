@@ -7,9 +7,9 @@ Prepare needs no model: a rerun whose pairs are all done never loads it. Pairs t
 grouped, and each group is optimized in batches of ``--batch_size`` on the worker's device. One
 StyleTransfer (a frozen VGG on the worker's GPU, or CPU) is loaded lazily per worker process and
 shared by every DoFn instance in it (``apache_beam.utils.shared``). Every per-pair error becomes
-a Failure record; the other pairs, in the batch too, go on. A model
-that cannot load is not a per-pair error: it fails the bundle, so the runner retries it and then
-fails the job (the launcher's pre-flight check catches most such cases before anything runs).
+a Failure record; the other pairs, in the batch too, go on. A model that cannot load is not a
+per-pair error: it fails the bundle, so the runner retries it and then fails the job (the
+launcher's pre-flight check catches most such cases before anything runs).
 """
 
 from __future__ import annotations
