@@ -122,3 +122,34 @@ def test_problems_in_one_tensor_follow_their_own_iterates() -> None:
             torch.testing.assert_close(together[step][k], expected, rtol=1e-12, atol=1e-12, msg=f"problem {k} step {step}")
     assert torch.equal(together[-1][2], together[6][2]), "a stopped problem does not move"
     assert together[-1][1].abs().max() <= 0.5, "a bounded problem stays in its box"
+
+
+def test_a_restart_is_a_fresh_optimizer_from_where_it_stands() -> None:
+    # What the engine does at its in-range phase: forget the history and go on within bounds.
+    n, history = 12, 4
+    objective = convex_problem(n, seed=21)
+
+    def closure_for(x: torch.Tensor, optimizer: LBFGS):
+        def closure() -> torch.Tensor:
+            optimizer.zero_grad()
+            loss = objective(x)
+            loss.backward()
+            return loss
+
+        return closure
+
+    x = torch.zeros(n, dtype=torch.float64, requires_grad=True)
+    restarted = LBFGS([x], history_size=history, bounds=(-0.3, 0.3))
+    restarted.restart(torch.tensor([True]), bounded=False)
+    for _ in range(7):
+        restarted.step(closure_for(x, restarted))
+    with torch.no_grad():
+        x.clamp_(-0.3, 0.3)
+    y = x.detach().clone().requires_grad_(True)
+    restarted.restart(torch.tensor([True]), bounded=True)
+    fresh = LBFGS([y], history_size=history, bounds=(-0.3, 0.3))
+    for step in range(8):
+        restarted.step(closure_for(x, restarted))
+        fresh.step(closure_for(y, fresh))
+        torch.testing.assert_close(x, y, rtol=1e-12, atol=1e-12, msg=f"step {step} after the restart")
+    assert x.abs().max() <= 0.3
