@@ -34,7 +34,7 @@ from apache_beam import pvalue
 from apache_beam.metrics import Metrics
 from apache_beam.utils import shared
 
-from transforms import claims, progress, storage
+from transforms import claims, devices, progress, storage
 from transforms.limits import Limits
 from transforms.nst import (
     IterationRecord, StyleConfig, StyleRequest, StyleResult, StyleTargets, StyleTransfer, TimeLimitError,
@@ -224,10 +224,15 @@ class StylizeBatchesFn(beam.DoFn):
         if weights not in NAMED_WEIGHTS:
             local = storage.local_copy(weights)  # gs://... weights land in the temp folder once
         started = time.perf_counter()
+        pinned = None
+        if self._settings.defaults.device != "cpu":
+            pinned = devices.pin_cuda_device()  # several GPUs, several worker processes: one each
         engine = StyleTransfer(self._settings.defaults, weights_file=local)
         logger.info(
             "loaded %s (%s weights) on %s in %.1f s",
-            self._settings.defaults.model, weights, engine.device, time.perf_counter() - started,
+            self._settings.defaults.model, weights,
+            engine.device if pinned is None or engine.device.type != "cuda" else f"cuda:{pinned}",
+            time.perf_counter() - started,
         )
         return _EngineHolder(engine)
 
