@@ -3,81 +3,45 @@
 from __future__ import annotations
 
 import hashlib
-import io
 import json
-import os
-import shutil
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 
+import fsspec
 import pytest
 
 from pipeline.main import run
-from tests.conftest import synthetic_image
-from transforms import claims, storage
+from tests.servers import check_exclusive_creation_and_claims, executable, free_port, serving, upload_png
+from transforms import storage
 
-fsspec = pytest.importorskip("fsspec")
 pytest.importorskip("s3fs", reason="the s3 extra is not installed")
 
 BUCKET = "style-s3-test"
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[fsspec.AbstractFileSystem]:
     """moto's S3 server on 127.0.0.1, and s3fs pointed at it through fsspec's own configuration."""
-    executable = shutil.which("moto_server") or os.path.join(os.path.dirname(sys.executable), "moto_server")
-    if not os.path.exists(executable):
-        pytest.skip("moto[server] is not installed")
-    port = _free_port()
-    log = open(tmp_path_factory.mktemp("moto") / "moto.log", "wb")
-    server = subprocess.Popen([executable, "-H", "127.0.0.1", "-p", str(port)], stdout=log, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 30
-    while True:
+    port = free_port()
+    command = [executable("moto_server"), "-H", "127.0.0.1", "-p", str(port)]
+    with serving(command, port, tmp_path_factory.mktemp("moto") / "moto.log", "the moto S3 server"):
+        # What a user sets (or FSSPEC_S3_ENDPOINT_URL, FSSPEC_S3_KEY, ... in the environment).
+        saved = fsspec.config.conf.get("s3")
+        fsspec.config.conf["s3"] = {"endpoint_url": f"http://127.0.0.1:{port}", "key": "testing", "secret": "testing"}
         try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            break
-        except OSError:
-            if time.monotonic() > deadline or server.poll() is not None:
-                server.kill()
-                pytest.fail(f"the moto S3 server did not start (exit {server.poll()})")
-            time.sleep(0.2)
-    # What a user sets (or FSSPEC_S3_ENDPOINT_URL, FSSPEC_S3_KEY, ... in the environment).
-    settings = {"endpoint_url": f"http://127.0.0.1:{port}", "key": "testing", "secret": "testing"}
-    saved = fsspec.config.conf.get("s3")
-    fsspec.config.conf["s3"] = dict(settings)
-    try:
-        filesystem = fsspec.filesystem("s3", skip_instance_cache=True)
-        filesystem.mkdir(BUCKET)
-        yield filesystem
-    finally:
-        if saved is None:
-            fsspec.config.conf.pop("s3", None)
-        else:
-            fsspec.config.conf["s3"] = saved
-        server.terminate()
-        server.wait(timeout=10)
-        log.close()
-
-
-def _upload_png(fs: fsspec.AbstractFileSystem, path: str, seed: int) -> None:
-    buffer = io.BytesIO()
-    synthetic_image(seed).save(buffer, format="PNG")
-    fs.pipe_file(path, buffer.getvalue())
+            filesystem = fsspec.filesystem("s3", skip_instance_cache=True)
+            filesystem.mkdir(BUCKET)
+            yield filesystem
+        finally:
+            if saved is None:
+                fsspec.config.conf.pop("s3", None)
+            else:
+                fsspec.config.conf["s3"] = saved
 
 
 def test_job_on_s3_writes_resumes_and_repairs(s3, weights_file) -> None:
     root = f"{BUCKET}/job"
-    _upload_png(s3, f"{root}/in/content.png", 1)
-    _upload_png(s3, f"{root}/in/style.png", 3)
+    upload_png(s3, f"{root}/in/content.png", 1)
+    upload_png(s3, f"{root}/in/style.png", 3)
     s3.pipe_file(
         f"{root}/in/manifest.csv",
         b"id,content,style\none,content.png,style.png\ntwo,content.png,style.png\nbad,missing.png,style.png\n",
@@ -117,16 +81,7 @@ def test_job_on_s3_writes_resumes_and_repairs(s3, weights_file) -> None:
 
 
 def test_exclusive_creation_and_claims_on_s3(s3) -> None:
-    location = f"s3://{BUCKET}/claims-test/x.json"
-    assert storage.create_exclusive(location, b"first")
-    assert not storage.create_exclusive(location, b"second")
-    s3.invalidate_cache()
-    assert s3.cat_file(location) == b"first"
-    output = f"s3://{BUCKET}/claims-test/out"
-    assert claims.acquire(output, "p", "run-a", seconds=60)
-    assert not claims.acquire(output, "p", "run-b", seconds=60)
-    claims.release(output, "p", "run-a")
-    assert claims.acquire(output, "p", "run-b", seconds=60)
+    check_exclusive_creation_and_claims(s3, f"s3://{BUCKET}")
 
 
 def test_a_create_that_loses_the_race_to_the_precondition_is_refused(s3, monkeypatch) -> None:
