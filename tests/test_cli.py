@@ -149,11 +149,12 @@ def test_a_bad_batch_size_is_refused(one_pair, weights_file, tmp_path, capsys, v
 
 
 def test_a_scheme_without_its_filesystem_stops_the_job_naming_the_extra(one_pair, weights_file, tmp_path, capsys, monkeypatch) -> None:
-    import fsspec.registry  # noqa: F401 - the module; fsspec.registry is its read-only view
+    import importlib
 
-    # As on an install without the s3 extra: s3fs cannot be imported.
+    # As on an install without the s3 extra: s3fs cannot be imported. (The module, not the
+    # read-only view that the name fsspec.registry has on the package.)
     monkeypatch.setitem(sys.modules, "s3fs", None)
-    monkeypatch.delitem(sys.modules["fsspec.registry"]._registry, "s3", raising=False)
+    monkeypatch.delitem(importlib.import_module("fsspec.registry")._registry, "s3", raising=False)
     assert run(job_args(weights_file("vgg19"), "s3://bucket/out", f"--manifest={one_pair}")) == 2
     error = capsys.readouterr().err
     assert "--output s3://bucket/out: s3:// needs a package" in error

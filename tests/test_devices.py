@@ -6,7 +6,6 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 from tests.test_pipeline import job_args, write_images
 from transforms.devices import take_device
