@@ -57,11 +57,8 @@ def rescore(engine: StyleTransfer, request: StyleRequest, image: Image.Image) ->
     """``image``'s loss under the fp32 objective of ``request``."""
     config = request.config.replace(precision="fp32")
     content = engine.to_input(request.content, "content")
+    objective = Objective(engine.network, content, [request.style.grams], [config])
     with torch.no_grad():
-        features = engine.network(content)
-        objective = Objective(
-            engine.network, {k: features[k] for k in config.content_layers}, [request.style.grams], [config]
-        )
         return objective(engine.to_input(image, "result"))[0, 0].item()
 
 
@@ -70,9 +67,7 @@ def torch_lbfgs_pair(engine: StyleTransfer, request: StyleRequest) -> float:
     config = request.config
     content = engine.to_input(request.content, "content")
     started = time.perf_counter()
-    with torch.no_grad():
-        features = engine.network(content)
-    objective = Objective(engine.network, {k: features[k] for k in config.content_layers}, [request.style.grams], [config])
+    objective = Objective(engine.network, content, [request.style.grams], [config])
     pixels = content.detach().clone().contiguous().requires_grad_(True)
     optimizer = torch.optim.LBFGS([pixels], lr=1, max_iter=1, history_size=LBFGS_HISTORY,
                                   tolerance_grad=-1, tolerance_change=-1)

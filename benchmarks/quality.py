@@ -103,11 +103,7 @@ def main() -> None:
 
             # The same objective, rebuilt from the engine's network, for the reference runs.
             content_tensor = engine.to_input(fit_longest_side(content, size), content_name)
-            with torch.no_grad():
-                features = engine.network(content_tensor)
-            objective = Objective(
-                engine.network, {k: features[k] for k in config.content_layers}, [targets.grams], [config]
-            )
+            objective = Objective(engine.network, content_tensor, [targets.grams], [config])
             scores = {}
             for kind in ("unbounded", "projected", "torch"):
                 curve, image = run_reference(engine, objective, content_tensor, args.iterations, kind)

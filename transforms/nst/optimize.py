@@ -179,6 +179,9 @@ def blend_weights(count: int, weights: Sequence[float] | None) -> list[float]:
 class Objective(nn.Module):
     """The weighted loss of Gatys et al. for N (content, style) pairs: targets held as buffers.
 
+    ``content`` holds the N content images (NCHW, family units); their activations become the
+    content targets.
+
     ``forward(images)`` takes N NCHW images in the family's pixel units and returns an
     ``(N, 4 + style layers)`` tensor, one row ``[total, content, style, tv, *style per layer]``
     per pair, every term weighted by that pair's own config. Pairs share the network and layers.
@@ -187,7 +190,7 @@ class Objective(nn.Module):
     def __init__(
         self,
         network: VGGFeatures,
-        content_targets: dict[str, Tensor],
+        content: Tensor,
         style_grams: Sequence[dict[str, Tensor]],
         configs: Sequence[StyleConfig],
     ) -> None:
@@ -195,8 +198,6 @@ class Objective(nn.Module):
         self.network = network
         self.content_layers = configs[0].content_layers
         self.style_layers = configs[0].style_layers
-        for layer, target in content_targets.items():
-            self.register_buffer(f"content_{layer}", target)
         for layer in self.style_layers:
             self.register_buffer(f"gram_{layer}", torch.cat([grams[layer] for grams in style_grams]))
         device = style_grams[0][self.style_layers[0]].device
@@ -213,6 +214,11 @@ class Objective(nn.Module):
         self.use_tv = any(c.tv_weight for c in configs)
         self.pixel_scale = configs[0].family.pixel_scale
         self.bf16 = configs[0].precision == "bf16"
+        with torch.no_grad():
+            # At the objective's own precision, so that the content image scores exactly zero.
+            features = self.features(content)
+        for layer in self.content_layers:
+            self.register_buffer(f"content_{layer}", features[layer])
 
     def features(self, images: Tensor) -> dict[str, Tensor]:
         """The network's activations at the precision the configs ask for, returned in float32."""
@@ -467,13 +473,7 @@ class StyleTransfer:
         """The optimization of N same-size pairs (``content`` is their N content images)."""
         count = len(requests)
         scale = self.family.pixel_scale
-        objective = Objective(self.network, {}, [r.style.grams for r in requests], configs)
-        with torch.no_grad():
-            # At the objective's own precision, so that the content image scores exactly zero.
-            features = objective.features(content)
-            for layer in configs[0].content_layers:
-                objective.register_buffer(f"content_{layer}", features[layer])
-        del features
+        objective = Objective(self.network, content, [r.style.grams for r in requests], configs)
         start = torch.cat([
             self._initial_image(content[k : k + 1], r.style, c, r.init_image)
             for k, (r, c) in enumerate(zip(requests, configs, strict=True))
