@@ -1,4 +1,7 @@
-# Dataflow GPU worker image: CUDA PyTorch + this package + the Beam SDK worker boot.
+# One image for Dataflow's GPU workers and for the Flex Template's launcher: CUDA PyTorch + this
+# package + the Beam SDK worker boot (the workers' entrypoint) + Google's Flex Template launcher
+# binary, which Dataflow starts instead of the entrypoint when it launches a template (README,
+# "Dataflow Flex Template").
 #
 #   docker build -t REGION-docker.pkg.dev/PROJECT/REPO/style-transfer:latest .
 #   docker build --build-arg BAKE_WEIGHTS="vgg19" ...   # also torchvision's ImageNet VGG19 (--weights imagenet)
@@ -10,8 +13,11 @@
 ARG PYTORCH_IMAGE=pytorch/pytorch:2.5.1-cuda12.4-cudnn9-runtime
 ARG PYTHON_VERSION=3.11
 ARG BEAM_VERSION=2.77.0
+# The launcher base must match PYTHON_VERSION (python311 for 3.11).
+ARG LAUNCHER_IMAGE=gcr.io/dataflow-templates-base/python311-template-launcher-base:latest
 
 FROM apache/beam_python${PYTHON_VERSION}_sdk:${BEAM_VERSION} AS beam
+FROM ${LAUNCHER_IMAGE} AS launcher
 
 FROM ${PYTORCH_IMAGE}
 ARG PYTHON_VERSION
@@ -35,6 +41,10 @@ RUN python -c "import sys; v = '.'.join(map(str, sys.version_info[:2])); assert 
 RUN for model in ${BAKE_WEIGHTS}; do \
         python -c "import sys; from transforms.nst.weights import load_features_state_dict; load_features_state_dict(sys.argv[1], 'imagenet')" "$model" || exit 1; \
     done
+
+COPY flex_template ./flex_template
+COPY --from=launcher /opt/google/dataflow/python_template_launcher /opt/google/dataflow/python_template_launcher
+ENV FLEX_TEMPLATE_PYTHON_PY_FILE=/opt/style-transfer/flex_template/launch.py
 
 COPY --from=beam /opt/apache/beam /opt/apache/beam
 ENTRYPOINT ["/opt/apache/beam/boot"]

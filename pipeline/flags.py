@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-from typing import Any
+from typing import Any, Final
 
 from transforms.nst.config import DEVICES, MODELS, OPTIMIZERS, POOLINGS, PRECISIONS, StyleConfig
 from transforms.limits import Limits
@@ -21,12 +21,43 @@ _DEFAULTS: dict[str, Any] = {f.name: f.default for f in dataclasses.fields(Style
 _LIMITS: dict[str, Any] = {f.name: f.default for f in dataclasses.fields(Limits)}
 
 
-def _names(text: str) -> tuple[str, ...]:
+def comma_names(text: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in text.split(",") if part.strip())
 
 
-def _floats(text: str) -> tuple[float, ...]:
-    return tuple(float(part) for part in _names(text))
+def comma_floats(text: str) -> tuple[float, ...]:
+    return tuple(float(part) for part in comma_names(text))
+
+
+_TRUE: Final = ("true", "yes", "1")
+_FALSE: Final = ("false", "no", "0")
+
+
+def switch(text: str) -> bool:
+    """A switch's explicit value: ``--strict=true``, as a Flex Template or Airflow passes it."""
+    if text.lower() in _TRUE:
+        return True
+    if text.lower() in _FALSE:
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
+def _add_switch(group: argparse._ArgumentGroup, flag: str, help: str) -> None:
+    """An on/off flag: ``--strict`` alone, or ``--strict=true`` / ``--strict=false``."""
+    group.add_argument(flag, nargs="?", const=True, default=False, type=switch, metavar="true|false", help=help)
+
+
+def switch_is_on(argv: list[str], flag: str) -> bool:
+    """Whether ``flag`` (a switch) is on in ``argv``, before the full parser runs."""
+    on = False
+    for index, item in enumerate(argv):
+        name, equals, value = item.partition("=")
+        if name != flag:
+            continue
+        if not equals and index + 1 < len(argv) and argv[index + 1].lower() in _TRUE + _FALSE:
+            value = argv[index + 1]  # "--verbose false", the value as a separate word
+        on = not value or value.lower() in _TRUE
+    return on
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -37,8 +68,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     job.add_argument("--contents", help="glob of content images; with --styles, stylize every content with every style")
     job.add_argument("--styles", help="glob of style images (used with --contents)")
     job.add_argument("--output", help="output folder URL (images/, logs/, failures/, summary.json)")
-    job.add_argument("--overwrite", action="store_true", help="redo pairs that are already done")
-    job.add_argument("--strict", action="store_true", help="exit with status 1 if any row or pair failed")
+    _add_switch(job, "--overwrite", "redo pairs that are already done")
+    _add_switch(job, "--strict", "exit with status 1 if any row or pair failed")
 
     engine = parser.add_argument_group("style transfer (manifest columns may override some per row)")
     engine.add_argument("--model", choices=MODELS, default=_DEFAULTS["model"], help="torchvision VGG architecture")
@@ -53,9 +84,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         f"(RGB, [0, 1], mean/std); implied by {', '.join(NAMED_WEIGHTS)}",
     )
     engine.add_argument("--pooling", choices=POOLINGS, default=_DEFAULTS["pooling"], help="avg is what Gatys et al. prefer")
-    engine.add_argument("--content_layers", type=_names, default=",".join(_DEFAULTS["content_layers"]), help="comma-separated layer names")
-    engine.add_argument("--style_layers", type=_names, default=",".join(_DEFAULTS["style_layers"]), help="comma-separated layer names")
-    engine.add_argument("--style_layer_weights", type=_floats, default=None, help="comma-separated, one per style layer (default 1 each)")
+    engine.add_argument("--content_layers", type=comma_names, default=",".join(_DEFAULTS["content_layers"]), help="comma-separated layer names")
+    engine.add_argument("--style_layers", type=comma_names, default=",".join(_DEFAULTS["style_layers"]), help="comma-separated layer names")
+    engine.add_argument("--style_layer_weights", type=comma_floats, default=None, help="comma-separated, one per style layer (default 1 each)")
     engine.add_argument("--content_weight", type=float, default=None, help="weight of the content term (default: the weights family's, caffe 5, torchvision 1)")
     engine.add_argument("--style_weight", type=float, default=None, help="weight of the style term (default: the weights family's, caffe 100, torchvision 1e6)")
     engine.add_argument("--tv_weight", type=float, default=_DEFAULTS["tv_weight"], help="total-variation smoothing (0: none, as Gatys et al.)")
@@ -66,7 +97,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     engine.add_argument("--seed", type=int, default=_DEFAULTS["seed"], help="seed of random init and random weights")
     engine.add_argument("--image_size", type=int, default=_DEFAULTS["image_size"], help="longest side of the output, px")
     engine.add_argument("--style_scale", type=float, default=_DEFAULTS["style_scale"], help="style image size relative to image_size")
-    engine.add_argument("--original_colors", action="store_true", help="keep the content's colours (luminance-only transfer)")
+    _add_switch(engine, "--original_colors", "keep the content's colours (luminance-only transfer)")
     engine.add_argument("--device", choices=DEVICES, default=_DEFAULTS["device"], help="auto: CUDA when available")
     engine.add_argument("--precision", choices=PRECISIONS, default=_DEFAULTS["precision"], help="the network's convolutions: fp32, or bf16 autocast (Grams and losses stay fp32)")
     job.add_argument(
@@ -74,7 +105,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="pairs optimized together on a device: a number, or auto (a GPU: as many as its free "
         "memory holds, up to 32; a CPU: 1)",
     )
-    job.add_argument("--verbose", action="store_true", help="also show Beam's own log lines")
+    _add_switch(job, "--verbose", "also show Beam's own log lines")
 
     limits = parser.add_argument_group("limits (what any manifest row may ask; README, 'Reliability')")
     limits.add_argument("--max_image_size", type=int, default=_LIMITS["max_image_size"], help="largest image_size a job or row may ask for, px")
@@ -83,7 +114,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     limits.add_argument("--max_input_mb", type=float, default=_LIMITS["max_input_bytes"] / 2**20, help="largest input file (image or manifest) read, MiB")
     limits.add_argument("--max_input_pixels", type=int, default=_LIMITS["max_input_pixels"], help="largest input image decoded, in pixels")
     limits.add_argument(
-        "--allowed_schemes", type=_names, default=",".join(_LIMITS["allowed_schemes"]),
+        "--allowed_schemes", type=comma_names, default=",".join(_LIMITS["allowed_schemes"]),
         help="where manifest rows may point; add http,https to fetch URLs (never from loopback, "
         "link-local or private hosts)",
     )
@@ -94,7 +125,7 @@ class _HelpFormatter(argparse.HelpFormatter):
 
     def _get_help_string(self, action: argparse.Action) -> str:
         text = action.help or ""
-        if action.default not in (None, False, argparse.SUPPRESS) and "default" not in text:
+        if action.default not in (None, argparse.SUPPRESS) and action.default is not False and "default" not in text:
             text += " (default: %(default)s)"
         return text
 

@@ -21,6 +21,10 @@ from collections.abc import Iterator
 from pipeline import flags
 
 
+# Runners (names without "Runner", lower case) whose workers run on the launching machine.
+LOCAL_RUNNERS = ("direct", "switchingdirect", "bundlebaseddirect", "prism", "interactive")
+
+
 class Interrupted(KeyboardInterrupt):
     """SIGINT or SIGTERM, raised where the signal arrives; ``signum`` says which."""
 
@@ -29,8 +33,11 @@ class Interrupted(KeyboardInterrupt):
         self.signum = signum
 
 
-def run(argv: list[str] | None = None) -> int:
-    """Run the job and wait for it. Returns the process exit status.
+def run(argv: list[str] | None = None, wait: bool = True) -> int:
+    """Run the job and, unless ``wait`` is false, wait for it. Returns the process exit status.
+
+    ``wait=False`` is for launchers (the Flex Template's): the job is checked and submitted, and
+    the call returns; the job writes OUTPUT/summary.json and OUTPUT/report.html when it ends.
 
     0: the job ran (failed pairs are reported in the summary and failures file);
     1: with --strict, some row or pair failed; 2: the command line or a job-wide input (weights,
@@ -43,7 +50,7 @@ def run(argv: list[str] | None = None) -> int:
         print(flags.help_text())
         return 0
     with _private_temp_folder(), _signals_as_interrupts():
-        return _run(argv)
+        return _run(argv, wait)
 
 
 @contextlib.contextmanager
@@ -86,7 +93,7 @@ def _private_temp_folder() -> Iterator[None]:
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def _run(argv: list[str]) -> int:
+def _run(argv: list[str], wait: bool) -> int:
     import apache_beam as beam
     from apache_beam.options.pipeline_options import PipelineOptions
 
@@ -104,7 +111,7 @@ def _run(argv: list[str]) -> int:
         print(f"usage: {flags.USAGE}\nerror: {exc}", file=sys.stderr)
         return 2
     try:
-        expected = preflight.check(config)
+        expected = preflight.check(config, workers_here=_workers_here(options))
     except preflight.PreflightError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -112,6 +119,13 @@ def _run(argv: list[str]) -> int:
     removed = preflight.remove_stale_temporaries(config.output)
     if removed:
         logging.getLogger(__name__).info("removed %d temporary files left by killed writes", removed)
+    if not wait:
+        pipeline = beam.Pipeline(options=options)
+        build(pipeline, config)
+        result = pipeline.run()
+        job = getattr(result, "job_id", lambda: None)()
+        print(f"submitted{f' job {job}' if job else ''}; when it ends: {summary_location(config.output)}")
+        return 0
     tracker = progress.for_run(config.run_id, config.expected_pairs)
     try:
         with beam.Pipeline(options=options) as p:
@@ -148,6 +162,14 @@ def _run(argv: list[str]) -> int:
     elif counts["failed"]:
         print(f"failures: in {summary_location(config.output)} ({summary['failures_file_error']})")
     return 1 if config.strict and counts["failed"] else 0
+
+
+def _workers_here(options: object) -> bool:
+    """Whether the pairs run on this machine (a local runner), so that its device is theirs."""
+    from apache_beam.options.pipeline_options import StandardOptions
+
+    runner = options.view_as(StandardOptions).runner  # type: ignore[attr-defined]
+    return runner is None or str(runner).lower().removesuffix("runner") in LOCAL_RUNNERS
 
 
 def _interruption(exc: BaseException) -> int | None:
@@ -193,9 +215,9 @@ def _not_an_interrupt(record: logging.LogRecord) -> bool:
     return not (record.exc_info and record.exc_info[0] and issubclass(record.exc_info[0], KeyboardInterrupt))
 
 
-def main() -> None:
-    configure_logging(verbose="--verbose" in sys.argv[1:])
-    sys.exit(run())
+def main(wait: bool = True) -> None:
+    configure_logging(verbose=flags.switch_is_on(sys.argv[1:], "--verbose"))
+    sys.exit(run(wait=wait))
 
 
 if __name__ == "__main__":

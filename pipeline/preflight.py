@@ -93,8 +93,11 @@ def remove_stale_temporaries(output: str) -> int:
     return removed
 
 
-def check(config: PipelineConfig) -> int:
+def check(config: PipelineConfig, workers_here: bool = True) -> int:
     """Every job-wide check; raises PreflightError on the first that fails.
+
+    ``workers_here``: the pairs run on this machine (a local runner). Otherwise (Dataflow) the
+    device is the workers', not the launcher's, and is not checked here.
 
     Returns the number of pairs the job expects: the manifest's valid rows, or the glob
     combinations.
@@ -112,7 +115,8 @@ def check(config: PipelineConfig) -> int:
             except ValueError as exc:
                 raise PreflightError(f"{flag} {exc}") from exc
     try:
-        resolve_device(config.style.device)
+        if workers_here:
+            resolve_device(config.style.device)
     except ValueError as exc:
         raise PreflightError(f"--device {config.style.device}: {exc} (use --device auto or cpu)") from exc
     if config.style.init not in INIT_MODES and not storage.exists(config.style.init):
