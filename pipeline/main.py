@@ -21,10 +21,6 @@ from collections.abc import Iterator
 from pipeline import flags
 
 
-# Runners (names without "Runner", lower case) whose workers run on the launching machine.
-LOCAL_RUNNERS = ("direct", "switchingdirect", "bundlebaseddirect", "prism", "interactive")
-
-
 class Interrupted(KeyboardInterrupt):
     """SIGINT or SIGTERM, raised where the signal arrives; ``signum`` says which."""
 
@@ -165,11 +161,12 @@ def _run(argv: list[str], wait: bool) -> int:
 
 
 def _workers_here(options: object) -> bool:
-    """Whether the pairs run on this machine (a local runner), so that its device is theirs."""
+    """Whether the pairs run on this machine, so that its device is theirs: every runner but
+    Dataflow's (DataflowRunner, TestDataflowRunner), whose workers are other machines."""
     from apache_beam.options.pipeline_options import StandardOptions
 
     runner = options.view_as(StandardOptions).runner  # type: ignore[attr-defined]
-    return runner is None or str(runner).lower().removesuffix("runner") in LOCAL_RUNNERS
+    return "dataflow" not in str(runner or "").lower()
 
 
 def _interruption(exc: BaseException) -> int | None:

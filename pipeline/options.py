@@ -8,7 +8,7 @@ import difflib
 import secrets
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NoReturn
 
 from apache_beam.options.pipeline_options import PipelineOptions, _BeamArgumentParser
 
@@ -25,6 +25,13 @@ class StyleTransferOptions(PipelineOptions):
         add_arguments(parser)
 
 
+class _RaisingParser(_BeamArgumentParser):
+    """Beam's parser, raising instead of printing its 150-line usage and exiting."""
+
+    def error(self, message: str) -> NoReturn:
+        raise ValueError(message)
+
+
 def check_arguments(argv: list[str]) -> None:
     """Refuse what neither this job nor any Beam option class knows.
 
@@ -33,9 +40,9 @@ def check_arguments(argv: list[str]) -> None:
     PipelineOptions subclass, no abbreviations) and raises instead.
 
     Raises:
-        ValueError: naming the first unknown flag and the nearest known one.
+        ValueError: naming the first unknown flag and the nearest known one, or a flag's bad value.
     """
-    parser = _BeamArgumentParser(allow_abbrev=False)
+    parser = _RaisingParser(allow_abbrev=False)
     for cls in {str(c): c for c in PipelineOptions.__subclasses__()}.values():
         cls._add_argparse_args(parser)  # the parser Beam builds in get_all_options
     _, unknown = parser.parse_known_args(argv)

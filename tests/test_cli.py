@@ -159,3 +159,33 @@ def test_a_scheme_without_its_filesystem_stops_the_job_naming_the_extra(one_pair
     error = capsys.readouterr().err
     assert "--output s3://bucket/out: s3:// needs a package" in error
     assert "pip install 'beam-style-transfer[s3]'" in error and "Traceback" not in error
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a GPU")
+def test_a_dataflow_launch_leaves_the_device_to_the_workers(one_pair, weights_file, tmp_path) -> None:
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    from pipeline import preflight
+    from pipeline.main import _workers_here
+    from pipeline.options import PipelineConfig
+
+    args = job_args(weights_file("vgg19"), tmp_path / "out", f"--manifest={one_pair}", "--device=cuda")
+    config = PipelineConfig.from_options(PipelineOptions(args))
+    with pytest.raises(preflight.PreflightError, match="--device cuda"):
+        preflight.check(config, workers_here=True)
+    assert preflight.check(config, workers_here=False) == 1  # the launcher has no GPU; the workers do
+    assert not _workers_here(PipelineOptions(["--runner=DataflowRunner"]))
+    assert _workers_here(PipelineOptions(["--runner=FnApiRunner"])) and _workers_here(PipelineOptions([]))
+
+
+def test_switches_take_explicit_values_as_schedulers_pass_them(one_pair, weights_file, tmp_path) -> None:
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    from pipeline.options import PipelineConfig, check_arguments
+
+    base = job_args(weights_file("vgg19"), tmp_path / "out", f"--manifest={one_pair}")
+    for extra, strict in ((["--strict"], True), (["--strict=true"], True), (["--strict=false"], False), (["--strict", "no"], False), ([], False)):
+        check_arguments(base + extra)
+        assert PipelineConfig.from_options(PipelineOptions(base + extra)).strict is strict, extra
+    with pytest.raises(ValueError, match="argument --strict: expected true or false, got 'maybe'"):
+        check_arguments(base + ["--strict=maybe"])
