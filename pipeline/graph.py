@@ -13,8 +13,12 @@ from transforms.results import WriteResults
 from transforms.stylize import StylizePairs, StylizeSettings
 
 
-def build(p: beam.Pipeline, config: PipelineConfig) -> beam.PCollection:
-    """Add the job to ``p``; returns the one-element summary PCollection."""
+def build(p: beam.Pipeline, config: PipelineConfig, fail_job_if_failed: bool = False) -> beam.PCollection:
+    """Add the job to ``p``; returns the one-element summary PCollection.
+
+    ``fail_job_if_failed``: end the job failed if a row or pair failed (``--strict`` where no
+    launcher waits to turn the summary into an exit status: Dataflow).
+    """
     read = p | "ReadPairs" >> ReadPairs(
         config.style,
         config.limits,
@@ -36,4 +40,6 @@ def build(p: beam.Pipeline, config: PipelineConfig) -> beam.PCollection:
         "stylized": stylized["stylized"],
         "skipped": stylized["skipped"],
         "failures": (read[MANIFEST_FAILURES], stylized["failures"]),
-    } | "WriteResults" >> WriteResults(config.output, config.run_id, config.started, config.to_dict())
+    } | "WriteResults" >> WriteResults(
+        config.output, config.run_id, config.started, config.to_dict(), config.limits, fail_job_if_failed
+    )

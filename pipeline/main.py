@@ -97,7 +97,7 @@ def _run(argv: list[str], wait: bool) -> int:
     from pipeline.graph import build
     from pipeline.options import PipelineConfig, check_arguments
     from transforms import progress, storage
-    from transforms.results import summary_location
+    from transforms.results import report_location, summary_location
 
     try:
         check_arguments(argv)
@@ -106,8 +106,9 @@ def _run(argv: list[str], wait: bool) -> int:
     except ValueError as exc:
         print(f"usage: {flags.USAGE}\nerror: {exc}", file=sys.stderr)
         return 2
+    workers_here = _workers_here(options)
     try:
-        expected = preflight.check(config, workers_here=_workers_here(options))
+        expected = preflight.check(config, workers_here=workers_here)
     except preflight.PreflightError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -115,9 +116,12 @@ def _run(argv: list[str], wait: bool) -> int:
     removed = preflight.remove_stale_temporaries(config.output)
     if removed:
         logging.getLogger(__name__).info("removed %d temporary files left by killed writes", removed)
+    # --strict: an exit status of 1 here, but where the workers are remote, nobody may be
+    # waiting for it (a Flex Template launch), so the job itself ends failed.
+    fail_job_if_failed = config.strict and not workers_here
     if not wait:
         pipeline = beam.Pipeline(options=options)
-        build(pipeline, config)
+        build(pipeline, config, fail_job_if_failed)
         result = pipeline.run()
         job = getattr(result, "job_id", lambda: None)()
         print(f"submitted{f' job {job}' if job else ''}; when it ends: {summary_location(config.output)}")
@@ -125,7 +129,7 @@ def _run(argv: list[str], wait: bool) -> int:
     tracker = progress.for_run(config.run_id, config.expected_pairs)
     try:
         with beam.Pipeline(options=options) as p:
-            build(p, config)
+            build(p, config, fail_job_if_failed)
     except BaseException as exc:  # noqa: BLE001 - a job-level failure: one line, its own exit status
         interrupt = _interruption(exc)
         if interrupt is not None:
@@ -141,9 +145,11 @@ def _run(argv: list[str], wait: bool) -> int:
             return 128 + interrupt
         if not isinstance(exc, Exception):
             raise
-        logging.getLogger(__name__).debug("job failed", exc_info=True)
-        print(f"error: the job failed: {_root_cause(exc)}", file=sys.stderr)
-        return 3
+        if not _strict_failure(exc):
+            logging.getLogger(__name__).debug("job failed", exc_info=True)
+            print(f"error: the job failed: {_root_cause(exc)}", file=sys.stderr)
+            return 3
+        # The job ended failed on purpose (--strict on remote workers): report it as usual, exit 1.
     finally:
         progress.end_run(config.run_id)
     summary = json.loads(storage.read_bytes(summary_location(config.output)))
@@ -153,6 +159,8 @@ def _run(argv: list[str], wait: bool) -> int:
         f"{counts['succeeded']} succeeded, {counts['skipped']} skipped, {counts['failed']} failed"
         f"{''.join(', ' + e for e in extras)} in {summary['wall_seconds']:.1f} s -> {config.output}"
     )
+    if storage.exists(report_location(config.output)):
+        print(f"report: {report_location(config.output)}")
     if summary["failures_file"]:
         print(f"failures: {summary['failures_file']}")
     elif counts["failed"]:
@@ -179,6 +187,19 @@ def _interruption(exc: BaseException) -> int | None:
             return signal.SIGINT
         seen = seen.__cause__ or seen.__context__
     return None
+
+
+def _strict_failure(exc: BaseException) -> bool:
+    """Whether the job failed because --strict found failed pairs (results.StrictFailure).
+
+    Runners re-raise a worker's exception wrapped, or (Dataflow) as text only.
+    """
+    seen: BaseException | None = exc
+    while seen is not None:
+        if type(seen).__name__ == "StrictFailure" or "StrictFailure" in str(seen):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 def _pairs(count: int) -> str:

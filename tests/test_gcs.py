@@ -12,6 +12,7 @@ import pytest
 
 from pipeline.main import run
 from tests.servers import check_exclusive_creation_and_claims, executable, free_port, serving, upload_png
+from tests.test_report import Page
 
 BUCKET = "style-test"
 
@@ -76,8 +77,14 @@ def test_job_on_gcs(gcs, weights_file) -> None:
     assert failure["id"] == "bad" and "missing.png: no such file" in failure["error"]
     # no temporary or stray objects next to the results
     assert {p.rsplit("/", 1)[-1] for p in gcs.find(f"{root}/out")} == {
-        "one.png", "two.png", "one.json", "two.json", "summary.json", summary["failures_file"].rsplit("/", 1)[-1]
+        "one.png", "two.png", "one.json", "two.json", "summary.json", summary["failures_file"].rsplit("/", 1)[-1],
+        "report.html", "contact_sheet.png",
     }
+    # The report opens from the bucket: its links are relative and lead to objects beside it.
+    page = Page(gcs.cat_file(f"{root}/out/report.html").decode())
+    assert set(page.rows) == {"one", "two"} and page.links
+    for link in page.links:
+        assert "://" not in link and gcs.exists(f"{root}/out/{link}"), link
 
     assert run(args) == 0
     gcs.invalidate_cache()

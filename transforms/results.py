@@ -4,6 +4,8 @@
     OUTPUT/logs/<id>.json             inputs, resolved configuration, per-iteration history, ...
     OUTPUT/failures/<run_id>.jsonl    one record per failed row or pair of that run
     OUTPUT/summary.json               counts, wall time, configuration of the latest run
+    OUTPUT/report.html                the latest run for people: thumbnails, loss curves, failures (report.py)
+    OUTPUT/contact_sheet.png          every result of the latest run on one picture
     OUTPUT/claims/<id>.json           while a run computes the pair (claims.py)
 
 An image is written before its log, and each atomically. The log records the image's SHA-256
@@ -14,6 +16,7 @@ and settings, and the image on storage matches the log's digest. Anything else i
 from __future__ import annotations
 
 import json
+import logging
 import statistics
 import time
 from collections.abc import Iterator
@@ -24,8 +27,11 @@ import apache_beam as beam
 from apache_beam import pvalue
 from apache_beam.metrics import Metrics
 
-from transforms import claims, storage
+from transforms import claims, report, storage
+from transforms.limits import Limits
 from transforms.records import Failure, Outcome
+
+logger = logging.getLogger(__name__)
 
 NAMESPACE = "style_transfer"
 WRITE_FAILURES = "write_failures"
@@ -45,6 +51,10 @@ def failures_location(output: str, run_id: str) -> str:
 
 def summary_location(output: str) -> str:
     return storage.join(output, "summary.json")
+
+
+def report_location(output: str) -> str:
+    return storage.join(output, report.REPORT_NAME)
 
 
 @dataclass(frozen=True)
@@ -201,16 +211,102 @@ class _WriteSummaryFn(beam.DoFn):
         yield summary
 
 
+class _ReportEntryFn(beam.DoFn):
+    """Outcome -> report.ReportEntry: the pair's log and thumbnails of its pictures.
+
+    Style thumbnails are cached per worker: a few styles are usually shared by many pairs.
+    """
+
+    STYLE_CACHE_SIZE = 64
+
+    def __init__(self, output: str, limits: Limits) -> None:
+        self._output = output
+        self._limits = limits
+        self._cache: dict[str, bytes] = {}
+
+    def _picture(self, location: str) -> bytes:
+        cached = self._cache.get(location)
+        if cached is not None:
+            return cached
+        data = storage.read_bytes(location, self._limits.max_input_bytes)
+        picture = report.thumbnail(data, self._limits.max_input_pixels)
+        if len(self._cache) >= self.STYLE_CACHE_SIZE:
+            self._cache.pop(next(iter(self._cache)))
+        self._cache[location] = picture
+        return picture
+
+    def process(self, outcome: Outcome) -> Iterator[report.ReportEntry]:
+        if outcome.status == "claimed":
+            yield report.ReportEntry(outcome.id, "claimed elsewhere", note="another run is computing it")
+            return
+        try:
+            log = json.loads(storage.read_bytes(log_location(self._output, outcome.id)))
+        except Exception as exc:  # noqa: BLE001 - a report shows what it can
+            yield report.ReportEntry(outcome.id, outcome.status, note=f"log unreadable: {type(exc).__name__}: {exc}")
+            return
+        yield report.entry_from_log(
+            outcome.id, outcome.status, log, image_location(self._output, outcome.id), self._picture, outcome.repaired
+        )
+
+
+class _WriteReportFn(beam.DoFn):
+    """summary -> OUTPUT/report.html and OUTPUT/contact_sheet.png.
+
+    A report that cannot be written is logged, not raised: it is a view of outputs that are
+    already safe, and the run's status is the summary's.
+    """
+
+    def __init__(self, output: str) -> None:
+        self._output = output
+
+    def process(self, summary: dict[str, Any], entries: list[report.ReportEntry], failures: list[Failure]) -> Iterator[str]:
+        records = [f.to_dict() for f in sorted(failures, key=lambda f: (f.source, f.id or ""))]
+        failures_file = summary.get("failures_file")
+        link = failures_file[len(self._output):].lstrip("/") if failures_file and failures_file.startswith(self._output) else None
+        try:
+            sheet = report.contact_sheet(entries)
+            if sheet is not None:
+                storage.write_atomic(storage.join(self._output, report.CONTACT_SHEET_NAME), sheet)
+            page = report.render_html(summary, entries, records, link)
+            storage.write_atomic(report_location(self._output), page.encode())
+        except Exception as exc:  # noqa: BLE001
+            logger.warning("the report could not be written to %s: %s: %s", self._output, type(exc).__name__, exc)
+            return
+        yield report_location(self._output)
+
+
+class StrictFailure(RuntimeError):
+    """Rows or pairs failed and the job is strict: raised by the job's last step, after the
+    summary and report are written, so that a job nobody waits on (Dataflow, launched from a
+    Flex Template) ends failed, and the scheduler watching it fails its task."""
+
+
+class _FailIfFailedFn(beam.DoFn):
+    def process(self, summary: dict[str, Any], reported: list[str]) -> Iterator[None]:
+        failed = summary["counts"]["failed"]
+        if failed:
+            where = summary["failures_file"] or "summary.json"
+            raise StrictFailure(f"{failed} rows or pairs failed and --strict is set (see {where})")
+        return iter(())
+
+
 class WriteResults(beam.PTransform):
     """Writes each stylized pair as it arrives, then the run's failures and summary.
 
     Input: a dict with ``stylized`` (Stylized), ``skipped`` (Outcome) and ``failures`` (a tuple of
-    Failure PCollections from earlier stages). Output: the summary dict (one element).
+    Failure PCollections from earlier stages). Output: the summary dict (one element), emitted
+    once the summary is written; the report is written from it. ``fail_job_if_failed``: the job
+    fails at the end, after both, if any row or pair failed (StrictFailure).
     """
 
-    def __init__(self, output: str, run_id: str, started: float, configuration: dict[str, Any]) -> None:
+    def __init__(
+        self, output: str, run_id: str, started: float, configuration: dict[str, Any], limits: Limits,
+        fail_job_if_failed: bool = False,
+    ) -> None:
         super().__init__()
         self._output = output
+        self._limits = limits
+        self._fail_job_if_failed = fail_job_if_failed
         self._run_id = run_id
         self._started = started
         self._configuration = configuration
@@ -222,7 +318,7 @@ class WriteResults(beam.PTransform):
         outcomes = (written.written, inputs["skipped"]) | "AllOutcomes" >> beam.Flatten()
         failures = (*inputs["failures"], written[WRITE_FAILURES]) | "AllFailures" >> beam.Flatten()
         pipeline = inputs["skipped"].pipeline
-        return (
+        summary = (
             pipeline
             | "SummaryTrigger" >> beam.Create([None])
             | "WriteSummary"
@@ -232,3 +328,10 @@ class WriteResults(beam.PTransform):
                 failures=pvalue.AsList(failures),
             )
         )
+        entries = outcomes | "ReportEntries" >> beam.ParDo(_ReportEntryFn(self._output, self._limits))
+        reported = summary | "WriteReport" >> beam.ParDo(
+            _WriteReportFn(self._output), entries=pvalue.AsList(entries), failures=pvalue.AsList(failures)
+        )
+        if self._fail_job_if_failed:
+            _ = summary | "FailIfFailed" >> beam.ParDo(_FailIfFailedFn(), reported=pvalue.AsList(reported))
+        return summary
