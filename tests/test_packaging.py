@@ -42,6 +42,11 @@ def test_ci_runs_the_readme_commands() -> None:
     assert "python -m pipeline " + job.replace("--output out/example", "--output .ci-out/example") in ci
     assert "--weights random" not in job
     assert "python -m pytest tests" in readme and "python -m pytest tests" in ci
+    # The Airflow DAG's test, in its own environment, as README's Airflow section says.
+    assert ".airflow/bin/pip install -r examples/airflow/requirements.txt" in readme
+    assert ".ci-airflow/bin/pip install -q -r examples/airflow/requirements.txt" in ci
+    assert ".airflow/bin/python -m pytest --noconftest tests/airflow" in readme
+    assert ".ci-airflow/bin/python -m pytest --noconftest tests/airflow" in ci
 
 
 def test_dataflow_extra_pins_the_dockerfile_beam_version() -> None:

@@ -85,7 +85,7 @@ def schemes(location: str) -> list[str]:
 
 
 # Extras of this package that bring a scheme's fsspec filesystem.
-_EXTRAS: Final = {"s3": "s3", "s3a": "s3"}
+_EXTRAS: Final = {"s3": "s3", "s3a": "s3", "az": "azure", "abfs": "azure", "abfss": "azure"}
 
 
 def check_filesystem(location: str) -> None:

@@ -1,0 +1,109 @@
+"""The job with manifest, images and output on az://, against a real local Azure Blob server (Azurite)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+
+import fsspec
+import pytest
+
+from pipeline.main import run
+from tests.servers import check_exclusive_creation_and_claims, free_port, serving, upload_png
+
+pytest.importorskip("adlfs", reason="the azure extra is not installed")
+ROOT = Path(__file__).resolve().parents[1]
+AZURITE = shutil.which("azurite-blob") or str(ROOT / ".node" / "node_modules" / ".bin" / "azurite-blob")
+if not Path(AZURITE).is_file():
+    pytest.skip("Azurite is not installed (npm install --prefix .node azurite@3)", allow_module_level=True)
+
+CONTAINER = "style-az-test"
+# Azurite's well-known development account (public, documented by Microsoft).
+ACCOUNT_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
+
+
+@pytest.fixture(scope="module")
+def az(tmp_path_factory: pytest.TempPathFactory) -> Iterator[fsspec.AbstractFileSystem]:
+    """Azurite's blob service on 127.0.0.1, and adlfs pointed at it through fsspec's own configuration."""
+    port = free_port()
+    folder = tmp_path_factory.mktemp("azurite")
+    command = [AZURITE, "--inMemoryPersistence", "--blobHost", "127.0.0.1", "--blobPort", str(port),
+               "--skipApiVersionCheck"]
+    with serving(command, port, folder / "azurite.log", "the Azurite blob server"):
+        # What a user sets (or FSSPEC_AZ_CONNECTION_STRING / AZURE_STORAGE_CONNECTION_STRING).
+        saved = fsspec.config.conf.get("az")
+        fsspec.config.conf["az"] = {
+            "connection_string": f"DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey={ACCOUNT_KEY};"
+            f"BlobEndpoint=http://127.0.0.1:{port}/devstoreaccount1;"
+        }
+        warnings.filterwarnings("ignore", message="Failed to fetch container properties")
+        try:
+            filesystem = fsspec.filesystem("az", skip_instance_cache=True)
+            filesystem.mkdir(CONTAINER)
+            yield filesystem
+        finally:
+            if saved is None:
+                fsspec.config.conf.pop("az", None)
+            else:
+                fsspec.config.conf["az"] = saved
+
+
+def test_job_on_azure_writes_resumes_and_repairs(az, weights_file) -> None:
+    root = f"{CONTAINER}/job"
+    upload_png(az, f"{root}/in/content.png", 1)
+    upload_png(az, f"{root}/in/style.png", 3)
+    az.pipe_file(
+        f"{root}/in/manifest.csv",
+        b"id,content,style\none,content.png,style.png\ntwo,content.png,style.png\nbad,missing.png,style.png\n",
+    )
+    args = [
+        "--runner=FnApiRunner",
+        f"--manifest=az://{root}/in/manifest.csv",
+        f"--output=az://{root}/out",
+        f"--weights={weights_file('vgg19')}",
+        "--weights_family=torchvision",
+        "--image_size=48",
+        "--iterations=5",
+    ]
+    assert run(args) == 0
+    az.invalidate_cache()
+    assert sorted(az.ls(f"{root}/out/images")) == [f"{root}/out/images/one.png", f"{root}/out/images/two.png"]
+    log = json.loads(az.cat_file(f"{root}/out/logs/two.json"))
+    assert log["inputs"]["content"] == f"az://{root}/in/content.png"
+    assert log["image"]["sha256"] == hashlib.sha256(az.cat_file(f"{root}/out/images/two.png")).hexdigest()
+    assert log["inputs"]["signatures"][f"az://{root}/in/content.png"].lower().startswith("etag=")
+    summary = json.loads(az.cat_file(f"{root}/out/summary.json"))
+    assert summary["counts"]["succeeded"] == 2 and summary["counts"]["failed"] == 1
+    assert az.exists(f"{root}/out/report.html")
+
+    assert run(args) == 0
+    az.invalidate_cache()
+    assert json.loads(az.cat_file(f"{root}/out/summary.json"))["counts"]["skipped"] == 2
+    az.pipe_file(f"{root}/out/images/one.png", b"\x89PNG cut")
+    assert run(args) == 0
+    az.invalidate_cache()
+    counts = json.loads(az.cat_file(f"{root}/out/summary.json"))["counts"]
+    assert counts["repaired"] == 1 and counts["succeeded"] == 1 and counts["skipped"] == 1
+
+
+def test_exclusive_creation_and_claims_on_azure(az) -> None:
+    check_exclusive_creation_and_claims(az, f"az://{CONTAINER}")
+
+
+def test_a_create_that_loses_the_race_to_the_precondition_is_refused(az, monkeypatch) -> None:
+    # Two runs both see no claim, then both upload: Azure's If-None-Match (adlfs's mode="create") lets one through.
+    import adlfs
+
+    from transforms import storage
+
+    location = f"az://{CONTAINER}/race/x.json"
+    assert storage.create_exclusive(location, b"first")
+    monkeypatch.setattr(adlfs.AzureBlobFileSystem, "exists", lambda self, path, **kwargs: False)
+    assert not storage.create_exclusive(location, b"second")
+    monkeypatch.undo()
+    az.invalidate_cache()
+    assert az.cat_file(location) == b"first"
