@@ -29,6 +29,17 @@ def comma_floats(text: str) -> tuple[float, ...]:
     return tuple(float(part) for part in comma_names(text))
 
 
+def scale_list(text: str) -> tuple[tuple[int, int], ...]:
+    """``512:300,1024:200`` -> ((512, 300), (1024, 200)): size and iterations of each coarse scale."""
+    scales = []
+    for item in comma_names(text):
+        size, colon, iterations = item.partition(":")
+        if not (colon and size.isdigit() and iterations.isdigit()):
+            raise argparse.ArgumentTypeError(f"expected SIZE:ITERATIONS[,SIZE:ITERATIONS...], got {text!r}")
+        scales.append((int(size), int(iterations)))
+    return tuple(scales)
+
+
 _TRUE: Final = ("true", "yes", "1")
 _FALSE: Final = ("false", "no", "0")
 
@@ -96,6 +107,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     engine.add_argument("--iterations", type=int, default=_DEFAULTS["iterations"], help="one forward+backward each")
     engine.add_argument("--seed", type=int, default=_DEFAULTS["seed"], help="seed of random init and random weights")
     engine.add_argument("--image_size", type=int, default=_DEFAULTS["image_size"], help="longest side of the output, px")
+    engine.add_argument(
+        "--scales", type=scale_list, default=(),
+        help="coarse-to-fine: SIZE:ITERATIONS of each coarser scale optimized before --image_size "
+        "(--iterations), e.g. 512:300,1024:100 with --image_size 2048; each starts from the previous "
+        "result, upscaled (README, 'Large prints')",
+    )
     engine.add_argument("--style_scale", type=float, default=_DEFAULTS["style_scale"], help="style image size relative to image_size")
     _add_switch(engine, "--original_colors", "keep the content's colours (luminance-only transfer)")
     engine.add_argument("--device", choices=DEVICES, default=_DEFAULTS["device"], help="auto: CUDA when available")
@@ -125,7 +142,7 @@ class _HelpFormatter(argparse.HelpFormatter):
 
     def _get_help_string(self, action: argparse.Action) -> str:
         text = action.help or ""
-        if action.default not in (None, argparse.SUPPRESS) and action.default is not False and "default" not in text:
+        if action.default not in (None, argparse.SUPPRESS, ()) and action.default is not False and "default" not in text:
             text += " (default: %(default)s)"
         return text
 

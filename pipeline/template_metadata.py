@@ -50,6 +50,7 @@ _BY_TYPE: Final = {
     flags.switch: "true|false",
     flags.comma_names: rf"{_NAME}(,{_NAME})*",
     flags.comma_floats: rf"{_NUMBER}(,{_NUMBER})*",
+    flags.scale_list: r"[0-9]+:[0-9]+(,[0-9]+:[0-9]+)*",
 }
 # The one flag every run needs (the inputs are --manifest, or --contents with --styles).
 REQUIRED: Final = ("output",)
@@ -69,7 +70,7 @@ def _regex(action: argparse.Action) -> str:
 
 def _help(action: argparse.Action) -> str:
     text = action.help or ""
-    if action.default is not None and action.default is not False and "default" not in text:
+    if action.default not in (None, ()) and action.default is not False and "default" not in text:
         default = action.default
         text += f" (default: {','.join(map(str, default)) if isinstance(default, tuple) else default})"
     return text

@@ -43,5 +43,6 @@ class Limits:
                 f"image_size {config.image_size} is over --max_image_size {self.max_image_size} "
                 "(raise it where the memory is there)"
             )
-        if config.iterations > self.max_iterations:
-            raise ValueError(f"iterations {config.iterations} is over --max_iterations {self.max_iterations}")
+        if config.total_iterations > self.max_iterations:
+            what = "iterations" if not config.scales else "iterations of all scales"
+            raise ValueError(f"{what} {config.total_iterations} is over --max_iterations {self.max_iterations}")

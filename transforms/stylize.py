@@ -199,6 +199,8 @@ class _Running:
     prepared: Prepared
     claim: claims.Claim
     request: StyleRequest | None = None
+    # Iteration records seen so far, over all scales (for the progress display).
+    records: int = 0
 
 
 class StylizeBatchesFn(beam.DoFn):
@@ -296,13 +298,16 @@ class StylizeBatchesFn(beam.DoFn):
                     content = self._read_image(pair.content)
                     init_image = self._read_image(config.init) if config.init not in INIT_MODES else None
                     targets = self._style_targets(engine, pair, config)
+                    coarse = tuple(
+                        self._style_targets(engine, pair, config.at_stage(stage)) for stage in range(len(config.scales))
+                    )
                 except Exception as exc:  # noqa: BLE001 - a bad input fails its own pair
                     running.remove(entry)
                     claims.release(self._settings.output, pair.id, self._settings.run_id)
                     self._failed.inc()
                     yield pvalue.TaggedOutput(FAILURES, _failure(tracker, pair, "read", exc))
                     continue
-                entry.request = StyleRequest(content, targets, config, init_image, pair.content)
+                entry.request = StyleRequest(content, targets, config, init_image, pair.content, coarse)
             if not running:
                 return
             self._batch_sizes.update(len(running))
@@ -329,8 +334,10 @@ class StylizeBatchesFn(beam.DoFn):
 
         def on_record(index: int, record: IterationRecord) -> None:
             entry = running[index]
-            pair = entry.prepared.pair
-            tracker.iteration(pair.id, record.iteration, entry.prepared.config.iterations, record.total)
+            pair, config = entry.prepared.pair, entry.prepared.config
+            # Counted over all scales (each restarts its iterations at 0 and ends with a final record).
+            entry.records += 1
+            tracker.iteration(pair.id, entry.records, config.total_iterations + len(config.stages), record.total)
             entry.claim = claims.renew_if_due(self._settings.output, pair.id, entry.claim)
 
         try:
@@ -374,6 +381,16 @@ class StylizeBatchesFn(beam.DoFn):
             "history": [record.to_dict() for record in result.history],
             "final": result.final.to_dict(),
             "chosen_iteration": result.chosen_iteration,
+            # Coarse-to-fine: each coarser scale's own history, at its own size.
+            "scales": [
+                {
+                    "size": list(coarse.image.size),
+                    "history": [record.to_dict() for record in coarse.history],
+                    "final": coarse.final.to_dict(),
+                    "chosen_iteration": coarse.chosen_iteration,
+                }
+                for coarse in result.coarse
+            ],
             "device": result.device,
             "model": config.model,
             "weights": config.weights,

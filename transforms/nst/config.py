@@ -64,6 +64,10 @@ class StyleConfig:
     iterations: int = 500
     seed: int = 0
     image_size: int = 512
+    # Coarse-to-fine: (size, iterations) of each coarser scale optimized before the final
+    # (image_size, iterations), each starting from the previous result upscaled, with style
+    # targets at its own size x style_scale. Empty: one scale, as Gatys et al.
+    scales: tuple[tuple[int, int], ...] = ()
     style_scale: float = 1.0
     original_colors: bool = False
     device: str = "auto"
@@ -111,6 +115,14 @@ class StyleConfig:
         for name in ("iterations", "image_size"):
             if int(getattr(self, name)) != getattr(self, name) or getattr(self, name) < 1:
                 raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
+        scales = tuple((int(size), int(iterations)) for size, iterations in self.scales)
+        sizes = [size for size, _ in scales] + [self.image_size]
+        if any(b <= a for a, b in zip(sizes, sizes[1:])) or any(size < 1 or n < 1 for size, n in scales):
+            raise ValueError(
+                f"scales must grow in size up to image_size {self.image_size}, each with iterations >= 1: "
+                + ",".join(f"{size}:{n}" for size, n in scales)
+            )
+        object.__setattr__(self, "scales", scales)
         if self.learning_rate <= 0:
             raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}")
         if self.style_scale <= 0:
@@ -136,6 +148,22 @@ class StyleConfig:
     def style_size(self) -> int:
         """Longest side, in px, that style images are resized to."""
         return max(1, round(self.image_size * self.style_scale))
+
+    @property
+    def stages(self) -> tuple[tuple[int, int], ...]:
+        """(size, iterations) of every scale, coarse to fine; the last is (image_size, iterations)."""
+        return (*self.scales, (self.image_size, self.iterations))
+
+    @property
+    def total_iterations(self) -> int:
+        return sum(iterations for _, iterations in self.stages)
+
+    def at_stage(self, index: int) -> StyleConfig:
+        """The single-scale settings of stage ``index``. Only the last stage transfers colours:
+        a coarse stage's result is a starting image, and recolouring it would be undone."""
+        size, iterations = self.stages[index]
+        last = index == len(self.stages) - 1
+        return self.replace(image_size=size, iterations=iterations, scales=(), original_colors=self.original_colors and last)
 
     def network_key(self) -> tuple[object, ...]:
         """The values that decide the network; configs with equal keys can share one model."""

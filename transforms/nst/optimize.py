@@ -12,6 +12,7 @@ steps were measured to overshoot to an infinite loss; in 0-255 units they conver
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -117,6 +118,8 @@ class StyleResult:
     chosen_iteration: int
     device: str
     seconds: float
+    # Coarse-to-fine: the results of the coarser scales, in order (``history`` is the last scale's).
+    coarse: tuple[StyleResult, ...] = ()
 
 
 IterationCallback = Callable[[IterationRecord], None]
@@ -138,7 +141,7 @@ def resolve_device(name: str) -> torch.device:
 
 def batch_key(config: StyleConfig, content_size: tuple[int, int]) -> tuple[object, ...]:
     """Pairs with equal keys can share one :meth:`StyleTransfer.stylize_batch` call, and do so
-    without waste: one network, output size, optimizer, precision and iteration count."""
+    without waste: one network, output size, optimizer, precision, iteration count and scales."""
     return (
         config.network_key(),
         fitted_size(*content_size, config.image_size),
@@ -146,6 +149,7 @@ def batch_key(config: StyleConfig, content_size: tuple[int, int]) -> tuple[objec
         config.learning_rate if config.optimizer == "adam" else None,
         config.precision,
         config.iterations,
+        config.scales,
     )
 
 
@@ -248,10 +252,12 @@ class StyleRequest:
     style: StyleTargets
     # Per-pair settings (default: the engine's); network fields must match the engine's.
     config: StyleConfig | None = None
-    # The starting image when ``config.init`` names an image location.
+    # The starting image: given, it wins over ``config.init`` (which then names its location).
     init_image: Image.Image | None = None
     # What errors call the content image (its URL, say).
     content_name: str = "content image"
+    # Coarse-to-fine: style targets for each of ``config.scales``, at its style size.
+    coarse_styles: tuple[StyleTargets, ...] = ()
 
 
 BatchCallback = Callable[[int, IterationRecord], None]
@@ -338,22 +344,22 @@ class StyleTransfer:
     ) -> Tensor:
         """The starting image, NCHW on the engine's device, in the family's pixel units."""
         height, width = content.shape[-2:]
-        if config.init == "content":
+        if init_image is not None:
+            # An init image, or the previous scale's result: stretched to the content's exact size.
+            resized = init_image.resize((width, height), Image.Resampling.LANCZOS)
+            start = image_to_tensor(resized) * self.family.pixel_scale
+        elif config.init == "content":
             start = content.clone()
         elif config.init == "random":
             # Gatys et al. start from white noise: uniform pixels, seeded for reproducibility.
             generator = torch.Generator().manual_seed(config.seed)
             start = torch.rand(content.shape, generator=generator) * self.family.pixel_scale
-        else:
-            if config.init == "style":
-                source = style.first_image
-            elif init_image is None:
-                raise ValueError(f"init {config.init!r} names an image, but no init_image was given")
-            else:
-                source = init_image
+        elif config.init == "style":
             # Stretched to the content's exact size: the optimized image must match it.
-            resized = source.resize((width, height), Image.Resampling.LANCZOS)
+            resized = style.first_image.resize((width, height), Image.Resampling.LANCZOS)
             start = image_to_tensor(resized) * self.family.pixel_scale
+        else:
+            raise ValueError(f"init {config.init!r} names an image, but no init_image was given")
         return start.to(self.device, content.dtype)
 
     def as_written(self, image: Tensor) -> Tensor:
@@ -370,6 +376,7 @@ class StyleTransfer:
         callback: IterationCallback | None = None,
         content_name: str = "content image",
         time_limit: float | None = None,
+        coarse_styles: Sequence[StyleTargets] = (),
     ) -> StyleResult:
         """Optimize an image with ``content``'s features and ``style``'s Gram statistics.
 
@@ -382,6 +389,8 @@ class StyleTransfer:
             content_name: what errors call the content image (its URL, say).
             time_limit: seconds this call may take; checked after every iteration (on the host:
                 no device synchronization beyond the one each iteration makes already).
+            coarse_styles: with ``config.scales``, targets for each coarser scale, encoded at
+                its ``config.at_stage(i).style_size``.
 
         Raises:
             ImageTooSmallError: the content is smaller than the network can handle.
@@ -389,7 +398,7 @@ class StyleTransfer:
             TimeLimitError: ``time_limit`` passed before the last iteration.
             ValueError: the config or targets do not fit this network.
         """
-        request = StyleRequest(content, style, config, init_image, content_name)
+        request = StyleRequest(content, style, config, init_image, content_name, tuple(coarse_styles))
         on_record = None if callback is None else (lambda _, record: callback(record))
         (result,) = self.stylize_batch([request], on_record, time_limit)
         if isinstance(result, Exception):
@@ -425,6 +434,58 @@ class StyleTransfer:
             ValueError: the pairs do not share a size, an optimizer and a precision.
         """
         started = time.perf_counter()
+        stages = {(request.config or self.config).scales for request in requests}
+        if len(stages) > 1:
+            raise ValueError(f"a batch needs pairs of one set of scales; got {sorted(stages)}")
+        if stages == {()}:
+            return self._stylize_scale(requests, callback, started, time_limit)
+        return self._stylize_coarse_to_fine(requests, callback, started, time_limit)
+
+    def _stylize_coarse_to_fine(
+        self, requests: Sequence[StyleRequest], callback: BatchCallback | None, started: float, time_limit: float | None
+    ) -> list[StyleResult | Exception]:
+        """Each scale of ``config.stages`` in turn, as a batch of single-scale pairs starting
+        from the previous scale's results (upscaled); a pair that fails at a scale leaves."""
+        outcomes: list[StyleResult | Exception | None] = [None] * len(requests)
+        done: list[list[StyleResult]] = [[] for _ in requests]
+        stages = (requests[0].config or self.config).stages
+        for stage in range(len(stages)):
+            members, staged = [], []
+            for index, request in enumerate(requests):
+                config = request.config or self.config
+                if outcomes[index] is not None:
+                    continue
+                if len(request.coarse_styles) != len(config.scales):
+                    outcomes[index] = ValueError(
+                        f"{len(request.coarse_styles)} coarse style targets for {len(config.scales)} scales"
+                    )
+                    continue
+                last = stage == len(stages) - 1
+                members.append(index)
+                staged.append(dataclasses.replace(
+                    request,
+                    config=config.at_stage(stage),
+                    style=request.style if last else request.coarse_styles[stage],
+                    init_image=done[index][-1].image if done[index] else request.init_image,
+                    coarse_styles=(),
+                ))
+            if not staged:
+                break
+            on_record = None if callback is None else (lambda k, record: callback(members[k], record))
+            for index, result in zip(members, self._stylize_scale(staged, on_record, started, time_limit), strict=True):
+                if isinstance(result, Exception):
+                    outcomes[index] = result
+                else:
+                    done[index].append(result)
+        return [
+            outcome if outcome is not None else dataclasses.replace(results[-1], coarse=tuple(results[:-1]))
+            for outcome, results in zip(outcomes, done, strict=True)
+        ]
+
+    def _stylize_scale(
+        self, requests: Sequence[StyleRequest], callback: BatchCallback | None, started: float, time_limit: float | None
+    ) -> list[StyleResult | Exception]:
+        """One scale of a batch: :meth:`stylize_batch` for pairs without coarser scales."""
         outcomes: list[StyleResult | Exception | None] = [None] * len(requests)
         configs: list[StyleConfig] = []
         contents: list[Tensor] = []
@@ -613,5 +674,9 @@ def stylize(
 ) -> StyleResult:
     """One-shot convenience: build the network, encode ``styles``, stylize ``content``."""
     engine = StyleTransfer(config)
+    config = engine.config
     targets = engine.encode_styles(styles, style_weights)
-    return engine.stylize(content, targets, init_image=init_image, callback=callback)
+    coarse = tuple(
+        engine.encode_styles(styles, style_weights, config.at_stage(stage).style_size) for stage in range(len(config.scales))
+    )
+    return engine.stylize(content, targets, init_image=init_image, callback=callback, coarse_styles=coarse)

@@ -1,0 +1,80 @@
+"""Coarse-to-fine against one scale: time to the same final loss, on the example pairs.
+
+    python -m benchmarks.scales --size 256 --iterations 500 --coarse 128:300 --fine 150
+
+For each example photo x painting pair, the embedded Caffe VGG19 optimizes the image at
+``--size`` in one scale (``--iterations``), then coarse to fine (``--coarse`` scales, then
+``--fine`` iterations at ``--size``). Both are scored by the same full-size objective: the loss
+records of the last scale are at ``--size`` with the same targets. Printed: each run's seconds and
+final loss, and how long each took to reach the single-scale run's final loss (from the
+per-iteration records' clocks). Peak memory is not measured here (README, Performance).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+from pathlib import Path
+
+import torch
+from PIL import Image
+
+from pipeline.flags import scale_list
+from transforms.nst import StyleConfig, StyleTransfer
+from transforms.nst.optimize import StyleResult
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+
+
+def _pairs() -> list[tuple[str, Image.Image, Image.Image]]:
+    rows = (EXAMPLES / "manifest.csv").read_text().splitlines()[1:]
+    pairs = []
+    for row in rows:
+        pair_id, content, style = row.split(",")
+        pairs.append((pair_id, Image.open(EXAMPLES / content).convert("RGB"), Image.open(EXAMPLES / style).convert("RGB")))
+    return pairs
+
+
+def _time_to(result: StyleResult, loss: float) -> float | None:
+    """Seconds (from the start of the whole run) at which the last scale first reached ``loss``."""
+    return next((r.seconds for r in result.history if r.total is not None and r.total <= loss and not r.rejected), None)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--size", type=int, default=256)
+    parser.add_argument("--iterations", type=int, default=500, help="single scale")
+    parser.add_argument("--coarse", type=scale_list, default=((128, 300),), help="SIZE:ITERATIONS of the coarse scales")
+    parser.add_argument("--fine", type=int, default=150, help="iterations at --size after the coarse scales")
+    parser.add_argument("--device", default="auto")
+    args = parser.parse_args()
+
+    single = StyleConfig(image_size=args.size, iterations=args.iterations, device=args.device)
+    staged = single.replace(iterations=args.fine, scales=args.coarse)
+    engine = StyleTransfer(single)
+    print(f"{engine.device}, {args.size} px: one scale x {args.iterations} vs "
+          f"{','.join(f'{s}:{n}' for s, n in args.coarse)} then {args.fine} at {args.size}")
+    ratios = []
+    for pair_id, content, style in _pairs():
+        targets = engine.encode_styles([style])
+        coarse = tuple(engine.encode_styles([style], size=staged.at_stage(i).style_size) for i in range(len(staged.scales)))
+        one = engine.stylize(content, targets, single)
+        many = engine.stylize(content, targets, staged, coarse_styles=coarse)
+        reached = _time_to(many, one.final.total)
+        ratio = None if reached is None else reached / one.seconds
+        if ratio is not None:
+            ratios.append(ratio)
+        print(
+            f"{pair_id:18s} one scale {one.seconds:6.1f} s loss {one.final.total:.4g} | coarse-to-fine "
+            f"{many.seconds:6.1f} s loss {many.final.total:.4g} ({many.final.total / one.final.total:.3f}x) | "
+            f"reached the one-scale loss at "
+            + ("never" if reached is None else f"{reached:.1f} s ({ratio:.2f} of the time)")
+        )
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+    if ratios:
+        print(f"median time to the one-scale final loss: {statistics.median(ratios):.2f} of one scale's")
+
+
+if __name__ == "__main__":
+    main()
