@@ -40,6 +40,12 @@ def _time_to(result: StyleResult, loss: float) -> float | None:
     return next((r.seconds for r in result.history if r.total is not None and r.total <= loss and not r.rejected), None)
 
 
+def _loss_at(result: StyleResult, seconds: float) -> float:
+    """The lowest loss ``result``'s last scale had reached by ``seconds``."""
+    seen = [r.total for r in result.history if r.seconds <= seconds and r.total is not None and not r.rejected]
+    return min(seen) if seen else float("inf")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", type=int, default=256)
@@ -64,9 +70,11 @@ def main() -> None:
         ratio = None if reached is None else reached / one.seconds
         if ratio is not None:
             ratios.append(ratio)
+        same_time = _loss_at(one, many.seconds)
         print(
             f"{pair_id:18s} one scale {one.seconds:6.1f} s loss {one.final.total:.4g} | coarse-to-fine "
             f"{many.seconds:6.1f} s loss {many.final.total:.4g} ({many.final.total / one.final.total:.3f}x) | "
+            f"one scale at {many.seconds:.0f} s: {same_time:.4g} ({many.final.total / same_time:.3f}x) | "
             f"reached the one-scale loss at "
             + ("never" if reached is None else f"{reached:.1f} s ({ratio:.2f} of the time)")
         )

@@ -10,7 +10,7 @@ import argparse
 import dataclasses
 from typing import Any, Final
 
-from transforms.nst.config import DEVICES, MODELS, OPTIMIZERS, POOLINGS, PRECISIONS, StyleConfig
+from transforms.nst.config import COLOR_CONTROLS, DEVICES, MODELS, OPTIMIZERS, POOLINGS, PRECISIONS, StyleConfig
 from transforms.limits import Limits
 from transforms.nst.families import FAMILIES, NAMED_WEIGHTS
 from transforms.records import MANIFEST_FORMATS
@@ -114,7 +114,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "result, upscaled (README, 'Large prints')",
     )
     engine.add_argument("--style_scale", type=float, default=_DEFAULTS["style_scale"], help="style image size relative to image_size")
-    _add_switch(engine, "--original_colors", "keep the content's colours (luminance-only transfer)")
+    engine.add_argument(
+        "--color_control", choices=COLOR_CONTROLS, default=_DEFAULTS["color_control"],
+        help="keep the content's colours (Gatys et al. 2016): luminance (luminance-only transfer, "
+        "after optimization) or histogram (styles take the content's colours first)",
+    )
+    _add_switch(engine, "--original_colors", "neural-style's name for --color_control luminance")
     engine.add_argument("--device", choices=DEVICES, default=_DEFAULTS["device"], help="auto: CUDA when available")
     engine.add_argument("--precision", choices=PRECISIONS, default=_DEFAULTS["precision"], help="the network's convolutions: fp32, or bf16 autocast (Grams and losses stay fp32)")
     job.add_argument(
@@ -130,6 +135,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     limits.add_argument("--pair_time_limit", type=float, default=_LIMITS["pair_time_limit"], help="seconds a pair may run before it fails (the job goes on)")
     limits.add_argument("--max_input_mb", type=float, default=_LIMITS["max_input_bytes"] / 2**20, help="largest input file (image or manifest) read, MiB")
     limits.add_argument("--max_input_pixels", type=int, default=_LIMITS["max_input_pixels"], help="largest input image decoded, in pixels")
+    limits.add_argument(
+        "--device_memory_gb", type=float, default=None,
+        help="memory a pair may use on its device, GiB (default: what the GPU has free, or the "
+        "CPU's available RAM); a pair whose estimate is larger is refused before it starts",
+    )
     limits.add_argument(
         "--allowed_schemes", type=comma_names, default=",".join(_LIMITS["allowed_schemes"]),
         help="where manifest rows may point; add http,https to fetch URLs (never from loopback, "

@@ -14,7 +14,7 @@ from apache_beam.options.pipeline_options import PipelineOptions, _BeamArgumentP
 
 from pipeline.flags import add_arguments
 from transforms.limits import Limits
-from transforms.nst.config import StyleConfig
+from transforms.nst.config import StyleConfig, with_color_alias
 
 
 class StyleTransferOptions(PipelineOptions):
@@ -105,8 +105,8 @@ class PipelineConfig:
     def from_options(cls, options: PipelineOptions) -> PipelineConfig:
         """Raises ValueError naming the bad flag or value."""
         view = options.view_as(StyleTransferOptions)
-        style_fields = {f.name for f in dataclasses.fields(StyleConfig)}
-        style = StyleConfig(**{name: getattr(view, name) for name in style_fields})
+        style_fields = {f.name for f in dataclasses.fields(StyleConfig)} | {"original_colors"}
+        style = StyleConfig(**with_color_alias({name: getattr(view, name) for name in style_fields}))
         if not 0 < view.max_input_mb < float("inf"):
             raise ValueError(f"--max_input_mb must be a finite number > 0, got {view.max_input_mb}")
         limits = Limits(
@@ -116,6 +116,7 @@ class PipelineConfig:
             max_input_bytes=int(view.max_input_mb * 2**20),
             max_input_pixels=view.max_input_pixels,
             allowed_schemes=tuple(view.allowed_schemes),
+            device_memory_gb=view.device_memory_gb,
         )
         return cls(
             output=view.output or "",

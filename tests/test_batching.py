@@ -31,7 +31,7 @@ def requests(engine: StyleTransfer, optimizer: str) -> list[StyleRequest]:
         base,
         base.replace(style_weight=3e6, content_weight=2.0, iterations=6, init="random", seed=3),
         base.replace(tv_weight=5.0, iterations=13, style_layer_weights=(1, 2, 3, 4, 5)),
-        base.replace(original_colors=True, iterations=10, init="style"),
+        base.replace(color_control="luminance", iterations=10, init="style"),
     ]
     styles = [engine.encode_styles([synthetic_image(10 + k)]) for k in range(4)]
     return [

@@ -97,9 +97,9 @@ def test_style_scale_resizes_style_images(weights_file) -> None:
 
 def test_original_colors_keep_content_chroma(weights_file) -> None:
     content = synthetic_image(1)
-    cfg = config(weights_file, original_colors=True, iterations=10)
+    cfg = config(weights_file, color_control="luminance", iterations=10)
     result = stylize(content, [synthetic_image(5)], cfg)
-    plain = stylize(content, [synthetic_image(5)], cfg.replace(original_colors=False))
+    plain = stylize(content, [synthetic_image(5)], cfg.replace(color_control="none"))
     content_chroma = rgb_to_ycbcr(image_to_tensor(content))[:, 1:]
     kept = rgb_to_ycbcr(image_to_tensor(result.image))[:, 1:]
     changed = rgb_to_ycbcr(image_to_tensor(plain.image))[:, 1:]

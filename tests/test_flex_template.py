@@ -54,7 +54,7 @@ EXAMPLES = {
     "manifest": "gs://bucket/pairs.csv", "manifest_format": "jsonl", "contents": "gs://bucket/photos/*.jpg",
     "styles": "s3://bucket/paintings/*.png", "output": "gs://bucket/stylized/2026-11-26",
     "weights_family": "caffe", "style_layer_weights": "1,0.5,0.25,1e-1,.5", "content_weight": "5",
-    "style_weight": "1e2", "scales": "128:100,256:50", "overwrite": "true", "strict": "false", "original_colors": "true", "verbose": "false",
+    "style_weight": "1e2", "scales": "128:100,256:50", "device_memory_gb": "22.5", "overwrite": "true", "strict": "false", "original_colors": "true", "verbose": "false",
 }
 
 

@@ -51,7 +51,7 @@ def test_overrides_are_typed_and_validated() -> None:
         "a.jpg,s.png,,,,,surplus\n"
     )
     assert isinstance(ok, Pair)
-    assert dict(ok.overrides) == {"iterations": 7, "original_colors": True, "init": "gs://bucket/set/start.png"}
+    assert dict(ok.overrides) == {"iterations": 7, "color_control": "luminance", "init": "gs://bucket/set/start.png"}
     assert ok.style_weights == (1.0, 3.0)
     assert "original_colors must be true or false, got 'maybe'" in bad_bool.error
     assert "iterations must be int, got '7.5'" in bad_int.error

@@ -169,7 +169,7 @@ def test_jsonl_manifest_with_lists_and_row_overrides(weights_file, tmp_path) -> 
     short = json.loads((out / "logs" / "short.json").read_text())
     assert len(short["history"]) == 3 + 1 and short["config"]["iterations"] == 3  # + the written image
     colour = json.loads((out / "logs" / "colour.json").read_text())
-    assert colour["config"]["original_colors"] is True and colour["config"]["init"] == "random"
+    assert colour["config"]["color_control"] == "luminance" and colour["config"]["init"] == "random"
     summary = json.loads((out / "summary.json").read_text())
     assert summary["counts"] == {"succeeded": 2, "skipped": 0, "failed": 3, "claimed_elsewhere": 0, "repaired": 0, "total": 5}
     errors = [json.loads(l)["error"] for l in Path(summary["failures_file"]).read_text().splitlines()]

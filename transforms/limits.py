@@ -25,6 +25,8 @@ class Limits:
     # Decoded pixels of one input image (decompression bombs are refused before decoding).
     max_input_pixels: int = MAX_INPUT_PIXELS
     allowed_schemes: tuple[str, ...] = DEFAULT_SCHEMES
+    # GiB a pair may use on its device; None: what the device has free when the pair starts.
+    device_memory_gb: float | None = None
 
     def __post_init__(self) -> None:
         for name in ("max_image_size", "max_iterations", "max_input_bytes", "max_input_pixels"):
@@ -33,6 +35,8 @@ class Limits:
                 raise ValueError(f"--{name} must be a positive integer, got {value!r}")
         if not self.pair_time_limit > 0 or self.pair_time_limit == float("inf"):
             raise ValueError(f"--pair_time_limit must be a finite number of seconds > 0, got {self.pair_time_limit!r}")
+        if self.device_memory_gb is not None and not 0 < self.device_memory_gb < float("inf"):
+            raise ValueError(f"--device_memory_gb must be a finite number > 0, got {self.device_memory_gb!r}")
         if not self.allowed_schemes:
             raise ValueError("--allowed_schemes must name at least one scheme (file, gs, s3, ...)")
 

@@ -21,7 +21,7 @@ from apache_beam import pvalue
 
 from transforms import storage
 from transforms.limits import Limits
-from transforms.nst.config import INIT_MODES, StyleConfig
+from transforms.nst.config import INIT_MODES, StyleConfig, with_color_alias
 from transforms.records import MANIFEST_FORMATS, Failure, Pair
 
 logger = logging.getLogger(__name__)
@@ -39,6 +39,8 @@ ROW_OVERRIDES: Final[dict[str, type]] = {
     "tv_weight": float,
     "seed": int,
     "init": str,
+    "color_control": str,
+    # neural-style's name for color_control luminance (config.with_color_alias)
     "original_colors": bool,
 }
 COLUMNS: Final = ("id", "content", "style", "style_weights", *ROW_OVERRIDES)
@@ -211,7 +213,7 @@ def row_to_pair(row: dict[str, Any], source: str, base_folder: str, defaults: St
         weights = tuple(float(w) for w in _split(row["style_weights"], "style_weights"))
         if len(weights) != len(styles) or not all(math.isfinite(w) and w >= 0 for w in weights) or sum(weights) <= 0:
             raise ValueError(f"style_weights {list(weights)} must be {len(styles)} finite values >= 0, not all zero")
-    overrides = {column: _convert(column, row[column]) for column in ROW_OVERRIDES if column in row}
+    overrides = with_color_alias({column: _convert(column, row[column]) for column in ROW_OVERRIDES if column in row})
     if "init" in overrides and overrides["init"] not in INIT_MODES:
         overrides["init"] = storage.resolve(overrides["init"], base_folder)
     limits.check(defaults.replace(**overrides))  # ValueError for an out-of-range value

@@ -33,6 +33,7 @@ import torch
 from apache_beam import pvalue
 from apache_beam.metrics import Metrics
 from apache_beam.utils import shared
+from PIL import Image
 
 from transforms import claims, devices, progress, storage
 from transforms.limits import Limits
@@ -41,7 +42,7 @@ from transforms.nst import (
     batch_key, decode_image, encode_png,
 )
 from transforms.nst.images import decoded_size, fitted_size
-from transforms.nst.optimize import estimated_pair_bytes
+from transforms.nst.optimize import estimated_pair_bytes, free_memory_bytes, largest_fitting_size
 from transforms.nst.config import INIT_MODES
 from transforms.nst.families import NAMED_WEIGHTS
 from transforms.records import Failure, Outcome, Pair
@@ -83,7 +84,7 @@ def input_signatures(pair: Pair, config: StyleConfig) -> dict[str, str]:
 
 def fingerprint(pair: Pair, config: StyleConfig, signatures: dict[str, str]) -> str:
     """Identifies the work a pair's outputs came from: inputs, their versions, every setting."""
-    described = {**pair_inputs(pair), "signatures": signatures, "config": config.to_dict()}
+    described = {**pair_inputs(pair), "signatures": signatures, "config": config.fingerprint_settings()}
     return hashlib.sha256(json.dumps(described, sort_keys=True).encode()).hexdigest()
 
 
@@ -249,19 +250,25 @@ class StylizeBatchesFn(beam.DoFn):
                 raise ModelLoadError(f"the model could not be loaded ({type(exc).__name__}: {exc})") from exc
         return self._holder.engine
 
-    def _style_targets(self, engine: StyleTransfer, pair: Pair, config: StyleConfig) -> StyleTargets:
-        key = (pair.styles, pair.style_weights, config.style_size)
+    def _style_targets(
+        self, engine: StyleTransfer, pair: Pair, config: StyleConfig, content: Image.Image
+    ) -> StyleTargets:
+        # Histogram colour control gives each content its own targets (styles in its colours).
+        matched = config.color_control == "histogram"
+        key = (pair.styles, pair.style_weights, config.style_size, pair.content if matched else None)
         if key in self._styles:
             self._styles.move_to_end(key)
             return self._styles[key]
         images = [self._read_image(s) for s in pair.styles]
-        targets = engine.encode_styles(images, pair.style_weights, config.style_size, names=pair.styles)
+        targets = engine.encode_styles(
+            images, pair.style_weights, config.style_size, names=pair.styles, colors_of=content if matched else None
+        )
         self._styles[key] = targets
         if len(self._styles) > _STYLE_CACHE_SIZE:
             self._styles.popitem(last=False)
         return targets
 
-    def _read_image(self, location: str):  # -> PIL.Image.Image
+    def _read_image(self, location: str) -> Image.Image:
         data = storage.read_bytes(location, self._settings.limits.max_input_bytes)
         return decode_image(data, location, self._settings.limits.max_input_pixels)
 
@@ -269,9 +276,22 @@ class StylizeBatchesFn(beam.DoFn):
         _, group = element
         engine = self._engine()  # ModelLoadError fails the bundle, not the pairs
         prepared = list(group)
-        size = self._settings.batch_size or auto_batch_size(engine, prepared[0])
-        for start in range(0, len(prepared), size):
-            yield from self._run_batch(engine, prepared[start : start + size])
+        limit = self._settings.limits.device_memory_gb
+        budget = int(limit * 2**30) if limit is not None else free_memory_bytes(engine.device)
+        fitting = []
+        for item in prepared:
+            refusal = memory_refusal(item, engine.device, budget)
+            if refusal is None:
+                fitting.append(item)
+                continue
+            self._failed.inc()
+            tracker = progress.for_run(self._settings.run_id, self._settings.expected_pairs)
+            yield pvalue.TaggedOutput(FAILURES, _failure(tracker, item.pair, "stylize", refusal))
+        if not fitting:
+            return
+        size = self._settings.batch_size or auto_batch_size(engine, fitting[0], budget)
+        for start in range(0, len(fitting), size):
+            yield from self._run_batch(engine, fitting[start : start + size])
 
     def _run_batch(self, engine: StyleTransfer, batch: list[Prepared]) -> Iterator[Any]:
         tracker = progress.for_run(self._settings.run_id, self._settings.expected_pairs)
@@ -297,9 +317,10 @@ class StylizeBatchesFn(beam.DoFn):
                     config = item.config
                     content = self._read_image(pair.content)
                     init_image = self._read_image(config.init) if config.init not in INIT_MODES else None
-                    targets = self._style_targets(engine, pair, config)
+                    targets = self._style_targets(engine, pair, config, content)
                     coarse = tuple(
-                        self._style_targets(engine, pair, config.at_stage(stage)) for stage in range(len(config.scales))
+                        self._style_targets(engine, pair, config.at_stage(stage), content)
+                        for stage in range(len(config.scales))
                     )
                 except Exception as exc:  # noqa: BLE001 - a bad input fails its own pair
                     running.remove(entry)
@@ -406,14 +427,37 @@ class StylizeBatchesFn(beam.DoFn):
         return Stylized(pair.id, png, log, pair.source, repaired=prepared.repairing is not None)
 
 
-def auto_batch_size(engine: StyleTransfer, prepared: Prepared) -> int:
-    """Pairs per batch for ``--batch_size auto``: on a GPU as many as its free memory holds
-    (``estimated_pair_bytes``), up to MAX_BATCH; on the CPU, where batching gains little, the
-    measured best (README, Performance)."""
-    if engine.device.type != "cuda":
+def auto_batch_size(engine: StyleTransfer, prepared: Prepared, budget: int | None) -> int:
+    """Pairs per batch for ``--batch_size auto``: on a GPU as many as 80% of its memory
+    ``budget`` holds (``estimated_pair_bytes``), up to MAX_BATCH; on the CPU, where batching
+    gains little, the measured best (README, Performance)."""
+    if engine.device.type != "cuda" or budget is None:
         return CPU_BATCH_SIZE
-    free, _ = torch.cuda.mem_get_info(engine.device)
-    return max(1, min(MAX_BATCH, int(0.8 * free // estimated_pair_bytes(prepared.config, prepared.output_size))))
+    return max(1, min(MAX_BATCH, int(0.8 * budget // estimated_pair_bytes(prepared.config, prepared.output_size))))
+
+
+class PairTooLargeError(MemoryError):
+    """A pair whose estimated memory is more than its device has: refused before it starts."""
+
+
+def _mebibytes(count: float) -> str:
+    return f"{count / 2**30:.1f} GiB" if count >= 2**30 else f"{count / 2**20:.1f} MiB"
+
+
+def memory_refusal(prepared: Prepared, device: torch.device, budget: int | None) -> PairTooLargeError | None:
+    """Why ``prepared`` cannot run within ``budget`` bytes (with the size it needs and the size
+    that would fit), or None when it fits or the budget is unknown."""
+    config, (width, height) = prepared.config, prepared.output_size
+    needed = estimated_pair_bytes(config, (width, height))
+    if budget is None or needed <= budget:
+        return None
+    fits = largest_fitting_size(config, (width, height), budget)
+    cure = f"the largest image_size that fits is {fits} px" if fits else "no image_size fits"
+    return PairTooLargeError(
+        f"{prepared.pair.content}: a {width}x{height} result needs about {_mebibytes(needed)} on {device} "
+        f"({config.precision}, estimated), more than the {_mebibytes(budget)} there; {cure} "
+        "(README, 'Large prints': memory)"
+    )
 
 
 class StylizePairs(beam.PTransform):

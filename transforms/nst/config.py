@@ -19,6 +19,29 @@ OPTIMIZERS: Final = ("lbfgs", "adam")
 INIT_MODES: Final = ("content", "random", "style")
 DEVICES: Final = ("auto", "cpu", "cuda")
 PRECISIONS: Final = ("fp32", "bf16")
+# Gatys et al. 2016, "Preserving Color in Neural Artistic Style Transfer": keep the content's
+# colours by luminance-only transfer (after optimization, as neural-style's -original_colors),
+# or by matching the style images' colour histograms to the content's before optimization.
+COLOR_CONTROLS: Final = ("none", "luminance", "histogram")
+
+
+def with_color_alias(settings: dict[str, object]) -> dict[str, object]:
+    """``settings`` with neural-style's ``original_colors`` switch (the flag, the manifest column)
+    turned into ``color_control="luminance"``, the one field the engine reads.
+
+    Raises:
+        ValueError: ``original_colors`` asked together with another colour control.
+    """
+    settings = dict(settings)
+    if "original_colors" not in settings:
+        return settings
+    if settings.pop("original_colors"):
+        if settings.get("color_control", "none") not in ("none", "luminance"):
+            raise ValueError(f"original_colors is color_control luminance; it cannot go with color_control {settings['color_control']}")
+        settings["color_control"] = "luminance"
+    else:
+        settings.setdefault("color_control", "none")  # a row's original_colors=false turns it off
+    return settings
 # The largest input image decoded, in pixels (16 k x 16 k): far beyond what a style transfer can
 # use, far below a decompression bomb. images.py enforces it; the pipeline's --max_input_pixels.
 MAX_INPUT_PIXELS: Final = 16384 * 16384
@@ -69,7 +92,8 @@ class StyleConfig:
     # targets at its own size x style_scale. Empty: one scale, as Gatys et al.
     scales: tuple[tuple[int, int], ...] = ()
     style_scale: float = 1.0
-    original_colors: bool = False
+    # "none", "luminance" (neural-style's original_colors) or "histogram": COLOR_CONTROLS.
+    color_control: str = "none"
     device: str = "auto"
     # The network's convolutions in fp32, or in bf16 under autocast (Gram matrices and losses
     # stay fp32: bf16 Grams lose the small differences the style loss measures).
@@ -83,6 +107,7 @@ class StyleConfig:
         self._check_choice("optimizer", self.optimizer, OPTIMIZERS)
         self._check_choice("device", self.device, DEVICES)
         self._check_choice("precision", self.precision, PRECISIONS)
+        self._check_choice("color_control", self.color_control, COLOR_CONTROLS)
         if not self.weights:
             raise ValueError(f"weights must be one of {', '.join(NAMED_WEIGHTS)} or a state-dict location")
         family = resolve_family(self.weights, self.weights_family)
@@ -159,11 +184,13 @@ class StyleConfig:
         return sum(iterations for _, iterations in self.stages)
 
     def at_stage(self, index: int) -> StyleConfig:
-        """The single-scale settings of stage ``index``. Only the last stage transfers colours:
-        a coarse stage's result is a starting image, and recolouring it would be undone."""
+        """The single-scale settings of stage ``index``. Only the last stage transfers luminance:
+        a coarse stage's result is a starting image, and recolouring it would be undone (histogram
+        matching, which acts on the style images, applies at every scale)."""
         size, iterations = self.stages[index]
         last = index == len(self.stages) - 1
-        return self.replace(image_size=size, iterations=iterations, scales=(), original_colors=self.original_colors and last)
+        control = "none" if self.color_control == "luminance" and not last else self.color_control
+        return self.replace(image_size=size, iterations=iterations, scales=(), color_control=control)
 
     def network_key(self) -> tuple[object, ...]:
         """The values that decide the network; configs with equal keys can share one model."""
@@ -172,6 +199,19 @@ class StyleConfig:
     def replace(self, **changes: object) -> StyleConfig:
         """A validated copy with ``changes`` applied."""
         return dataclasses.replace(self, **changes)
+
+    def fingerprint_settings(self) -> dict[str, object]:
+        """:meth:`to_dict` as releases before scales and colour control wrote it, for the
+        fingerprint that decides whether a finished pair is redone: upgrading must not redo
+        every pair. Settings added since appear only when they are set."""
+        data = self.to_dict()
+        if not data["scales"]:
+            del data["scales"]
+        control = data.pop("color_control")
+        data["original_colors"] = control == "luminance"
+        if control == "histogram":
+            data["color_control"] = control
+        return data
 
     def to_dict(self) -> dict[str, object]:
         """JSON-ready view of every setting."""

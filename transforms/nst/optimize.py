@@ -23,7 +23,7 @@ import torch
 from PIL import Image
 from torch import Tensor, nn
 
-from transforms.nst.color import keep_colors
+from transforms.nst.color import keep_colors, match_colors
 from transforms.nst.config import StyleConfig
 from transforms.nst.images import fit_longest_side, fitted_size, image_to_tensor, tensor_to_image
 from transforms.nst.lbfgs import LBFGS
@@ -165,6 +165,33 @@ def estimated_pair_bytes(config: StyleConfig, size: tuple[int, int]) -> int:
     """Device memory one pair of output ``size`` (width, height) needs in a batch, estimated."""
     history = 2 * LBFGS_HISTORY * 3 * 4 if config.optimizer == "lbfgs" else 3 * 4 * 3
     return size[0] * size[1] * (_ACTIVATION_BYTES_PER_PIXEL[config.precision] + history + 100)
+
+
+def largest_fitting_size(config: StyleConfig, content_size: tuple[int, int], budget: int) -> int:
+    """The largest ``image_size`` whose pair estimate (:func:`estimated_pair_bytes`) fits
+    ``budget`` bytes for a content of ``content_size``; 0 if none does."""
+    width, height = content_size
+    per_pixel = estimated_pair_bytes(config, (1, 1))
+    size = math.isqrt(int(budget / per_pixel * max(width, height) / min(width, height))) + 1
+    while size > 0 and estimated_pair_bytes(config, fitted_size(width, height, size)) > budget:
+        size -= 1
+    return size
+
+
+def free_memory_bytes(device: torch.device) -> int | None:
+    """Memory a pair may take on ``device`` now: a GPU's free memory plus what PyTorch holds
+    cached, or the CPU's available RAM (Linux's MemAvailable); None where that is unknown."""
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return free + torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
+    try:
+        with open("/proc/meminfo") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
 
 
 def blend_weights(count: int, weights: Sequence[float] | None) -> list[float]:
@@ -320,16 +347,22 @@ class StyleTransfer:
         weights: Sequence[float] | None = None,
         size: int | None = None,
         names: Sequence[str] | None = None,
+        colors_of: Image.Image | None = None,
     ) -> StyleTargets:
         """Gram targets of ``styles`` blended by ``weights`` (normalized to sum 1).
 
         Each style image is resized so its longest side is ``size`` (default: the config's
         ``style_size``), and the targets are the weighted average of the per-image Grams.
-        ``names`` (URLs, say) are what errors call the images.
+        ``names`` (URLs, say) are what errors call the images. ``colors_of``: a content image
+        whose colours the styles take first (``color_control="histogram"``; the targets are
+        then this content's own).
         """
         size = size or self.config.style_size
         blend = blend_weights(len(styles), weights)
         resized = [fit_longest_side(image, size) for image in styles]
+        if colors_of is not None:
+            reference = image_to_tensor(colors_of)[0]
+            resized = [tensor_to_image(match_colors(image_to_tensor(image)[0], reference)[None]) for image in resized]
         grams: dict[str, Tensor] = {}
         for index, (image, weight) in enumerate(zip(resized, blend, strict=True)):
             name = names[index] if names else f"style image {index + 1}"
@@ -633,7 +666,7 @@ class StyleTransfer:
             output = torch.where(choose[:, None, None, None], last, best)
             parts = torch.where(choose[:, None], last_parts, best_parts)
             chosen = [n if t else i for n, t, i in zip(iterations, take_last, best_iteration.tolist(), strict=True)]
-            recolor = [c.original_colors for c in configs]
+            recolor = [c.color_control == "luminance" for c in configs]
             if any(recolor):
                 colored = self.as_written(keep_colors(output / scale, content / scale) * scale)
                 output = torch.where(torch.tensor(recolor, device=self.device)[:, None, None, None], colored, output)
@@ -675,8 +708,10 @@ def stylize(
     """One-shot convenience: build the network, encode ``styles``, stylize ``content``."""
     engine = StyleTransfer(config)
     config = engine.config
-    targets = engine.encode_styles(styles, style_weights)
+    colors_of = content if config.color_control == "histogram" else None
+    targets = engine.encode_styles(styles, style_weights, colors_of=colors_of)
     coarse = tuple(
-        engine.encode_styles(styles, style_weights, config.at_stage(stage).style_size) for stage in range(len(config.scales))
+        engine.encode_styles(styles, style_weights, config.at_stage(stage).style_size, colors_of=colors_of)
+        for stage in range(len(config.scales))
     )
     return engine.stylize(content, targets, init_image=init_image, callback=callback, coarse_styles=coarse)

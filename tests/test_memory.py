@@ -1,0 +1,76 @@
+"""Memory you can predict: the per-pair estimate against a measured CPU run; refusals with numbers."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from pipeline.main import run
+from tests.test_pipeline import job_args, write_images
+from transforms.nst import StyleConfig
+from transforms.nst.images import fitted_size
+from transforms.nst.optimize import estimated_pair_bytes, largest_fitting_size
+
+# A fresh process: its peak resident memory during one pair, over what it held before the pair
+# (the model and a style encoded at 64 px, so that no earlier peak hides the pair's).
+MEASURE = textwrap.dedent("""
+    import os, resource, sys
+    import torch
+    from PIL import Image
+    from transforms.nst import StyleConfig, StyleTransfer
+    torch.set_num_threads(2)
+    size, iterations = int(sys.argv[1]), int(sys.argv[2])
+    config = StyleConfig(image_size=size, iterations=iterations, device="cpu", style_scale=64 / size)
+    engine = StyleTransfer(config)
+    targets = engine.encode_styles([Image.open("examples/images/starry_night.jpg").convert("RGB")])
+    before = int(open("/proc/self/statm").read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    result = engine.stylize(Image.open("examples/images/cat.jpg").convert("RGB"), targets)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    print(peak - before, *result.image.size)
+""")
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_the_estimate_is_within_20_percent_of_a_measured_cpu_run() -> None:
+    # 110 iterations: L-BFGS's history (100 pairs) is full, as the estimate assumes.
+    result = subprocess.run(
+        [sys.executable, "-c", MEASURE, "128", "110"], capture_output=True, text=True, timeout=300, check=True
+    )
+    measured, width, height = map(int, result.stdout.split())
+    estimate = estimated_pair_bytes(StyleConfig(image_size=128), (width, height))
+    assert 0.8 <= measured / estimate <= 1.2, f"measured {measured / 2**20:.1f} MiB, estimated {estimate / 2**20:.1f} MiB"
+
+
+def test_the_largest_fitting_size_is_the_last_that_fits() -> None:
+    config = StyleConfig()
+    budget = 24 * 2**30
+    size = largest_fitting_size(config, (4000, 3000), budget)
+    assert estimated_pair_bytes(config, fitted_size(4000, 3000, size)) <= budget
+    assert estimated_pair_bytes(config, fitted_size(4000, 3000, size + 1)) > budget
+    assert largest_fitting_size(config, (4000, 3000), 1000) == 0
+
+
+def test_a_pair_too_big_for_the_memory_is_refused_with_the_numbers(tmp_path, weights_file) -> None:
+    write_images(tmp_path / "in", {"cat.png": 1, "waves.png": 3})
+    manifest = tmp_path / "in" / "manifest.csv"
+    manifest.write_text("id,content,style,image_size\nsmall,cat.png,waves.png,32\nlarge,cat.png,waves.png,64\n")
+    out = tmp_path / "out"
+    budget = 15 * 2**20  # 15 MiB: a 32x24 pair fits (5.3 MiB), a 64x48 one (21 MiB) does not
+    assert run(job_args(weights_file("vgg19"), out, f"--manifest={manifest}", f"--device_memory_gb={budget / 2**30}")) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["counts"]["succeeded"] == 1 and summary["counts"]["failed"] == 1
+    (failure,) = [json.loads(line) for line in (out / summary["failures_file"].split("/out/")[1]).read_text().splitlines()]
+    config = StyleConfig(weights=weights_file("vgg19"), weights_family="torchvision", image_size=64)
+    needed = estimated_pair_bytes(config, (64, 48)) / 2**20
+    fits = largest_fitting_size(config, (64, 48), budget)
+    assert failure["id"] == "large" and failure["stage"] == "stylize"
+    assert failure["error"] == (
+        f"PairTooLargeError: {tmp_path}/in/cat.png: a 64x48 result needs about {needed:.1f} MiB on cpu (fp32, estimated), "
+        f"more than the 15.0 MiB there; the largest image_size that fits is {fits} px (README, 'Large prints': memory)"
+    )
+    assert 32 <= fits < 64 and not (out / "images" / "large.png").exists()

@@ -1,0 +1,108 @@
+"""Coarse-to-fine scales: each scale starts from the previous result, with its own style targets."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from pipeline.flags import scale_list
+from pipeline.main import run
+from tests.conftest import synthetic_image
+from tests.test_engine import config
+from tests.test_pipeline import job_args, write_images
+from transforms.limits import Limits
+from transforms.nst import StyleConfig, StyleTransfer
+from transforms.nst.optimize import batch_key
+
+
+def totals(history) -> list[float]:
+    return [record.total for record in history]
+
+
+def test_the_chain_is_each_scale_started_from_the_previous_result(weights_file) -> None:
+    staged = config(weights_file, image_size=64, iterations=4, scales=((32, 3), (48, 3)))
+    engine = StyleTransfer(staged)
+    content, style = synthetic_image(1, 96, 72), synthetic_image(3, 96, 72)
+    targets = {size: engine.encode_styles([style], size=size) for size in (32, 48, 64)}
+    chained = engine.stylize(content, targets[64], coarse_styles=(targets[32], targets[48]))
+
+    # The same three runs by hand: each from the one before's written image, upscaled.
+    first = engine.stylize(content, targets[32], staged.at_stage(0))
+    second = engine.stylize(content, targets[48], staged.at_stage(1), init_image=first.image)
+    third = engine.stylize(content, targets[64], staged.at_stage(2), init_image=second.image)
+    assert [c.image.size for c in chained.coarse] == [(32, 24), (48, 36)] and chained.image.size == (64, 48)
+    for mine, theirs in ((chained.coarse[0], first), (chained.coarse[1], second), (chained, third)):
+        assert totals(mine.history) == pytest.approx(totals(theirs.history), rel=1e-5)
+        assert mine.image.tobytes() == theirs.image.tobytes()
+    # The fine scale did start from the coarse result: not from the content image.
+    from_content = engine.stylize(content, targets[64], staged.at_stage(2))
+    assert chained.history[0].total != pytest.approx(from_content.history[0].total, rel=1e-3)
+    assert chained.final.total < chained.history[0].total
+
+
+def test_coarse_targets_must_be_at_each_scale_size(weights_file) -> None:
+    staged = config(weights_file, image_size=64, iterations=2, scales=((32, 2),))
+    engine = StyleTransfer(staged)
+    style = synthetic_image(3, 96, 72)
+    with pytest.raises(ValueError, match="style targets were encoded at 64 px but the config needs 32 px"):
+        engine.stylize(synthetic_image(1), engine.encode_styles([style]), coarse_styles=(engine.encode_styles([style]),))
+    with pytest.raises(ValueError, match="0 coarse style targets for 1 scales"):
+        engine.stylize(synthetic_image(1), engine.encode_styles([style]))
+
+
+@pytest.mark.parametrize(
+    ("scales", "message"),
+    [
+        (((256, 10), (128, 10)), "scales must grow in size up to image_size 512, each with iterations >= 1: 256:10,128:10"),
+        (((512, 10),), "scales must grow in size up to image_size 512"),
+        (((256, 0),), "each with iterations >= 1: 256:0"),
+    ],
+)
+def test_scales_that_do_not_grow_to_the_image_size_are_refused(scales, message) -> None:
+    with pytest.raises(ValueError, match=message):
+        StyleConfig(scales=scales)
+
+
+def test_limits_count_the_iterations_of_every_scale() -> None:
+    staged = StyleConfig(image_size=512, iterations=400, scales=((256, 300),))
+    assert staged.total_iterations == 700 and staged.stages == ((256, 300), (512, 400))
+    with pytest.raises(ValueError, match="iterations of all scales 700 is over --max_iterations 600"):
+        Limits(max_iterations=600).check(staged)
+
+
+def test_only_the_last_scale_transfers_luminance() -> None:
+    staged = StyleConfig(image_size=512, scales=((256, 100),), color_control="luminance")
+    assert staged.at_stage(0).color_control == "none" and staged.at_stage(1).color_control == "luminance"
+    matched = staged.replace(color_control="histogram")
+    assert matched.at_stage(0).color_control == matched.at_stage(1).color_control == "histogram"
+    assert staged.at_stage(0).style_size == 256 and staged.at_stage(1).scales == ()
+
+
+def test_pairs_of_other_scales_are_not_batched_together() -> None:
+    one = StyleConfig(image_size=512)
+    assert batch_key(one, (640, 480)) != batch_key(one.replace(scales=((256, 100),)), (640, 480))
+
+
+def test_scales_flag() -> None:
+    assert scale_list("256:300, 512:100") == ((256, 300), (512, 100)) and scale_list("") == ()
+    with pytest.raises(Exception, match="expected SIZE:ITERATIONS"):
+        scale_list("256x300")
+
+
+def test_the_job_logs_every_scale(tmp_path, weights_file) -> None:
+    write_images(tmp_path / "in", {"cat.png": 1, "waves.png": 3})
+    manifest = tmp_path / "in" / "manifest.csv"
+    manifest.write_text("content,style\ncat.png,waves.png\n")
+    out = tmp_path / "out"
+    assert run(job_args(weights_file("vgg19"), out, f"--manifest={manifest}", "--scales=32:3")) == 0
+    log = json.loads((out / "logs" / "cat__waves.json").read_text())
+    assert log["config"]["scales"] == [[32, 3]]
+    (coarse,) = log["scales"]
+    assert coarse["size"] == [32, 24] and [r["iteration"] for r in coarse["history"]] == [0, 1, 2, 3]
+    assert coarse["history"][-1] == coarse["final"]
+    assert [r["iteration"] for r in log["history"]] == list(range(7)) and log["history"][-1] == log["final"]
+    # A rerun with other scales is another result: redone, not skipped.
+    assert run(job_args(weights_file("vgg19"), out, f"--manifest={manifest}", "--scales=24:3")) == 0
+    assert json.loads((out / "summary.json").read_text())["counts"]["succeeded"] == 1
+    assert json.loads((out / "logs" / "cat__waves.json").read_text())["scales"][0]["size"] == [24, 18]
