@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 
@@ -55,22 +56,37 @@ def test_the_largest_fitting_size_is_the_last_that_fits() -> None:
     assert largest_fitting_size(config, (4000, 3000), 1000) == 0
 
 
-def test_a_pair_too_big_for_the_memory_is_refused_with_the_numbers(tmp_path, weights_file) -> None:
+def _run(tmp_path, weights_file, budget: int) -> tuple[dict, dict]:
     write_images(tmp_path / "in", {"cat.png": 1, "waves.png": 3})
     manifest = tmp_path / "in" / "manifest.csv"
-    manifest.write_text("id,content,style,image_size\nsmall,cat.png,waves.png,32\nlarge,cat.png,waves.png,64\n")
+    manifest.write_text("id,content,style,image_size\nsmall,cat.png,waves.png,24\nlarge,cat.png,waves.png,64\n")
     out = tmp_path / "out"
-    budget = 15 * 2**20  # 15 MiB: a 32x24 pair fits (5.3 MiB), a 64x48 one (21 MiB) does not
     assert run(job_args(weights_file("vgg19"), out, f"--manifest={manifest}", f"--device_memory_gb={budget / 2**30}")) == 0
     summary = json.loads((out / "summary.json").read_text())
+    lines = Path(summary["failures_file"]).read_text().splitlines() if summary["failures_file"] else []
+    failures = [json.loads(line) for line in lines]
+    return summary, {f["id"]: f for f in failures}
+
+
+def test_a_pair_too_big_even_for_tiles_is_refused_with_the_numbers(tmp_path, weights_file) -> None:
+    budget = 5 * 2**20  # a 24x18 pair fits (3 MiB); a 64x48 one (21 MiB) does not, nor a 32 px tile
+    summary, failures = _run(tmp_path, weights_file, budget)
     assert summary["counts"]["succeeded"] == 1 and summary["counts"]["failed"] == 1
-    (failure,) = [json.loads(line) for line in (out / summary["failures_file"].split("/out/")[1]).read_text().splitlines()]
     config = StyleConfig(weights=weights_file("vgg19"), weights_family="torchvision", image_size=64)
     needed = estimated_pair_bytes(config, (64, 48)) / 2**20
     fits = largest_fitting_size(config, (64, 48), budget)
-    assert failure["id"] == "large" and failure["stage"] == "stylize"
-    assert failure["error"] == (
+    assert failures["large"]["stage"] == "stylize"
+    assert failures["large"]["error"] == (
         f"PairTooLargeError: {tmp_path}/in/cat.png: a 64x48 result needs about {needed:.1f} MiB on cpu (fp32, estimated), "
-        f"more than the 15.0 MiB there; the largest image_size that fits is {fits} px (README, 'Large prints': memory)"
+        f"more than the 5.0 MiB there; the largest image_size that fits is {fits} px (README, 'Large prints': memory)"
     )
-    assert 32 <= fits < 64 and not (out / "images" / "large.png").exists()
+    assert 24 <= fits < 64 and not (tmp_path / "out" / "images" / "large.png").exists()
+
+
+def test_a_pair_too_big_at_once_runs_in_tiles(tmp_path, weights_file) -> None:
+    budget = 15 * 2**20  # a 64x48 pair (21 MiB) does not fit; 45 px tiles do
+    summary, failures = _run(tmp_path, weights_file, budget)
+    assert summary["counts"]["succeeded"] == 2 and not failures
+    log = json.loads((tmp_path / "out" / "logs" / "large.json").read_text())
+    assert log["tiles"] == 4 and log["history"][-1] == log["final"]
+    assert json.loads((tmp_path / "out" / "logs" / "small.json").read_text())["tiles"] == 1

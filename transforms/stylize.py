@@ -284,6 +284,10 @@ class StylizeBatchesFn(beam.DoFn):
             if refusal is None:
                 fitting.append(item)
                 continue
+            tiling = tile_plan(item, budget)  # too large at once: the last scale in tiles
+            if tiling is not None:
+                yield from self._run_batch(engine, [item], tiling)
+                continue
             self._failed.inc()
             tracker = progress.for_run(self._settings.run_id, self._settings.expected_pairs)
             yield pvalue.TaggedOutput(FAILURES, _failure(tracker, item.pair, "stylize", refusal))
@@ -293,7 +297,9 @@ class StylizeBatchesFn(beam.DoFn):
         for start in range(0, len(fitting), size):
             yield from self._run_batch(engine, fitting[start : start + size])
 
-    def _run_batch(self, engine: StyleTransfer, batch: list[Prepared]) -> Iterator[Any]:
+    def _run_batch(self, engine: StyleTransfer, batch: list[Prepared], tiling: tuple[int, int] | None = None) -> Iterator[Any]:
+        """Claims, a last skip check, the inputs, the engine, the results; ``tiling`` (tile px,
+        overlap px): one pair, whose last scale runs in tiles."""
         tracker = progress.for_run(self._settings.run_id, self._settings.expected_pairs)
         running: list[_Running] = []
         try:
@@ -333,7 +339,7 @@ class StylizeBatchesFn(beam.DoFn):
                 return
             self._batch_sizes.update(len(running))
             started = time.perf_counter()
-            for entry, outcome in zip(running, self._stylize(engine, running, tracker), strict=True):
+            for entry, outcome in zip(running, self._stylize(engine, running, tracker, tiling), strict=True):
                 if isinstance(outcome, Exception):
                     claims.release(self._settings.output, entry.prepared.pair.id, self._settings.run_id)
                     self._failed.inc()
@@ -347,7 +353,7 @@ class StylizeBatchesFn(beam.DoFn):
             raise
 
     def _stylize(
-        self, engine: StyleTransfer, running: list[_Running], tracker: progress.Progress
+        self, engine: StyleTransfer, running: list[_Running], tracker: progress.Progress, tiling: tuple[int, int] | None
     ) -> list[StyleResult | Exception]:
         """The batch's results, one per pair; a batch that runs out of GPU memory is redone one
         pair at a time, and a batch over the time limit fails each of its pairs."""
@@ -362,7 +368,17 @@ class StylizeBatchesFn(beam.DoFn):
             entry.claim = claims.renew_if_due(self._settings.output, pair.id, entry.claim)
 
         try:
+            if tiling is not None:
+                (request,) = requests
+                tile, overlap = tiling
+                return [engine.stylize_tiled(
+                    request, tile, overlap, lambda record: on_record(0, record), self._settings.limits.pair_time_limit
+                )]
             return engine.stylize_batch(requests, on_record, self._settings.limits.pair_time_limit)
+        except ValueError as exc:  # a tiled pair's own problem (ImageTooSmallError, say)
+            if tiling is None:
+                raise
+            return [exc]
         except torch.cuda.OutOfMemoryError as exc:
             torch.cuda.empty_cache()
             if len(requests) == 1:
@@ -419,6 +435,8 @@ class StylizeBatchesFn(beam.DoFn):
             "preprocessing": config.family.to_dict(),
             "versions": _versions(),
             "batch_size": batch_size,
+            # Tiles the last scale ran in (1: the whole image at once; README, "Large prints").
+            "tiles": result.tiles,
             "seconds": round(seconds, 3),
             "finished_at": utc_iso(time.time()),
         }
@@ -434,6 +452,25 @@ def auto_batch_size(engine: StyleTransfer, prepared: Prepared, budget: int | Non
     if engine.device.type != "cuda" or budget is None:
         return CPU_BATCH_SIZE
     return max(1, min(MAX_BATCH, int(0.8 * budget // estimated_pair_bytes(prepared.config, prepared.output_size))))
+
+
+# A tiled pair's tiles are at least this share of its longest side (at most 8 x 8 tiles).
+MIN_TILE_FRACTION: Final = 1 / 8
+
+
+def tile_plan(prepared: Prepared, budget: int | None) -> tuple[int, int] | None:
+    """(tile px, overlap px) for a pair too large for ``budget`` at its last scale, or None when
+    tiles would not do: its coarser scales do not fit either, or the tiles would be tiny."""
+    config, (width, height) = prepared.config, prepared.output_size
+    if budget is None:
+        return None
+    for size, _ in config.scales:
+        if estimated_pair_bytes(config, fitted_size(width, height, size)) > budget:
+            return None
+    tile = largest_fitting_size(config, (1, 1), budget)  # the side of the largest square that fits
+    if tile < max(width, height) * MIN_TILE_FRACTION or tile < 32:
+        return None
+    return tile, max(8, tile // 8)
 
 
 class PairTooLargeError(MemoryError):

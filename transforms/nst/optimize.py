@@ -27,6 +27,7 @@ from transforms.nst.color import keep_colors, match_colors
 from transforms.nst.config import StyleConfig
 from transforms.nst.images import fit_longest_side, fitted_size, image_to_tensor, tensor_to_image
 from transforms.nst.lbfgs import LBFGS
+from transforms.nst.tiles import Canvas, tile_boxes
 from transforms.nst.losses import content_loss, gram_matrix, style_loss, tv_loss
 from transforms.nst.vgg import VGGFeatures
 from transforms.nst.weights import load_features_state_dict
@@ -120,6 +121,8 @@ class StyleResult:
     seconds: float
     # Coarse-to-fine: the results of the coarser scales, in order (``history`` is the last scale's).
     coarse: tuple[StyleResult, ...] = ()
+    # Tiles the last scale ran in (StyleTransfer.stylize_tiled); 1: the whole image at once.
+    tiles: int = 1
 
 
 IterationCallback = Callable[[IterationRecord], None]
@@ -165,6 +168,21 @@ def estimated_pair_bytes(config: StyleConfig, size: tuple[int, int]) -> int:
     """Device memory one pair of output ``size`` (width, height) needs in a batch, estimated."""
     history = 2 * LBFGS_HISTORY * 3 * 4 if config.optimizer == "lbfgs" else 3 * 4 * 3
     return size[0] * size[1] * (_ACTIVATION_BYTES_PER_PIXEL[config.precision] + history + 100)
+
+
+def _summed(records: Sequence[IterationRecord], seconds: float) -> IterationRecord:
+    """One record for several tiles' records of one iteration: their losses added up."""
+    first = records[0]
+    return IterationRecord(
+        iteration=first.iteration,
+        total=sum(r.total for r in records),
+        content=sum(r.content for r in records),
+        style=sum(r.style for r in records),
+        tv=sum(r.tv for r in records),
+        style_layers={layer: sum(r.style_layers[layer] for r in records) for layer in first.style_layers},
+        seconds=seconds,
+        rejected=any(r.rejected for r in records),
+    )
 
 
 def largest_fitting_size(config: StyleConfig, content_size: tuple[int, int], budget: int) -> int:
@@ -473,6 +491,101 @@ class StyleTransfer:
         if stages == {()}:
             return self._stylize_scale(requests, callback, started, time_limit)
         return self._stylize_coarse_to_fine(requests, callback, started, time_limit)
+
+    def stylize_tiled(
+        self,
+        request: StyleRequest,
+        tile: int,
+        overlap: int,
+        callback: IterationCallback | None = None,
+        time_limit: float | None = None,
+    ) -> StyleResult:
+        """One pair whose last scale is too large for the device: its coarser scales (if any)
+        whole, then the last scale in overlapping tiles of at most ``tile`` px a side.
+
+        Each tile is optimized from the image so far (the previous scale upscaled, with the
+        tiles done before it blended in) against its own part of the content and the whole
+        image's style targets, and put back with weights that ramp across the ``overlap``
+        (tiles.py), so no seam shows. Deviation: the references optimize the whole image; a
+        tile's style loss compares its own Gram matrices with the whole style's, which is
+        what crowsonkb's style-transfer-pytorch does for its tiles too. The result's history
+        and ``final`` sum the tiles' records (a whole-image loss is what does not fit).
+        """
+        started = time.perf_counter()
+        config = request.config or self.config
+        on_record = None if callback is None else (lambda _, record: callback(record))
+        if len(request.coarse_styles) != len(config.scales):
+            raise ValueError(f"{len(request.coarse_styles)} coarse style targets for {len(config.scales)} scales")
+        coarse: list[StyleResult] = []
+        init_image = request.init_image
+        for stage, targets in enumerate(request.coarse_styles):
+            staged = StyleRequest(request.content, targets, config.at_stage(stage), init_image, request.content_name)
+            (result,) = self._stylize_scale([staged], on_record, started, time_limit)
+            if isinstance(result, Exception):
+                raise result
+            coarse.append(result)
+            init_image = result.image
+        last = dataclasses.replace(request, init_image=init_image, coarse_styles=())
+        result = self._stylize_last_scale_tiled(
+            last, config.at_stage(len(config.scales)), tile, overlap, on_record, started, time_limit
+        )
+        return dataclasses.replace(result, coarse=tuple(coarse))
+
+    def _stylize_last_scale_tiled(
+        self,
+        request: StyleRequest,
+        config: StyleConfig,
+        tile: int,
+        overlap: int,
+        callback: BatchCallback | None,
+        started: float,
+        time_limit: float | None,
+    ) -> StyleResult:
+        content = fit_longest_side(request.content, config.image_size)
+        width, height = content.size
+        content_pixels = image_to_tensor(content)[0]
+        if request.init_image is not None:
+            start = image_to_tensor(request.init_image.resize((width, height), Image.Resampling.LANCZOS))[0]
+        elif config.init == "content":
+            start = content_pixels
+        elif config.init == "random":
+            start = torch.rand(content_pixels.shape, generator=torch.Generator().manual_seed(config.seed))
+        elif config.init == "style":
+            start = image_to_tensor(request.style.first_image.resize((width, height), Image.Resampling.LANCZOS))[0]
+        else:
+            raise ValueError(f"init {config.init!r} names an image, but no init_image was given")
+        canvas = Canvas(start, overlap)
+        done: list[StyleResult] = []
+        for index, box in enumerate(tile_boxes(width, height, tile, overlap)):
+            side = max(box[2] - box[0], box[3] - box[1])
+            # The tile's own size, with the style targets of the whole image (style_size unchanged).
+            tile_config = config.replace(
+                image_size=side, style_scale=config.style_size / side,
+                color_control="none" if config.color_control == "luminance" else config.color_control,
+            )
+            tile_request = StyleRequest(
+                content.crop(box), request.style, tile_config, tensor_to_image(canvas.crop(box)[None].float()),
+                f"{request.content_name} (tile {index + 1} at {box[0]},{box[1]})",
+            )
+            (result,) = self._stylize_scale([tile_request], callback, started, time_limit)
+            if isinstance(result, Exception):
+                raise result
+            canvas.put(box, image_to_tensor(result.image)[0])
+            done.append(result)
+        output = canvas.image().float()
+        if config.color_control == "luminance":
+            output = keep_colors(output, content_pixels).clamp(0, 1)
+        seconds = time.perf_counter() - started
+        history = [_summed([r.history[i] for r in done], seconds) for i in range(len(done[0].history))]
+        return StyleResult(
+            image=tensor_to_image(output[None]),
+            history=history,
+            final=history[-1],
+            chosen_iteration=config.iterations,
+            device=str(self.device),
+            seconds=seconds,
+            tiles=len(done),
+        )
 
     def _stylize_coarse_to_fine(
         self, requests: Sequence[StyleRequest], callback: BatchCallback | None, started: float, time_limit: float | None
