@@ -1,8 +1,10 @@
-"""Real local storage servers for the gs:// and s3:// tests, and what both sets of tests check."""
+"""Real local storage servers for the gs://, s3:// and az:// tests, and what they all check."""
 
 from __future__ import annotations
 
+import hashlib
 import io
+import json
 import os
 import shutil
 import socket
@@ -16,6 +18,7 @@ from pathlib import Path
 import fsspec
 import pytest
 
+from pipeline.main import run
 from tests.conftest import synthetic_image
 from transforms import claims, storage
 
@@ -70,3 +73,41 @@ def check_exclusive_creation_and_claims(fs: fsspec.AbstractFileSystem, root: str
     assert not claims.acquire(output, "p", "run-b", seconds=60)
     claims.release(output, "p", "run-a")
     assert claims.acquire(output, "p", "run-b", seconds=60)
+
+
+def check_job_writes_resumes_and_repairs(fs: fsspec.AbstractFileSystem, scheme: str, root: str, weights: str) -> None:
+    """The whole job on the store: two pairs and a bad row, a rerun that skips both, and a damaged
+    image found by its digest and redone. ``root`` is a folder path on ``fs`` (no scheme)."""
+    upload_png(fs, f"{root}/in/content.png", 1)
+    upload_png(fs, f"{root}/in/style.png", 3)
+    fs.pipe_file(
+        f"{root}/in/manifest.csv",
+        b"id,content,style\none,content.png,style.png\ntwo,content.png,style.png\nbad,missing.png,style.png\n",
+    )
+    args = [
+        "--runner=FnApiRunner", f"--manifest={scheme}://{root}/in/manifest.csv", f"--output={scheme}://{root}/out",
+        f"--weights={weights}", "--weights_family=torchvision", "--image_size=48", "--iterations=5", "--batch_size=2",
+    ]
+    assert run(args) == 0
+    fs.invalidate_cache()
+    assert sorted(fs.ls(f"{root}/out/images")) == [f"{root}/out/images/one.png", f"{root}/out/images/two.png"]
+    log = json.loads(fs.cat_file(f"{root}/out/logs/two.json"))
+    assert log["inputs"]["content"] == f"{scheme}://{root}/in/content.png" and log["batch_size"] == 2
+    assert log["image"]["sha256"] == hashlib.sha256(fs.cat_file(f"{root}/out/images/two.png")).hexdigest()
+    assert log["inputs"]["signatures"][f"{scheme}://{root}/in/content.png"].lower().startswith("etag=")
+    summary = json.loads(fs.cat_file(f"{root}/out/summary.json"))
+    assert summary["counts"]["succeeded"] == 2 and summary["counts"]["failed"] == 1
+    failure = json.loads(fs.cat_file(summary["failures_file"]))
+    assert failure["id"] == "bad" and "missing.png: no such file" in failure["error"]
+    assert fs.exists(f"{root}/out/report.html")
+    assert not fs.exists(f"{root}/out/claims") or not fs.ls(f"{root}/out/claims")
+
+    assert run(args) == 0
+    fs.invalidate_cache()
+    assert json.loads(fs.cat_file(f"{root}/out/summary.json"))["counts"]["skipped"] == 2
+    fs.pipe_file(f"{root}/out/images/one.png", b"\x89PNG cut")
+    fs.invalidate_cache()
+    assert run(args) == 0
+    fs.invalidate_cache()
+    counts = json.loads(fs.cat_file(f"{root}/out/summary.json"))["counts"]
+    assert counts["repaired"] == 1 and counts["succeeded"] == 1 and counts["skipped"] == 1

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 import shutil
 import warnings
 from collections.abc import Iterator
@@ -12,8 +10,7 @@ from pathlib import Path
 import fsspec
 import pytest
 
-from pipeline.main import run
-from tests.servers import check_exclusive_creation_and_claims, free_port, serving, upload_png
+from tests.servers import check_exclusive_creation_and_claims, check_job_writes_resumes_and_repairs, free_port, serving
 
 pytest.importorskip("adlfs", reason="the azure extra is not installed")
 ROOT = Path(__file__).resolve().parents[1]
@@ -53,41 +50,7 @@ def az(tmp_path_factory: pytest.TempPathFactory) -> Iterator[fsspec.AbstractFile
 
 
 def test_job_on_azure_writes_resumes_and_repairs(az, weights_file) -> None:
-    root = f"{CONTAINER}/job"
-    upload_png(az, f"{root}/in/content.png", 1)
-    upload_png(az, f"{root}/in/style.png", 3)
-    az.pipe_file(
-        f"{root}/in/manifest.csv",
-        b"id,content,style\none,content.png,style.png\ntwo,content.png,style.png\nbad,missing.png,style.png\n",
-    )
-    args = [
-        "--runner=FnApiRunner",
-        f"--manifest=az://{root}/in/manifest.csv",
-        f"--output=az://{root}/out",
-        f"--weights={weights_file('vgg19')}",
-        "--weights_family=torchvision",
-        "--image_size=48",
-        "--iterations=5",
-    ]
-    assert run(args) == 0
-    az.invalidate_cache()
-    assert sorted(az.ls(f"{root}/out/images")) == [f"{root}/out/images/one.png", f"{root}/out/images/two.png"]
-    log = json.loads(az.cat_file(f"{root}/out/logs/two.json"))
-    assert log["inputs"]["content"] == f"az://{root}/in/content.png"
-    assert log["image"]["sha256"] == hashlib.sha256(az.cat_file(f"{root}/out/images/two.png")).hexdigest()
-    assert log["inputs"]["signatures"][f"az://{root}/in/content.png"].lower().startswith("etag=")
-    summary = json.loads(az.cat_file(f"{root}/out/summary.json"))
-    assert summary["counts"]["succeeded"] == 2 and summary["counts"]["failed"] == 1
-    assert az.exists(f"{root}/out/report.html")
-
-    assert run(args) == 0
-    az.invalidate_cache()
-    assert json.loads(az.cat_file(f"{root}/out/summary.json"))["counts"]["skipped"] == 2
-    az.pipe_file(f"{root}/out/images/one.png", b"\x89PNG cut")
-    assert run(args) == 0
-    az.invalidate_cache()
-    counts = json.loads(az.cat_file(f"{root}/out/summary.json"))["counts"]
-    assert counts["repaired"] == 1 and counts["succeeded"] == 1 and counts["skipped"] == 1
+    check_job_writes_resumes_and_repairs(az, "az", f"{CONTAINER}/job", weights_file("vgg19"))
 
 
 def test_exclusive_creation_and_claims_on_azure(az) -> None:

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Iterator
 
 import fsspec
 import pytest
 
-from pipeline.main import run
-from tests.servers import check_exclusive_creation_and_claims, executable, free_port, serving, upload_png
+from tests.servers import (
+    check_exclusive_creation_and_claims, check_job_writes_resumes_and_repairs, executable, free_port, serving,
+)
 from transforms import storage
 
 pytest.importorskip("s3fs", reason="the s3 extra is not installed")
@@ -39,45 +38,7 @@ def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[fsspec.AbstractFile
 
 
 def test_job_on_s3_writes_resumes_and_repairs(s3, weights_file) -> None:
-    root = f"{BUCKET}/job"
-    upload_png(s3, f"{root}/in/content.png", 1)
-    upload_png(s3, f"{root}/in/style.png", 3)
-    s3.pipe_file(
-        f"{root}/in/manifest.csv",
-        b"id,content,style\none,content.png,style.png\ntwo,content.png,style.png\nbad,missing.png,style.png\n",
-    )
-    args = [
-        "--runner=FnApiRunner",
-        f"--manifest=s3://{root}/in/manifest.csv",
-        f"--output=s3://{root}/out",
-        f"--weights={weights_file('vgg19')}",
-        "--weights_family=torchvision",
-        "--image_size=48",
-        "--iterations=5",
-        "--batch_size=2",
-    ]
-    assert run(args) == 0
-    s3.invalidate_cache()
-    assert sorted(s3.ls(f"{root}/out/images")) == [f"{root}/out/images/one.png", f"{root}/out/images/two.png"]
-    log = json.loads(s3.cat_file(f"{root}/out/logs/two.json"))
-    assert log["inputs"]["content"] == f"s3://{root}/in/content.png" and log["batch_size"] == 2
-    assert log["image"]["sha256"] == hashlib.sha256(s3.cat_file(f"{root}/out/images/two.png")).hexdigest()
-    assert log["inputs"]["signatures"][f"s3://{root}/in/content.png"].startswith(("ETag=", "etag="))
-    summary = json.loads(s3.cat_file(f"{root}/out/summary.json"))
-    assert summary["counts"]["succeeded"] == 2 and summary["counts"]["failed"] == 1
-    failure = json.loads(s3.cat_file(summary["failures_file"]))
-    assert failure["id"] == "bad" and "missing.png: no such file" in failure["error"]
-    assert not s3.exists(f"{root}/out/claims") or not s3.ls(f"{root}/out/claims")
-
-    # a rerun skips both; a damaged image is redone and counted as repaired
-    assert run(args) == 0
-    s3.invalidate_cache()
-    assert json.loads(s3.cat_file(f"{root}/out/summary.json"))["counts"]["skipped"] == 2
-    s3.pipe_file(f"{root}/out/images/one.png", b"\x89PNG cut")
-    assert run(args) == 0
-    s3.invalidate_cache()
-    counts = json.loads(s3.cat_file(f"{root}/out/summary.json"))["counts"]
-    assert counts["repaired"] == 1 and counts["succeeded"] == 1 and counts["skipped"] == 1
+    check_job_writes_resumes_and_repairs(s3, "s3", f"{BUCKET}/job", weights_file("vgg19"))
 
 
 def test_exclusive_creation_and_claims_on_s3(s3) -> None:
