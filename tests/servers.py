@@ -55,6 +55,21 @@ def serving(command: list[str], port: int, log_path: Path, what: str) -> Iterato
             server.wait(timeout=10)
 
 
+@contextmanager
+def fsspec_settings(protocol: str, settings: dict[str, object]) -> Iterator[fsspec.AbstractFileSystem]:
+    """A new filesystem for ``protocol`` configured as a user configures it, through fsspec's own
+    configuration (the FSSPEC_<PROTOCOL>_<KEY> variables or config file); restored afterwards."""
+    saved = fsspec.config.conf.get(protocol)
+    fsspec.config.conf[protocol] = settings
+    try:
+        yield fsspec.filesystem(protocol, skip_instance_cache=True)
+    finally:
+        if saved is None:
+            fsspec.config.conf.pop(protocol, None)
+        else:
+            fsspec.config.conf[protocol] = saved
+
+
 def upload_png(fs: fsspec.AbstractFileSystem, path: str, seed: int) -> None:
     buffer = io.BytesIO()
     synthetic_image(seed).save(buffer, format="PNG")

@@ -10,7 +10,9 @@ from pathlib import Path
 import fsspec
 import pytest
 
-from tests.servers import check_exclusive_creation_and_claims, check_job_writes_resumes_and_repairs, free_port, serving
+from tests.servers import (
+    check_exclusive_creation_and_claims, check_job_writes_resumes_and_repairs, free_port, fsspec_settings, serving,
+)
 
 pytest.importorskip("adlfs", reason="the azure extra is not installed")
 ROOT = Path(__file__).resolve().parents[1]
@@ -32,21 +34,14 @@ def az(tmp_path_factory: pytest.TempPathFactory) -> Iterator[fsspec.AbstractFile
                "--skipApiVersionCheck"]
     with serving(command, port, folder / "azurite.log", "the Azurite blob server"):
         # What a user sets (or FSSPEC_AZ_CONNECTION_STRING / AZURE_STORAGE_CONNECTION_STRING).
-        saved = fsspec.config.conf.get("az")
-        fsspec.config.conf["az"] = {
-            "connection_string": f"DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey={ACCOUNT_KEY};"
+        connection = (
+            f"DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey={ACCOUNT_KEY};"
             f"BlobEndpoint=http://127.0.0.1:{port}/devstoreaccount1;"
-        }
+        )
         warnings.filterwarnings("ignore", message="Failed to fetch container properties")
-        try:
-            filesystem = fsspec.filesystem("az", skip_instance_cache=True)
+        with fsspec_settings("az", {"connection_string": connection}) as filesystem:
             filesystem.mkdir(CONTAINER)
             yield filesystem
-        finally:
-            if saved is None:
-                fsspec.config.conf.pop("az", None)
-            else:
-                fsspec.config.conf["az"] = saved
 
 
 def test_job_on_azure_writes_resumes_and_repairs(az, weights_file) -> None:

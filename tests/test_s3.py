@@ -8,7 +8,8 @@ import fsspec
 import pytest
 
 from tests.servers import (
-    check_exclusive_creation_and_claims, check_job_writes_resumes_and_repairs, executable, free_port, serving,
+    check_exclusive_creation_and_claims, check_job_writes_resumes_and_repairs, executable, free_port, fsspec_settings,
+    serving,
 )
 from transforms import storage
 
@@ -24,17 +25,10 @@ def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[fsspec.AbstractFile
     command = [executable("moto_server"), "-H", "127.0.0.1", "-p", str(port)]
     with serving(command, port, tmp_path_factory.mktemp("moto") / "moto.log", "the moto S3 server"):
         # What a user sets (or FSSPEC_S3_ENDPOINT_URL, FSSPEC_S3_KEY, ... in the environment).
-        saved = fsspec.config.conf.get("s3")
-        fsspec.config.conf["s3"] = {"endpoint_url": f"http://127.0.0.1:{port}", "key": "testing", "secret": "testing"}
-        try:
-            filesystem = fsspec.filesystem("s3", skip_instance_cache=True)
+        settings = {"endpoint_url": f"http://127.0.0.1:{port}", "key": "testing", "secret": "testing"}
+        with fsspec_settings("s3", settings) as filesystem:
             filesystem.mkdir(BUCKET)
             yield filesystem
-        finally:
-            if saved is None:
-                fsspec.config.conf.pop("s3", None)
-            else:
-                fsspec.config.conf["s3"] = saved
 
 
 def test_job_on_s3_writes_resumes_and_repairs(s3, weights_file) -> None:
