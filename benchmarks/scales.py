@@ -7,7 +7,8 @@ For each example photo x painting pair, the embedded Caffe VGG19 optimizes the i
 ``--fine`` iterations at ``--size``). Both are scored by the same full-size objective: the loss
 records of the last scale are at ``--size`` with the same targets. Printed: each run's seconds and
 final loss, and how long each took to reach the single-scale run's final loss (from the
-per-iteration records' clocks). Peak memory is not measured here (README, Performance).
+per-iteration records' clocks). On a GPU it also prints each run's peak memory
+(``torch.cuda.max_memory_allocated``) beside ``estimated_pair_bytes`` (README, "Large prints").
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from PIL import Image
 
 from pipeline.flags import scale_list
 from transforms.nst import StyleConfig, StyleTransfer
-from transforms.nst.optimize import StyleResult
+from transforms.nst.optimize import StyleResult, estimated_pair_bytes
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
@@ -64,8 +65,19 @@ def main() -> None:
     for pair_id, content, style in _pairs():
         targets = engine.encode_styles([style])
         coarse = tuple(engine.encode_styles([style], size=staged.at_stage(i).style_size) for i in range(len(staged.scales)))
-        one = engine.stylize(content, targets, single)
-        many = engine.stylize(content, targets, staged, coarse_styles=coarse)
+        peaks = []
+        for run in ("one", "many"):
+            if torch.cuda.is_available():
+                torch.cuda.reset_peak_memory_stats()
+            if run == "one":
+                one = engine.stylize(content, targets, single)
+            else:
+                many = engine.stylize(content, targets, staged, coarse_styles=coarse)
+            if torch.cuda.is_available():
+                peaks.append(torch.cuda.max_memory_allocated() / 2**30)
+        if peaks:
+            estimate = estimated_pair_bytes(single, one.image.size) / 2**30
+            print(f"{pair_id:18s} GPU peak: one scale {peaks[0]:.2f} GiB, coarse to fine {peaks[1]:.2f} GiB; estimate {estimate:.2f} GiB")
         reached = _time_to(many, one.final.total)
         ratio = None if reached is None else reached / one.seconds
         if ratio is not None:

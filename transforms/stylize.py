@@ -42,6 +42,7 @@ from transforms.nst import (
     batch_key, decode_image, encode_png,
 )
 from transforms.nst.images import decoded_size, fitted_size
+from transforms.nst.tiles import tile_boxes
 from transforms.nst.optimize import estimated_pair_bytes, free_memory_bytes, largest_fitting_size
 from transforms.nst.config import INIT_MODES
 from transforms.nst.families import NAMED_WEIGHTS
@@ -202,6 +203,8 @@ class _Running:
     request: StyleRequest | None = None
     # Iteration records seen so far, over all scales (for the progress display).
     records: int = 0
+    # Records the pair will make: each scale's iterations and written image, each tile's too.
+    expected_records: int = 0
 
 
 class StylizeBatchesFn(beam.DoFn):
@@ -317,7 +320,7 @@ class StylizeBatchesFn(beam.DoFn):
                     tracker.pair_finished(pair.id, "skipped", "done by another run meanwhile")
                     yield pvalue.TaggedOutput(SKIPPED, Outcome(pair.id, "skipped"))
                     continue
-                entry = _Running(item, claim)
+                entry = _Running(item, claim, expected_records=expected_records(item, tiling))
                 running.append(entry)
                 try:
                     config = item.config
@@ -361,10 +364,10 @@ class StylizeBatchesFn(beam.DoFn):
 
         def on_record(index: int, record: IterationRecord) -> None:
             entry = running[index]
-            pair, config = entry.prepared.pair, entry.prepared.config
-            # Counted over all scales (each restarts its iterations at 0 and ends with a final record).
+            pair = entry.prepared.pair
+            # Counted over all scales and tiles (each restarts its iterations at 0).
             entry.records += 1
-            tracker.iteration(pair.id, entry.records, config.total_iterations + len(config.stages), record.total)
+            tracker.iteration(pair.id, entry.records, entry.expected_records, record.total)
             entry.claim = claims.renew_if_due(self._settings.output, pair.id, entry.claim)
 
         try:
@@ -456,6 +459,13 @@ def auto_batch_size(engine: StyleTransfer, prepared: Prepared, budget: int | Non
 
 # A tiled pair's tiles are at least this share of its longest side (at most 8 x 8 tiles).
 MIN_TILE_FRACTION: Final = 1 / 8
+
+
+def expected_records(prepared: Prepared, tiling: tuple[int, int] | None) -> int:
+    """Iteration records a pair makes (for progress): iterations + 1 per scale, per tile at the last."""
+    config, (width, height) = prepared.config, prepared.output_size
+    tiles = len(tile_boxes(width, height, *tiling)) if tiling else 1
+    return sum(n + 1 for _, n in config.scales) + tiles * (config.iterations + 1)
 
 
 def tile_plan(prepared: Prepared, budget: int | None) -> tuple[int, int] | None:
