@@ -105,13 +105,6 @@ class ModelLoadError(RuntimeError):
     """The network could not be built on this worker: a job-level failure, not a pair's."""
 
 
-class _EngineHolder:
-    """Weak-referenceable box for the shared engine (``Shared`` keeps only weak references)."""
-
-    def __init__(self, engine: StyleTransfer) -> None:
-        self.engine = engine
-
-
 @dataclass(frozen=True)
 class StylizeSettings:
     """What StylizePairs takes from the job's configuration (pipeline/options.py builds it)."""
@@ -221,10 +214,11 @@ class StylizeBatchesFn(beam.DoFn):
         self._batch_sizes = Metrics.distribution(NAMESPACE, "batch_size")
         # Beam distributions hold integers: the final loss is recorded in thousandths.
         self._final_loss = Metrics.distribution(NAMESPACE, "final_loss_thousandths")
-        self._holder: _EngineHolder | None = None
+        # The worker process's engine, from ``Shared`` (which keeps a weak reference to it).
+        self._loaded: StyleTransfer | None = None
         self._styles: OrderedDict[tuple[Any, ...], StyleTargets] = OrderedDict()
 
-    def _load_engine(self) -> _EngineHolder:
+    def _load_engine(self) -> StyleTransfer:
         weights = self._settings.defaults.weights
         local = None
         if weights not in NAMED_WEIGHTS:
@@ -240,18 +234,18 @@ class StylizeBatchesFn(beam.DoFn):
             engine.device if pinned is None or engine.device.type != "cuda" else f"cuda:{pinned}",
             time.perf_counter() - started,
         )
-        return _EngineHolder(engine)
+        return engine
 
     def _engine(self) -> StyleTransfer:
         # A method, not a property: Beam inspects DoFn attributes when it builds the graph,
         # and evaluating this there would load the model into the pickled DoFn.
-        if self._holder is None:
+        if self._loaded is None:
             tag = repr(self._settings.defaults.network_key())
             try:
-                self._holder = self._shared.acquire(self._load_engine, tag=tag)
+                self._loaded = self._shared.acquire(self._load_engine, tag=tag)
             except Exception as exc:
                 raise ModelLoadError(f"the model could not be loaded ({type(exc).__name__}: {exc})") from exc
-        return self._holder.engine
+        return self._loaded
 
     def _style_targets(
         self, engine: StyleTransfer, pair: Pair, config: StyleConfig, content: Image.Image
