@@ -544,17 +544,10 @@ class StyleTransfer:
         content = fit_longest_side(request.content, config.image_size)
         width, height = content.size
         content_pixels = image_to_tensor(content)[0]
-        if request.init_image is not None:
-            start = image_to_tensor(request.init_image.resize((width, height), Image.Resampling.LANCZOS))[0]
-        elif config.init == "content":
-            start = content_pixels
-        elif config.init == "random":
-            start = torch.rand(content_pixels.shape, generator=torch.Generator().manual_seed(config.seed))
-        elif config.init == "style":
-            start = image_to_tensor(request.style.first_image.resize((width, height), Image.Resampling.LANCZOS))[0]
-        else:
-            raise ValueError(f"init {config.init!r} names an image, but no init_image was given")
-        canvas = Canvas(start, overlap)
+        scale = self.family.pixel_scale
+        # The whole starting image (a few hundred MB at most, never a network's activations).
+        start = self._initial_image(content_pixels[None] * scale, request.style, config, request.init_image)
+        canvas = Canvas(start[0].cpu() / scale, overlap)
         done: list[StyleResult] = []
         for index, box in enumerate(tile_boxes(width, height, tile, overlap)):
             side = max(box[2] - box[0], box[3] - box[1])
