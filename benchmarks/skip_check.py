@@ -24,7 +24,8 @@ from transforms.limits import Limits
 from transforms.nst import StyleConfig
 from transforms.records import Pair
 from transforms.results import image_location, log_location, to_json
-from transforms.stylize import PreparePairsFn, StylizeSettings, fingerprint, input_signatures
+from transforms.results import fingerprint, input_signatures
+from transforms.stylize import PreparePairsFn, StylizeSettings
 
 
 def main() -> None:

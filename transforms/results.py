@@ -15,13 +15,17 @@ and settings, and the image on storage matches the log's digest. Anything else i
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import json
 import logging
+import platform
 import statistics
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from importlib import metadata
+from typing import Any, Final
 
 import apache_beam as beam
 from apache_beam import pvalue
@@ -29,11 +33,15 @@ from apache_beam.metrics import Metrics
 
 from transforms import claims, report, storage
 from transforms.limits import Limits
-from transforms.records import Failure, Outcome
+from transforms.nst.config import INIT_MODES, StyleConfig
+from transforms.nst.optimize import StyleResult
+from transforms.records import Failure, Outcome, Pair
 
 logger = logging.getLogger(__name__)
 
 NAMESPACE = "style_transfer"
+# Packages whose versions every log records.
+_PACKAGES: Final = ("torch", "torchvision", "apache-beam", "pillow", "fsspec", "beam-style-transfer")
 WRITE_FAILURES = "write_failures"
 
 
@@ -137,6 +145,89 @@ class Stylized:
     source: str
     # Damaged outputs of an earlier run were found and are being replaced.
     repaired: bool = False
+
+
+def pair_inputs(pair: Pair) -> dict[str, Any]:
+    """The images a pair is made from (not where in the manifest it was written)."""
+    return {
+        "content": pair.content,
+        "styles": list(pair.styles),
+        "style_weights": list(pair.style_weights) if pair.style_weights else None,
+    }
+
+
+def input_signatures(pair: Pair, config: StyleConfig) -> dict[str, str]:
+    """Every input image of a pair -> its storage signature (changes when the file is replaced)."""
+    locations = [pair.content, *pair.styles]
+    if config.init not in INIT_MODES:
+        locations.append(config.init)
+    return {location: storage.signature(location) for location in locations}
+
+
+def fingerprint(pair: Pair, config: StyleConfig, signatures: dict[str, str]) -> str:
+    """Identifies the work a pair's outputs came from: inputs, their versions, every setting."""
+    described = {**pair_inputs(pair), "signatures": signatures, "config": config.fingerprint_settings()}
+    return hashlib.sha256(json.dumps(described, sort_keys=True).encode()).hexdigest()
+
+
+@functools.cache
+def versions() -> dict[str, str]:
+    """Package versions for the logs; looked up once per process."""
+    found = {"python": platform.python_version()}
+    for name in _PACKAGES:
+        try:
+            found[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            found[name] = "not installed"
+    return found
+
+
+def pair_log(
+    pair: Pair,
+    config: StyleConfig,
+    signatures: dict[str, str],
+    work: str,
+    png: bytes,
+    result: StyleResult,
+    batch_size: int,
+    seconds: float,
+    repairing: str | None,
+) -> dict[str, Any]:
+    """``logs/<id>.json`` of a finished pair: the schema README's "Outputs" documents."""
+    log = {
+        "id": pair.id,
+        "inputs": {**pair_inputs(pair), "signatures": signatures, "source": pair.source},
+        "config": config.to_dict(),
+        "fingerprint": work,
+        "image": {"sha256": storage.sha256(png), "bytes": len(png)},
+        "history": [record.to_dict() for record in result.history],
+        "final": result.final.to_dict(),
+        "chosen_iteration": result.chosen_iteration,
+        # Coarse-to-fine: each coarser scale's own history, at its own size.
+        "scales": [
+            {
+                "size": list(coarse.image.size),
+                "history": [record.to_dict() for record in coarse.history],
+                "final": coarse.final.to_dict(),
+                "chosen_iteration": coarse.chosen_iteration,
+            }
+            for coarse in result.coarse
+        ],
+        "device": result.device,
+        "model": config.model,
+        "weights": config.weights,
+        "weights_family": config.weights_family,
+        "preprocessing": config.family.to_dict(),
+        "versions": versions(),
+        "batch_size": batch_size,
+        # Tiles the last scale ran in (1: the whole image at once; README, "Large prints").
+        "tiles": result.tiles,
+        "seconds": round(seconds, 3),
+        "finished_at": utc_iso(time.time()),
+    }
+    if repairing:
+        log["repaired"] = repairing
+    return log
 
 
 class _WritePairFn(beam.DoFn):

@@ -14,18 +14,13 @@ launcher's pre-flight check catches most such cases before anything runs).
 
 from __future__ import annotations
 
-import functools
-import hashlib
-import json
 import logging
 import math
-import platform
 import time
 import zlib
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from importlib import metadata
 from typing import Any, Final
 
 import apache_beam as beam
@@ -47,7 +42,7 @@ from transforms.nst.optimize import estimated_pair_bytes, free_memory_bytes, lar
 from transforms.nst.config import INIT_MODES
 from transforms.nst.families import NAMED_WEIGHTS
 from transforms.records import Failure, Outcome, Pair
-from transforms.results import NAMESPACE, Stylized, inspect_outputs, utc_iso
+from transforms.results import NAMESPACE, Stylized, fingerprint, input_signatures, inspect_outputs, pair_log
 
 logger = logging.getLogger(__name__)
 
@@ -58,47 +53,11 @@ _STYLE_CACHE_SIZE: Final = 16
 MAX_BATCH: Final = 32
 # --batch_size auto on a CPU (README, Performance: batching gains little there).
 CPU_BATCH_SIZE: Final = 1
-_PACKAGES: Final = ("torch", "torchvision", "apache-beam", "pillow", "fsspec", "beam-style-transfer")
 
 
 def pair_config(defaults: StyleConfig, pair: Pair) -> StyleConfig:
     """The job's engine settings with this pair's manifest overrides applied."""
     return defaults.replace(**dict(pair.overrides))
-
-
-def pair_inputs(pair: Pair) -> dict[str, Any]:
-    """The images a pair is made from (not where in the manifest it was written)."""
-    return {
-        "content": pair.content,
-        "styles": list(pair.styles),
-        "style_weights": list(pair.style_weights) if pair.style_weights else None,
-    }
-
-
-def input_signatures(pair: Pair, config: StyleConfig) -> dict[str, str]:
-    """Every input image of a pair -> its storage signature (changes when the file is replaced)."""
-    locations = [pair.content, *pair.styles]
-    if config.init not in INIT_MODES:
-        locations.append(config.init)
-    return {location: storage.signature(location) for location in locations}
-
-
-def fingerprint(pair: Pair, config: StyleConfig, signatures: dict[str, str]) -> str:
-    """Identifies the work a pair's outputs came from: inputs, their versions, every setting."""
-    described = {**pair_inputs(pair), "signatures": signatures, "config": config.fingerprint_settings()}
-    return hashlib.sha256(json.dumps(described, sort_keys=True).encode()).hexdigest()
-
-
-@functools.cache
-def _versions() -> dict[str, str]:
-    """Package versions for the logs; looked up once per process."""
-    found = {"python": platform.python_version()}
-    for name in _PACKAGES:
-        try:
-            found[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            found[name] = "not installed"
-    return found
 
 
 class ModelLoadError(RuntimeError):
@@ -406,39 +365,9 @@ class StylizeBatchesFn(beam.DoFn):
             pair.id, "succeeded",
             f"{seconds:.1f} s (a batch of {batch_size}), final loss {result.final.total:.6g} on {result.device}",
         )
-        log = {
-            "id": pair.id,
-            "inputs": {**pair_inputs(pair), "signatures": prepared.signatures, "source": pair.source},
-            "config": config.to_dict(),
-            "fingerprint": prepared.fingerprint,
-            "image": {"sha256": storage.sha256(png), "bytes": len(png)},
-            "history": [record.to_dict() for record in result.history],
-            "final": result.final.to_dict(),
-            "chosen_iteration": result.chosen_iteration,
-            # Coarse-to-fine: each coarser scale's own history, at its own size.
-            "scales": [
-                {
-                    "size": list(coarse.image.size),
-                    "history": [record.to_dict() for record in coarse.history],
-                    "final": coarse.final.to_dict(),
-                    "chosen_iteration": coarse.chosen_iteration,
-                }
-                for coarse in result.coarse
-            ],
-            "device": result.device,
-            "model": config.model,
-            "weights": config.weights,
-            "weights_family": config.weights_family,
-            "preprocessing": config.family.to_dict(),
-            "versions": _versions(),
-            "batch_size": batch_size,
-            # Tiles the last scale ran in (1: the whole image at once; README, "Large prints").
-            "tiles": result.tiles,
-            "seconds": round(seconds, 3),
-            "finished_at": utc_iso(time.time()),
-        }
-        if prepared.repairing:
-            log["repaired"] = prepared.repairing
+        log = pair_log(
+            pair, config, prepared.signatures, prepared.fingerprint, png, result, batch_size, seconds, prepared.repairing
+        )
         return Stylized(pair.id, png, log, pair.source, repaired=prepared.repairing is not None)
 
 
