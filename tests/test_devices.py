@@ -7,6 +7,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from tests.test_pipeline import job_args, write_images
 from transforms.devices import take_device
 
@@ -23,6 +25,7 @@ def test_each_process_takes_its_own_device_then_they_share(tmp_path) -> None:
     assert first == 1 and second == pid % 2
 
 
+@pytest.mark.slow  # two DirectRunner worker processes, each loading torch: about 40 s
 def test_two_worker_processes_do_each_pair_once_and_as_one_worker_does(weights_file, tmp_path) -> None:
     names = {f"c{i}.png": i for i in range(4)}
     write_images(tmp_path / "in", {**names, "waves.png": 9})
