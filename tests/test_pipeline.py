@@ -343,3 +343,20 @@ def test_strict_on_remote_workers_fails_the_job_after_the_summary_and_report(tmp
     with beam.Pipeline(options=options) as p:
         build(p, PipelineConfig.from_options(options), fail_job_if_failed=True)
     assert json.loads((out / "summary.json").read_text())["counts"]["skipped"] == 1
+
+
+def test_a_rerun_with_every_pair_done_never_loads_the_model(three_pairs, weights_file, tmp_path, monkeypatch) -> None:
+    from transforms.stylize import StylizeBatchesFn
+
+    out = tmp_path / "out"
+    args = job_args(weights_file("vgg19"), out, f"--manifest={three_pairs}")
+    assert run(args) == 0
+
+    def no_model(self) -> None:
+        raise AssertionError("the model was loaded for a rerun with nothing to do")
+
+    monkeypatch.setattr(StylizeBatchesFn, "_engine", no_model)
+    assert run(args) == 0  # the DoFn that would load it never sees a pair
+    assert json.loads((out / "summary.json").read_text())["counts"]["skipped"] == 3
+    (out / "logs" / "dog__tiles.json").unlink()  # one pair to redo: now the model is needed
+    assert run(args) == 3
