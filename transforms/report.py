@@ -152,21 +152,22 @@ class _Images:
     """Each distinct picture once, as a CSS class; pairs refer to it by class name."""
 
     def __init__(self) -> None:
-        self._classes: dict[bytes, str] = {}
+        self._classes: dict[bytes, tuple[str, tuple[int, int]]] = {}
 
     def tag(self, jpeg: bytes | None, title: str) -> str:
         if not jpeg:
             return '<span class="missing">no picture</span>'
-        name = self._classes.setdefault(jpeg, f"i{len(self._classes)}")
-        with Image.open(io.BytesIO(jpeg)) as image:
-            width, height = image.size
+        if jpeg not in self._classes:  # a style shared by many pairs is read once
+            with Image.open(io.BytesIO(jpeg)) as image:
+                self._classes[jpeg] = (f"i{len(self._classes)}", image.size)
+        name, (width, height) = self._classes[jpeg]
         return (
             f'<span class="thumb {name}" style="width:{width}px;height:{height}px" role="img" '
             f'title="{html.escape(title)}" aria-label="{html.escape(title)}"></span>'
         )
 
     def css(self) -> str:
-        return "\n".join(f".{name}{{background-image:url({_data_uri(jpeg)})}}" for jpeg, name in self._classes.items())
+        return "\n".join(f".{name}{{background-image:url({_data_uri(jpeg)})}}" for jpeg, (name, _) in self._classes.items())
 
 
 _STYLE: Final = """

@@ -208,21 +208,27 @@ class StylizeBatchesFn(beam.DoFn):
 
     def _style_targets(
         self, engine: StyleTransfer, pair: Pair, config: StyleConfig, content: Image.Image
-    ) -> StyleTargets:
+    ) -> tuple[StyleTargets, tuple[StyleTargets, ...]]:
+        """Targets at the last scale's style size, and at each coarser scale's; the style images
+        are read at most once for all of them, and not at all when every size is cached."""
         # Histogram colour control gives each content its own targets (styles in its colours).
         matched = config.color_control == "histogram"
-        key = (pair.styles, pair.style_weights, config.style_size, pair.content if matched else None)
-        if key in self._styles:
-            self._styles.move_to_end(key)
-            return self._styles[key]
-        images = [self._read_image(s) for s in pair.styles]
-        targets = engine.encode_styles(
-            images, pair.style_weights, config.style_size, names=pair.styles, colors_of=content if matched else None
-        )
-        self._styles[key] = targets
-        if len(self._styles) > _STYLE_CACHE_SIZE:
-            self._styles.popitem(last=False)
-        return targets
+        images: list[Image.Image] = []
+        found = []
+        for stage in range(len(config.stages)):
+            size = config.at_stage(stage).style_size
+            key = (pair.styles, pair.style_weights, size, pair.content if matched else None)
+            if key in self._styles:
+                self._styles.move_to_end(key)
+            else:
+                images = images or [self._read_image(s) for s in pair.styles]
+                self._styles[key] = engine.encode_styles(
+                    images, pair.style_weights, size, names=pair.styles, colors_of=content if matched else None
+                )
+                if len(self._styles) > _STYLE_CACHE_SIZE:
+                    self._styles.popitem(last=False)
+            found.append(self._styles[key])
+        return found[-1], tuple(found[:-1])
 
     def _read_image(self, location: str) -> Image.Image:
         data = storage.read_bytes(location, self._settings.limits.max_input_bytes)
@@ -279,11 +285,7 @@ class StylizeBatchesFn(beam.DoFn):
                     config = item.config
                     content = self._read_image(pair.content)
                     init_image = self._read_image(config.init) if config.init not in INIT_MODES else None
-                    targets = self._style_targets(engine, pair, config, content)
-                    coarse = tuple(
-                        self._style_targets(engine, pair, config.at_stage(stage), content)
-                        for stage in range(len(config.scales))
-                    )
+                    targets, coarse = self._style_targets(engine, pair, config, content)
                 except Exception as exc:  # noqa: BLE001 - a bad input fails its own pair
                     running.remove(entry)
                     claims.release(self._settings.output, pair.id, self._settings.run_id)
