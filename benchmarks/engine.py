@@ -18,9 +18,9 @@ import warnings
 
 import torch
 
-from transforms.nst import StyleConfig, StyleTransfer
-from transforms.nst.images import tensor_to_image
-from transforms.nst.optimize import LBFGS_HISTORY, resolve_device
+from beam_style_transfer.transforms.nst import StyleConfig, StyleTransfer
+from beam_style_transfer.transforms.nst.images import tensor_to_image
+from beam_style_transfer.transforms.nst.optimize import LBFGS_HISTORY, resolve_device
 
 
 def _synchronize(device: torch.device) -> None:

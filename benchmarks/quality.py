@@ -28,10 +28,10 @@ from pathlib import Path
 import torch
 from PIL import Image, ImageDraw
 
-from transforms.nst import StyleConfig, StyleTransfer
-from transforms.nst.images import fit_longest_side, tensor_to_image
-from transforms.nst.lbfgs import LBFGS
-from transforms.nst.optimize import LBFGS_HISTORY, Objective
+from beam_style_transfer.transforms.nst import StyleConfig, StyleTransfer
+from beam_style_transfer.transforms.nst.images import fit_longest_side, tensor_to_image
+from beam_style_transfer.transforms.nst.lbfgs import LBFGS
+from beam_style_transfer.transforms.nst.optimize import LBFGS_HISTORY, Objective
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "images"
 PAIRS = (

@@ -18,8 +18,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from beam_style_transfer.transforms import report
 from tests.conftest import synthetic_image
-from transforms import report
 
 
 def _jpeg(seed: int, width: int, height: int) -> bytes:

@@ -20,14 +20,17 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from pipeline.flags import scale_list
-from transforms.nst import StyleConfig, StyleTransfer
-from transforms.nst.optimize import StyleResult, estimated_pair_bytes
+from beam_style_transfer.pipeline.flags import scale_list
+from beam_style_transfer.transforms.nst import StyleConfig, StyleTransfer
+from beam_style_transfer.transforms.nst.optimize import StyleResult, estimated_pair_bytes
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
 
-def _pairs() -> list[tuple[str, Image.Image, Image.Image]]:
+def _pairs(content: Path | None, style: Path | None) -> list[tuple[str, Image.Image, Image.Image]]:
+    """The example pairs, or the one pair given by ``--content`` and ``--style``."""
+    if content is not None and style is not None:
+        return [(f"{content.stem}__{style.stem}", Image.open(content).convert("RGB"), Image.open(style).convert("RGB"))]
     rows = (EXAMPLES / "manifest.csv").read_text().splitlines()[1:]
     pairs = []
     for row in rows:
@@ -54,6 +57,9 @@ def main() -> None:
     parser.add_argument("--coarse", type=scale_list, default=((128, 300),), help="SIZE:ITERATIONS of the coarse scales")
     parser.add_argument("--fine", type=int, default=150, help="iterations at --size after the coarse scales")
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--content", type=Path, help="with --style: this one pair instead of the examples")
+    parser.add_argument("--style", type=Path)
+    parser.add_argument("--save", type=Path, help="folder to write each run's image into (PAIR.one.png, PAIR.many.png)")
     args = parser.parse_args()
 
     single = StyleConfig(image_size=args.size, iterations=args.iterations, device=args.device)
@@ -62,7 +68,7 @@ def main() -> None:
     print(f"{engine.device}, {args.size} px: one scale x {args.iterations} vs "
           f"{','.join(f'{s}:{n}' for s, n in args.coarse)} then {args.fine} at {args.size}")
     ratios = []
-    for pair_id, content, style in _pairs():
+    for pair_id, content, style in _pairs(args.content, args.style):
         targets = engine.encode_styles([style])
         coarse = tuple(engine.encode_styles([style], size=staged.at_stage(i).style_size) for i in range(len(staged.scales)))
         peaks = []
@@ -78,6 +84,10 @@ def main() -> None:
         if peaks:
             estimate = estimated_pair_bytes(single, one.image.size) / 2**30
             print(f"{pair_id:18s} GPU peak: one scale {peaks[0]:.2f} GiB, coarse to fine {peaks[1]:.2f} GiB; estimate {estimate:.2f} GiB")
+        if args.save is not None:
+            args.save.mkdir(parents=True, exist_ok=True)
+            one.image.save(args.save / f"{pair_id}.one.png")
+            many.image.save(args.save / f"{pair_id}.many.png")
         reached = _time_to(many, one.final.total)
         ratio = None if reached is None else reached / one.seconds
         if ratio is not None:

@@ -19,13 +19,12 @@ import tempfile
 import time
 from pathlib import Path
 
-from transforms import storage
-from transforms.limits import Limits
-from transforms.nst import StyleConfig
-from transforms.records import Pair
-from transforms.results import image_location, log_location, to_json
-from transforms.results import fingerprint, input_signatures
-from transforms.stylize import PreparePairsFn, StylizeSettings
+from beam_style_transfer.transforms import storage
+from beam_style_transfer.transforms.limits import Limits
+from beam_style_transfer.transforms.nst import StyleConfig
+from beam_style_transfer.transforms.records import Pair
+from beam_style_transfer.transforms.results import fingerprint, image_location, input_signatures, log_location, to_json
+from beam_style_transfer.transforms.stylize import PreparePairsFn, StylizeSettings
 
 
 def main() -> None:

@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import apache_beam as beam
 
-from pipeline.options import PipelineConfig
-from transforms.manifest import FAILURES as MANIFEST_FAILURES
-from transforms.manifest import ReadPairs
-from transforms.results import WriteResults
-from transforms.stylize import StylizePairs, StylizeSettings
+from beam_style_transfer.pipeline.options import PipelineConfig
+from beam_style_transfer.transforms.manifest import FAILURES as MANIFEST_FAILURES
+from beam_style_transfer.transforms.manifest import ReadPairs
+from beam_style_transfer.transforms.results import WriteResults
+from beam_style_transfer.transforms.stylize import StylizePairs, StylizeSettings
 
 
 def build(p: beam.Pipeline, config: PipelineConfig, fail_job_if_failed: bool = False) -> beam.PCollection:

@@ -18,7 +18,7 @@ import tempfile
 import threading
 from collections.abc import Iterator
 
-from pipeline import flags
+from beam_style_transfer.pipeline import flags
 
 
 class Interrupted(KeyboardInterrupt):
@@ -93,11 +93,11 @@ def _run(argv: list[str], wait: bool) -> int:
     import apache_beam as beam
     from apache_beam.options.pipeline_options import PipelineOptions
 
-    from pipeline import preflight
-    from pipeline.graph import build
-    from pipeline.options import PipelineConfig, check_arguments
-    from transforms import progress, storage
-    from transforms.results import report_location, summary_location
+    from beam_style_transfer.pipeline import preflight
+    from beam_style_transfer.pipeline.graph import build
+    from beam_style_transfer.pipeline.options import PipelineConfig, check_arguments
+    from beam_style_transfer.transforms import progress, storage
+    from beam_style_transfer.transforms.results import report_location, summary_location
 
     try:
         check_arguments(argv)
@@ -225,8 +225,7 @@ def configure_logging(verbose: bool) -> None:
         # Beam logs an interrupted DoFn's traceback before re-raising; the run ends with one line.
         handler.addFilter(_not_an_interrupt)
     logging.getLogger().setLevel(logging.INFO if verbose else logging.WARNING)
-    for package in ("pipeline", "transforms"):
-        logging.getLogger(package).setLevel(logging.INFO)
+    logging.getLogger("beam_style_transfer").setLevel(logging.INFO)
 
 
 def _not_an_interrupt(record: logging.LogRecord) -> bool:

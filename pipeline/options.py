@@ -12,9 +12,9 @@ from typing import Any, NoReturn
 
 from apache_beam.options.pipeline_options import PipelineOptions, _BeamArgumentParser
 
-from pipeline.flags import add_arguments
-from transforms.limits import Limits
-from transforms.nst.config import StyleConfig, with_color_alias
+from beam_style_transfer.pipeline.flags import add_arguments
+from beam_style_transfer.transforms.limits import Limits
+from beam_style_transfer.transforms.nst.config import StyleConfig, with_color_alias
 
 
 class StyleTransferOptions(PipelineOptions):

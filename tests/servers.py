@@ -18,9 +18,9 @@ from pathlib import Path
 import fsspec
 import pytest
 
-from pipeline.main import run
+from beam_style_transfer.pipeline.main import run
+from beam_style_transfer.transforms import claims, storage
 from tests.conftest import synthetic_image
-from transforms import claims, storage
 
 
 def free_port() -> int:

@@ -11,7 +11,11 @@ import fsspec
 import pytest
 
 from tests.servers import (
-    check_exclusive_creation_and_claims, check_job_writes_resumes_and_repairs, free_port, fsspec_settings, serving,
+    check_exclusive_creation_and_claims,
+    check_job_writes_resumes_and_repairs,
+    free_port,
+    fsspec_settings,
+    serving,
 )
 
 pytest.importorskip("adlfs", reason="the azure extra is not installed")
@@ -56,7 +60,7 @@ def test_a_create_that_loses_the_race_to_the_precondition_is_refused(az, monkeyp
     # Two runs both see no claim, then both upload: Azure's If-None-Match (adlfs's mode="create") lets one through.
     import adlfs
 
-    from transforms import storage
+    from beam_style_transfer.transforms import storage
 
     location = f"az://{CONTAINER}/race/x.json"
     assert storage.create_exclusive(location, b"first")

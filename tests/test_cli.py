@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from pipeline.main import run
+from beam_style_transfer.pipeline.main import run
 from tests.test_pipeline import job_args, write_images
 
 
@@ -109,21 +109,20 @@ def test_no_temporary_folder_outlives_the_run(one_pair, weights_file, tmp_path, 
 def test_beam_info_lines_are_hidden_unless_verbose() -> None:
     import logging
 
-    from pipeline.main import configure_logging
+    from beam_style_transfer.pipeline.main import configure_logging
 
     root = logging.getLogger()
-    saved = root.level, [logging.getLogger(n).level for n in ("pipeline", "transforms")]
+    saved = root.level, logging.getLogger("beam_style_transfer").level
     try:
         configure_logging(verbose=False)
         assert not logging.getLogger("apache_beam.typehints").isEnabledFor(logging.INFO)
-        assert logging.getLogger("transforms.stylize").isEnabledFor(logging.INFO)
+        assert logging.getLogger("beam_style_transfer.transforms.stylize").isEnabledFor(logging.INFO)
         assert logging.getLogger("apache_beam").isEnabledFor(logging.WARNING)
         configure_logging(verbose=True)
         assert logging.getLogger("apache_beam.typehints").isEnabledFor(logging.INFO)
     finally:
         root.setLevel(saved[0])
-        for name, level in zip(("pipeline", "transforms"), saved[1]):
-            logging.getLogger(name).setLevel(level)
+        logging.getLogger("beam_style_transfer").setLevel(saved[1])
 
 
 def test_every_failure_row_or_pair_is_on_the_console(weights_file, tmp_path, caplog) -> None:
@@ -137,7 +136,7 @@ def test_every_failure_row_or_pair_is_on_the_console(weights_file, tmp_path, cap
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert any(f"{manifest} line 3: row failed: ValueError: no style image" in w for w in warnings)
     assert any("progress: gone failed: at read: FileNotFoundError:" in w and "gone.png: no such file" in w for w in warnings)
-    finished = [r.getMessage() for r in caplog.records if r.name == "transforms.progress"]
+    finished = [r.getMessage() for r in caplog.records if r.name == "beam_style_transfer.transforms.progress"]
     assert "2/2 pairs (1 succeeded, 0 skipped, 1 failed)" in finished[-1]
 
 
@@ -165,9 +164,9 @@ def test_a_scheme_without_its_filesystem_stops_the_job_naming_the_extra(one_pair
 def test_a_dataflow_launch_leaves_the_device_to_the_workers(one_pair, weights_file, tmp_path) -> None:
     from apache_beam.options.pipeline_options import PipelineOptions
 
-    from pipeline import preflight
-    from pipeline.main import _workers_here
-    from pipeline.options import PipelineConfig
+    from beam_style_transfer.pipeline import preflight
+    from beam_style_transfer.pipeline.main import _workers_here
+    from beam_style_transfer.pipeline.options import PipelineConfig
 
     args = job_args(weights_file("vgg19"), tmp_path / "out", f"--manifest={one_pair}", "--device=cuda")
     config = PipelineConfig.from_options(PipelineOptions(args))
@@ -181,7 +180,7 @@ def test_a_dataflow_launch_leaves_the_device_to_the_workers(one_pair, weights_fi
 def test_switches_take_explicit_values_as_schedulers_pass_them(one_pair, weights_file, tmp_path) -> None:
     from apache_beam.options.pipeline_options import PipelineOptions
 
-    from pipeline.options import PipelineConfig, check_arguments
+    from beam_style_transfer.pipeline.options import PipelineConfig, check_arguments
 
     base = job_args(weights_file("vgg19"), tmp_path / "out", f"--manifest={one_pair}")
     for extra, strict in ((["--strict"], True), (["--strict=true"], True), (["--strict=false"], False), (["--strict", "no"], False), ([], False)):

@@ -9,8 +9,8 @@ import sys
 
 import pytest
 
+from beam_style_transfer.transforms.devices import take_device
 from tests.test_pipeline import job_args, write_images
-from transforms.devices import take_device
 
 
 def test_each_process_takes_its_own_device_then_they_share(tmp_path) -> None:

@@ -4,17 +4,17 @@ import pytest
 import torch
 from PIL import Image
 
-from tests.conftest import synthetic_image
-from transforms.nst import (
+from beam_style_transfer.transforms.nst import (
     ImageTooSmallError,
     NonFiniteLossError,
     StyleConfig,
     StyleTransfer,
     stylize,
 )
-from transforms.nst.color import rgb_to_ycbcr
-from transforms.nst.images import fit_longest_side, image_to_tensor
-from transforms.nst.losses import gram_matrix
+from beam_style_transfer.transforms.nst.color import rgb_to_ycbcr
+from beam_style_transfer.transforms.nst.images import fit_longest_side, image_to_tensor
+from beam_style_transfer.transforms.nst.losses import gram_matrix
+from tests.conftest import synthetic_image
 
 
 def config(weights_file, **changes: object) -> StyleConfig:

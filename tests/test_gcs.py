@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import fsspec
 import pytest
 
-from pipeline.main import run
+from beam_style_transfer.pipeline.main import run
 from tests.servers import check_exclusive_creation_and_claims, executable, free_port, serving, upload_png
 from tests.test_report import Page
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from pipeline.main import run
+from beam_style_transfer.pipeline.main import run
 from tests.conftest import synthetic_image
 
 
@@ -227,7 +227,7 @@ def test_offline_imagenet_download_stops_the_job_naming_the_cure(three_pairs, tm
 
 def test_a_worker_that_cannot_load_the_model_fails_the_job_not_each_pair(three_pairs, tmp_path, capsys, monkeypatch) -> None:
     # The pre-flight check is skipped here, so the failure happens where it would on a worker.
-    from pipeline import preflight
+    from beam_style_transfer.pipeline import preflight
 
     monkeypatch.setattr(preflight, "check_weights", lambda style: None)
     out = tmp_path / "out"
@@ -245,12 +245,12 @@ def test_beam_metrics_and_per_pair_log_lines(three_pairs, weights_file, tmp_path
     from apache_beam.metrics.metric import MetricsFilter
     from apache_beam.options.pipeline_options import PipelineOptions
 
-    from pipeline.graph import build
-    from pipeline.options import PipelineConfig
+    from beam_style_transfer.pipeline.graph import build
+    from beam_style_transfer.pipeline.options import PipelineConfig
 
     options = PipelineOptions(job_args(weights_file("vgg19"), tmp_path / "out", f"--manifest={three_pairs}"))
     config = PipelineConfig.from_options(options)
-    caplog.set_level(logging.INFO, logger="transforms.progress")
+    caplog.set_level(logging.INFO, logger="beam_style_transfer.transforms.progress")
     pipeline = beam.Pipeline(options=options)
     build(pipeline, config)
     result = pipeline.run()
@@ -322,9 +322,9 @@ def test_strict_on_remote_workers_fails_the_job_after_the_summary_and_report(tmp
     import apache_beam as beam
     from apache_beam.options.pipeline_options import PipelineOptions
 
-    from pipeline.graph import build
-    from pipeline.options import PipelineConfig
-    from transforms.results import StrictFailure
+    from beam_style_transfer.pipeline.graph import build
+    from beam_style_transfer.pipeline.options import PipelineConfig
+    from beam_style_transfer.transforms.results import StrictFailure
 
     write_images(tmp_path / "in", {"cat.png": 1, "waves.png": 3})
     manifest = tmp_path / "in" / "manifest.csv"
@@ -346,7 +346,7 @@ def test_strict_on_remote_workers_fails_the_job_after_the_summary_and_report(tmp
 
 
 def test_a_rerun_with_every_pair_done_never_loads_the_model(three_pairs, weights_file, tmp_path, monkeypatch) -> None:
-    from transforms.stylize import StylizeBatchesFn
+    from beam_style_transfer.transforms.stylize import StylizeBatchesFn
 
     out = tmp_path / "out"
     args = job_args(weights_file("vgg19"), out, f"--manifest={three_pairs}")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from transforms.progress import Progress
+from beam_style_transfer.transforms.progress import Progress
 
 
 class Clock:
@@ -16,7 +16,7 @@ class Clock:
 
 
 def test_counts_rate_and_time_left(caplog) -> None:
-    caplog.set_level(logging.INFO, logger="transforms.progress")
+    caplog.set_level(logging.INFO, logger="beam_style_transfer.transforms.progress")
     clock = Clock()
     progress = Progress(expected=10, live=False, clock=clock)
     clock.now += 60
@@ -35,7 +35,7 @@ def test_counts_rate_and_time_left(caplog) -> None:
 
 
 def test_heartbeat_reports_the_pair_in_progress_at_most_every_interval(caplog) -> None:
-    caplog.set_level(logging.INFO, logger="transforms.progress")
+    caplog.set_level(logging.INFO, logger="beam_style_transfer.transforms.progress")
     clock = Clock()
     progress = Progress(expected=None, live=False, heartbeat=30, clock=clock)
     for iteration in range(100):

@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from pipeline.main import run
+from beam_style_transfer.pipeline.main import run
+from beam_style_transfer.transforms import report
 from tests.conftest import synthetic_image
 from tests.test_pipeline import job_args, write_images
-from transforms import report
 
 CHROMIUM = shutil.which("chromium")
 HOSTILE = "<img src=x onerror=alert(1)>&amp;"

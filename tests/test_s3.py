@@ -7,11 +7,15 @@ from collections.abc import Iterator
 import fsspec
 import pytest
 
+from beam_style_transfer.transforms import storage
 from tests.servers import (
-    check_exclusive_creation_and_claims, check_job_writes_resumes_and_repairs, executable, free_port, fsspec_settings,
+    check_exclusive_creation_and_claims,
+    check_job_writes_resumes_and_repairs,
+    executable,
+    free_port,
+    fsspec_settings,
     serving,
 )
-from transforms import storage
 
 pytest.importorskip("s3fs", reason="the s3 extra is not installed")
 

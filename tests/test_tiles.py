@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
+from beam_style_transfer.transforms.nst import StyleTransfer
+from beam_style_transfer.transforms.nst.optimize import StyleRequest
+from beam_style_transfer.transforms.nst.tiles import blend, blend_weights, tile_boxes
 from tests.conftest import synthetic_image
 from tests.test_engine import config
-from transforms.nst import StyleTransfer
-from transforms.nst.optimize import StyleRequest
-from transforms.nst.tiles import blend, blend_weights, tile_boxes
 
 
 @pytest.mark.parametrize(("width", "height", "tile", "overlap"), [(100, 70, 40, 8), (64, 48, 64, 16), (257, 129, 64, 16), (40, 300, 41, 40)])

@@ -4,9 +4,9 @@ import pytest
 import torch
 from torch import nn
 
-from transforms.nst.vgg import VGGFeatures, WeightsError, canonical_layer, layer_names, min_input_side
-from transforms.nst.families import FAMILIES
-from transforms.nst.weights import load_features_state_dict
+from beam_style_transfer.transforms.nst.families import FAMILIES
+from beam_style_transfer.transforms.nst.vgg import VGGFeatures, WeightsError, canonical_layer, layer_names, min_input_side
+from beam_style_transfer.transforms.nst.weights import load_features_state_dict
 
 TORCHVISION = FAMILIES["torchvision"]
 

@@ -22,7 +22,7 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Final
 
-from transforms import storage
+from beam_style_transfer.transforms import storage
 
 logger = logging.getLogger(__name__)
 

@@ -9,8 +9,9 @@ shows the defaults).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from transforms.nst.config import MAX_INPUT_PIXELS, StyleConfig
-from transforms.storage import DEFAULT_SCHEMES
+
+from beam_style_transfer.transforms.nst.config import MAX_INPUT_PIXELS, StyleConfig
+from beam_style_transfer.transforms.storage import DEFAULT_SCHEMES
 
 
 @dataclass(frozen=True)

@@ -19,10 +19,10 @@ from typing import Any, Final
 import apache_beam as beam
 from apache_beam import pvalue
 
-from transforms import storage
-from transforms.limits import Limits
-from transforms.nst.config import INIT_MODES, StyleConfig, with_color_alias
-from transforms.records import MANIFEST_FORMATS, Failure, Pair
+from beam_style_transfer.transforms import storage
+from beam_style_transfer.transforms.limits import Limits
+from beam_style_transfer.transforms.nst.config import INIT_MODES, StyleConfig, with_color_alias
+from beam_style_transfer.transforms.records import MANIFEST_FORMATS, Failure, Pair
 
 logger = logging.getLogger(__name__)
 

@@ -31,11 +31,11 @@ import apache_beam as beam
 from apache_beam import pvalue
 from apache_beam.metrics import Metrics
 
-from transforms import claims, report, storage
-from transforms.limits import Limits
-from transforms.nst.config import INIT_MODES, StyleConfig
-from transforms.nst.optimize import StyleResult
-from transforms.records import Failure, Outcome, Pair
+from beam_style_transfer.transforms import claims, report, storage
+from beam_style_transfer.transforms.limits import Limits
+from beam_style_transfer.transforms.nst.config import INIT_MODES, StyleConfig
+from beam_style_transfer.transforms.nst.optimize import StyleResult
+from beam_style_transfer.transforms.records import Failure, Outcome, Pair
 
 logger = logging.getLogger(__name__)
 

@@ -21,9 +21,8 @@ from typing import Final
 from urllib.parse import urlsplit
 
 from fsspec.core import url_to_fs
-from fsspec.registry import get_filesystem_class
 from fsspec.implementations.local import LocalFileSystem
-
+from fsspec.registry import get_filesystem_class
 
 # Where inputs named in a manifest may come from unless the operator says otherwise: local files
 # and the object stores (fsspec's names for GCS, S3 and Azure) and the in-process memory store.

@@ -30,19 +30,27 @@ from apache_beam.metrics import Metrics
 from apache_beam.utils import shared
 from PIL import Image
 
-from transforms import claims, devices, progress, storage
-from transforms.limits import Limits
-from transforms.nst import (
-    IterationRecord, StyleConfig, StyleRequest, StyleResult, StyleTargets, StyleTransfer, TimeLimitError,
-    batch_key, decode_image, encode_png,
+from beam_style_transfer.transforms import claims, devices, progress, storage
+from beam_style_transfer.transforms.limits import Limits
+from beam_style_transfer.transforms.nst import (
+    IterationRecord,
+    StyleConfig,
+    StyleRequest,
+    StyleResult,
+    StyleTargets,
+    StyleTransfer,
+    TimeLimitError,
+    batch_key,
+    decode_image,
+    encode_png,
 )
-from transforms.nst.images import decoded_size, fitted_size
-from transforms.nst.tiles import tile_boxes
-from transforms.nst.optimize import estimated_pair_bytes, free_memory_bytes, largest_fitting_size
-from transforms.nst.config import INIT_MODES
-from transforms.nst.families import NAMED_WEIGHTS
-from transforms.records import Failure, Outcome, Pair
-from transforms.results import NAMESPACE, Stylized, fingerprint, input_signatures, inspect_outputs, pair_log
+from beam_style_transfer.transforms.nst.config import INIT_MODES
+from beam_style_transfer.transforms.nst.families import NAMED_WEIGHTS
+from beam_style_transfer.transforms.nst.images import decoded_size, fitted_size
+from beam_style_transfer.transforms.nst.optimize import estimated_pair_bytes, free_memory_bytes, largest_fitting_size
+from beam_style_transfer.transforms.nst.tiles import tile_boxes
+from beam_style_transfer.transforms.records import Failure, Outcome, Pair
+from beam_style_transfer.transforms.results import NAMESPACE, Stylized, fingerprint, input_signatures, inspect_outputs, pair_log
 
 logger = logging.getLogger(__name__)
 

@@ -12,6 +12,7 @@ import os
 import re
 import sys
 import tempfile
+import types
 from pathlib import Path
 
 import pytest
@@ -21,9 +22,14 @@ os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "false")
 pytest.importorskip("airflow.providers.apache.beam", reason="needs examples/airflow/requirements.txt (.ci/run installs it)")
 
 ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT))  # the job's real option parser, which needs Beam but not torch
+# The job's real option parser, which needs Beam but not torch, from the checkout: this
+# environment does not install the project (torch), so its import root is made here, holding
+# the checkout's folders as setup.py's package_dir does.
+_root_package = types.ModuleType("beam_style_transfer")
+_root_package.__path__ = [str(ROOT)]
+sys.modules.setdefault("beam_style_transfer", _root_package)
 
-from pipeline.options import check_arguments  # noqa: E402
+from beam_style_transfer.pipeline.options import check_arguments  # noqa: E402
 
 DAG_FOLDER = ROOT / "examples" / "airflow"
 DAY = "2026-11-26"
@@ -65,7 +71,7 @@ def test_the_local_task_runs_exactly_the_job_command(dag, monkeypatch) -> None:
     monkeypatch.setattr(task, "py_interpreter", sys.executable)  # python3 with Beam, for the hook's version probe
     task.execute(context)
     (command,) = commands
-    assert command[:4] == [sys.executable, "-m", "pipeline", "--runner=DirectRunner"]
+    assert command[:4] == [sys.executable, "-m", "beam_style_transfer.pipeline", "--runner=DirectRunner"]
     arguments = command[4:]
     assert arguments[:5] == [
         f"--manifest=gs://my-bucket/manifests/{DAY}.csv",

@@ -11,7 +11,7 @@ import math
 from dataclasses import dataclass
 from typing import Final
 
-from transforms.nst.families import FAMILIES, NAMED_WEIGHTS, WeightsFamily, resolve_family
+from beam_style_transfer.transforms.nst.families import FAMILIES, NAMED_WEIGHTS, WeightsFamily, resolve_family
 
 MODELS: Final = ("vgg16", "vgg19")
 POOLINGS: Final = ("max", "avg")
@@ -100,7 +100,7 @@ class StyleConfig:
     precision: str = "fp32"
 
     def __post_init__(self) -> None:
-        from transforms.nst.vgg import canonical_layer  # imports torch: only when a config is built
+        from beam_style_transfer.transforms.nst.vgg import canonical_layer  # imports torch: only when a config is built
 
         self._check_choice("model", self.model, MODELS)
         self._check_choice("pooling", self.pooling, POOLINGS)

