@@ -20,7 +20,7 @@ import torch
 
 from beam_style_transfer.transforms.nst import StyleConfig, StyleTransfer
 from beam_style_transfer.transforms.nst.images import tensor_to_image
-from beam_style_transfer.transforms.nst.optimize import LBFGS_HISTORY, resolve_device
+from beam_style_transfer.transforms.nst.optimize import LBFGS_HISTORY
 
 
 def _synchronize(device: torch.device) -> None:
@@ -75,7 +75,7 @@ def main() -> None:
     args = parser.parse_args()
 
     warnings.filterwarnings("ignore", message="VGG weights are random")
-    device = resolve_device(args.device)
+    device = StyleConfig(device=args.device).torch_device()
     engine = StyleTransfer(StyleConfig(model=args.model, weights="random", device=str(device)))
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
     print(f"# {args.model}, {name}, torch {torch.__version__}")

@@ -47,8 +47,8 @@ def main() -> None:
         output = str(root / "out")
         pairs = []
         for index in range(args.pairs):
-            pair = Pair(f"p{index}", str(root / "in" / f"c{index % args.contents}.jpg"), (str(root / "in" / "style.jpg"),))
-            work = fingerprint(pair, config, input_signatures(pair, config))
+            pair = Pair(f"p{index}", str(root / "in" / f"c{index % args.contents}.jpg"), (str(root / "in" / "style.jpg"),), config)
+            work = fingerprint(pair, input_signatures(pair))
             png = os.urandom(args.image_kb * 1024)
             storage.write_atomic(image_location(output, pair.id), png)
             log = {"id": pair.id, "fingerprint": work, "image": {"sha256": storage.sha256(png), "bytes": len(png)},

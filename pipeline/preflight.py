@@ -15,8 +15,6 @@ from beam_style_transfer.pipeline.options import PipelineConfig
 from beam_style_transfer.transforms import storage
 from beam_style_transfer.transforms.manifest import read_manifest, validate_rows
 from beam_style_transfer.transforms.nst.config import INIT_MODES, StyleConfig
-from beam_style_transfer.transforms.nst.families import NAMED_WEIGHTS
-from beam_style_transfer.transforms.nst.optimize import resolve_device
 from beam_style_transfer.transforms.nst.vgg import VGGFeatures
 from beam_style_transfer.transforms.nst.weights import load_features_state_dict
 from beam_style_transfer.transforms.records import Pair
@@ -42,7 +40,7 @@ def check_weights(style: StyleConfig) -> None:
         if not storage.exists(weights):
             raise PreflightError(f"--weights {weights}: no such file (check the URL, or use --weights caffe)")
         return
-    source = weights if weights in NAMED_WEIGHTS else storage.local_copy(weights)
+    source = weights if style.weights_location is None else storage.local_copy(weights)
     try:
         state = load_features_state_dict(style.model, source, style.seed)
         VGGFeatures(style.model, style.content_layers + style.style_layers, state, style.family, style.pooling)
@@ -104,8 +102,8 @@ def check(config: PipelineConfig, workers_here: bool = True) -> int:
     locations = {
         "--manifest": config.manifest, "--output": config.output, "--contents": config.contents,
         "--styles": config.styles,
-        "--init": None if config.style.init in INIT_MODES else config.style.init,
-        "--weights": None if config.style.weights in NAMED_WEIGHTS else config.style.weights,
+        "--init": config.style.init_location,
+        "--weights": config.style.weights_location,
     }
     for flag, location in locations.items():
         if location:
@@ -115,10 +113,10 @@ def check(config: PipelineConfig, workers_here: bool = True) -> int:
                 raise PreflightError(f"{flag} {exc}") from exc
     try:
         if workers_here:
-            resolve_device(config.style.device)
+            config.style.torch_device()
     except ValueError as exc:
         raise PreflightError(f"--device {config.style.device}: {exc} (use --device auto or cpu)") from exc
-    if config.style.init not in INIT_MODES and not storage.exists(config.style.init):
+    if config.style.init_location is not None and not storage.exists(config.style.init_location):
         raise PreflightError(
             f"--init {config.style.init}: no such file (use {', '.join(INIT_MODES)} or an image URL)"
         )

@@ -51,7 +51,9 @@ def test_overrides_are_typed_and_validated() -> None:
         "a.jpg,s.png,,,,,surplus\n"
     )
     assert isinstance(ok, Pair)
-    assert dict(ok.overrides) == {"iterations": 7, "color_control": "luminance", "init": "gs://bucket/set/start.png"}
+    # The pair carries its resolved settings: the job's, with the row's overrides applied.
+    assert (ok.config.iterations, ok.config.color_control, ok.config.init) == (7, "luminance", "gs://bucket/set/start.png")
+    assert ok.config.replace(iterations=500, color_control="none", init="content") == StyleConfig(weights="random")
     assert ok.style_weights == (1.0, 3.0)
     assert "original_colors must be true or false, got 'maybe'" in bad_bool.error
     assert "iterations must be int, got '7.5'" in bad_int.error
@@ -67,7 +69,7 @@ def test_nan_style_weight_is_refused() -> None:
 def test_json_numbers_are_accepted_when_whole() -> None:
     rows = [("m.jsonl line 1", {"content": "a.jpg", "style": "s.png", "iterations": 300.0, "seed": 4})]
     (pair,) = validate_rows(rows, ".", StyleConfig(weights="random"), Limits())
-    assert dict(pair.overrides) == {"iterations": 300, "seed": 4}
+    assert pair.config == StyleConfig(weights="random", iterations=300, seed=4)
     rows = [("m.jsonl line 1", {"content": "a.jpg", "style": "s.png", "iterations": 2.5})]
     (failure,) = validate_rows(rows, ".", StyleConfig(weights="random"), Limits())
     assert "iterations must be int, got 2.5" in failure.error

@@ -11,7 +11,6 @@ import dataclasses
 import io
 import json
 import logging
-import math
 import re
 from collections.abc import Iterator
 from typing import Any, Final
@@ -21,8 +20,8 @@ from apache_beam import pvalue
 
 from beam_style_transfer.transforms import storage
 from beam_style_transfer.transforms.limits import Limits
-from beam_style_transfer.transforms.nst.config import INIT_MODES, StyleConfig, with_color_alias
-from beam_style_transfer.transforms.records import MANIFEST_FORMATS, Failure, Pair
+from beam_style_transfer.transforms.nst.config import StyleConfig, blend_weights, with_color_alias
+from beam_style_transfer.transforms.records import MANIFEST_FORMATS, Failure, Pair, Stage
 
 logger = logging.getLogger(__name__)
 
@@ -210,19 +209,24 @@ def row_to_pair(row: dict[str, Any], source: str, base_folder: str, defaults: St
         raise ValueError("no style image (column 'style'; separate several with '|')")
     weights = None
     if "style_weights" in row:
-        weights = tuple(float(w) for w in _split(row["style_weights"], "style_weights"))
-        if len(weights) != len(styles) or not all(math.isfinite(w) and w >= 0 for w in weights) or sum(weights) <= 0:
-            raise ValueError(f"style_weights {list(weights)} must be {len(styles)} finite values >= 0, not all zero")
+        try:
+            weights = tuple(float(w) for w in _split(row["style_weights"], "style_weights"))
+            blend_weights(len(styles), weights)
+        except ValueError:
+            raise ValueError(f"style_weights {list(weights or row['style_weights'])} must be {len(styles)} finite values >= 0, not all zero") from None
     overrides = with_color_alias({column: _convert(column, row[column]) for column in ROW_OVERRIDES if column in row})
-    if "init" in overrides and overrides["init"] not in INIT_MODES:
-        overrides["init"] = storage.resolve(overrides["init"], base_folder)
-    limits.check(defaults.replace(**overrides))  # ValueError for an out-of-range value
-    for location in (content, *styles, *([overrides["init"]] if "init" in overrides else [])):
-        if location not in INIT_MODES:
-            storage.check_location(location, limits.allowed_schemes)
+    config = defaults.replace(**overrides)
+    # A row's init image is found like its other images; the job's own --init is the launcher's.
+    row_init = config.init_location if "init" in overrides else None
+    if row_init is not None:
+        row_init = storage.resolve(row_init, base_folder)
+        config = config.replace(init=row_init)
+    limits.check(config)  # ValueError for an out-of-range value
+    for location in (content, *styles, *([row_init] if row_init else [])):
+        storage.check_location(location, limits.allowed_schemes)
     raw_id = str(row["id"]) if str(row.get("id", "")).strip() else ""
     pair_id = safe_id(raw_id) if raw_id else ""
-    return Pair(pair_id, content, tuple(styles), weights, tuple(sorted(overrides.items())), source, row)
+    return Pair(pair_id, content, tuple(styles), config, weights, source, row)
 
 
 def derive_id(pair: Pair) -> str:
@@ -237,19 +241,19 @@ def validate_rows(
     parsed: list[Pair | Failure] = []
     for source, row in rows:
         if isinstance(row, Exception):
-            parsed.append(Failure.from_exception("manifest", row, source))
+            parsed.append(Failure.from_exception(Stage.MANIFEST, row, source))
             continue
         try:
             parsed.append(row_to_pair(row, source, base_folder, defaults, limits))
         except ValueError as exc:
-            parsed.append(Failure.from_exception("manifest", exc, source, row=_short(row)))
+            parsed.append(Failure.from_exception(Stage.MANIFEST, exc, source, row=_short(row)))
     # Explicit ids are reserved first, so a derived id never takes a name a row asked for.
     taken: dict[str, str] = {}
     for index, item in enumerate(parsed):
         if isinstance(item, Pair) and item.id:
             if item.id in taken:
                 error = ValueError(f"duplicate id {item.id!r} (first used at {taken[item.id]})")
-                parsed[index] = Failure.from_exception("manifest", error, item.source, item.id, item.row)
+                parsed[index] = Failure.from_exception(Stage.MANIFEST, error, item.source, item.id, item.row)
             else:
                 taken[item.id] = item.source
     for item in parsed:
@@ -294,7 +298,7 @@ class _ExpandManifestFn(beam.DoFn):
         try:
             rows = read_manifest(location, self._fmt, self._limits)
         except (OSError, ValueError) as exc:
-            yield from _tagged(iter([Failure.from_exception("manifest", exc, location)]))
+            yield from _tagged(iter([Failure.from_exception(Stage.MANIFEST, exc, location)]))
             return
         yield from _tagged(validate_rows(rows, storage.parent(location), self._defaults, self._limits))
 
@@ -313,7 +317,7 @@ class _ExpandGlobsFn(beam.DoFn):
                 if not matches[flag]:
                     raise FileNotFoundError(f"no files match {flag} {pattern!r}")
             except OSError as exc:
-                yield from _tagged(iter([Failure.from_exception("manifest", exc, f"{flag} {pattern}")]))
+                yield from _tagged(iter([Failure.from_exception(Stage.MANIFEST, exc, f"{flag} {pattern}")]))
                 return
         rows = [
             (f"{content} x {style}", {"content": content, "style": style})

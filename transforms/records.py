@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from enum import Enum
 from typing import Any, ClassVar, Final
+
+from beam_style_transfer.transforms.nst.config import StyleConfig
 
 # The manifest formats ReadPairs understands (here, free of Beam, for the command line).
 MANIFEST_FORMATS: Final = ("csv", "jsonl")
@@ -11,26 +14,41 @@ MANIFEST_FORMATS: Final = ("csv", "jsonl")
 
 @dataclass(frozen=True)
 class Pair:
-    """One content image with one or more styles, ready to stylize.
+    """One content image with one or more styles, and the settings it is made with.
 
-    ``overrides`` holds the row's per-pair engine settings as sorted ``(field, value)`` items
-    (a tuple keeps the record hashable and deterministic to encode).
+    ``config`` is resolved once, when the manifest row is read: the job's engine settings with
+    the row's overrides applied and checked against the job's limits (manifest.row_to_pair).
+    Everything downstream reads it; nothing applies overrides again.
     """
 
     id: str
     content: str
     styles: tuple[str, ...]
+    config: StyleConfig
+    # As the row gave them (validated; normalized only when the targets are encoded).
     style_weights: tuple[float, ...] | None = None
-    overrides: tuple[tuple[str, Any], ...] = ()
     source: str = ""
     row: dict[str, Any] = field(default_factory=dict, compare=False)
+
+
+class Stage(str, Enum):
+    """Where a row or pair stopped: a failure record's ``stage`` (README, "Outputs")."""
+
+    MANIFEST = "manifest"  # the manifest or the row cannot be read, or the row is invalid
+    CHECK = "check"  # the pair's earlier outputs cannot be inspected
+    READ = "read"  # an input image cannot be read or decoded
+    STYLIZE = "stylize"  # the engine refused or failed the pair (memory, size, time limit, loss)
+    WRITE = "write"  # the pair's outputs cannot be written
+
+    def __str__(self) -> str:
+        return self.value
 
 
 @dataclass(frozen=True)
 class Failure:
     """Why one manifest row or pair produced no image. ``stage`` says where it stopped."""
 
-    stage: str
+    stage: Stage
     error: str
     source: str
     id: str | None = None
@@ -38,12 +56,14 @@ class Failure:
 
     @classmethod
     def from_exception(
-        cls, stage: str, exc: BaseException, source: str, id: str | None = None, row: dict[str, Any] | None = None
+        cls, stage: Stage, exc: BaseException, source: str, id: str | None = None, row: dict[str, Any] | None = None
     ) -> Failure:
-        return cls(stage, f"{type(exc).__name__}: {exc}", source, id, row)
+        """The record of ``exc``: its type and message (a bare MemoryError says so)."""
+        detail = str(exc) or ("out of memory" if isinstance(exc, MemoryError) else "no message")
+        return cls(stage, f"{type(exc).__name__}: {detail}", source, id, row)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {**asdict(self), "stage": self.stage.value}
 
 
 @dataclass(frozen=True)

@@ -33,9 +33,8 @@ from apache_beam.metrics import Metrics
 
 from beam_style_transfer.transforms import claims, report, storage
 from beam_style_transfer.transforms.limits import Limits
-from beam_style_transfer.transforms.nst.config import INIT_MODES, StyleConfig
 from beam_style_transfer.transforms.nst.optimize import StyleResult
-from beam_style_transfer.transforms.records import Failure, Outcome, Pair
+from beam_style_transfer.transforms.records import Failure, Outcome, Pair, Stage
 
 logger = logging.getLogger(__name__)
 
@@ -156,17 +155,15 @@ def pair_inputs(pair: Pair) -> dict[str, Any]:
     }
 
 
-def input_signatures(pair: Pair, config: StyleConfig) -> dict[str, str]:
+def input_signatures(pair: Pair) -> dict[str, str]:
     """Every input image of a pair -> its storage signature (changes when the file is replaced)."""
-    locations = [pair.content, *pair.styles]
-    if config.init not in INIT_MODES:
-        locations.append(config.init)
+    locations = [pair.content, *pair.styles, *filter(None, [pair.config.init_location])]
     return {location: storage.signature(location) for location in locations}
 
 
-def fingerprint(pair: Pair, config: StyleConfig, signatures: dict[str, str]) -> str:
+def fingerprint(pair: Pair, signatures: dict[str, str]) -> str:
     """Identifies the work a pair's outputs came from: inputs, their versions, every setting."""
-    described = {**pair_inputs(pair), "signatures": signatures, "config": config.fingerprint_settings()}
+    described = {**pair_inputs(pair), "signatures": signatures, "config": pair.config.fingerprint_settings()}
     return hashlib.sha256(json.dumps(described, sort_keys=True).encode()).hexdigest()
 
 
@@ -184,7 +181,6 @@ def versions() -> dict[str, str]:
 
 def pair_log(
     pair: Pair,
-    config: StyleConfig,
     signatures: dict[str, str],
     work: str,
     png: bytes,
@@ -194,6 +190,7 @@ def pair_log(
     repairing: str | None,
 ) -> dict[str, Any]:
     """``logs/<id>.json`` of a finished pair: the schema README's "Outputs" documents."""
+    config = pair.config
     log = {
         "id": pair.id,
         "inputs": {**pair_inputs(pair), "signatures": signatures, "source": pair.source},
@@ -244,7 +241,7 @@ class _WritePairFn(beam.DoFn):
             storage.write_atomic(log_location(self._output, item.id), to_json(item.log))
         except Exception as exc:  # noqa: BLE001 - any storage error fails this pair only
             self._write_failed.inc()
-            yield pvalue.TaggedOutput(WRITE_FAILURES, Failure.from_exception("write", exc, item.source, item.id))
+            yield pvalue.TaggedOutput(WRITE_FAILURES, Failure.from_exception(Stage.WRITE, exc, item.source, item.id))
             return
         finally:
             claims.release(self._output, item.id, self._run_id)

@@ -44,12 +44,10 @@ from beam_style_transfer.transforms.nst import (
     decode_image,
     encode_png,
 )
-from beam_style_transfer.transforms.nst.config import INIT_MODES
-from beam_style_transfer.transforms.nst.families import NAMED_WEIGHTS
 from beam_style_transfer.transforms.nst.images import decoded_size, fitted_size
 from beam_style_transfer.transforms.nst.optimize import estimated_pair_bytes, free_memory_bytes, largest_fitting_size
 from beam_style_transfer.transforms.nst.tiles import tile_boxes
-from beam_style_transfer.transforms.records import Failure, Outcome, Pair
+from beam_style_transfer.transforms.records import Failure, Outcome, Pair, Stage
 from beam_style_transfer.transforms.results import NAMESPACE, Stylized, fingerprint, input_signatures, inspect_outputs, pair_log
 
 logger = logging.getLogger(__name__)
@@ -61,11 +59,6 @@ _STYLE_CACHE_SIZE: Final = 16
 MAX_BATCH: Final = 32
 # --batch_size auto on a CPU (README, Performance: batching gains little there).
 CPU_BATCH_SIZE: Final = 1
-
-
-def pair_config(defaults: StyleConfig, pair: Pair) -> StyleConfig:
-    """The job's engine settings with this pair's manifest overrides applied."""
-    return defaults.replace(**dict(pair.overrides))
 
 
 class ModelLoadError(RuntimeError):
@@ -92,7 +85,6 @@ class Prepared:
     """A pair that is not done, with what the skip check learnt, on its way to a batch."""
 
     pair: Pair
-    config: StyleConfig
     signatures: dict[str, str]
     fingerprint: str
     # (width, height) of the result: what the batch key and the memory estimate go by.
@@ -115,20 +107,18 @@ class PreparePairsFn(beam.DoFn):
 
     def process(self, pair: Pair) -> Iterator[Any]:
         tracker = progress.for_run(self._settings.run_id, self._settings.expected_pairs)
-        stage = "configure"
+        stage = Stage.READ  # a missing input fails here, before any work
         try:
-            config = pair_config(self._settings.defaults, pair)
-            stage = "read"  # a missing input fails here, before any work
-            signatures = input_signatures(pair, config)
-            work = fingerprint(pair, config, signatures)
-            stage = "check"
+            signatures = input_signatures(pair)
+            work = fingerprint(pair, signatures)
+            stage = Stage.CHECK
             prior = inspect_outputs(self._settings.output, pair.id, work)
             if prior.done and not self._settings.overwrite:
                 self._skipped.inc()
                 tracker.pair_finished(pair.id, "skipped", "already done")
                 yield pvalue.TaggedOutput(SKIPPED, Outcome(pair.id, "skipped"))
                 return
-            stage = "read"
+            stage = Stage.READ
             size = decoded_size(
                 storage.read_bytes(pair.content, self._settings.limits.max_input_bytes), pair.content, self._settings.limits.max_input_pixels
             )
@@ -137,21 +127,21 @@ class PreparePairsFn(beam.DoFn):
             yield pvalue.TaggedOutput(FAILURES, _failure(tracker, pair, stage, exc))
             return
         repairing = prior.reason if prior.state == "damaged" else None
+        config = pair.config
         output_size = fitted_size(*size, config.image_size)
         # Pairs of one batch key are spread over shards of about MAX_BATCH pairs, so that a
         # collection of one size is grouped into many groups that workers share, not one.
         shards = max(1, math.ceil((self._settings.expected_pairs or 1) / MAX_BATCH))
         shard = zlib.crc32(pair.id.encode()) % shards
         key = f"{batch_key(config, size)!r} shard {shard}"
-        yield key, Prepared(pair, config, signatures, work, output_size, repairing)
+        yield key, Prepared(pair, signatures, work, output_size, repairing)
 
 
-def _failure(tracker: progress.Progress, pair: Pair, stage: str, exc: BaseException) -> Failure:
-    """The failure record of ``pair``, counted and reported."""
-    detail = str(exc) or ("out of memory" if isinstance(exc, MemoryError) else "no message")
-    message = f"{type(exc).__name__}: {detail}"
-    tracker.pair_finished(pair.id, "failed", f"at {stage}: {message}")
-    return Failure(stage, message, pair.source, pair.id, pair.row)
+def _failure(tracker: progress.Progress, pair: Pair, stage: Stage, exc: BaseException) -> Failure:
+    """The failure record of ``pair``, reported on the progress display."""
+    failure = Failure.from_exception(stage, exc, pair.source, pair.id, pair.row)
+    tracker.pair_finished(pair.id, "failed", f"at {stage}: {failure.error}")
+    return failure
 
 
 @dataclass
@@ -186,18 +176,17 @@ class StylizeBatchesFn(beam.DoFn):
         self._styles: OrderedDict[tuple[Any, ...], StyleTargets] = OrderedDict()
 
     def _load_engine(self) -> StyleTransfer:
-        weights = self._settings.defaults.weights
-        local = None
-        if weights not in NAMED_WEIGHTS:
-            local = storage.local_copy(weights)  # gs://... weights land in the temp folder once
+        defaults = self._settings.defaults
+        # gs://... weights land in the temp folder once.
+        local = storage.local_copy(defaults.weights_location) if defaults.weights_location else None
         started = time.perf_counter()
         pinned = None
-        if self._settings.defaults.device != "cpu":
+        if defaults.device != "cpu":
             pinned = devices.pin_cuda_device()  # several GPUs, several worker processes: one each
-        engine = StyleTransfer(self._settings.defaults, weights_file=local)
+        engine = StyleTransfer(defaults, weights_file=local)
         logger.info(
             "loaded %s (%s weights) on %s in %.1f s",
-            self._settings.defaults.model, weights,
+            defaults.model, defaults.weights,
             engine.device if pinned is None or engine.device.type != "cuda" else f"cuda:{pinned}",
             time.perf_counter() - started,
         )
@@ -260,7 +249,7 @@ class StylizeBatchesFn(beam.DoFn):
                 continue
             self._failed.inc()
             tracker = progress.for_run(self._settings.run_id, self._settings.expected_pairs)
-            yield pvalue.TaggedOutput(FAILURES, _failure(tracker, item.pair, "stylize", refusal))
+            yield pvalue.TaggedOutput(FAILURES, _failure(tracker, item.pair, Stage.STYLIZE, refusal))
         if not fitting:
             return
         size = self._settings.batch_size or auto_batch_size(engine, fitting[0], budget)
@@ -290,15 +279,15 @@ class StylizeBatchesFn(beam.DoFn):
                 entry = _Running(item, claim, expected_records=expected_records(item, tiling))
                 running.append(entry)
                 try:
-                    config = item.config
+                    config = pair.config
                     content = self._read_image(pair.content)
-                    init_image = self._read_image(config.init) if config.init not in INIT_MODES else None
+                    init_image = self._read_image(config.init_location) if config.init_location else None
                     targets, coarse = self._style_targets(engine, pair, config, content)
                 except Exception as exc:  # noqa: BLE001 - a bad input fails its own pair
                     running.remove(entry)
                     claims.release(self._settings.output, pair.id, self._settings.run_id)
                     self._failed.inc()
-                    yield pvalue.TaggedOutput(FAILURES, _failure(tracker, pair, "read", exc))
+                    yield pvalue.TaggedOutput(FAILURES, _failure(tracker, pair, Stage.READ, exc))
                     continue
                 entry.request = StyleRequest(content, targets, config, init_image, pair.content, coarse)
             if not running:
@@ -309,7 +298,7 @@ class StylizeBatchesFn(beam.DoFn):
                 if isinstance(outcome, Exception):
                     claims.release(self._settings.output, entry.prepared.pair.id, self._settings.run_id)
                     self._failed.inc()
-                    yield pvalue.TaggedOutput(FAILURES, _failure(tracker, entry.prepared.pair, "stylize", outcome))
+                    yield pvalue.TaggedOutput(FAILURES, _failure(tracker, entry.prepared.pair, Stage.STYLIZE, outcome))
                 else:
                     yield self._stylized(entry, outcome, time.perf_counter() - started, len(running), tracker)
         except BaseException:
@@ -367,7 +356,7 @@ class StylizeBatchesFn(beam.DoFn):
     def _stylized(
         self, entry: _Running, result: StyleResult, seconds: float, batch_size: int, tracker: progress.Progress
     ) -> Stylized:
-        prepared, pair, config = entry.prepared, entry.prepared.pair, entry.prepared.config
+        prepared, pair = entry.prepared, entry.prepared.pair
         png = encode_png(result.image)
         self._pair_ms.update(int(seconds * 1000))
         self._final_loss.update(int(result.final.total * 1000))
@@ -376,7 +365,7 @@ class StylizeBatchesFn(beam.DoFn):
             f"{seconds:.1f} s (a batch of {batch_size}), final loss {result.final.total:.6g} on {result.device}",
         )
         log = pair_log(
-            pair, config, prepared.signatures, prepared.fingerprint, png, result, batch_size, seconds, prepared.repairing
+            pair, prepared.signatures, prepared.fingerprint, png, result, batch_size, seconds, prepared.repairing
         )
         return Stylized(pair.id, png, log, pair.source, repaired=prepared.repairing is not None)
 
@@ -387,7 +376,7 @@ def auto_batch_size(engine: StyleTransfer, prepared: Prepared, budget: int | Non
     gains little, the measured best (README, Performance)."""
     if engine.device.type != "cuda" or budget is None:
         return CPU_BATCH_SIZE
-    return max(1, min(MAX_BATCH, int(0.8 * budget // estimated_pair_bytes(prepared.config, prepared.output_size))))
+    return max(1, min(MAX_BATCH, int(0.8 * budget // estimated_pair_bytes(prepared.pair.config, prepared.output_size))))
 
 
 # A tiled pair's tiles are at least this share of its longest side (at most 8 x 8 tiles).
@@ -396,7 +385,7 @@ MIN_TILE_FRACTION: Final = 1 / 8
 
 def expected_records(prepared: Prepared, tiling: tuple[int, int] | None) -> int:
     """Iteration records a pair makes (for progress): iterations + 1 per scale, per tile at the last."""
-    config, (width, height) = prepared.config, prepared.output_size
+    config, (width, height) = prepared.pair.config, prepared.output_size
     tiles = len(tile_boxes(width, height, *tiling)) if tiling else 1
     return sum(n + 1 for _, n in config.scales) + tiles * (config.iterations + 1)
 
@@ -404,7 +393,7 @@ def expected_records(prepared: Prepared, tiling: tuple[int, int] | None) -> int:
 def tile_plan(prepared: Prepared, budget: int | None) -> tuple[int, int] | None:
     """(tile px, overlap px) for a pair too large for ``budget`` at its last scale, or None when
     tiles would not do: its coarser scales do not fit either, or the tiles would be tiny."""
-    config, (width, height) = prepared.config, prepared.output_size
+    config, (width, height) = prepared.pair.config, prepared.output_size
     if budget is None:
         return None
     for size, _ in config.scales:
@@ -427,7 +416,7 @@ def _mebibytes(count: float) -> str:
 def memory_refusal(prepared: Prepared, device: torch.device, budget: int | None) -> PairTooLargeError | None:
     """Why ``prepared`` cannot run within ``budget`` bytes (with the size it needs and the size
     that would fit), or None when it fits or the budget is unknown."""
-    config, (width, height) = prepared.config, prepared.output_size
+    config, (width, height) = prepared.pair.config, prepared.output_size
     needed = estimated_pair_bytes(config, (width, height))
     if budget is None or needed <= budget:
         return None

@@ -8,10 +8,14 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from beam_style_transfer.transforms.nst.families import FAMILIES, NAMED_WEIGHTS, WeightsFamily, resolve_family
+
+if TYPE_CHECKING:
+    import torch
 
 MODELS: Final = ("vgg16", "vgg19")
 POOLINGS: Final = ("max", "avg")
@@ -42,6 +46,26 @@ def with_color_alias(settings: dict[str, object]) -> dict[str, object]:
     else:
         settings.setdefault("color_control", "none")  # a row's original_colors=false turns it off
     return settings
+
+
+def blend_weights(count: int, weights: Sequence[float] | None) -> list[float]:
+    """The blend weights of ``count`` style images normalized to sum 1 (equal when None): the
+    one rule for ``--style_weights`` and a manifest's ``style_weights``.
+
+    Raises:
+        ValueError: not one finite value >= 0 per image, or all zero.
+    """
+    if count < 1:
+        raise ValueError("at least one style image is needed")
+    values = [1.0] * count if weights is None else [float(w) for w in weights]
+    if len(values) != count:
+        raise ValueError(f"{len(values)} style weights for {count} style images")
+    if any(not math.isfinite(w) or w < 0 for w in values) or sum(values) <= 0:
+        raise ValueError(f"style weights must be finite, >= 0 and not all zero: {values}")
+    total = sum(values)
+    return [w / total for w in values]
+
+
 # The largest input image decoded, in pixels (16 k x 16 k): far beyond what a style transfer can
 # use, far below a decompression bomb. images.py enforces it; the pipeline's --max_input_pixels.
 MAX_INPUT_PIXELS: Final = 16384 * 16384
@@ -157,6 +181,30 @@ class StyleConfig:
     def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
         if value not in choices:
             raise ValueError(f"unknown {name} {value!r}: choose one of {', '.join(choices)}")
+
+    @property
+    def init_location(self) -> str | None:
+        """The init image's location, or None when ``init`` is one of INIT_MODES."""
+        return None if self.init in INIT_MODES else self.init
+
+    @property
+    def weights_location(self) -> str | None:
+        """The weights file's location, or None for weights known by name (NAMED_WEIGHTS)."""
+        return None if self.weights in NAMED_WEIGHTS else self.weights
+
+    def torch_device(self) -> torch.device:
+        """``device`` resolved on this machine: ``auto`` is CUDA when there is a GPU, else CPU.
+
+        Raises:
+            ValueError: ``cuda`` without a CUDA GPU.
+        """
+        import torch  # only where a device is wanted: this module stays free of torch
+
+        if self.device == "auto":
+            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        if self.device == "cuda" and not torch.cuda.is_available():
+            raise ValueError("device 'cuda' was requested but no CUDA GPU is available")
+        return torch.device(self.device)
 
     @property
     def family(self) -> WeightsFamily:

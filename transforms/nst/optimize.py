@@ -24,7 +24,7 @@ from PIL import Image
 from torch import Tensor, nn
 
 from beam_style_transfer.transforms.nst.color import keep_colors, match_colors
-from beam_style_transfer.transforms.nst.config import StyleConfig
+from beam_style_transfer.transforms.nst.config import StyleConfig, blend_weights
 from beam_style_transfer.transforms.nst.images import fit_longest_side, fitted_size, image_to_tensor, tensor_to_image
 from beam_style_transfer.transforms.nst.lbfgs import LBFGS
 from beam_style_transfer.transforms.nst.losses import content_loss, gram_matrix, style_loss, tv_loss
@@ -133,15 +133,6 @@ LBFGS_HISTORY = 100
 IN_RANGE_FRACTION = 0.2
 
 
-def resolve_device(name: str) -> torch.device:
-    """``auto`` -> CUDA when available, else CPU; ``cuda`` without a GPU is an error."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device 'cuda' was requested but no CUDA GPU is available")
-    return torch.device(name)
-
-
 def batch_key(config: StyleConfig, content_size: tuple[int, int]) -> tuple[object, ...]:
     """Pairs with equal keys can share one :meth:`StyleTransfer.stylize_batch` call, and do so
     without waste: one network, output size, optimizer, precision, iteration count and scales."""
@@ -210,19 +201,6 @@ def free_memory_bytes(device: torch.device) -> int | None:
     except OSError:
         pass
     return None
-
-
-def blend_weights(count: int, weights: Sequence[float] | None) -> list[float]:
-    """Style blend weights normalized to sum 1 (equal weights when None)."""
-    if count < 1:
-        raise ValueError("at least one style image is needed")
-    values = [1.0] * count if weights is None else [float(w) for w in weights]
-    if len(values) != count:
-        raise ValueError(f"{len(values)} style weights for {count} style images")
-    if any(not math.isfinite(w) or w < 0 for w in values) or sum(values) <= 0:
-        raise ValueError(f"style weights must be finite, >= 0 and not all zero: {values}")
-    total = sum(values)
-    return [w / total for w in values]
 
 
 class Objective(nn.Module):
@@ -323,7 +301,7 @@ class StyleTransfer:
         self, config: StyleConfig | None = None, weights_file: str | None = None, dtype: torch.dtype = torch.float32
     ) -> None:
         self.config = config or StyleConfig()
-        self.device = resolve_device(self.config.device)
+        self.device = self.config.torch_device()
         # float32 for work; float64 lets tests compare batched and single-pair runs exactly.
         self.dtype = dtype
         self.family = self.config.family
@@ -800,7 +778,6 @@ class StyleTransfer:
                 seconds=seconds,
             ))
         return results
-
 
 
 def stylize(
