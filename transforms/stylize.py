@@ -323,17 +323,7 @@ class StylizeBatchesFn(beam.DoFn):
             entry.claim = claims.renew_if_due(self._settings.output, pair.id, entry.claim)
 
         try:
-            if tiling is not None:
-                (request,) = requests
-                tile, overlap = tiling
-                return [engine.stylize_tiled(
-                    request, tile, overlap, lambda record: on_record(0, record), self._settings.limits.pair_time_limit
-                )]
-            return engine.stylize_batch(requests, on_record, self._settings.limits.pair_time_limit)
-        except ValueError as exc:  # a tiled pair's own problem (ImageTooSmallError, say)
-            if tiling is None:
-                raise
-            return [exc]
+            return engine.stylize_batch(requests, on_record, self._settings.limits.pair_time_limit, tiling)
         except torch.cuda.OutOfMemoryError as exc:
             torch.cuda.empty_cache()
             if len(requests) == 1:

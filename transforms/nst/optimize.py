@@ -439,6 +439,7 @@ class StyleTransfer:
         requests: Sequence[StyleRequest],
         callback: BatchCallback | None = None,
         time_limit: float | None = None,
+        tiling: tuple[int, int] | None = None,
     ) -> list[StyleResult | Exception]:
         """Optimize several independent pairs together: one forward and backward per iteration
         over all of them, each with its own targets, loss weights, iteration count, init and
@@ -452,6 +453,8 @@ class StyleTransfer:
         Args:
             callback: called with (index of the request, record) for every iteration of every pair.
             time_limit: seconds for the whole batch, checked after every iteration.
+            tiling: (tile px, overlap px) for one request too large for the device: its last
+                scale runs in tiles (:meth:`stylize_tiled`).
 
         Returns:
             one entry per request, in order: its result, or the exception that failed it
@@ -460,9 +463,17 @@ class StyleTransfer:
 
         Raises:
             TimeLimitError: ``time_limit`` passed before the last iteration.
-            ValueError: the pairs do not share a size, an optimizer and a precision.
+            ValueError: the pairs do not share a size, an optimizer and a precision, or a tiled
+                batch is not of one request.
         """
         started = time.perf_counter()
+        if tiling is not None:
+            if len(requests) != 1:
+                raise ValueError(f"a tiled batch is one pair; got {len(requests)}")
+            try:
+                return [self._stylize_tiled(requests[0], *tiling, callback, started, time_limit)]
+            except (ValueError, NonFiniteLossError) as exc:  # the pair's own problem, as below
+                return [exc]
         stages = {(request.config or self.config).scales for request in requests}
         if len(stages) > 1:
             raise ValueError(f"a batch needs pairs of one set of scales; got {sorted(stages)}")
@@ -488,24 +499,36 @@ class StyleTransfer:
         tile's style loss compares its own Gram matrices with the whole style's, which is
         what crowsonkb's style-transfer-pytorch does for its tiles too. The result's history
         and ``final`` sum the tiles' records (a whole-image loss is what does not fit).
+
+        Raises what :meth:`stylize` raises.
         """
-        started = time.perf_counter()
-        config = request.config or self.config
         on_record = None if callback is None else (lambda _, record: callback(record))
+        return self._stylize_tiled(request, tile, overlap, on_record, time.perf_counter(), time_limit)
+
+    def _stylize_tiled(
+        self,
+        request: StyleRequest,
+        tile: int,
+        overlap: int,
+        callback: BatchCallback | None,
+        started: float,
+        time_limit: float | None,
+    ) -> StyleResult:
+        config = request.config or self.config
         if len(request.coarse_styles) != len(config.scales):
             raise ValueError(f"{len(request.coarse_styles)} coarse style targets for {len(config.scales)} scales")
         coarse: list[StyleResult] = []
         init_image = request.init_image
         for stage, targets in enumerate(request.coarse_styles):
             staged = StyleRequest(request.content, targets, config.at_stage(stage), init_image, request.content_name)
-            (result,) = self._stylize_scale([staged], on_record, started, time_limit)
+            (result,) = self._stylize_scale([staged], callback, started, time_limit)
             if isinstance(result, Exception):
                 raise result
             coarse.append(result)
             init_image = result.image
         last = dataclasses.replace(request, init_image=init_image, coarse_styles=())
         result = self._stylize_last_scale_tiled(
-            last, config.at_stage(len(config.scales)), tile, overlap, on_record, started, time_limit
+            last, config.at_stage(len(config.scales)), tile, overlap, callback, started, time_limit
         )
         return dataclasses.replace(result, coarse=tuple(coarse))
 

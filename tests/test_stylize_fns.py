@@ -1,0 +1,168 @@
+"""The stylize DoFns driven directly, with a small real engine (seeded random VGG19 at 32 px).
+
+What the end-to-end tests see only as counts: which stage each failure is recorded at, that a
+failing pair leaves the rest of its batch alone, and that the style-target cache is bounded and
+reused. Each DoFn runs as a worker runs it: ``process`` on real files, the model loaded by the
+DoFn itself.
+"""
+
+from __future__ import annotations
+
+import io
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import pytest
+from apache_beam import pvalue
+from PIL import Image
+
+from beam_style_transfer.transforms import storage
+from beam_style_transfer.transforms.limits import Limits
+from beam_style_transfer.transforms.manifest import validate_rows
+from beam_style_transfer.transforms.nst import StyleConfig, StyleTransfer
+from beam_style_transfer.transforms.records import Failure, Pair, Stage
+from beam_style_transfer.transforms.results import Stylized
+from beam_style_transfer.transforms.stylize import (
+    _STYLE_CACHE_SIZE, Prepared, PreparePairsFn, StylizeBatchesFn, StylizeSettings,
+)
+from tests.conftest import synthetic_image
+
+
+def settings_for(weights_file, output: Path, **changes: Any) -> StylizeSettings:
+    limits = changes.pop("limits", Limits())
+    defaults = StyleConfig(
+        weights=weights_file("vgg19"), weights_family="torchvision", image_size=32, iterations=2, device="cpu"
+    )
+    return StylizeSettings(defaults, limits, str(output), run_id="test-run", **changes)
+
+
+def pairs(settings: StylizeSettings, folder: Path, rows: list[dict[str, str]]) -> list[Pair]:
+    """Pairs as the manifest makes them (their ids and resolved configs)."""
+    parsed = list(validate_rows([(f"m.csv line {i + 2}", row) for i, row in enumerate(rows)], str(folder), settings.defaults, settings.limits))
+    assert all(isinstance(p, Pair) for p in parsed), parsed
+    return parsed
+
+
+def sorted_outputs(outputs: list[Any]) -> dict[str, list[Any]]:
+    """A DoFn's outputs by tag ("main" for the untagged)."""
+    by_tag: dict[str, list[Any]] = defaultdict(list)
+    for item in outputs:
+        if isinstance(item, pvalue.TaggedOutput):
+            by_tag[item.tag].append(item.value)
+        else:
+            by_tag["main"].append(item)
+    return by_tag
+
+
+def prepare(settings: StylizeSettings, items: list[Pair]) -> tuple[list[Prepared], dict[str, list[Any]]]:
+    fn = PreparePairsFn(settings)
+    by_tag = sorted_outputs([out for pair in items for out in fn.process(pair)])
+    return [prepared for _, prepared in by_tag.pop("main", [])], by_tag
+
+
+@pytest.fixture
+def images(tmp_path: Path) -> Path:
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for name, seed in {"cat.png": 1, "dog.png": 2, "waves.png": 3, "tiles.png": 4}.items():
+        synthetic_image(seed).save(folder / name)
+    synthetic_image(5, width=64, height=3).save(folder / "sliver.png")  # 32x2 at image_size 32: too small
+    (folder / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    return folder
+
+
+def test_each_failure_is_recorded_at_its_stage_naming_its_input(weights_file, images, tmp_path, monkeypatch) -> None:
+    settings = settings_for(weights_file, tmp_path / "out", limits=Limits(device_memory_gb=0.01))
+    good, missing, sliver, broken_style, large, checked = pairs(settings, images, [
+        {"id": "good", "content": "cat.png", "style": "waves.png"},
+        {"id": "missing", "content": "nowhere.png", "style": "waves.png"},
+        {"id": "sliver", "content": "sliver.png", "style": "waves.png"},
+        {"id": "broken-style", "content": "dog.png", "style": "broken.png"},
+        {"id": "large", "content": "cat.png", "style": "tiles.png", "image_size": "4096"},
+        {"id": "checked", "content": "dog.png", "style": "tiles.png"},
+    ])
+
+    # Prepare: an input that is not there fails at read; a store that refuses the skip check, at check.
+    real_exists = storage.exists
+
+    def refusing_exists(location: str) -> bool:
+        if "checked" in location:
+            raise PermissionError(f"{location}: the store refused the request")
+        return real_exists(location)
+
+    monkeypatch.setattr(storage, "exists", refusing_exists)
+    ready, by_tag = prepare(settings, [good, missing, sliver, broken_style, large, checked])
+    monkeypatch.undo()
+    failures = {f.id: f for f in by_tag["failures"]}
+    assert set(failures) == {"missing", "checked"} and not by_tag.get("skipped")
+    assert failures["missing"].stage == Stage.READ and "nowhere.png: no such file" in failures["missing"].error
+    assert failures["checked"].stage == Stage.CHECK and "images/checked.png: the store refused" in failures["checked"].error
+
+    # The batch: an unreadable style at read; too small, and too large for the device's memory
+    # (4096 px in 10 MiB: not even tiles fit), at stylize. Each record names the input.
+    fn = StylizeBatchesFn(settings)
+    by_tag = sorted_outputs(list(fn.process(("key", ready))))
+    failures = {f.id: f for f in by_tag["failures"]}
+    assert set(failures) == {"sliver", "broken-style", "large"}
+    assert failures["broken-style"].stage == Stage.READ and "broken.png: not a readable image" in failures["broken-style"].error
+    assert failures["sliver"].stage == Stage.STYLIZE and "ImageTooSmallError" in failures["sliver"].error
+    assert str(images / "sliver.png") in failures["sliver"].error
+    assert failures["large"].stage == Stage.STYLIZE and "PairTooLargeError" in failures["large"].error
+    assert str(images / "cat.png") in failures["large"].error and "the largest image_size that fits" in failures["large"].error
+    for failure in failures.values():
+        assert isinstance(failure, Failure) and failure.source.startswith("m.csv line ")
+        assert failure.to_dict()["stage"] == str(failure.stage)  # JSON holds the plain name
+    (stylized,) = by_tag["main"]
+    assert stylized.id == "good"
+
+
+def test_a_failing_pair_does_not_stop_its_batch(weights_file, images, tmp_path) -> None:
+    settings = settings_for(weights_file, tmp_path / "out", batch_size=4)
+    items = pairs(settings, images, [
+        {"id": "sliver", "content": "sliver.png", "style": "waves.png"},
+        {"id": "cat", "content": "cat.png", "style": "waves.png"},
+        {"id": "broken", "content": "dog.png", "style": "broken.png"},
+        {"id": "dog", "content": "dog.png", "style": "tiles.png"},
+    ])
+    ready, _ = prepare(settings, items)
+    by_tag = sorted_outputs(list(StylizeBatchesFn(settings).process(("key", ready))))
+    assert sorted(f.id for f in by_tag["failures"]) == ["broken", "sliver"]
+    done = {s.id: s for s in by_tag["main"]}
+    assert set(done) == {"cat", "dog"}
+    for stylized in done.values():
+        assert isinstance(stylized, Stylized) and stylized.log["batch_size"] == 3  # the sliver rode along and failed alone
+        assert Image.open(io.BytesIO(stylized.png)).size == (32, 24)
+        assert stylized.log["final"]["total"] < stylized.log["history"][0]["total"]
+
+
+def test_style_targets_are_cached_bounded_and_reused(weights_file, images, tmp_path, monkeypatch) -> None:
+    styles = [f"style{index}.png" for index in range(_STYLE_CACHE_SIZE + 2)]
+    for index, name in enumerate(styles):
+        synthetic_image(100 + index, 40, 40).save(images / name)
+    encoded: list[tuple[str, ...]] = []
+    real_encode = StyleTransfer.encode_styles
+
+    def counting_encode(self, images_, weights=None, size=None, names=None, colors_of=None):
+        encoded.append(tuple(names))
+        return real_encode(self, images_, weights, size, names, colors_of)
+
+    monkeypatch.setattr(StyleTransfer, "encode_styles", counting_encode)
+    settings = settings_for(weights_file, tmp_path / "out", overwrite=True)
+    fn = StylizeBatchesFn(settings)  # one worker's DoFn: its cache lives as long as it does
+
+    def run(names: list[str]) -> None:
+        rows = [{"id": f"p{i}", "content": "cat.png", "style": name, "iterations": "1"} for i, name in enumerate(names)]
+        ready, _ = prepare(settings, pairs(settings, images, rows))
+        by_tag = sorted_outputs(list(fn.process(("key", ready))))
+        assert len(by_tag["main"]) == len(names) and not by_tag.get("failures")
+
+    run(styles[:2] * 3)  # three pairs of each style: encoded once each
+    assert [Path(n[0]).name for n in encoded] == styles[:2]
+    run(styles)  # the rest: each once; now the cache holds the last _STYLE_CACHE_SIZE
+    assert len(encoded) == len(styles)
+    encoded.clear()
+    run(styles[2:])  # all still cached: nothing is encoded again
+    assert encoded == []
+    run(styles[:1])  # the oldest was evicted: the cache is bounded
+    assert [Path(n[0]).name for n in encoded] == styles[:1]
