@@ -14,6 +14,7 @@ from beam_style_transfer.transforms.nst import (
 from beam_style_transfer.transforms.nst.color import rgb_to_ycbcr
 from beam_style_transfer.transforms.nst.images import fit_longest_side, image_to_tensor
 from beam_style_transfer.transforms.nst.losses import gram_matrix
+from beam_style_transfer.transforms.nst.optimize import Objective
 from tests.conftest import synthetic_image
 
 
@@ -112,17 +113,39 @@ def test_original_colors_keep_content_chroma(weights_file) -> None:
     assert (changed - content_chroma).abs()[unclipped].mean() > 4 * kept_error.mean()
 
 
+def _expected_start(init: str, content: Image.Image, style: Image.Image, init_image: Image.Image, seed: int) -> torch.Tensor:
+    """What each init mode documents as the starting image, in [0, 1] pixels at the content's size."""
+    size = content.size
+    if init == "content":
+        return image_to_tensor(content)
+    if init == "random":  # Gatys et al.'s white noise: uniform, seeded by config.seed
+        return torch.rand((1, 3, size[1], size[0]), generator=torch.Generator().manual_seed(seed))
+    stretched = (style if init == "style" else init_image).resize(size, Image.Resampling.LANCZOS)
+    return image_to_tensor(stretched)
+
+
 @pytest.mark.parametrize("init", ["content", "random", "style", "image"])
-def test_init_modes(weights_file, init: str) -> None:
-    engine = StyleTransfer(config(weights_file, iterations=1))
-    targets = engine.encode_styles([synthetic_image(2, 64, 64)])
-    init_image = synthetic_image(9) if init == "image" else None
+def test_init_modes_start_from_the_documented_image(weights_file, init: str) -> None:
+    # Iteration 0's record is the starting image's loss: it must be the loss of exactly the
+    # image the mode documents, scored by the same objective.
+    engine = StyleTransfer(config(weights_file, iterations=1, seed=7))
+    style, content, init_image = synthetic_image(2, 64, 64), synthetic_image(1), synthetic_image(9, 80, 40)
+    targets = engine.encode_styles([style])
     cfg = engine.config.replace(init="gs://bucket/start.png" if init == "image" else init)
-    result = engine.stylize(synthetic_image(1), targets, cfg, init_image=init_image)
-    assert (result.history[0].content == 0.0) == (init == "content")
+    result = engine.stylize(content, targets, cfg, init_image=init_image if init == "image" else None)
+    resized = fit_longest_side(content, cfg.image_size)
+    objective = Objective(engine.network, image_to_tensor(resized), [targets.grams], [cfg])
+    losses = {
+        (mode, seed): objective(_expected_start(mode, resized, targets.first_image, init_image, seed)).tolist()[0][:4]
+        for mode, seed in (("content", 7), ("random", 7), ("random", 8), ("style", 7), ("image", 7))
+    }
+    first = result.history[0]
+    assert [first.total, first.content, first.style, first.tv] == pytest.approx(losses[init, 7], rel=1e-5)
+    assert all(other[0] != pytest.approx(first.total, rel=1e-3) for key, other in losses.items() if key != (init, 7))
+    assert (first.content == 0.0) == (init == "content")
     if init == "image":
-        with pytest.raises(ValueError, match="no init_image was given"):
-            engine.stylize(synthetic_image(1), targets, cfg)
+        with pytest.raises(ValueError, match="init 'gs://bucket/start.png' names an image, but no init_image was given"):
+            engine.stylize(content, targets, cfg)
 
 
 def test_too_small_image_is_refused(weights_file) -> None:

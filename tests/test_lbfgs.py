@@ -50,7 +50,64 @@ def test_same_iterates_as_torch_lbfgs(history_size: int) -> None:
     assert objective(ours[-1]) < objective(torch.zeros(n, dtype=torch.float64))
 
 
-def test_negative_curvature_pair_is_a_no_op() -> None:
+def _history(optimizer: LBFGS) -> dict[str, torch.Tensor]:
+    """A copy of everything the optimizer remembers between steps."""
+    (param,) = optimizer.param_groups[0]["params"]
+    return {name: value.clone() for name, value in optimizer.state[param].items() if isinstance(value, torch.Tensor)}
+
+
+def _stepped(steps: int) -> tuple[LBFGS, torch.Tensor]:
+    """An optimizer after ``steps`` steps on a convex problem, with pairs in its history."""
+    n = 6
+    objective = convex_problem(n, seed=5)
+    x = torch.zeros(n, dtype=torch.float64, requires_grad=True)
+    optimizer = LBFGS([x], history_size=3)
+    for _ in range(steps):
+        def closure() -> torch.Tensor:
+            optimizer.zero_grad()
+            loss = objective(x)
+            loss.backward()
+            return loss
+
+        optimizer.step(closure)
+    return optimizer, x
+
+
+def test_a_pair_without_positive_curvature_is_skipped_and_changes_nothing() -> None:
+    optimizer, x = _stepped(4)
+    (param,) = optimizer.param_groups[0]["params"]
+    state = optimizer.state[param]
+    before = _history(optimizer)
+    assert int(before["count"]) == 3  # three pairs learnt in four steps
+    s = torch.tensor([[1.0, 0, 0, 0, 0, 0]], dtype=torch.float64)
+    for y in ([[-1.0, 0, 0, 0, 0, 0]], [[0.0, 1, 0, 0, 0, 0]], [[1e-12, 0, 0, 0, 0, 0]]):  # sᵀy < 0, = 0, <= 1e-10
+        optimizer.remember(s, torch.tensor(y, dtype=torch.float64), accept=torch.tensor([True]), state=state)
+        after = _history(optimizer)
+        for name in ("pairs", "sy", "yy", "gamma", "count"):
+            assert torch.equal(after[name], before[name]), (y, name)
+    # A pair with positive curvature is stored, in the oldest slot, and sets gamma = sᵀy / yᵀy.
+    y = torch.tensor([[2.0, 1, 0, 0, 0, 0]], dtype=torch.float64)
+    optimizer.remember(s, y, accept=torch.tensor([True]), state=state)
+    assert int(state["count"]) == 4 and float(state["gamma"]) == pytest.approx(2.0 / 5.0)
+    assert torch.equal(state["pairs"][0, 0], s[0]) and torch.equal(state["pairs"][0, 3], y[0])  # slot 3 % 3 = 0: rows 0 (s) and 0 + 3 (y)
+    # accept=False (a rejected or fresh point) stores nothing, whatever its curvature.
+    stored = _history(optimizer)
+    optimizer.remember(s, y, accept=torch.tensor([False]), state=state)
+    assert all(torch.equal(value, stored[name]) for name, value in _history(optimizer).items())
+
+
+def test_computing_a_direction_changes_no_history() -> None:
+    optimizer, x = _stepped(5)
+    (param,) = optimizer.param_groups[0]["params"]
+    before = _history(optimizer)
+    grad = torch.randn(1, x.numel(), dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    first = optimizer.direction(grad, optimizer.state[param])
+    after = _history(optimizer)
+    assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
+    assert torch.equal(optimizer.direction(grad, optimizer.state[param]), first)
+
+
+def test_a_concave_stretch_keeps_the_iterates_finite() -> None:
     # On a concave direction sᵀy < 0: the pair must not poison the direction with NaN or inf.
     x = torch.tensor([0.5, -0.3], dtype=torch.float64, requires_grad=True)
     optimizer = LBFGS([x], history_size=3)
