@@ -80,7 +80,7 @@ def test_several_styles_blend_to_weighted_targets(weights_file) -> None:
         )
     with pytest.raises(ValueError, match="2 style weights for 1 style images"):
         engine.encode_styles([a], [1.0, 2.0])
-    with pytest.raises(ValueError, match="not all zero"):
+    with pytest.raises(ValueError, match=r"style weights must be finite, >= 0 and not all zero: \[0.0, 0.0\]"):
         engine.encode_styles([a, b], [0.0, 0.0])
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 
 import pytest
@@ -86,7 +87,7 @@ def test_pairs_of_other_scales_are_not_batched_together() -> None:
 
 def test_scales_flag() -> None:
     assert scale_list("256:300, 512:100") == ((256, 300), (512, 100)) and scale_list("") == ()
-    with pytest.raises(Exception, match="expected SIZE:ITERATIONS"):
+    with pytest.raises(argparse.ArgumentTypeError, match=r"expected SIZE:ITERATIONS\[,SIZE:ITERATIONS...\], got '256x300'"):
         scale_list("256x300")
 
 

@@ -24,7 +24,11 @@ from beam_style_transfer.transforms.nst import StyleConfig, StyleTransfer
 from beam_style_transfer.transforms.records import Failure, Pair, Stage
 from beam_style_transfer.transforms.results import Stylized
 from beam_style_transfer.transforms.stylize import (
-    _STYLE_CACHE_SIZE, Prepared, PreparePairsFn, StylizeBatchesFn, StylizeSettings,
+    _STYLE_CACHE_SIZE,
+    Prepared,
+    PreparePairsFn,
+    StylizeBatchesFn,
+    StylizeSettings,
 )
 from tests.conftest import synthetic_image
 
