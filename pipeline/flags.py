@@ -2,6 +2,9 @@
 
 Free of Beam and torch at import time, so that ``python -m pipeline --help`` answers at once;
 defaults come from StyleConfig's field defaults without building a config.
+
+Imports: no Beam and no torch at import time (tests/test_layout.py checks); limits, records and the
+engine's torch-free config and families, for their choices and defaults.
 """
 
 from __future__ import annotations

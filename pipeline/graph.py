@@ -1,6 +1,9 @@
 """build(p, config): ReadPairs | Reshuffle | StylizePairs (prepare, batch, stylize) | WriteResults.
 
-Wires; computes nothing."""
+Wires; computes nothing.
+
+Imports: Beam and the three Beam transforms (manifest, stylize, results); nothing of the engine.
+"""
 
 from __future__ import annotations
 

@@ -2,6 +2,8 @@
 
 Beam and torch are imported inside :func:`run`, after ``--help`` has been answered: importing them
 takes seconds, and the help should not.
+
+Imports: the rest of pipeline/ and results' exit-status errors; Beam and torch only inside run().
 """
 
 from __future__ import annotations

@@ -1,4 +1,7 @@
-"""StyleTransferOptions (Beam options) -> PipelineConfig, the one configuration of a job."""
+"""StyleTransferOptions (Beam options) -> PipelineConfig, the one configuration of a job.
+
+Imports: Beam's PipelineOptions, flags, limits and the torch-free StyleConfig; never torch.
+"""
 
 from __future__ import annotations
 

@@ -4,6 +4,9 @@ A mistake that would fail every pair (weights that cannot load, a device that is
 init image that does not exist, an output that cannot be written) is found here in seconds and
 reported once, instead of as one failure record per pair after hours of work. Per-row and per-pair
 problems are not checked here: they keep their failure records.
+
+Imports: storage, the manifest reader, and the engine's weights and VGG (to load the weights once
+here); it builds no pipeline.
 """
 
 from __future__ import annotations

@@ -9,6 +9,8 @@ launcher. The regexes are deliberately narrower than the parser where Dataflow n
 
 tests/test_flex_template.py fails when the committed file and this generator disagree.
 Free of Beam and torch, like flags.py.
+
+Imports: flags and the engine's torch-free config and families; no Beam, no torch.
 """
 
 from __future__ import annotations

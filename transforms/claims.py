@@ -10,6 +10,8 @@ process is gone is taken over at once. Clocks of different machines are trusted 
 minutes. Whatever slips through (a clock far off, a holder stalled for longer than the TTL, two
 runs taking over one expired claim at the same instant) is caught by the next run's verified
 skip check: an image and a log from different runs do not match the log's digest, and are redone.
+
+Imports: storage only; no Beam, no torch.
 """
 
 from __future__ import annotations

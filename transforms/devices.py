@@ -8,6 +8,8 @@ the current CUDA device, so ``cuda`` means that GPU in the process. The lock fil
 temporary folder, which the job makes private to each run (pipeline/main.py). With more
 processes than GPUs, the extra ones share GPUs round-robin. Dataflow gives each worker VM its
 own GPUs, where this changes nothing.
+
+Imports: torch, inside pin_cuda_device only; no Beam.
 """
 
 from __future__ import annotations

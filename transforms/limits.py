@@ -4,6 +4,8 @@ A manifest may come from someone the operator does not trust (a customer's uploa
 file gone wrong). These bounds keep one row from running for ever, exhausting memory or reading
 what it should not; each has a flag to raise it. Free of torch and Beam (the command line's help
 shows the defaults).
+
+Imports: storage (for location schemes) and the torch-free StyleConfig; no Beam.
 """
 
 from __future__ import annotations

@@ -2,6 +2,8 @@
 
 A manifest is read whole by one DoFn: ids must be unique across the file, and derived ids need
 every row in view. Invalid rows become Failure records; they never stop the other rows.
+
+Imports: Beam, storage, limits, records and the torch-free StyleConfig; nothing of pipeline/.
 """
 
 from __future__ import annotations

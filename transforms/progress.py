@@ -4,6 +4,8 @@ One tracker per process and run, shared by the DoFns of that process (``for_run`
 it draws a live tqdm bar; elsewhere (a log file, a scheduler, a Dataflow worker) it writes plain
 log lines: one per finished pair, and one every ``heartbeat`` seconds for the pair in progress.
 On Dataflow each worker reports its own pairs; the job-wide view is Dataflow's counters.
+
+Imports: tqdm, on a terminal only; no Beam, no torch, no storage.
 """
 
 from __future__ import annotations

@@ -1,4 +1,7 @@
-"""The records that flow through the pipeline: Pair in; Outcome or Failure out."""
+"""The records that flow through the pipeline: Pair in; Outcome or Failure out.
+
+Imports: the engine's torch-free StyleConfig only; no Beam, no storage.
+"""
 
 from __future__ import annotations
 

@@ -7,6 +7,9 @@ logs are relative, so the page works from a bucket as from disk. Images shared b
 (styles, mostly) are embedded once, as CSS classes. Everything from a manifest is escaped.
 
 Pillow and the standard library only: WriteResults (results.py) wires it into the pipeline.
+
+Imports: Pillow and the standard library only; no Beam, no storage (results.py reads and writes for
+it).
 """
 
 from __future__ import annotations

@@ -11,6 +11,9 @@
 An image is written before its log, and each atomically. The log records the image's SHA-256
 and size: a rerun skips a pair only when its log is complete, was made with the same inputs
 and settings, and the image on storage matches the log's digest. Anything else is redone.
+
+Imports: Beam, storage, limits, records, report and the engine's result types; nothing of
+pipeline/.
 """
 
 from __future__ import annotations

@@ -2,6 +2,8 @@
 
 Credentials and endpoints are fsspec's business: users configure them the fsspec way (for example
 ``FSSPEC_GS_TOKEN=anon`` or an fsspec config file), never through this module.
+
+Imports: fsspec, and no other module does; no Beam, no torch.
 """
 
 from __future__ import annotations

@@ -10,6 +10,9 @@ shared by every DoFn instance in it (``apache_beam.utils.shared``). Every per-pa
 a Failure record; the other pairs, in the batch too, go on. A model that cannot load is not a
 per-pair error: it fails the bundle, so the runner retries it and then fails the job (the
 launcher's pre-flight check catches most such cases before anything runs).
+
+Imports: Beam, torch (device memory, out-of-memory errors), the engine, storage, claims, progress,
+devices, records and results; nothing of pipeline/.
 """
 
 from __future__ import annotations

@@ -10,6 +10,8 @@ Typical use::
 
 The names below load on first use (PEP 562): importing this package, or its torch-free modules
 ``config`` and ``families``, does not import torch, which keeps the command line's --help fast.
+
+Imports: nothing until one of its names is used.
 """
 
 from __future__ import annotations

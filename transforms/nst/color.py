@@ -8,6 +8,8 @@ Style Transfer":
 - colour histogram matching (:func:`match_colors`): each style image's colours moved to the
   content's mean and covariance before the style targets are computed, by the paper's linear
   transform with A = Σc^½ Σs^-½ (symmetric square roots, from eigendecompositions).
+
+Imports: torch only.
 """
 
 from __future__ import annotations

@@ -2,6 +2,9 @@
 
 This module imports no torch (layer names are checked through vgg.py only when a config is
 built), so the command line can offer its choices and help without loading torch.
+
+Imports: families only at import time (torch and vgg.py inside the methods that need them); no
+Beam, no storage.
 """
 
 from __future__ import annotations

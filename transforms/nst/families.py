@@ -2,6 +2,8 @@
 
 Plain data, no torch: the command line's choices and help come from here without loading torch.
 weights.py explains the families and loads their weights.
+
+Imports: the standard library only.
 """
 
 from __future__ import annotations

@@ -3,6 +3,8 @@
 Decoding is strict about what it accepts and generous about what it converts: every mode Pillow
 reads becomes 8-bit RGB, EXIF orientation is applied, and oversized images are refused before
 their pixels are decoded.
+
+Imports: Pillow, torch, torchvision and config's pixel limit; no storage: callers bring bytes.
 """
 
 from __future__ import annotations

@@ -31,6 +31,8 @@ P independent problems (style-transfer pairs of one batch): each has its own his
 guard, bounds and restarts, and the closure returns one loss per problem. All P are updated by
 the same batched tensor operations, still without a synchronization; ``problems=1`` is the plain
 optimizer (and what tests compare with torch's).
+
+Imports: torch only.
 """
 
 from __future__ import annotations

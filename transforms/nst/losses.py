@@ -10,6 +10,8 @@ Normalization (a deliberate deviation from the paper, whose sums grow with the i
 
 Every loss is per image: ``(N, ...)`` in, ``(N,)`` out, so that the N images of a batch (N
 independent pairs) keep their own losses and their own gradients.
+
+Imports: torch only.
 """
 
 from __future__ import annotations

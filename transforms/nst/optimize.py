@@ -8,6 +8,8 @@ The image is optimized in the weights family's pixel units (0-255 for the Caffe 
 torchvision's), as the references do: L-BFGS's first step has an L1 norm of 1 in the variable's
 units, so the units set the scale of the whole start. In [0, 1] units the Caffe VGG's first unit
 steps were measured to overshoot to an infinite loss; in 0-255 units they converge.
+
+Imports: torch, Pillow and the engine's own modules; no Beam, no storage.
 """
 
 from __future__ import annotations

@@ -4,6 +4,8 @@ An image is cut into tiles of at most ``tile`` px a side that overlap by ``overl
 optimized on its own (StyleTransfer.stylize_tiled) and put back with weights that ramp linearly
 across every overlap, so that neighbouring tiles fade into each other instead of meeting at a
 seam. Pure PyTorch.
+
+Imports: torch only.
 """
 
 from __future__ import annotations

@@ -4,6 +4,8 @@ The network is torchvision's own architecture (``torchvision.models.vgg16/vgg19`
 after the deepest layer a caller asks for, frozen, and wrapped so that one forward pass returns
 the activations of every requested layer by name (``relu4_2``, ``pool3``, ...). Where weights
 come from, and which pixels they expect, is weights.py's business.
+
+Imports: torch, torchvision, config and families; no Beam, no storage.
 """
 
 from __future__ import annotations

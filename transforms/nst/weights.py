@@ -18,6 +18,9 @@ Named weights: ``caffe`` (the default; the original VGG19 embedded in the ``past
 no network needed), ``imagenet`` (torchvision's download), ``random`` (seeded init, for plumbing
 tests only). Anything else is a local state-dict file, whose family must be declared: a file's
 preprocessing is never guessed.
+
+Imports: torch, torchvision, config, families and vgg; local files only (a remote weights file is
+fetched by the caller).
 """
 
 from __future__ import annotations
