@@ -90,32 +90,69 @@ def check_exclusive_creation_and_claims(fs: fsspec.AbstractFileSystem, root: str
     assert claims.acquire(output, "p", "run-b", seconds=60)
 
 
-def check_job_writes_resumes_and_repairs(fs: fsspec.AbstractFileSystem, scheme: str, root: str, weights: str) -> None:
-    """The whole job on the store: two pairs and a bad row, a rerun that skips both, and a damaged
-    image found by its digest and redone. ``root`` is a folder path on ``fs`` (no scheme)."""
+def check_a_create_that_loses_the_race_is_refused(fs: fsspec.AbstractFileSystem, location: str, filesystem: type) -> None:
+    """Two runs both see no claim, then both upload: the store's precondition (If-None-Match, or
+    adlfs's mode="create") lets only the first through. ``filesystem`` is the fsspec class whose
+    existence check is made to miss the first object."""
+    assert storage.create_exclusive(location, b"first")
+    saved = filesystem.exists
+    filesystem.exists = lambda self, path, **kwargs: False
+    try:
+        assert not storage.create_exclusive(location, b"second")
+    finally:
+        filesystem.exists = saved
+    fs.invalidate_cache()
+    assert fs.cat_file(location) == b"first"
+
+
+def check_job_writes_resumes_and_repairs(fs: fsspec.AbstractFileSystem, scheme: str, root: str, weights_file: str) -> None:
+    """The whole job on the store, weights there too: two pairs (one with two styles) and a bad
+    row, nothing stray beside the outputs, a report whose links work from the bucket, a rerun that
+    skips both pairs, and a damaged image found by its digest and redone. ``root`` is a folder
+    path on ``fs`` (no scheme)."""
+    from tests.test_report import Page
+
     upload_png(fs, f"{root}/in/content.png", 1)
-    upload_png(fs, f"{root}/in/style.png", 3)
+    upload_png(fs, f"{root}/in/style-a.png", 3)
+    upload_png(fs, f"{root}/in/style-b.png", 4)
+    with open(weights_file, "rb") as weights:
+        fs.pipe_file(f"{root}/models/vgg19.pth", weights.read())
     fs.pipe_file(
         f"{root}/in/manifest.csv",
-        b"id,content,style\none,content.png,style.png\ntwo,content.png,style.png\nbad,missing.png,style.png\n",
+        b"id,content,style\none,content.png,style-a.png\ntwo,content.png,style-a.png|style-b.png\nbad,missing.png,style-a.png\n",
     )
+    fs.invalidate_cache()
+    url = f"{scheme}://{root}"
     args = [
-        "--runner=FnApiRunner", f"--manifest={scheme}://{root}/in/manifest.csv", f"--output={scheme}://{root}/out",
-        f"--weights={weights}", "--weights_family=torchvision", "--image_size=48", "--iterations=5", "--batch_size=2",
+        "--runner=FnApiRunner", f"--manifest={url}/in/manifest.csv", f"--output={url}/out",
+        f"--weights={url}/models/vgg19.pth", "--weights_family=torchvision", "--image_size=48", "--iterations=5",
+        "--batch_size=2",
     ]
     assert run(args) == 0
     fs.invalidate_cache()
     assert sorted(fs.ls(f"{root}/out/images")) == [f"{root}/out/images/one.png", f"{root}/out/images/two.png"]
     log = json.loads(fs.cat_file(f"{root}/out/logs/two.json"))
-    assert log["inputs"]["content"] == f"{scheme}://{root}/in/content.png" and log["batch_size"] == 2
+    assert log["weights"] == f"{url}/models/vgg19.pth" and log["batch_size"] == 2
+    assert log["inputs"]["content"] == f"{url}/in/content.png"
+    assert log["inputs"]["styles"] == [f"{url}/in/style-a.png", f"{url}/in/style-b.png"]
+    assert log["final"]["total"] < log["history"][0]["total"]
     assert log["image"]["sha256"] == hashlib.sha256(fs.cat_file(f"{root}/out/images/two.png")).hexdigest()
-    assert log["inputs"]["signatures"][f"{scheme}://{root}/in/content.png"].lower().startswith("etag=")
+    # The store's own version token (generation or ETag), not a modification time.
+    assert log["inputs"]["signatures"][f"{url}/in/content.png"].lower().startswith(("etag=", "generation="))
     summary = json.loads(fs.cat_file(f"{root}/out/summary.json"))
-    assert summary["counts"]["succeeded"] == 2 and summary["counts"]["failed"] == 1
+    assert summary["counts"] == {"succeeded": 2, "skipped": 0, "failed": 1, "claimed_elsewhere": 0, "repaired": 0, "total": 3}
     failure = json.loads(fs.cat_file(summary["failures_file"]))
     assert failure["id"] == "bad" and "missing.png: no such file" in failure["error"]
-    assert fs.exists(f"{root}/out/report.html")
-    assert not fs.exists(f"{root}/out/claims") or not fs.ls(f"{root}/out/claims")
+    # No temporary, claim or stray objects next to the results.
+    assert {p.rsplit("/", 1)[-1] for p in fs.find(f"{root}/out")} == {
+        "one.png", "two.png", "one.json", "two.json", "summary.json", summary["failures_file"].rsplit("/", 1)[-1],
+        "report.html", "contact_sheet.png",
+    }
+    # The report opens from the bucket: its links are relative and lead to objects beside it.
+    page = Page(fs.cat_file(f"{root}/out/report.html").decode())
+    assert set(page.rows) == {"one", "two"} and page.links
+    for link in page.links:
+        assert "://" not in link and fs.exists(f"{root}/out/{link}"), link
 
     assert run(args) == 0
     fs.invalidate_cache()
@@ -126,3 +163,6 @@ def check_job_writes_resumes_and_repairs(fs: fsspec.AbstractFileSystem, scheme: 
     fs.invalidate_cache()
     counts = json.loads(fs.cat_file(f"{root}/out/summary.json"))["counts"]
     assert counts["repaired"] == 1 and counts["succeeded"] == 1 and counts["skipped"] == 1
+    assert hashlib.sha256(fs.cat_file(f"{root}/out/images/one.png")).hexdigest() == json.loads(
+        fs.cat_file(f"{root}/out/logs/one.json")
+    )["image"]["sha256"]

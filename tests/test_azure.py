@@ -11,6 +11,7 @@ import fsspec
 import pytest
 
 from tests.servers import (
+    check_a_create_that_loses_the_race_is_refused,
     check_exclusive_creation_and_claims,
     check_job_writes_resumes_and_repairs,
     free_port,
@@ -56,16 +57,7 @@ def test_exclusive_creation_and_claims_on_azure(az) -> None:
     check_exclusive_creation_and_claims(az, f"az://{CONTAINER}")
 
 
-def test_a_create_that_loses_the_race_to_the_precondition_is_refused(az, monkeypatch) -> None:
-    # Two runs both see no claim, then both upload: Azure's If-None-Match (adlfs's mode="create") lets one through.
+def test_a_create_that_loses_the_race_to_the_precondition_is_refused(az) -> None:
     import adlfs
 
-    from beam_style_transfer.transforms import storage
-
-    location = f"az://{CONTAINER}/race/x.json"
-    assert storage.create_exclusive(location, b"first")
-    monkeypatch.setattr(adlfs.AzureBlobFileSystem, "exists", lambda self, path, **kwargs: False)
-    assert not storage.create_exclusive(location, b"second")
-    monkeypatch.undo()
-    az.invalidate_cache()
-    assert az.cat_file(location) == b"first"
+    check_a_create_that_loses_the_race_is_refused(az, f"az://{CONTAINER}/race/x.json", adlfs.AzureBlobFileSystem)

@@ -18,7 +18,8 @@ def convex_problem(n: int, seed: int):
     return objective
 
 
-def run(optimizer_factory, objective, n: int, steps: int) -> list[torch.Tensor]:
+def run(optimizer_factory, objective, n: int, steps: int) -> tuple[torch.optim.Optimizer, list[torch.Tensor]]:
+    """The optimizer after ``steps`` steps from zero, and every iterate."""
     x = torch.zeros(n, dtype=torch.float64, requires_grad=True)
     optimizer = optimizer_factory([x])
     iterates = []
@@ -31,15 +32,15 @@ def run(optimizer_factory, objective, n: int, steps: int) -> list[torch.Tensor]:
 
         optimizer.step(closure)
         iterates.append(x.detach().clone())
-    return iterates
+    return optimizer, iterates
 
 
 @pytest.mark.parametrize("history_size", [1, 4, 100])
 def test_same_iterates_as_torch_lbfgs(history_size: int) -> None:
     n, steps = 30, 25  # with history 4, the ring wraps several times
     objective = convex_problem(n, seed=history_size)
-    ours = run(lambda p: LBFGS(p, history_size=history_size), objective, n, steps)
-    reference = run(
+    _, ours = run(lambda p: LBFGS(p, history_size=history_size), objective, n, steps)
+    _, reference = run(
         lambda p: torch.optim.LBFGS(
             p, lr=1, max_iter=1, history_size=history_size, tolerance_grad=-1, tolerance_change=-1
         ),
@@ -56,25 +57,14 @@ def _history(optimizer: LBFGS) -> dict[str, torch.Tensor]:
     return {name: value.clone() for name, value in optimizer.state[param].items() if isinstance(value, torch.Tensor)}
 
 
-def _stepped(steps: int) -> tuple[LBFGS, torch.Tensor]:
-    """An optimizer after ``steps`` steps on a convex problem, with pairs in its history."""
-    n = 6
-    objective = convex_problem(n, seed=5)
-    x = torch.zeros(n, dtype=torch.float64, requires_grad=True)
-    optimizer = LBFGS([x], history_size=3)
-    for _ in range(steps):
-        def closure() -> torch.Tensor:
-            optimizer.zero_grad()
-            loss = objective(x)
-            loss.backward()
-            return loss
-
-        optimizer.step(closure)
-    return optimizer, x
+def _stepped(steps: int) -> LBFGS:
+    """An optimizer after ``steps`` steps on a 6-dimensional convex problem, with pairs in its history."""
+    optimizer, _ = run(lambda p: LBFGS(p, history_size=3), convex_problem(6, seed=5), 6, steps)
+    return optimizer
 
 
 def test_a_pair_without_positive_curvature_is_skipped_and_changes_nothing() -> None:
-    optimizer, x = _stepped(4)
+    optimizer = _stepped(4)
     (param,) = optimizer.param_groups[0]["params"]
     state = optimizer.state[param]
     before = _history(optimizer)
@@ -97,10 +87,10 @@ def test_a_pair_without_positive_curvature_is_skipped_and_changes_nothing() -> N
 
 
 def test_computing_a_direction_changes_no_history() -> None:
-    optimizer, x = _stepped(5)
+    optimizer = _stepped(5)
     (param,) = optimizer.param_groups[0]["params"]
     before = _history(optimizer)
-    grad = torch.randn(1, x.numel(), dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    grad = torch.randn(1, param.numel(), dtype=torch.float64, generator=torch.Generator().manual_seed(0))
     first = optimizer.direction(grad, optimizer.state[param])
     after = _history(optimizer)
     assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)

@@ -516,6 +516,7 @@ class StyleTransfer:
         started: float,
         time_limit: float | None,
     ) -> StyleResult:
+        """:meth:`stylize_tiled`: the coarser scales whole, then the last scale tile by tile."""
         config = request.config or self.config
         if len(request.coarse_styles) != len(config.scales):
             raise ValueError(f"{len(request.coarse_styles)} coarse style targets for {len(config.scales)} scales")
@@ -528,36 +529,23 @@ class StyleTransfer:
                 raise result
             coarse.append(result)
             init_image = result.image
-        last = dataclasses.replace(request, init_image=init_image, coarse_styles=())
-        result = self._stylize_last_scale_tiled(
-            last, config.at_stage(len(config.scales)), tile, overlap, callback, started, time_limit
-        )
-        return dataclasses.replace(result, coarse=tuple(coarse))
 
-    def _stylize_last_scale_tiled(
-        self,
-        request: StyleRequest,
-        config: StyleConfig,
-        tile: int,
-        overlap: int,
-        callback: BatchCallback | None,
-        started: float,
-        time_limit: float | None,
-    ) -> StyleResult:
-        content = fit_longest_side(request.content, config.image_size)
+        last = config.at_stage(len(config.scales))
+        content = fit_longest_side(request.content, last.image_size)
         width, height = content.size
         content_pixels = image_to_tensor(content)[0]
         scale = self.family.pixel_scale
         # The whole starting image (a few hundred MB at most, never a network's activations).
-        start = self._initial_image(content_pixels[None] * scale, request.style, config, request.init_image)
+        start = self._initial_image(content_pixels[None] * scale, request.style, last, init_image)
         canvas = Canvas(start[0].cpu() / scale, overlap)
         done: list[StyleResult] = []
         for index, box in enumerate(tile_boxes(width, height, tile, overlap)):
             side = max(box[2] - box[0], box[3] - box[1])
-            # The tile's own size, with the style targets of the whole image (style_size unchanged).
-            tile_config = config.replace(
-                image_size=side, style_scale=config.style_size / side,
-                color_control="none" if config.color_control == "luminance" else config.color_control,
+            # The tile's own size, with the style targets of the whole image (style_size unchanged);
+            # luminance transfer is applied once, to the blended whole.
+            tile_config = last.replace(
+                image_size=side, style_scale=last.style_size / side,
+                color_control="none" if last.color_control == "luminance" else last.color_control,
             )
             tile_request = StyleRequest(
                 content.crop(box), request.style, tile_config, tensor_to_image(canvas.crop(box)[None].float()),
@@ -569,7 +557,7 @@ class StyleTransfer:
             canvas.put(box, image_to_tensor(result.image)[0])
             done.append(result)
         output = canvas.image().float()
-        if config.color_control == "luminance":
+        if last.color_control == "luminance":
             output = keep_colors(output, content_pixels).clamp(0, 1)
         seconds = time.perf_counter() - started
         history = [_summed([r.history[i] for r in done], seconds) for i in range(len(done[0].history))]
@@ -577,9 +565,10 @@ class StyleTransfer:
             image=tensor_to_image(output[None]),
             history=history,
             final=history[-1],
-            chosen_iteration=config.iterations,
+            chosen_iteration=last.iterations,
             device=str(self.device),
             seconds=seconds,
+            coarse=tuple(coarse),
             tiles=len(done),
         )
 
