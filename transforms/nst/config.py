@@ -149,7 +149,7 @@ class StyleConfig:
             layers = tuple(getattr(self, name))
             if not layers:
                 raise ValueError(f"{name} must name at least one layer")
-            object.__setattr__(self, name, tuple(canonical_layer(self.model, l) for l in layers))
+            object.__setattr__(self, name, tuple(canonical_layer(self.model, layer) for layer in layers))
         if self.style_layer_weights is not None:
             weights = tuple(float(w) for w in self.style_layer_weights)
             if len(weights) != len(self.style_layers):

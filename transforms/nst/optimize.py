@@ -753,23 +753,10 @@ class StyleTransfer:
                     + ("" if count == 1 else f" (a batch of {count} pairs)")
                 )
 
-        with torch.no_grad():
-            # The last iterate and the best one seen, each scored as it would be written.
-            last = self.as_written(pixels.detach().permute(0, 3, 1, 2))
-            best = self.as_written(best_pixels.permute(0, 3, 1, 2))
-            last_parts, best_parts = objective(last), objective(best)
-            last_totals, best_totals = last_parts[:, 0].tolist(), best_parts[:, 0].tolist()
-            take_last = [math.isfinite(l) and not b < l for l, b in zip(last_totals, best_totals, strict=True)]
-            choose = torch.tensor(take_last, device=self.device)
-            output = torch.where(choose[:, None, None, None], last, best)
-            parts = torch.where(choose[:, None], last_parts, best_parts)
-            chosen = [n if t else i for n, t, i in zip(iterations, take_last, best_iteration.tolist(), strict=True)]
-            recolor = [c.color_control == "luminance" for c in configs]
-            if any(recolor):
-                colored = self.as_written(keep_colors(output / scale, content / scale) * scale)
-                output = torch.where(torch.tensor(recolor, device=self.device)[:, None, None, None], colored, output)
-                parts = objective(output)
-            final_rows = parts.double().tolist()
+        output, final_rows, take_last = self._written(
+            objective, pixels.detach().permute(0, 3, 1, 2), best_pixels.permute(0, 3, 1, 2), content, configs
+        )
+        chosen = [n if t else i for n, t, i in zip(iterations, take_last, best_iteration.tolist(), strict=True)]
         seconds = time.perf_counter() - started
         results: list[StyleResult | Exception] = []
         for k in range(count):
@@ -792,6 +779,28 @@ class StyleTransfer:
                 seconds=seconds,
             ))
         return results
+
+    @torch.no_grad()
+    def _written(
+        self, objective: Objective, last: Tensor, best: Tensor, content: Tensor, configs: Sequence[StyleConfig]
+    ) -> tuple[Tensor, list[list[float]], list[bool]]:
+        """The images to write (NCHW, family units), their loss rows, and whether each is the last
+        iterate (else the best one seen, when that scores lower as written: no step makes a
+        result worse). Luminance colour control is applied here, after the choice."""
+        last, best = self.as_written(last), self.as_written(best)
+        last_parts, best_parts = objective(last), objective(best)
+        last_totals, best_totals = last_parts[:, 0].tolist(), best_parts[:, 0].tolist()
+        take_last = [math.isfinite(last_total) and not best_total < last_total for last_total, best_total in zip(last_totals, best_totals, strict=True)]
+        choose = torch.tensor(take_last, device=self.device)
+        output = torch.where(choose[:, None, None, None], last, best)
+        parts = torch.where(choose[:, None], last_parts, best_parts)
+        recolor = [c.color_control == "luminance" for c in configs]
+        if any(recolor):
+            scale = self.family.pixel_scale
+            colored = self.as_written(keep_colors(output / scale, content / scale) * scale)
+            output = torch.where(torch.tensor(recolor, device=self.device)[:, None, None, None], colored, output)
+            parts = objective(output)
+        return output, parts.double().tolist(), take_last
 
 
 def stylize(
