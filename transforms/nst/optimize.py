@@ -790,7 +790,10 @@ class StyleTransfer:
         last, best = self.as_written(last), self.as_written(best)
         last_parts, best_parts = objective(last), objective(best)
         last_totals, best_totals = last_parts[:, 0].tolist(), best_parts[:, 0].tolist()
-        take_last = [math.isfinite(last_total) and not best_total < last_total for last_total, best_total in zip(last_totals, best_totals, strict=True)]
+        take_last = [
+            math.isfinite(last_total) and not best_total < last_total
+            for last_total, best_total in zip(last_totals, best_totals, strict=True)
+        ]
         choose = torch.tensor(take_last, device=self.device)
         output = torch.where(choose[:, None, None, None], last, best)
         parts = torch.where(choose[:, None], last_parts, best_parts)
