@@ -66,6 +66,14 @@ def test_nan_style_weight_is_refused() -> None:
     assert isinstance(failure, Failure) and "style_weights [nan, 1.0] must be 2 finite values" in failure.error
 
 
+def test_style_weights_that_are_not_numbers_fail_their_row() -> None:
+    (text,) = pairs_from_csv("content,style,style_weights\na.jpg,s.png|t.png,2|heavy\n")
+    assert "style_weights must be numbers (separated by '|'), got ['2', 'heavy']" in text.error
+    rows = [("m.jsonl line 1", {"content": "a.jpg", "style": ["s.png", "t.png"], "style_weights": [None, 1]})]
+    (null,) = validate_rows(rows, ".", StyleConfig(weights="random"), Limits())
+    assert isinstance(null, Failure) and "style_weights must be numbers (separated by '|'), got [None, 1]" in null.error
+
+
 def test_json_numbers_are_accepted_when_whole() -> None:
     rows = [("m.jsonl line 1", {"content": "a.jpg", "style": "s.png", "iterations": 300.0, "seed": 4})]
     (pair,) = validate_rows(rows, ".", StyleConfig(weights="random"), Limits())

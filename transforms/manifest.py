@@ -211,11 +211,15 @@ def row_to_pair(row: dict[str, Any], source: str, base_folder: str, defaults: St
         raise ValueError("no style image (column 'style'; separate several with '|')")
     weights = None
     if "style_weights" in row:
+        given = _split(row["style_weights"], "style_weights")
         try:
-            weights = tuple(float(w) for w in _split(row["style_weights"], "style_weights"))
+            weights = tuple(float(w) for w in given)
+        except (TypeError, ValueError):
+            raise ValueError(f"style_weights must be numbers (separated by '|'), got {_short(given)!r}") from None
+        try:
             blend_weights(len(styles), weights)
         except ValueError:
-            raise ValueError(f"style_weights {list(weights or row['style_weights'])} must be {len(styles)} finite values >= 0, not all zero") from None
+            raise ValueError(f"style_weights {list(weights)} must be {len(styles)} finite values >= 0, not all zero") from None
     overrides = with_color_alias({column: _convert(column, row[column]) for column in ROW_OVERRIDES if column in row})
     config = defaults.replace(**overrides)
     # A row's init image is found like its other images; the job's own --init is the launcher's.
