@@ -48,7 +48,7 @@ from beam_style_transfer.transforms.nst import (
     encode_png,
 )
 from beam_style_transfer.transforms.nst.images import decoded_size, fitted_size
-from beam_style_transfer.transforms.nst.optimize import estimated_pair_bytes, free_memory_bytes, largest_fitting_size
+from beam_style_transfer.transforms.nst.optimize import estimated_pair_bytes, free_memory_bytes, largest_fitting_size, tile_plan
 from beam_style_transfer.transforms.nst.tiles import tile_boxes
 from beam_style_transfer.transforms.records import Failure, Outcome, Pair, Stage
 from beam_style_transfer.transforms.results import NAMESPACE, Stylized, fingerprint, input_signatures, inspect_outputs, pair_log
@@ -246,7 +246,7 @@ class StylizeBatchesFn(beam.DoFn):
             if refusal is None:
                 fitting.append(item)
                 continue
-            tiling = tile_plan(item, budget)  # too large at once: the last scale in tiles
+            tiling = tile_plan(item.pair.config, item.output_size, budget)  # too large at once: tiles
             if tiling is not None:
                 yield from self._run_batch(engine, [item], tiling)
                 continue
@@ -372,30 +372,11 @@ def auto_batch_size(engine: StyleTransfer, prepared: Prepared, budget: int | Non
     return max(1, min(MAX_BATCH, int(0.8 * budget // estimated_pair_bytes(prepared.pair.config, prepared.output_size))))
 
 
-# A tiled pair's tiles are at least this share of its longest side (at most 8 x 8 tiles).
-MIN_TILE_FRACTION: Final = 1 / 8
-
-
 def expected_records(prepared: Prepared, tiling: tuple[int, int] | None) -> int:
     """Iteration records a pair makes (for progress): iterations + 1 per scale, per tile at the last."""
     config, (width, height) = prepared.pair.config, prepared.output_size
     tiles = len(tile_boxes(width, height, *tiling)) if tiling else 1
     return sum(n + 1 for _, n in config.scales) + tiles * (config.iterations + 1)
-
-
-def tile_plan(prepared: Prepared, budget: int | None) -> tuple[int, int] | None:
-    """(tile px, overlap px) for a pair too large for ``budget`` at its last scale, or None when
-    tiles would not do: its coarser scales do not fit either, or the tiles would be tiny."""
-    config, (width, height) = prepared.pair.config, prepared.output_size
-    if budget is None:
-        return None
-    for size, _ in config.scales:
-        if estimated_pair_bytes(config, fitted_size(width, height, size)) > budget:
-            return None
-    tile = largest_fitting_size(config, (1, 1), budget)  # the side of the largest square that fits
-    if tile < max(width, height) * MIN_TILE_FRACTION or tile < 32:
-        return None
-    return tile, max(8, tile // 8)
 
 
 class PairTooLargeError(MemoryError):

@@ -189,6 +189,26 @@ def largest_fitting_size(config: StyleConfig, content_size: tuple[int, int], bud
     return size
 
 
+# A tiled pair's tiles are at least this share of its longest side (at most 8 x 8 tiles).
+MIN_TILE_FRACTION = 1 / 8
+
+
+def tile_plan(config: StyleConfig, output_size: tuple[int, int], budget: int | None) -> tuple[int, int] | None:
+    """(tile px, overlap px) for a result of ``output_size`` too large for ``budget`` bytes at its
+    last scale: the largest square tile that fits, overlapping by an eighth. None when tiles would
+    not do: the budget is unknown, a coarser scale does not fit whole, or the tiles would be tiny."""
+    width, height = output_size
+    if budget is None:
+        return None
+    for size, _ in config.scales:
+        if estimated_pair_bytes(config, fitted_size(width, height, size)) > budget:
+            return None
+    tile = largest_fitting_size(config, (1, 1), budget)  # the side of the largest square that fits
+    if tile < max(width, height) * MIN_TILE_FRACTION or tile < 32:
+        return None
+    return tile, max(8, tile // 8)
+
+
 def free_memory_bytes(device: torch.device) -> int | None:
     """Memory a pair may take on ``device`` now: a GPU's free memory plus what PyTorch holds
     cached, or the CPU's available RAM (Linux's MemAvailable); None where that is unknown."""

@@ -1,0 +1,105 @@
+"""A print larger than the device holds: the pipeline's tile plan for a memory budget, timed.
+
+    python -m benchmarks.tiles --size 4096 --memory_gb 21 --iterations 100 --coarse 1024:300
+
+The pair (default: Tübingen x The Starry Night from examples/images) is planned as the pipeline
+plans it (``tile_plan``: the coarser scales whole, the last one in the largest square tiles whose
+estimate fits ``--memory_gb``) and run through ``stylize_batch(tiling=...)``. Printed: the plan,
+seconds, final loss, and the peak memory of the run (``torch.cuda.max_memory_allocated`` on a GPU;
+on the CPU the resident memory gained, sampled every 10 ms) beside the budget. 21 GiB is what a
+24 GB L4 leaves a pair. ``--save`` writes the image.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import threading
+import time
+from pathlib import Path
+
+import torch
+from PIL import Image
+
+from beam_style_transfer.pipeline.flags import scale_list
+from beam_style_transfer.transforms.nst import StyleConfig, StyleRequest, StyleTransfer
+from beam_style_transfer.transforms.nst.images import fitted_size
+from beam_style_transfer.transforms.nst.optimize import estimated_pair_bytes, tile_plan
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "images"
+
+
+def _resident_bytes() -> int:
+    with open(f"/proc/{os.getpid()}/statm") as statm:
+        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+class _PeakResident:
+    """The largest resident set seen while it runs, sampled every 10 ms (CPU runs)."""
+
+    def __init__(self) -> None:
+        self.peak = self.start = _resident_bytes()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def _sample(self) -> None:
+        while not self._stop.wait(0.01):
+            self.peak = max(self.peak, _resident_bytes())
+
+    def __enter__(self) -> _PeakResident:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--size", type=int, default=4096)
+    parser.add_argument("--iterations", type=int, default=100, help="at the last scale (each tile)")
+    parser.add_argument("--coarse", type=scale_list, default=(), help="SIZE:ITERATIONS of coarser scales, run whole")
+    parser.add_argument("--memory_gb", type=float, default=21.0, help="the budget a pair may use")
+    parser.add_argument("--content", type=Path, default=EXAMPLES / "tubingen.jpg")
+    parser.add_argument("--style", type=Path, default=EXAMPLES / "starry_night.jpg")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--save", type=Path, help="where to write the result (PNG)")
+    args = parser.parse_args()
+
+    config = StyleConfig(image_size=args.size, iterations=args.iterations, scales=args.coarse, device=args.device)
+    content, style = Image.open(args.content).convert("RGB"), Image.open(args.style).convert("RGB")
+    output_size = fitted_size(*content.size, args.size)
+    budget = int(args.memory_gb * 2**30)
+    plan = tile_plan(config, output_size, budget)
+    whole = estimated_pair_bytes(config, output_size) / 2**30
+    print(f"{output_size[0]}x{output_size[1]}: whole image needs about {whole:.1f} GiB (estimate); budget {args.memory_gb:g} GiB")
+    if whole * 2**30 > budget and plan is None:
+        print("refused: tiles would not do (a coarser scale does not fit, or the tiles would be tiny)")
+        return
+
+    engine = StyleTransfer(config)
+    coarse = tuple(engine.encode_styles([style], size=config.at_stage(i).style_size) for i in range(len(config.scales)))
+    request = StyleRequest(content, engine.encode_styles([style]), config, content_name=str(args.content), coarse_styles=coarse)
+    cuda = engine.device.type == "cuda"
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
+    started = time.perf_counter()
+    with _PeakResident() as resident:
+        (result,) = engine.stylize_batch([request], tiling=plan if whole * 2**30 > budget else None)
+    seconds = time.perf_counter() - started
+    if isinstance(result, Exception):
+        raise result
+    peak = torch.cuda.max_memory_allocated() if cuda else resident.peak - resident.start
+    what = "GPU peak allocated" if cuda else "resident memory gained"
+    tiles = "whole" if plan is None or result.tiles == 1 else f"{result.tiles} tiles of {plan[0]} px (overlap {plan[1]})"
+    print(
+        f"{engine.device}: {tiles}, {seconds:.0f} s, final loss {result.final.total:.4g}, "
+        f"{what} {peak / 2**30:.2f} GiB of the {args.memory_gb:g} GiB budget"
+    )
+    if args.save:
+        result.image.save(args.save)
+
+
+if __name__ == "__main__":
+    main()
