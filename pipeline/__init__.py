@@ -2,4 +2,6 @@
 
 Installed as ``beam_style_transfer.pipeline``: ``python -m beam_style_transfer.pipeline``, or the
 ``beam-style-transfer`` script; from the checkout's root, ``python -m pipeline`` finds this folder.
+
+Imports: nothing (its modules import what they wire).
 """
