@@ -71,10 +71,11 @@ def main() -> None:
     content, style = Image.open(args.content).convert("RGB"), Image.open(args.style).convert("RGB")
     output_size = fitted_size(*content.size, args.size)
     budget = int(args.memory_gb * 2**30)
-    plan = tile_plan(config, output_size, budget)
-    whole = estimated_pair_bytes(config, output_size) / 2**30
-    print(f"{output_size[0]}x{output_size[1]}: whole image needs about {whole:.1f} GiB (estimate); budget {args.memory_gb:g} GiB")
-    if whole * 2**30 > budget and plan is None:
+    needed = estimated_pair_bytes(config, output_size)
+    # As the pipeline decides: whole when the estimate fits, else tiles if they can do.
+    plan = None if needed <= budget else tile_plan(config, output_size, budget)
+    print(f"{output_size[0]}x{output_size[1]}: whole image needs about {needed / 2**30:.1f} GiB (estimate); budget {args.memory_gb:g} GiB")
+    if needed > budget and plan is None:
         print("refused: tiles would not do (a coarser scale does not fit, or the tiles would be tiny)")
         return
 
@@ -86,13 +87,13 @@ def main() -> None:
         torch.cuda.reset_peak_memory_stats()
     started = time.perf_counter()
     with _PeakResident() as resident:
-        (result,) = engine.stylize_batch([request], tiling=plan if whole * 2**30 > budget else None)
+        (result,) = engine.stylize_batch([request], tiling=plan)
     seconds = time.perf_counter() - started
     if isinstance(result, Exception):
         raise result
     peak = torch.cuda.max_memory_allocated() if cuda else resident.peak - resident.start
     what = "GPU peak allocated" if cuda else "resident memory gained"
-    tiles = "whole" if plan is None or result.tiles == 1 else f"{result.tiles} tiles of {plan[0]} px (overlap {plan[1]})"
+    tiles = "whole" if plan is None else f"{result.tiles} tiles of {plan[0]} px (overlap {plan[1]})"
     print(
         f"{engine.device}: {tiles}, {seconds:.0f} s, final loss {result.final.total:.4g}, "
         f"{what} {peak / 2**30:.2f} GiB of the {args.memory_gb:g} GiB budget"
