@@ -80,9 +80,25 @@ def main() -> None:
         return
 
     engine = StyleTransfer(config)
-    coarse = tuple(engine.encode_styles([style], size=config.at_stage(i).style_size) for i in range(len(config.scales)))
-    request = StyleRequest(content, engine.encode_styles([style]), config, content_name=str(args.content), coarse_styles=coarse)
     cuda = engine.device.type == "cuda"
+    what = "GPU peak allocated" if cuda else "resident memory gained"
+
+    def peak(resident: _PeakResident) -> str:
+        """The phase's peak, over what the process held before the style targets."""
+        used = torch.cuda.max_memory_allocated() - baseline if cuda else resident.peak - baseline
+        return f"{what} {used / 2**30:.2f} GiB"
+
+    # The style targets are measured too: at the last scale they are encoded whole, at the full
+    # style size, however small the tiles (the pipeline checks them against the budget as well).
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
+    baseline = torch.cuda.memory_allocated() if cuda else _resident_bytes()
+    started = time.perf_counter()
+    with _PeakResident() as encoding:
+        coarse = tuple(engine.encode_styles([style], size=config.at_stage(i).style_size) for i in range(len(config.scales)))
+        targets = engine.encode_styles([style])
+    print(f"{engine.device}: style targets in {time.perf_counter() - started:.0f} s, {peak(encoding)}")
+    request = StyleRequest(content, targets, config, content_name=str(args.content), coarse_styles=coarse)
     if cuda:
         torch.cuda.reset_peak_memory_stats()
     started = time.perf_counter()
@@ -91,12 +107,10 @@ def main() -> None:
     seconds = time.perf_counter() - started
     if isinstance(result, Exception):
         raise result
-    peak = torch.cuda.max_memory_allocated() if cuda else resident.peak - resident.start
-    what = "GPU peak allocated" if cuda else "resident memory gained"
     tiles = "whole" if plan is None else f"{result.tiles} tiles of {plan[0]} px (overlap {plan[1]})"
     print(
         f"{engine.device}: {tiles}, {seconds:.0f} s, final loss {result.final.total:.4g}, "
-        f"{what} {peak / 2**30:.2f} GiB of the {args.memory_gb:g} GiB budget"
+        f"{peak(resident)} of the {args.memory_gb:g} GiB budget"
     )
     if args.save:
         result.image.save(args.save)

@@ -133,7 +133,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     _add_switch(job, "--verbose", "also show Beam's own log lines")
 
     limits = parser.add_argument_group("limits (what any manifest row may ask; README, 'Reliability')")
-    limits.add_argument("--max_image_size", type=int, default=_LIMITS["max_image_size"], help="largest image_size a job or row may ask for, px")
+    limits.add_argument("--max_image_size", type=int, default=_LIMITS["max_image_size"], help="largest image_size (and image_size x style_scale) a job or row may ask for, px")
     limits.add_argument("--max_iterations", type=int, default=_LIMITS["max_iterations"], help="most iterations a job or row may ask for")
     limits.add_argument("--pair_time_limit", type=float, default=_LIMITS["pair_time_limit"], help="seconds a pair may run before it fails (the job goes on)")
     limits.add_argument("--max_input_mb", type=float, default=_LIMITS["max_input_bytes"] / 2**20, help="largest input file (image or manifest) read, MiB")

@@ -65,10 +65,13 @@ def test_the_estimate_is_within_20_percent_of_a_measured_cpu_run() -> None:
 def test_the_largest_fitting_size_is_the_last_that_fits() -> None:
     config = StyleConfig()
     budget = 24 * 2**30
-    size = largest_fitting_size(config, (4000, 3000), budget)
-    assert estimated_pair_bytes(config, fitted_size(4000, 3000, size)) <= budget
-    assert estimated_pair_bytes(config, fitted_size(4000, 3000, size + 1)) > budget
-    assert largest_fitting_size(config, (4000, 3000), 1000) == 0
+    def estimate(size: tuple[int, int]) -> int:
+        return estimated_pair_bytes(config, size)
+
+    size = largest_fitting_size(estimate, (4000, 3000), budget)
+    assert estimate(fitted_size(4000, 3000, size)) <= budget
+    assert estimate(fitted_size(4000, 3000, size + 1)) > budget
+    assert largest_fitting_size(estimate, (4000, 3000), 1000) == 0
 
 
 def _run(tmp_path, weights_file, budget: int) -> tuple[dict, dict]:
@@ -89,7 +92,7 @@ def test_a_pair_too_big_even_for_tiles_is_refused_with_the_numbers(tmp_path, wei
     assert summary["counts"]["succeeded"] == 1 and summary["counts"]["failed"] == 1
     config = StyleConfig(weights=weights_file("vgg19"), weights_family="torchvision", image_size=64)
     needed = estimated_pair_bytes(config, (64, 48)) / 2**20
-    fits = largest_fitting_size(config, (64, 48), budget)
+    fits = largest_fitting_size(lambda size: estimated_pair_bytes(config, size), (64, 48), budget)
     assert failures["large"]["stage"] == "stylize"
     assert failures["large"]["error"] == (
         f"PairTooLargeError: {tmp_path}/in/cat.png: a 64x48 result needs about {needed:.1f} MiB on cpu (fp32, estimated), "

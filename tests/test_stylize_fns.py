@@ -8,6 +8,7 @@ DoFn itself.
 
 from __future__ import annotations
 
+import dataclasses
 import io
 from collections import defaultdict
 from pathlib import Path
@@ -21,6 +22,8 @@ from beam_style_transfer.transforms import storage
 from beam_style_transfer.transforms.limits import Limits
 from beam_style_transfer.transforms.manifest import validate_rows
 from beam_style_transfer.transforms.nst import StyleConfig, StyleTransfer
+from beam_style_transfer.transforms.nst.images import fitted_size
+from beam_style_transfer.transforms.nst.optimize import estimated_style_bytes, largest_fitting_size
 from beam_style_transfer.transforms.records import Failure, Pair, Stage
 from beam_style_transfer.transforms.results import Stylized
 from beam_style_transfer.transforms.stylize import (
@@ -119,6 +122,46 @@ def test_each_failure_is_recorded_at_its_stage_naming_its_input(weights_file, im
         assert failure.to_dict()["stage"] == str(failure.stage)  # JSON holds the plain name
     (stylized,) = by_tag["main"]
     assert stylized.id == "good"
+
+
+def test_a_style_too_large_to_encode_is_refused_before_it_is_encoded(weights_file, images, tmp_path, monkeypatch) -> None:
+    # Style targets at 8 x 32 = 256 px, in 10 MiB: every 32 px result fits, a 256x16 strip of a
+    # style fits (3.3 MiB), a 256x192 one (40 MiB) does not, and must not reach the network.
+    settings = dataclasses.replace(
+        settings_for(weights_file, tmp_path / "out", limits=Limits(device_memory_gb=0.01)),
+        defaults=settings_for(weights_file, tmp_path).defaults.replace(style_scale=8.0),
+    )
+    synthetic_image(6, width=512, height=32).save(images / "strip.png")
+    narrow, wide = pairs(settings, images, [
+        {"id": "narrow", "content": "cat.png", "style": "strip.png"},
+        {"id": "wide", "content": "dog.png", "style": "tiles.png"},
+    ])
+    encoded: list[tuple[int, int]] = []
+    real_encode = StyleTransfer.encode_styles
+
+    def recording_encode(self, styles, *args, **kwargs):
+        encoded.extend(image.size for image in styles)
+        return real_encode(self, styles, *args, **kwargs)
+
+    monkeypatch.setattr(StyleTransfer, "encode_styles", recording_encode)
+    ready, _ = prepare(settings, [narrow, wide])
+    by_tag = sorted_outputs(list(StylizeBatchesFn(settings).process(("key", ready))))
+    (failure,) = by_tag["failures"]
+    assert failure.id == "wide" and failure.stage == Stage.STYLIZE
+    budget = int(0.01 * 2**30)
+    fits = largest_fitting_size(estimated_style_bytes, (64, 48), budget)
+    scale = int(fits / 32 * 100) / 100
+    assert failure.error == (
+        f"PairTooLargeError: {images}/tiles.png: encoding this style at 256x192 px (image_size 32 x style_scale 8) "
+        f"needs about {estimated_style_bytes((256, 192)) / 2**20:.1f} MiB on cpu, more than the 10.2 MiB there; "
+        f"a style_scale of {scale:g} or less fits (README, 'Large prints': memory)"
+    )
+    # The scale named fits, and is the largest that does, to its two decimals.
+    assert estimated_style_bytes(fitted_size(64, 48, round(32 * scale))) <= budget
+    assert estimated_style_bytes(fitted_size(64, 48, fits + 1)) > budget and fits - 0.32 <= 32 * scale <= fits
+    assert encoded == [(512, 32)]  # the wide style was never encoded
+    (stylized,) = by_tag["main"]
+    assert stylized.id == "narrow"
 
 
 def test_a_failing_pair_does_not_stop_its_batch(weights_file, images, tmp_path) -> None:

@@ -50,6 +50,11 @@ class Limits:
                 f"image_size {config.image_size} is over --max_image_size {self.max_image_size} "
                 "(raise it where the memory is there)"
             )
+        if config.style_size > self.max_image_size:
+            raise ValueError(
+                f"style size {config.style_size} (image_size {config.image_size} x style_scale {config.style_scale:g}) "
+                f"is over --max_image_size {self.max_image_size} (raise it where the memory is there)"
+            )
         if config.total_iterations > self.max_iterations:
             what = "iterations" if not config.scales else "iterations of all scales"
             raise ValueError(f"{what} {config.total_iterations} is over --max_iterations {self.max_iterations}")

@@ -48,7 +48,13 @@ from beam_style_transfer.transforms.nst import (
     encode_png,
 )
 from beam_style_transfer.transforms.nst.images import decoded_size, fitted_size
-from beam_style_transfer.transforms.nst.optimize import estimated_pair_bytes, free_memory_bytes, largest_fitting_size, tile_plan
+from beam_style_transfer.transforms.nst.optimize import (
+    estimated_pair_bytes,
+    estimated_style_bytes,
+    free_memory_bytes,
+    largest_fitting_size,
+    tile_plan,
+)
 from beam_style_transfer.transforms.nst.tiles import tile_boxes
 from beam_style_transfer.transforms.records import Failure, Outcome, Pair, Stage
 from beam_style_transfer.transforms.results import NAMESPACE, Stylized, fingerprint, input_signatures, inspect_outputs, pair_log
@@ -207,10 +213,11 @@ class StylizeBatchesFn(beam.DoFn):
         return self._loaded
 
     def _style_targets(
-        self, engine: StyleTransfer, pair: Pair, config: StyleConfig, content: Image.Image
+        self, engine: StyleTransfer, pair: Pair, config: StyleConfig, content: Image.Image, budget: int | None
     ) -> tuple[StyleTargets, tuple[StyleTargets, ...]]:
         """Targets at the last scale's style size, and at each coarser scale's; the style images
-        are read at most once for all of them, and not at all when every size is cached."""
+        are read at most once for all of them, and not at all when every size is cached. A style
+        image too large to encode within ``budget`` bytes raises PairTooLargeError first."""
         # Histogram colour control gives each content its own targets (styles in its colours).
         matched = config.color_control == "histogram"
         images: list[Image.Image] = []
@@ -222,6 +229,10 @@ class StylizeBatchesFn(beam.DoFn):
                 self._styles.move_to_end(key)
             else:
                 images = images or [self._read_image(s) for s in pair.styles]
+                # Checked at the last scale's style size, the largest, before any scale's work.
+                for location, image in zip(pair.styles, images, strict=True):
+                    if refusal := style_refusal(location, image.size, config, engine.device, budget):
+                        raise refusal
                 self._styles[key] = engine.encode_styles(
                     images, pair.style_weights, size, names=pair.styles, colors_of=content if matched else None
                 )
@@ -248,7 +259,7 @@ class StylizeBatchesFn(beam.DoFn):
                 continue
             tiling = tile_plan(item.pair.config, item.output_size, budget)  # too large at once: tiles
             if tiling is not None:
-                yield from self._run_batch(engine, [item], tiling)
+                yield from self._run_batch(engine, [item], budget, tiling)
                 continue
             self._failed.inc()
             tracker = progress.for_run(self._settings.run_id, self._settings.expected_pairs)
@@ -257,11 +268,14 @@ class StylizeBatchesFn(beam.DoFn):
             return
         size = self._settings.batch_size or auto_batch_size(engine, fitting[0], budget)
         for start in range(0, len(fitting), size):
-            yield from self._run_batch(engine, fitting[start : start + size])
+            yield from self._run_batch(engine, fitting[start : start + size], budget)
 
-    def _run_batch(self, engine: StyleTransfer, batch: list[Prepared], tiling: tuple[int, int] | None = None) -> Iterator[Any]:
-        """Claims, a last skip check, the inputs, the engine, the results; ``tiling`` (tile px,
-        overlap px): one pair, whose last scale runs in tiles."""
+    def _run_batch(
+        self, engine: StyleTransfer, batch: list[Prepared], budget: int | None, tiling: tuple[int, int] | None = None
+    ) -> Iterator[Any]:
+        """Claims, a last skip check, the inputs, the engine, the results; ``budget``: the bytes a
+        pair may use (None: unknown); ``tiling`` (tile px, overlap px): one pair, whose last scale
+        runs in tiles."""
         tracker = progress.for_run(self._settings.run_id, self._settings.expected_pairs)
         running: list[_Running] = []
         try:
@@ -285,12 +299,13 @@ class StylizeBatchesFn(beam.DoFn):
                     config = pair.config
                     content = self._read_image(pair.content)
                     init_image = self._read_image(config.init_location) if config.init_location else None
-                    targets, coarse = self._style_targets(engine, pair, config, content)
+                    targets, coarse = self._style_targets(engine, pair, config, content, budget)
                 except Exception as exc:  # noqa: BLE001 - a bad input fails its own pair
                     running.remove(entry)
                     claims.release(self._settings.output, pair.id, self._settings.run_id)
                     self._failed.inc()
-                    yield pvalue.TaggedOutput(FAILURES, _failure(tracker, pair, Stage.READ, exc))
+                    stage = Stage.STYLIZE if isinstance(exc, PairTooLargeError) else Stage.READ
+                    yield pvalue.TaggedOutput(FAILURES, _failure(tracker, pair, stage, exc))
                     continue
                 entry.request = StyleRequest(content, targets, config, init_image, pair.content, coarse)
             if not running:
@@ -394,12 +409,35 @@ def memory_refusal(prepared: Prepared, device: torch.device, budget: int | None)
     needed = estimated_pair_bytes(config, (width, height))
     if budget is None or needed <= budget:
         return None
-    fits = largest_fitting_size(config, (width, height), budget)
+    fits = largest_fitting_size(lambda size: estimated_pair_bytes(config, size), (width, height), budget)
     cure = f"the largest image_size that fits is {fits} px" if fits else "no image_size fits"
     return PairTooLargeError(
         f"{prepared.pair.content}: a {width}x{height} result needs about {_mebibytes(needed)} on {device} "
         f"({config.precision}, estimated), more than the {_mebibytes(budget)} there; {cure} "
         "(README, 'Large prints': memory)"
+    )
+
+
+def style_refusal(
+    location: str, image_size: tuple[int, int], config: StyleConfig, device: torch.device, budget: int | None
+) -> PairTooLargeError | None:
+    """Why the style image at ``location`` (``image_size`` as read) cannot be encoded at the
+    config's style size within ``budget`` bytes (with the style_scale that would fit), or None.
+
+    Checked apart from the pair's estimate because a tiled pair's tiles shrink with the budget
+    while its style targets are still computed whole, at the full style size."""
+    width, height = fitted_size(*image_size, config.style_size)
+    needed = estimated_style_bytes((width, height))
+    if budget is None or needed <= budget:
+        return None
+    fits = largest_fitting_size(estimated_style_bytes, image_size, budget)
+    # Rounded down, so that the scale named does fit.
+    scale = math.floor(fits / config.image_size * 100) / 100
+    cure = f"a style_scale of {scale:g} or less fits" if scale > 0 else "no style size fits"
+    return PairTooLargeError(
+        f"{location}: encoding this style at {width}x{height} px (image_size {config.image_size} x style_scale "
+        f"{config.style_scale:g}) needs about {_mebibytes(needed)} on {device}, more than the {_mebibytes(budget)} "
+        f"there; {cure} (README, 'Large prints': memory)"
     )
 
 

@@ -163,6 +163,21 @@ def estimated_pair_bytes(config: StyleConfig, size: tuple[int, int]) -> int:
     return size[0] * size[1] * (_ACTIVATION_BYTES_PER_PIXEL[config.precision] + history + 100)
 
 
+# Bytes per pixel of a style image while its Gram targets are computed (no gradients, always
+# fp32): the tapped activations kept until the Grams are taken, and the first block's two
+# 64-channel maps alive at once. Measured on the CPU's peak resident set (benchmarks/tiles.py's
+# style phase, Starry Night at 1024 and 2048 px: 783 and 799), rounded up.
+_STYLE_BYTES_PER_PIXEL = 850
+
+
+def estimated_style_bytes(size: tuple[int, int]) -> int:
+    """Device memory encoding one style image of ``size`` (width, height) takes, estimated.
+
+    Small next to a pair's (about a ninth per pixel), but a tiled pair's style targets are still
+    computed whole at the full style size: at 4096 px they are what decides the smallest budget."""
+    return size[0] * size[1] * _STYLE_BYTES_PER_PIXEL
+
+
 def _summed(records: Sequence[IterationRecord], seconds: float) -> IterationRecord:
     """One record for several tiles' records of one iteration: their losses added up."""
     first = records[0]
@@ -178,13 +193,12 @@ def _summed(records: Sequence[IterationRecord], seconds: float) -> IterationReco
     )
 
 
-def largest_fitting_size(config: StyleConfig, content_size: tuple[int, int], budget: int) -> int:
-    """The largest ``image_size`` whose pair estimate (:func:`estimated_pair_bytes`) fits
-    ``budget`` bytes for a content of ``content_size``; 0 if none does."""
-    width, height = content_size
-    per_pixel = estimated_pair_bytes(config, (1, 1))
-    size = math.isqrt(int(budget / per_pixel * max(width, height) / min(width, height))) + 1
-    while size > 0 and estimated_pair_bytes(config, fitted_size(width, height, size)) > budget:
+def largest_fitting_size(estimate: Callable[[tuple[int, int]], int], shape: tuple[int, int], budget: int) -> int:
+    """The largest longest side for an image of ``shape``'s proportions whose ``estimate`` (bytes
+    for a (width, height), proportional to its pixels) fits ``budget`` bytes; 0 if none does."""
+    width, height = shape
+    size = math.isqrt(int(budget / estimate((1, 1)) * max(width, height) / min(width, height))) + 1
+    while size > 0 and estimate(fitted_size(width, height, size)) > budget:
         size -= 1
     return size
 
@@ -203,7 +217,8 @@ def tile_plan(config: StyleConfig, output_size: tuple[int, int], budget: int | N
     for size, _ in config.scales:
         if estimated_pair_bytes(config, fitted_size(width, height, size)) > budget:
             return None
-    tile = largest_fitting_size(config, (1, 1), budget)  # the side of the largest square that fits
+    # The side of the largest square that fits.
+    tile = largest_fitting_size(lambda size: estimated_pair_bytes(config, size), (1, 1), budget)
     if tile < max(width, height) * MIN_TILE_FRACTION or tile < 32:
         return None
     return tile, max(8, tile // 8)
