@@ -82,6 +82,9 @@ def main() -> None:
     engine = StyleTransfer(config)
     cuda = engine.device.type == "cuda"
     what = "GPU peak allocated" if cuda else "resident memory gained"
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
+    baseline = torch.cuda.memory_allocated() if cuda else _resident_bytes()
 
     def peak(resident: _PeakResident) -> str:
         """The phase's peak, over what the process held before the style targets."""
@@ -90,9 +93,6 @@ def main() -> None:
 
     # The style targets are measured too: at the last scale they are encoded whole, at the full
     # style size, however small the tiles (the pipeline checks them against the budget as well).
-    if cuda:
-        torch.cuda.reset_peak_memory_stats()
-    baseline = torch.cuda.memory_allocated() if cuda else _resident_bytes()
     started = time.perf_counter()
     with _PeakResident() as encoding:
         coarse = tuple(engine.encode_styles([style], size=config.at_stage(i).style_size) for i in range(len(config.scales)))

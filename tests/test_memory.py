@@ -65,6 +65,7 @@ def test_the_estimate_is_within_20_percent_of_a_measured_cpu_run() -> None:
 def test_the_largest_fitting_size_is_the_last_that_fits() -> None:
     config = StyleConfig()
     budget = 24 * 2**30
+
     def estimate(size: tuple[int, int]) -> int:
         return estimated_pair_bytes(config, size)
 

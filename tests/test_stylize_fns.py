@@ -127,10 +127,8 @@ def test_each_failure_is_recorded_at_its_stage_naming_its_input(weights_file, im
 def test_a_style_too_large_to_encode_is_refused_before_it_is_encoded(weights_file, images, tmp_path, monkeypatch) -> None:
     # Style targets at 8 x 32 = 256 px, in 10 MiB: every 32 px result fits, a 256x16 strip of a
     # style fits (3.3 MiB), a 256x192 one (40 MiB) does not, and must not reach the network.
-    settings = dataclasses.replace(
-        settings_for(weights_file, tmp_path / "out", limits=Limits(device_memory_gb=0.01)),
-        defaults=settings_for(weights_file, tmp_path).defaults.replace(style_scale=8.0),
-    )
+    base = settings_for(weights_file, tmp_path / "out", limits=Limits(device_memory_gb=0.01))
+    settings = dataclasses.replace(base, defaults=base.defaults.replace(style_scale=8.0))
     synthetic_image(6, width=512, height=32).save(images / "strip.png")
     narrow, wide = pairs(settings, images, [
         {"id": "narrow", "content": "cat.png", "style": "strip.png"},
