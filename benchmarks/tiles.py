@@ -5,54 +5,27 @@
 The pair (default: Tübingen x The Starry Night from examples/images) is planned as the pipeline
 plans it (``tile_plan``: the coarser scales whole, the last one in the largest square tiles whose
 estimate fits ``--memory_gb``) and run through ``stylize_batch(tiling=...)``. Printed: the plan,
-seconds, final loss, and the peak memory of the run (``torch.cuda.max_memory_allocated`` on a GPU;
-on the CPU the resident memory gained, sampled every 10 ms) beside the budget. 21 GiB is what a
+seconds, final loss, and the peak memory of the style targets and of the run, each over what the
+process held before the targets (``torch.cuda.max_memory_allocated`` on a GPU; on the CPU the
+peak resident set, VmHWM), beside the estimate and the budget. 21 GiB is what a
 24 GB L4 leaves a pair. ``--save`` writes the image.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
-import threading
 import time
 from pathlib import Path
 
-import torch
 from PIL import Image
 
 from beam_style_transfer.pipeline.flags import scale_list
 from beam_style_transfer.transforms.nst import StyleConfig, StyleRequest, StyleTransfer
 from beam_style_transfer.transforms.nst.images import fitted_size
-from beam_style_transfer.transforms.nst.optimize import estimated_pair_bytes, tile_plan
+from beam_style_transfer.transforms.nst.optimize import estimated_pair_bytes, estimated_style_bytes, tile_plan
+from benchmarks.pairs import peak_memory_mib, peak_memory_reset
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "images"
-
-
-def _resident_bytes() -> int:
-    with open(f"/proc/{os.getpid()}/statm") as statm:
-        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-
-
-class _PeakResident:
-    """The largest resident set seen while it runs, sampled every 10 ms (CPU runs)."""
-
-    def __init__(self) -> None:
-        self.peak = self.start = _resident_bytes()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._sample, daemon=True)
-
-    def _sample(self) -> None:
-        while not self._stop.wait(0.01):
-            self.peak = max(self.peak, _resident_bytes())
-
-    def __enter__(self) -> _PeakResident:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
 
 
 def main() -> None:
@@ -64,7 +37,7 @@ def main() -> None:
     parser.add_argument("--content", type=Path, default=EXAMPLES / "tubingen.jpg")
     parser.add_argument("--style", type=Path, default=EXAMPLES / "starry_night.jpg")
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--save", type=Path, help="where to write the result (PNG)")
+    parser.add_argument("--save", type=Path, help="where to write the result (its extension picks the format)")
     args = parser.parse_args()
 
     config = StyleConfig(image_size=args.size, iterations=args.iterations, scales=args.coarse, device=args.device)
@@ -80,37 +53,31 @@ def main() -> None:
         return
 
     engine = StyleTransfer(config)
-    cuda = engine.device.type == "cuda"
-    what = "GPU peak allocated" if cuda else "resident memory gained"
-    if cuda:
-        torch.cuda.reset_peak_memory_stats()
-    baseline = torch.cuda.memory_allocated() if cuda else _resident_bytes()
+    what = "GPU peak allocated" if engine.device.type == "cuda" else "resident memory gained"
+    peak_memory_reset(engine.device)
+    baseline = peak_memory_mib(engine.device)  # right after a reset, the peak is what is held now
 
-    def peak(resident: _PeakResident) -> str:
-        """The phase's peak, over what the process held before the style targets."""
-        used = torch.cuda.max_memory_allocated() - baseline if cuda else resident.peak - baseline
-        return f"{what} {used / 2**30:.2f} GiB"
+    def gained() -> str:
+        return f"{what} {(peak_memory_mib(engine.device) - baseline) / 1024:.2f} GiB"
 
     # The style targets are measured too: at the last scale they are encoded whole, at the full
     # style size, however small the tiles (the pipeline checks them against the budget as well).
     started = time.perf_counter()
-    with _PeakResident() as encoding:
-        coarse = tuple(engine.encode_styles([style], size=config.at_stage(i).style_size) for i in range(len(config.scales)))
-        targets = engine.encode_styles([style])
-    print(f"{engine.device}: style targets in {time.perf_counter() - started:.0f} s, {peak(encoding)}")
+    coarse = tuple(engine.encode_styles([style], size=config.at_stage(i).style_size) for i in range(len(config.scales)))
+    targets = engine.encode_styles([style])
+    style_estimate = estimated_style_bytes(fitted_size(*style.size, config.style_size)) / 2**30
+    print(f"{engine.device}: style targets in {time.perf_counter() - started:.0f} s, {gained()} (estimate {style_estimate:.2f} GiB)")
     request = StyleRequest(content, targets, config, content_name=str(args.content), coarse_styles=coarse)
-    if cuda:
-        torch.cuda.reset_peak_memory_stats()
+    peak_memory_reset(engine.device)
     started = time.perf_counter()
-    with _PeakResident() as resident:
-        (result,) = engine.stylize_batch([request], tiling=plan)
+    (result,) = engine.stylize_batch([request], tiling=plan)
     seconds = time.perf_counter() - started
     if isinstance(result, Exception):
         raise result
     tiles = "whole" if plan is None else f"{result.tiles} tiles of {plan[0]} px (overlap {plan[1]})"
     print(
         f"{engine.device}: {tiles}, {seconds:.0f} s, final loss {result.final.total:.4g}, "
-        f"{peak(resident)} of the {args.memory_gb:g} GiB budget"
+        f"{gained()} of the {args.memory_gb:g} GiB budget"
     )
     if args.save:
         result.image.save(args.save)

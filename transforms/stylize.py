@@ -17,6 +17,7 @@ devices, records and results; nothing of pipeline/.
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import time
@@ -228,11 +229,12 @@ class StylizeBatchesFn(beam.DoFn):
             if key in self._styles:
                 self._styles.move_to_end(key)
             else:
-                images = images or [self._read_image(s) for s in pair.styles]
-                # Checked at the last scale's style size, the largest, before any scale's work.
-                for location, image in zip(pair.styles, images, strict=True):
-                    if refusal := style_refusal(location, image.size, config, engine.device, budget):
-                        raise refusal
+                if not images:
+                    images = [self._read_image(s) for s in pair.styles]
+                    # Checked once, at the last scale's style size (the largest), before any scale's work.
+                    for location, image in zip(pair.styles, images, strict=True):
+                        if refusal := style_refusal(location, image.size, config, engine.device, budget):
+                            raise refusal
                 self._styles[key] = engine.encode_styles(
                     images, pair.style_weights, size, names=pair.styles, colors_of=content if matched else None
                 )
@@ -409,7 +411,7 @@ def memory_refusal(prepared: Prepared, device: torch.device, budget: int | None)
     needed = estimated_pair_bytes(config, (width, height))
     if budget is None or needed <= budget:
         return None
-    fits = largest_fitting_size(lambda size: estimated_pair_bytes(config, size), (width, height), budget)
+    fits = largest_fitting_size(functools.partial(estimated_pair_bytes, config), (width, height), budget)
     cure = f"the largest image_size that fits is {fits} px" if fits else "no image_size fits"
     return PairTooLargeError(
         f"{prepared.pair.content}: a {width}x{height} result needs about {_mebibytes(needed)} on {device} "

@@ -15,6 +15,7 @@ Imports: torch, Pillow and the engine's own modules; no Beam, no storage.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -217,8 +218,7 @@ def tile_plan(config: StyleConfig, output_size: tuple[int, int], budget: int | N
     for size, _ in config.scales:
         if estimated_pair_bytes(config, fitted_size(width, height, size)) > budget:
             return None
-    # The side of the largest square that fits.
-    tile = largest_fitting_size(lambda size: estimated_pair_bytes(config, size), (1, 1), budget)
+    tile = largest_fitting_size(functools.partial(estimated_pair_bytes, config), (1, 1), budget)  # a square's side
     if tile < max(width, height) * MIN_TILE_FRACTION or tile < 32:
         return None
     return tile, max(8, tile // 8)
