@@ -35,11 +35,11 @@ COPY transforms ./transforms
 RUN python -c "import sys; v = '.'.join(map(str, sys.version_info[:2])); assert v == '${PYTHON_VERSION}', f'base image has Python {v}, Beam SDK image ${PYTHON_VERSION}'" \
     && pip install --no-cache-dir . "apache-beam[gcp]==${BEAM_VERSION}" \
     && pip check \
-    && python -c "import torch, beam_style_transfer.transforms.nst; print('torch', torch.__version__, 'CUDA', torch.version.cuda)" \
-    && python -c "from beam_style_transfer.transforms.nst.weights import load_features_state_dict; load_features_state_dict('vgg19', 'caffe')"
+    && python -c "import torch, transforms.nst; print('torch', torch.__version__, 'CUDA', torch.version.cuda)" \
+    && python -c "from transforms.nst.weights import load_features_state_dict; load_features_state_dict('vgg19', 'caffe')"
 
 RUN for model in ${BAKE_WEIGHTS}; do \
-        python -c "import sys; from beam_style_transfer.transforms.nst.weights import load_features_state_dict; load_features_state_dict(sys.argv[1], 'imagenet')" "$model" || exit 1; \
+        python -c "import sys; from transforms.nst.weights import load_features_state_dict; load_features_state_dict(sys.argv[1], 'imagenet')" "$model" || exit 1; \
     done
 
 COPY flex_template ./flex_template

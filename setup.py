@@ -2,8 +2,6 @@
 
 from setuptools import find_packages, setup
 
-ROOT = "beam_style_transfer"
-
 setup(
     name="beam-style-transfer",
     version="0.1.0",
@@ -11,11 +9,10 @@ setup(
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
-    # One import root, beam_style_transfer, holding the folders pipeline/ and transforms/: an
-    # install puts nothing else on the path, so it neither shadows nor is shadowed by another
-    # distribution's top-level "pipeline" or "transforms" (README, Development).
-    packages=[f"{ROOT}.{package}" for package in find_packages(include=["pipeline", "pipeline.*", "transforms", "transforms.*"])],
-    package_dir={f"{ROOT}.{folder}": folder for folder in ("pipeline", "transforms")},
+    # The folders are the packages: an import names the path it is found at (`transforms.nst.vgg`
+    # is transforms/nst/vgg.py), so editors, type checkers and structure tools follow every import
+    # from a plain checkout (README, Development).
+    packages=find_packages(include=["pipeline", "pipeline.*", "transforms", "transforms.*"]),
     install_requires=[
         "apache-beam[gcp]>=2.60,<3",
         "torch>=2.1,<3",
@@ -43,5 +40,5 @@ setup(
         # az:// and abfs:// (fsspec's Azure Blob / Data Lake filesystem).
         "azure": ["adlfs>=2024.4"],
     },
-    entry_points={"console_scripts": [f"beam-style-transfer={ROOT}.pipeline.main:main"]},
+    entry_points={"console_scripts": ["beam-style-transfer=pipeline.main:main"]},
 )

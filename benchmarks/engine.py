@@ -18,9 +18,9 @@ import warnings
 
 import torch
 
-from beam_style_transfer.transforms.nst import StyleConfig, StyleTransfer
-from beam_style_transfer.transforms.nst.images import tensor_to_image
-from beam_style_transfer.transforms.nst.optimize import LBFGS_HISTORY
+from transforms.nst import StyleConfig, StyleTransfer
+from transforms.nst.images import tensor_to_image
+from transforms.nst.lbfgs import LBFGS_HISTORY
 
 
 def _synchronize(device: torch.device) -> None:

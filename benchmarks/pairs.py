@@ -23,8 +23,9 @@ from pathlib import Path
 import torch
 from PIL import Image, ImageOps
 
-from beam_style_transfer.transforms.nst import StyleConfig, StyleRequest, StyleTransfer
-from beam_style_transfer.transforms.nst.optimize import LBFGS_HISTORY, Objective
+from transforms.nst import StyleConfig, StyleRequest, StyleTransfer
+from transforms.nst.lbfgs import LBFGS_HISTORY
+from transforms.nst.objective import Objective
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "images"
 CONTENTS = ("cat.jpg", "astronaut.jpg", "coffee.jpg")

@@ -28,10 +28,11 @@ from pathlib import Path
 import torch
 from PIL import Image, ImageDraw
 
-from beam_style_transfer.transforms.nst import StyleConfig, StyleTransfer
-from beam_style_transfer.transforms.nst.images import fit_longest_side, tensor_to_image
-from beam_style_transfer.transforms.nst.lbfgs import LBFGS
-from beam_style_transfer.transforms.nst.optimize import LBFGS_HISTORY, Objective
+from transforms.nst import StyleConfig, StyleTransfer
+from transforms.nst.images import fit_longest_side, tensor_to_image
+from transforms.nst.lbfgs import LBFGS
+from transforms.nst.lbfgs import LBFGS_HISTORY
+from transforms.nst.objective import Objective
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "images"
 PAIRS = (

@@ -19,10 +19,11 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from beam_style_transfer.transforms.nst.families import FAMILIES
-from beam_style_transfer.transforms.nst.images import fit_longest_side, image_to_tensor
-from beam_style_transfer.transforms.nst.vgg import VGGFeatures, conv_indices
-from beam_style_transfer.transforms.nst.weights import load_features_state_dict
+from transforms.nst.families import FAMILIES
+from transforms.nst.images import fit_longest_side, image_to_tensor
+from transforms.nst.layers import conv_indices
+from transforms.nst.vgg import VGGFeatures
+from transforms.nst.weights import load_features_state_dict
 
 LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu4_2", "relu5_1")
 PHOTO = Path(__file__).resolve().parent.parent / "examples" / "images" / "cat.jpg"

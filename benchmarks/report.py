@@ -18,7 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from beam_style_transfer.transforms import report
+from transforms import report
 from tests.conftest import synthetic_image
 
 

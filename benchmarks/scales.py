@@ -20,9 +20,10 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from beam_style_transfer.pipeline.flags import scale_list
-from beam_style_transfer.transforms.nst import StyleConfig, StyleTransfer
-from beam_style_transfer.transforms.nst.optimize import StyleResult, estimated_pair_bytes
+from pipeline.flags import scale_list
+from transforms.nst import StyleConfig, StyleTransfer
+from transforms.nst.memory import estimated_pair_bytes
+from transforms.nst.records import StyleResult
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 

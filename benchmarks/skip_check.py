@@ -19,12 +19,13 @@ import tempfile
 import time
 from pathlib import Path
 
-from beam_style_transfer.transforms import storage
-from beam_style_transfer.transforms.limits import Limits
-from beam_style_transfer.transforms.nst import StyleConfig
-from beam_style_transfer.transforms.records import Pair
-from beam_style_transfer.transforms.results import fingerprint, image_location, input_signatures, log_location, to_json
-from beam_style_transfer.transforms.stylize import PreparePairsFn, StylizeSettings
+from transforms import storage
+from transforms.limits import Limits
+from transforms.nst import StyleConfig
+from transforms.records import Pair
+from transforms.handler import EngineHandler
+from transforms.outputs import fingerprint, image_location, input_signatures, log_location, to_json
+from transforms.stylize import PreparePairsFn, StylizeSettings
 
 
 def main() -> None:
@@ -55,7 +56,7 @@ def main() -> None:
                    "history": history, "final": history[-1]}
             storage.write_atomic(log_location(output, pair.id), to_json(log))
             pairs.append(pair)
-        fn = PreparePairsFn(StylizeSettings(config, Limits(), output))
+        fn = PreparePairsFn(StylizeSettings(output), EngineHandler(config, Limits()))
         rounds = []
         for _ in range(3):
             started = time.perf_counter()

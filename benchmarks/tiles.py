@@ -4,7 +4,7 @@
 
 The pair (default: Tübingen x The Starry Night from examples/images) is planned as the pipeline
 plans it (``tile_plan``: the coarser scales whole, the last one in the largest square tiles whose
-estimate fits ``--memory_gb``) and run through ``stylize_batch(tiling=...)``. Printed: the plan,
+estimate fits ``--memory_gb``) and run through ``stylize_tiled`` (or ``stylize`` when it fits whole). Printed: the plan,
 seconds, final loss, and the peak memory of the style targets and of the run, each over what the
 process held before the targets (``torch.cuda.max_memory_allocated`` on a GPU; on the CPU the
 peak resident set, VmHWM), beside the estimate and the budget. 21 GiB is what a
@@ -19,10 +19,10 @@ from pathlib import Path
 
 from PIL import Image
 
-from beam_style_transfer.pipeline.flags import scale_list
-from beam_style_transfer.transforms.nst import StyleConfig, StyleRequest, StyleTransfer
-from beam_style_transfer.transforms.nst.images import fitted_size
-from beam_style_transfer.transforms.nst.optimize import estimated_pair_bytes, estimated_style_bytes, tile_plan
+from pipeline.flags import scale_list
+from transforms.nst import StyleConfig, StyleRequest, StyleTransfer
+from transforms.nst.images import fitted_size
+from transforms.nst.memory import estimated_pair_bytes, estimated_style_bytes, tile_plan
 from benchmarks.pairs import peak_memory_mib, peak_memory_reset
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "images"
@@ -70,10 +70,8 @@ def main() -> None:
     request = StyleRequest(content, targets, config, content_name=str(args.content), coarse_styles=coarse)
     peak_memory_reset(engine.device)
     started = time.perf_counter()
-    (result,) = engine.stylize_batch([request], tiling=plan)
+    result = engine.stylize(content, targets, config, content_name=str(args.content), coarse_styles=coarse) if plan is None else engine.stylize_tiled(request, *plan)
     seconds = time.perf_counter() - started
-    if isinstance(result, Exception):
-        raise result
     tiles = "whole" if plan is None else f"{result.tiles} tiles of {plan[0]} px (overlap {plan[1]})"
     print(
         f"{engine.device}: {tiles}, {seconds:.0f} s, final loss {result.final.total:.4g}, "

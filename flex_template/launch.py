@@ -30,7 +30,7 @@ def with_dataflow_defaults(argv: list[str]) -> list[str]:
 
 
 if __name__ == "__main__":
-    from beam_style_transfer.pipeline.main import main
+    from pipeline.main import main
 
     sys.argv[1:] = with_dataflow_defaults(sys.argv[1:])
     main(wait=False)

@@ -1,3 +1,3 @@
-from beam_style_transfer.pipeline.main import main
+from pipeline.main import main
 
 main()

@@ -13,10 +13,10 @@ import argparse
 import dataclasses
 from typing import Any, Final
 
-from beam_style_transfer.transforms.limits import Limits
-from beam_style_transfer.transforms.nst.config import COLOR_CONTROLS, DEVICES, MODELS, OPTIMIZERS, POOLINGS, PRECISIONS, StyleConfig
-from beam_style_transfer.transforms.nst.families import FAMILIES, NAMED_WEIGHTS
-from beam_style_transfer.transforms.records import MANIFEST_FORMATS
+from transforms.limits import Limits
+from transforms.nst.config import COLOR_CONTROLS, DEVICES, MODELS, OPTIMIZERS, POOLINGS, PRECISIONS, StyleConfig
+from transforms.nst.families import FAMILIES, NAMED_WEIGHTS
+from transforms.records import MANIFEST_FORMATS
 
 USAGE = "python -m pipeline (--manifest URL | --contents GLOB --styles GLOB) --output URL [options]"
 

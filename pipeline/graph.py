@@ -1,19 +1,20 @@
-"""build(p, config): ReadPairs | Reshuffle | StylizePairs (prepare, batch, stylize) | WriteResults.
+"""build(p, config): ReadPairs | Reshuffle | StylizePairs (prepare, batch, stylize, write) | WriteResults.
 
-Wires; computes nothing.
+Wires; computes nothing. The engine handler is made here and injected into StylizePairs.
 
-Imports: Beam and the three Beam transforms (manifest, stylize, results); nothing of the engine.
+Imports: Beam, the three Beam transforms (manifest, stylize, results) and the engine handler.
 """
 
 from __future__ import annotations
 
 import apache_beam as beam
 
-from beam_style_transfer.pipeline.options import PipelineConfig
-from beam_style_transfer.transforms.manifest import FAILURES as MANIFEST_FAILURES
-from beam_style_transfer.transforms.manifest import ReadPairs
-from beam_style_transfer.transforms.results import WriteResults
-from beam_style_transfer.transforms.stylize import StylizePairs, StylizeSettings
+from pipeline.options import PipelineConfig
+from transforms.handler import EngineHandler
+from transforms.manifest import FAILURES as MANIFEST_FAILURES
+from transforms.manifest import ReadPairs
+from transforms.results import WriteResults
+from transforms.stylize import StylizePairs, StylizeSettings
 
 
 def build(p: beam.Pipeline, config: PipelineConfig, fail_job_if_failed: bool = False) -> beam.PCollection:
@@ -30,18 +31,15 @@ def build(p: beam.Pipeline, config: PipelineConfig, fail_job_if_failed: bool = F
         contents=config.contents,
         styles=config.styles,
     )
+    settings = StylizeSettings(config.output, config.overwrite, config.run_id, config.expected_pairs)
     stylized = (
         read.pairs
         # Pairs come out of one manifest-reading worker; spread them over all workers.
         | "SpreadPairs" >> beam.Reshuffle()
-        | "StylizePairs" >> StylizePairs(StylizeSettings(
-            config.style, config.limits, config.output, config.overwrite, config.run_id, config.expected_pairs,
-            config.batch_size,
-        ))
+        | "StylizePairs" >> StylizePairs(settings, EngineHandler(config.style, config.limits, config.batch_size))
     )
     return {
-        "stylized": stylized["stylized"],
-        "skipped": stylized["skipped"],
+        "outcomes": stylized["outcomes"],
         "failures": (read[MANIFEST_FAILURES], stylized["failures"]),
     } | "WriteResults" >> WriteResults(
         config.output, config.run_id, config.started, config.to_dict(), config.limits, fail_job_if_failed

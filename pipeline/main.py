@@ -1,9 +1,10 @@
 """Entry point: argv -> checked flags -> PipelineConfig -> pre-flight -> build -> run -> exit status.
 
-Beam and torch are imported inside :func:`run`, after ``--help`` has been answered: importing them
-takes seconds, and the help should not.
+Beam and the job's modules are imported inside :func:`run`, after ``--help`` has been answered:
+importing them (and torch with them) takes seconds, and the help should not.
 
-Imports: the rest of pipeline/ and results' exit-status errors; Beam and torch only inside run().
+Imports: flags at import time; Beam, the rest of pipeline/, progress, storage and outputs' file
+locations only inside run().
 """
 
 from __future__ import annotations
@@ -19,8 +20,12 @@ import sys
 import tempfile
 import threading
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
-from beam_style_transfer.pipeline import flags
+from pipeline import flags
+
+if TYPE_CHECKING:
+    from pipeline.options import PipelineConfig
 
 
 class Interrupted(KeyboardInterrupt):
@@ -95,11 +100,11 @@ def _run(argv: list[str], wait: bool) -> int:
     import apache_beam as beam
     from apache_beam.options.pipeline_options import PipelineOptions
 
-    from beam_style_transfer.pipeline import preflight
-    from beam_style_transfer.pipeline.graph import build
-    from beam_style_transfer.pipeline.options import PipelineConfig, check_arguments
-    from beam_style_transfer.transforms import progress, storage
-    from beam_style_transfer.transforms.results import report_location, summary_location
+    from pipeline import preflight
+    from pipeline.graph import build
+    from pipeline.options import PipelineConfig, check_arguments
+    from transforms import progress, storage
+    from transforms.outputs import report_location, summary_location
 
     try:
         check_arguments(argv)
@@ -117,7 +122,7 @@ def _run(argv: list[str], wait: bool) -> int:
     config = dataclasses.replace(config, expected_pairs=expected)
     removed = preflight.remove_stale_temporaries(config.output)
     if removed:
-        logging.getLogger(__name__).info("removed %d temporary files left by killed writes", removed)
+        logging.getLogger(f"beam_style_transfer.{__name__}").info("removed %d temporary files left by killed writes", removed)
     # --strict: an exit status of 1 here, but where the workers are remote, nobody may be
     # waiting for it (a Flex Template launch), so the job itself ends failed.
     fail_job_if_failed = config.strict and not workers_here
@@ -147,8 +152,8 @@ def _run(argv: list[str], wait: bool) -> int:
             return 128 + interrupt
         if not isinstance(exc, Exception):
             raise
-        if not _strict_failure(exc):
-            logging.getLogger(__name__).debug("job failed", exc_info=True)
+        if not (config.strict and _summary_counts_failures(config)):
+            logging.getLogger(f"beam_style_transfer.{__name__}").debug("job failed", exc_info=True)
             print(f"error: the job failed: {_root_cause(exc)}", file=sys.stderr)
             return 3
         # The job ended failed on purpose (--strict on remote workers): report it as usual, exit 1.
@@ -191,17 +196,18 @@ def _interruption(exc: BaseException) -> int | None:
     return None
 
 
-def _strict_failure(exc: BaseException) -> bool:
-    """Whether the job failed because --strict found failed pairs (results.StrictFailure).
+def _summary_counts_failures(config: PipelineConfig) -> bool:
+    """Whether this run's summary is written and counts failed rows or pairs: then the job ended
+    failed on purpose (--strict's last step raises only after the summary is written; runners
+    re-raise a worker's exception wrapped, or as text only, so the summary is what is read)."""
+    from transforms import storage
+    from transforms.outputs import summary_location
 
-    Runners re-raise a worker's exception wrapped, or (Dataflow) as text only.
-    """
-    seen: BaseException | None = exc
-    while seen is not None:
-        if type(seen).__name__ == "StrictFailure" or "StrictFailure" in str(seen):
-            return True
-        seen = seen.__cause__ or seen.__context__
-    return False
+    try:
+        summary = json.loads(storage.read_bytes(summary_location(config.output)))
+    except (OSError, ValueError):
+        return False
+    return summary.get("run_id") == config.run_id and bool(summary.get("counts", {}).get("failed"))
 
 
 def _pairs(count: int) -> str:

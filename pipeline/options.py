@@ -15,9 +15,9 @@ from typing import Any, NoReturn
 
 from apache_beam.options.pipeline_options import PipelineOptions, _BeamArgumentParser
 
-from beam_style_transfer.pipeline.flags import add_arguments
-from beam_style_transfer.transforms.limits import Limits
-from beam_style_transfer.transforms.nst.config import StyleConfig, with_color_alias
+from pipeline.flags import add_arguments
+from transforms.limits import Limits
+from transforms.nst.config import StyleConfig, with_color_alias
 
 
 class StyleTransferOptions(PipelineOptions):

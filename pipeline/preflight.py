@@ -14,13 +14,13 @@ from __future__ import annotations
 import secrets
 from typing import Final
 
-from beam_style_transfer.pipeline.options import PipelineConfig
-from beam_style_transfer.transforms import storage
-from beam_style_transfer.transforms.manifest import read_manifest, validate_rows
-from beam_style_transfer.transforms.nst.config import INIT_MODES, StyleConfig
-from beam_style_transfer.transforms.nst.vgg import VGGFeatures
-from beam_style_transfer.transforms.nst.weights import load_features_state_dict
-from beam_style_transfer.transforms.records import Pair
+from pipeline.options import PipelineConfig
+from transforms import storage
+from transforms.manifest import read_manifest, validate_rows
+from transforms.nst.config import INIT_MODES, StyleConfig
+from transforms.nst.vgg import VGGFeatures
+from transforms.nst.weights import load_features_state_dict
+from transforms.records import Pair
 
 # A temporary file younger than this may be another run's write in progress; older ones were
 # left by a killed write (a write takes seconds).

@@ -5,7 +5,7 @@ the help text of ``--help`` and a validation regex that Dataflow applies before 
 launcher. The regexes are deliberately narrower than the parser where Dataflow needs it
 (inputs and output must be object-store URLs: workers cannot read the launcher's disk).
 
-    python -m beam_style_transfer.pipeline.template_metadata > flex_template/metadata.json
+    python -m pipeline.template_metadata > flex_template/metadata.json
 
 tests/test_flex_template.py fails when the committed file and this generator disagree.
 Free of Beam and torch, like flags.py.
@@ -20,9 +20,9 @@ import json
 import re
 from typing import Any, Final
 
-from beam_style_transfer.pipeline import flags
-from beam_style_transfer.transforms.nst.config import INIT_MODES
-from beam_style_transfer.transforms.nst.families import NAMED_WEIGHTS
+from pipeline import flags
+from transforms.nst.config import INIT_MODES
+from transforms.nst.families import NAMED_WEIGHTS
 
 NAME: Final = "Batch neural style transfer"
 DESCRIPTION: Final = (

@@ -18,8 +18,8 @@ from pathlib import Path
 import fsspec
 import pytest
 
-from beam_style_transfer.pipeline.main import run
-from beam_style_transfer.transforms import claims, storage
+from pipeline.main import run
+from transforms import claims, storage
 from tests.conftest import synthetic_image
 
 

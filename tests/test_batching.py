@@ -12,8 +12,8 @@ import math
 import pytest
 import torch
 
-from beam_style_transfer.transforms.nst import ImageTooSmallError, NonFiniteLossError, StyleConfig, StyleTransfer
-from beam_style_transfer.transforms.nst.optimize import StyleRequest, StyleTargets
+from transforms.nst import ImageTooSmallError, NonFiniteLossError, StyleConfig, StyleTransfer
+from transforms.nst.records import StyleRequest, StyleTargets
 from tests.conftest import synthetic_image
 
 

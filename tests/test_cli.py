@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from beam_style_transfer.pipeline.main import run
+from pipeline.main import run
 from tests.test_pipeline import job_args, write_images
 
 
@@ -109,14 +109,14 @@ def test_no_temporary_folder_outlives_the_run(one_pair, weights_file, tmp_path, 
 def test_beam_info_lines_are_hidden_unless_verbose() -> None:
     import logging
 
-    from beam_style_transfer.pipeline.main import configure_logging
+    from pipeline.main import configure_logging
 
     root = logging.getLogger()
     saved = root.level, logging.getLogger("beam_style_transfer").level
     try:
         configure_logging(verbose=False)
         assert not logging.getLogger("apache_beam.typehints").isEnabledFor(logging.INFO)
-        assert logging.getLogger("beam_style_transfer.transforms.stylize").isEnabledFor(logging.INFO)
+        assert logging.getLogger("beam_style_transfer.transforms.handler").isEnabledFor(logging.INFO)
         assert logging.getLogger("apache_beam").isEnabledFor(logging.WARNING)
         configure_logging(verbose=True)
         assert logging.getLogger("apache_beam.typehints").isEnabledFor(logging.INFO)
@@ -164,9 +164,9 @@ def test_a_scheme_without_its_filesystem_stops_the_job_naming_the_extra(one_pair
 def test_a_dataflow_launch_leaves_the_device_to_the_workers(one_pair, weights_file, tmp_path) -> None:
     from apache_beam.options.pipeline_options import PipelineOptions
 
-    from beam_style_transfer.pipeline import preflight
-    from beam_style_transfer.pipeline.main import _workers_here
-    from beam_style_transfer.pipeline.options import PipelineConfig
+    from pipeline import preflight
+    from pipeline.main import _workers_here
+    from pipeline.options import PipelineConfig
 
     args = job_args(weights_file("vgg19"), tmp_path / "out", f"--manifest={one_pair}", "--device=cuda")
     config = PipelineConfig.from_options(PipelineOptions(args))
@@ -180,7 +180,7 @@ def test_a_dataflow_launch_leaves_the_device_to_the_workers(one_pair, weights_fi
 def test_switches_take_explicit_values_as_schedulers_pass_them(one_pair, weights_file, tmp_path) -> None:
     from apache_beam.options.pipeline_options import PipelineOptions
 
-    from beam_style_transfer.pipeline.options import PipelineConfig, check_arguments
+    from pipeline.options import PipelineConfig, check_arguments
 
     base = job_args(weights_file("vgg19"), tmp_path / "out", f"--manifest={one_pair}")
     for extra, strict in ((["--strict"], True), (["--strict=true"], True), (["--strict=false"], False), (["--strict", "no"], False), ([], False)):

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from beam_style_transfer.transforms.devices import take_device
+from transforms.devices import take_device
 from tests.test_pipeline import job_args, write_images
 
 

@@ -4,17 +4,17 @@ import pytest
 import torch
 from PIL import Image
 
-from beam_style_transfer.transforms.nst import (
+from transforms.nst import (
     ImageTooSmallError,
     NonFiniteLossError,
     StyleConfig,
     StyleTransfer,
     stylize,
 )
-from beam_style_transfer.transforms.nst.color import rgb_to_ycbcr
-from beam_style_transfer.transforms.nst.images import fit_longest_side, image_to_tensor
-from beam_style_transfer.transforms.nst.losses import gram_matrix
-from beam_style_transfer.transforms.nst.optimize import Objective
+from transforms.nst.color import rgb_to_ycbcr
+from transforms.nst.images import fit_longest_side, image_to_tensor
+from transforms.nst.losses import gram_matrix
+from transforms.nst.objective import Objective
 from tests.conftest import synthetic_image
 
 

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from beam_style_transfer.pipeline import template_metadata
-from beam_style_transfer.pipeline.options import PipelineConfig, check_arguments
+from pipeline import template_metadata
+from pipeline.options import PipelineConfig, check_arguments
 from tests.test_pipeline import write_images
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -45,7 +45,7 @@ def readme_parameters() -> dict[str, str]:
 def test_the_committed_metadata_is_what_the_flags_generate() -> None:
     committed = (ROOT / "flex_template" / "metadata.json").read_text()
     assert committed == template_metadata.render(), (
-        "flex_template/metadata.json is out of date: python -m beam_style_transfer.pipeline.template_metadata > flex_template/metadata.json"
+        "flex_template/metadata.json is out of date: python -m pipeline.template_metadata > flex_template/metadata.json"
     )
 
 

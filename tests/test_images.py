@@ -3,7 +3,7 @@ import io
 import pytest
 from PIL import Image
 
-from beam_style_transfer.transforms.nst.images import ImageDecodeError, decode_image, decoded_size, fit_longest_side
+from transforms.nst.images import ImageDecodeError, decode_image, decoded_size, fit_longest_side
 
 
 def encode(image: Image.Image, fmt: str = "PNG", **params: object) -> bytes:

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from beam_style_transfer.transforms.nst.lbfgs import LBFGS
+from transforms.nst.lbfgs import LBFGS
 
 
 def convex_problem(n: int, seed: int):

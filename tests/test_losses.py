@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from beam_style_transfer.transforms.nst.color import keep_colors, rgb_to_ycbcr, ycbcr_to_rgb
-from beam_style_transfer.transforms.nst.losses import content_loss, gram_matrix, style_loss, tv_loss
+from transforms.nst.color import keep_colors, rgb_to_ycbcr, ycbcr_to_rgb
+from transforms.nst.losses import content_loss, gram_matrix, style_loss, tv_loss
 
 
 def test_gram_matrix_by_hand() -> None:

@@ -1,9 +1,9 @@
 import pytest
 
-from beam_style_transfer.transforms.limits import Limits
-from beam_style_transfer.transforms.manifest import manifest_format, parse_rows, safe_id, validate_rows
-from beam_style_transfer.transforms.nst.config import StyleConfig
-from beam_style_transfer.transforms.records import Failure, Pair
+from transforms.limits import Limits
+from transforms.manifest import manifest_format, parse_rows, safe_id, validate_rows
+from transforms.nst.config import StyleConfig
+from transforms.records import Failure, Pair
 
 
 def pairs_from_csv(text: str) -> list[Pair | Failure]:

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from beam_style_transfer.pipeline.main import run
-from beam_style_transfer.transforms.nst import StyleConfig
-from beam_style_transfer.transforms.nst.images import fitted_size
-from beam_style_transfer.transforms.nst.optimize import estimated_pair_bytes, largest_fitting_size
+from pipeline.main import run
+from transforms.nst import StyleConfig
+from transforms.nst.images import fitted_size
+from transforms.nst.memory import estimated_pair_bytes, largest_fitting_size
 from tests.test_pipeline import job_args, write_images
 
 # A fresh process: the resident memory it gains during one pair, sampled every 2 ms, over what
@@ -23,7 +23,7 @@ MEASURE = textwrap.dedent("""
     import ctypes, os, sys, threading, time
     import torch
     from PIL import Image
-    from beam_style_transfer.transforms.nst import StyleConfig, StyleTransfer
+    from transforms.nst import StyleConfig, StyleTransfer
     torch.set_num_threads(2)
     size, iterations = int(sys.argv[1]), int(sys.argv[2])
     config = StyleConfig(image_size=size, iterations=iterations, device="cpu", style_scale=64 / size)

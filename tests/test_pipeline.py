@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from beam_style_transfer.pipeline.main import run
+from pipeline.main import run
 from tests.conftest import synthetic_image
 
 
@@ -227,7 +227,7 @@ def test_offline_imagenet_download_stops_the_job_naming_the_cure(three_pairs, tm
 
 def test_a_worker_that_cannot_load_the_model_fails_the_job_not_each_pair(three_pairs, tmp_path, capsys, monkeypatch) -> None:
     # The pre-flight check is skipped here, so the failure happens where it would on a worker.
-    from beam_style_transfer.pipeline import preflight
+    from pipeline import preflight
 
     monkeypatch.setattr(preflight, "check_weights", lambda style: None)
     out = tmp_path / "out"
@@ -245,8 +245,8 @@ def test_beam_metrics_and_per_pair_log_lines(three_pairs, weights_file, tmp_path
     from apache_beam.metrics.metric import MetricsFilter
     from apache_beam.options.pipeline_options import PipelineOptions
 
-    from beam_style_transfer.pipeline.graph import build
-    from beam_style_transfer.pipeline.options import PipelineConfig
+    from pipeline.graph import build
+    from pipeline.options import PipelineConfig
 
     options = PipelineOptions(job_args(weights_file("vgg19"), tmp_path / "out", f"--manifest={three_pairs}"))
     config = PipelineConfig.from_options(options)
@@ -322,9 +322,9 @@ def test_strict_on_remote_workers_fails_the_job_after_the_summary_and_report(tmp
     import apache_beam as beam
     from apache_beam.options.pipeline_options import PipelineOptions
 
-    from beam_style_transfer.pipeline.graph import build
-    from beam_style_transfer.pipeline.options import PipelineConfig
-    from beam_style_transfer.transforms.results import StrictFailure
+    from pipeline.graph import build
+    from pipeline.options import PipelineConfig
+    from transforms.results import StrictFailure
 
     write_images(tmp_path / "in", {"cat.png": 1, "waves.png": 3})
     manifest = tmp_path / "in" / "manifest.csv"
@@ -346,7 +346,7 @@ def test_strict_on_remote_workers_fails_the_job_after_the_summary_and_report(tmp
 
 
 def test_a_rerun_with_every_pair_done_never_loads_the_model(three_pairs, weights_file, tmp_path, monkeypatch) -> None:
-    from beam_style_transfer.transforms.stylize import StylizeBatchesFn
+    from transforms.handler import EngineHandler
 
     out = tmp_path / "out"
     args = job_args(weights_file("vgg19"), out, f"--manifest={three_pairs}")
@@ -355,7 +355,7 @@ def test_a_rerun_with_every_pair_done_never_loads_the_model(three_pairs, weights
     def no_model(self) -> None:
         raise AssertionError("the model was loaded for a rerun with nothing to do")
 
-    monkeypatch.setattr(StylizeBatchesFn, "_engine", no_model)
+    monkeypatch.setattr(EngineHandler, "load_engine", no_model)
     assert run(args) == 0  # the DoFn that would load it never sees a pair
     assert json.loads((out / "summary.json").read_text())["counts"]["skipped"] == 3
     (out / "logs" / "dog__tiles.json").unlink()  # one pair to redo: now the model is needed

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from beam_style_transfer.transforms.progress import Progress
+from transforms.progress import Progress
 
 
 class Clock:

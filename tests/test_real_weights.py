@@ -14,13 +14,14 @@ import pytest
 import torch
 from PIL import Image
 
-from beam_style_transfer.transforms.nst import StyleConfig, StyleTransfer
-from beam_style_transfer.transforms.nst.families import FAMILIES
-from beam_style_transfer.transforms.nst.images import fit_longest_side, image_to_tensor, tensor_to_image
-from beam_style_transfer.transforms.nst.lbfgs import BACKTRACK, LBFGS
-from beam_style_transfer.transforms.nst.losses import gram_matrix
-from beam_style_transfer.transforms.nst.vgg import VGGFeatures, conv_indices
-from beam_style_transfer.transforms.nst.weights import WeightsError, load_features_state_dict
+from transforms.nst import StyleConfig, StyleTransfer
+from transforms.nst.families import FAMILIES
+from transforms.nst.images import fit_longest_side, image_to_tensor, tensor_to_image
+from transforms.nst.lbfgs import BACKTRACK, LBFGS
+from transforms.nst.losses import gram_matrix
+from transforms.nst.layers import conv_indices
+from transforms.nst.vgg import VGGFeatures
+from transforms.nst.weights import WeightsError, load_features_state_dict
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "images"
 
@@ -101,7 +102,7 @@ def test_final_record_is_the_loss_of_the_written_image() -> None:
     content = example("astronaut.jpg", 48)
     result = engine.stylize(content, targets)
     # Score the PNG's pixels independently with the same objective.
-    from beam_style_transfer.transforms.nst.optimize import Objective
+    from transforms.nst.objective import Objective
 
     content_tensor = engine.to_input(content, "content")
     objective = Objective(engine.network, content_tensor, [targets.grams], [engine.config])

@@ -17,10 +17,10 @@ from pathlib import Path
 
 import pytest
 
-from beam_style_transfer.pipeline.main import run
-from beam_style_transfer.transforms import claims, storage
-from beam_style_transfer.transforms.nst import decode_image
-from beam_style_transfer.transforms.nst.images import ImageDecodeError
+from pipeline.main import run
+from transforms import claims, storage
+from transforms.nst import decode_image
+from transforms.nst.images import ImageDecodeError
 from tests import hostile
 from tests.test_pipeline import job_args, write_images
 

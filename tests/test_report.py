@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from beam_style_transfer.pipeline.main import run
-from beam_style_transfer.transforms import report
+from pipeline.main import run
+from transforms import report
 from tests.conftest import synthetic_image
 from tests.test_pipeline import job_args, write_images
 

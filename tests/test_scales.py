@@ -7,11 +7,11 @@ import json
 
 import pytest
 
-from beam_style_transfer.pipeline.flags import scale_list
-from beam_style_transfer.pipeline.main import run
-from beam_style_transfer.transforms.limits import Limits
-from beam_style_transfer.transforms.nst import StyleConfig, StyleTransfer
-from beam_style_transfer.transforms.nst.optimize import batch_key
+from pipeline.flags import scale_list
+from pipeline.main import run
+from transforms.limits import Limits
+from transforms.nst import StyleConfig, StyleTransfer
+from transforms.nst.memory import batch_key
 from tests.conftest import synthetic_image
 from tests.test_engine import config
 from tests.test_pipeline import job_args, write_images

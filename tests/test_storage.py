@@ -2,7 +2,7 @@ import os
 
 import pytest
 
-from beam_style_transfer.transforms import storage
+from transforms import storage
 
 
 def test_atomic_local_write_leaves_only_the_target(tmp_path) -> None:

@@ -1,15 +1,16 @@
-"""The stylize DoFns driven directly, with a small real engine (seeded random VGG19 at 32 px).
+"""The stylize DoFns driven directly, with a small real engine (seeded random VGG19 at 32 px)
+behind the real EngineHandler.
 
 What the end-to-end tests see only as counts: which stage each failure is recorded at, that a
 failing pair leaves the rest of its batch alone, and that the style-target cache is bounded and
-reused. Each DoFn runs as a worker runs it: ``process`` on real files, the model loaded by the
-DoFn itself.
+reused. Each DoFn runs as a worker runs it: ``process`` on real files, the model loaded through
+the handler it was given.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import io
+import json
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -18,35 +19,45 @@ import pytest
 from apache_beam import pvalue
 from PIL import Image
 
-from beam_style_transfer.transforms import storage
-from beam_style_transfer.transforms.limits import Limits
-from beam_style_transfer.transforms.manifest import validate_rows
-from beam_style_transfer.transforms.nst import StyleConfig, StyleTransfer
-from beam_style_transfer.transforms.nst.images import fitted_size
-from beam_style_transfer.transforms.nst.optimize import estimated_style_bytes, largest_fitting_size
-from beam_style_transfer.transforms.records import Failure, Pair, Stage
-from beam_style_transfer.transforms.results import Stylized
-from beam_style_transfer.transforms.stylize import (
-    _STYLE_CACHE_SIZE,
-    Prepared,
-    PreparePairsFn,
-    StylizeBatchesFn,
-    StylizeSettings,
-)
+from transforms import storage
+from transforms.handler import STYLE_CACHE_SIZE, EngineHandler
+from transforms.limits import Limits
+from transforms.manifest import validate_rows
+from transforms.nst import StyleConfig, StyleTransfer
+from transforms.nst.images import fitted_size
+from transforms.nst.memory import estimated_style_bytes, largest_fitting_size
+from transforms.records import Failure, Outcome, Pair, Stage
+from transforms.stylize import Prepared, PreparePairsFn, StylizeBatchesFn, StylizeSettings
 from tests.conftest import synthetic_image
 
 
-def settings_for(weights_file, output: Path, **changes: Any) -> StylizeSettings:
-    limits = changes.pop("limits", Limits())
+@dataclasses.dataclass(frozen=True)
+class Job:
+    """What the DoFns are built from: the settings and the engine handler."""
+
+    settings: StylizeSettings
+    handler: EngineHandler
+
+    @property
+    def output(self) -> Path:
+        return Path(self.settings.output)
+
+    def stylize_fn(self) -> StylizeBatchesFn:
+        return StylizeBatchesFn(self.settings, self.handler)
+
+
+def job_for(weights_file, output: Path, limits: Limits | None = None, batch_size: int | None = None, style_scale: float = 1.0, **changes: Any) -> Job:
     defaults = StyleConfig(
-        weights=weights_file("vgg19"), weights_family="torchvision", image_size=32, iterations=2, device="cpu"
+        weights=weights_file("vgg19"), weights_family="torchvision", image_size=32, iterations=2, device="cpu",
+        style_scale=style_scale,
     )
-    return StylizeSettings(defaults, limits, str(output), run_id="test-run", **changes)
+    return Job(StylizeSettings(str(output), run_id="test-run", **changes), EngineHandler(defaults, limits or Limits(), batch_size))
 
 
-def pairs(settings: StylizeSettings, folder: Path, rows: list[dict[str, str]]) -> list[Pair]:
+def pairs(job: Job, folder: Path, rows: list[dict[str, str]]) -> list[Pair]:
     """Pairs as the manifest makes them (their ids and resolved configs)."""
-    parsed = list(validate_rows([(f"m.csv line {i + 2}", row) for i, row in enumerate(rows)], str(folder), settings.defaults, settings.limits))
+    handler = job.handler
+    parsed = list(validate_rows([(f"m.csv line {i + 2}", row) for i, row in enumerate(rows)], str(folder), handler.defaults, handler.limits))
     assert all(isinstance(p, Pair) for p in parsed), parsed
     return parsed
 
@@ -62,8 +73,8 @@ def sorted_outputs(outputs: list[Any]) -> dict[str, list[Any]]:
     return by_tag
 
 
-def prepare(settings: StylizeSettings, items: list[Pair]) -> tuple[list[Prepared], dict[str, list[Any]]]:
-    fn = PreparePairsFn(settings)
+def prepare(job: Job, items: list[Pair]) -> tuple[list[Prepared], dict[str, list[Any]]]:
+    fn = PreparePairsFn(job.settings, job.handler)
     by_tag = sorted_outputs([out for pair in items for out in fn.process(pair)])
     return [prepared for _, prepared in by_tag.pop("main", [])], by_tag
 
@@ -80,8 +91,8 @@ def images(tmp_path: Path) -> Path:
 
 
 def test_each_failure_is_recorded_at_its_stage_naming_its_input(weights_file, images, tmp_path, monkeypatch) -> None:
-    settings = settings_for(weights_file, tmp_path / "out", limits=Limits(device_memory_gb=0.01))
-    good, missing, sliver, broken_style, large, checked = pairs(settings, images, [
+    job = job_for(weights_file, tmp_path / "out", limits=Limits(device_memory_gb=0.01))
+    good, missing, sliver, broken_style, large, checked = pairs(job, images, [
         {"id": "good", "content": "cat.png", "style": "waves.png"},
         {"id": "missing", "content": "nowhere.png", "style": "waves.png"},
         {"id": "sliver", "content": "sliver.png", "style": "waves.png"},
@@ -99,7 +110,7 @@ def test_each_failure_is_recorded_at_its_stage_naming_its_input(weights_file, im
         return real_exists(location)
 
     monkeypatch.setattr(storage, "exists", refusing_exists)
-    ready, by_tag = prepare(settings, [good, missing, sliver, broken_style, large, checked])
+    ready, by_tag = prepare(job, [good, missing, sliver, broken_style, large, checked])
     monkeypatch.undo()
     failures = {f.id: f for f in by_tag["failures"]}
     assert set(failures) == {"missing", "checked"} and not by_tag.get("skipped")
@@ -108,8 +119,7 @@ def test_each_failure_is_recorded_at_its_stage_naming_its_input(weights_file, im
 
     # The batch: an unreadable style at read; too small, and too large for the device's memory
     # (4096 px in 10 MiB: not even tiles fit), at stylize. Each record names the input.
-    fn = StylizeBatchesFn(settings)
-    by_tag = sorted_outputs(list(fn.process(("key", ready))))
+    by_tag = sorted_outputs(list(job.stylize_fn().process(("key", ready))))
     failures = {f.id: f for f in by_tag["failures"]}
     assert set(failures) == {"sliver", "broken-style", "large"}
     assert failures["broken-style"].stage == Stage.READ and "broken.png: not a readable image" in failures["broken-style"].error
@@ -120,17 +130,16 @@ def test_each_failure_is_recorded_at_its_stage_naming_its_input(weights_file, im
     for failure in failures.values():
         assert isinstance(failure, Failure) and failure.source.startswith("m.csv line ")
         assert failure.to_dict()["stage"] == str(failure.stage)  # JSON holds the plain name
-    (stylized,) = by_tag["main"]
-    assert stylized.id == "good"
+    assert by_tag["main"] == [Outcome("good", "succeeded", by_tag["main"][0].seconds)]
+    assert {p.name for p in (job.output / "images").iterdir()} == {"good.png"}
 
 
 def test_a_style_too_large_to_encode_is_refused_before_it_is_encoded(weights_file, images, tmp_path, monkeypatch) -> None:
     # Style targets at 8 x 32 = 256 px, in 10 MiB: every 32 px result fits, a 256x16 strip of a
     # style fits (3.3 MiB), a 256x192 one (40 MiB) does not, and must not reach the network.
-    base = settings_for(weights_file, tmp_path / "out", limits=Limits(device_memory_gb=0.01))
-    settings = dataclasses.replace(base, defaults=base.defaults.replace(style_scale=8.0))
+    job = job_for(weights_file, tmp_path / "out", limits=Limits(device_memory_gb=0.01), style_scale=8.0)
     synthetic_image(6, width=512, height=32).save(images / "strip.png")
-    narrow, wide = pairs(settings, images, [
+    narrow, wide = pairs(job, images, [
         {"id": "narrow", "content": "cat.png", "style": "strip.png"},
         {"id": "wide", "content": "dog.png", "style": "tiles.png"},
     ])
@@ -142,8 +151,8 @@ def test_a_style_too_large_to_encode_is_refused_before_it_is_encoded(weights_fil
         return real_encode(self, styles, *args, **kwargs)
 
     monkeypatch.setattr(StyleTransfer, "encode_styles", recording_encode)
-    ready, _ = prepare(settings, [narrow, wide])
-    by_tag = sorted_outputs(list(StylizeBatchesFn(settings).process(("key", ready))))
+    ready, _ = prepare(job, [narrow, wide])
+    by_tag = sorted_outputs(list(job.stylize_fn().process(("key", ready))))
     (failure,) = by_tag["failures"]
     assert failure.id == "wide" and failure.stage == Stage.STYLIZE
     budget = int(0.01 * 2**30)
@@ -158,31 +167,31 @@ def test_a_style_too_large_to_encode_is_refused_before_it_is_encoded(weights_fil
     assert estimated_style_bytes(fitted_size(64, 48, round(32 * scale))) <= budget
     assert estimated_style_bytes(fitted_size(64, 48, fits + 1)) > budget and fits - 0.32 <= 32 * scale <= fits
     assert encoded == [(512, 32)]  # the wide style was never encoded
-    (stylized,) = by_tag["main"]
-    assert stylized.id == "narrow"
+    assert [outcome.id for outcome in by_tag["main"]] == ["narrow"]
 
 
 def test_a_failing_pair_does_not_stop_its_batch(weights_file, images, tmp_path) -> None:
-    settings = settings_for(weights_file, tmp_path / "out", batch_size=4)
-    items = pairs(settings, images, [
+    job = job_for(weights_file, tmp_path / "out", batch_size=4)
+    items = pairs(job, images, [
         {"id": "sliver", "content": "sliver.png", "style": "waves.png"},
         {"id": "cat", "content": "cat.png", "style": "waves.png"},
         {"id": "broken", "content": "dog.png", "style": "broken.png"},
         {"id": "dog", "content": "dog.png", "style": "tiles.png"},
     ])
-    ready, _ = prepare(settings, items)
-    by_tag = sorted_outputs(list(StylizeBatchesFn(settings).process(("key", ready))))
+    ready, _ = prepare(job, items)
+    by_tag = sorted_outputs(list(job.stylize_fn().process(("key", ready))))
     assert sorted(f.id for f in by_tag["failures"]) == ["broken", "sliver"]
-    done = {s.id: s for s in by_tag["main"]}
-    assert set(done) == {"cat", "dog"}
-    for stylized in done.values():
-        assert isinstance(stylized, Stylized) and stylized.log["batch_size"] == 3  # the sliver rode along and failed alone
-        assert Image.open(io.BytesIO(stylized.png)).size == (32, 24)
-        assert stylized.log["final"]["total"] < stylized.log["history"][0]["total"]
+    assert sorted(outcome.id for outcome in by_tag["main"]) == ["cat", "dog"]
+    for pair_id in ("cat", "dog"):
+        log = json.loads((job.output / "logs" / f"{pair_id}.json").read_text())
+        assert log["batch_size"] == 3  # the sliver rode along and failed alone
+        assert Image.open(job.output / "images" / f"{pair_id}.png").size == (32, 24)
+        assert log["final"]["total"] < log["history"][0]["total"]
+    assert not (job.output / "claims").exists() or not any((job.output / "claims").iterdir())  # every claim released
 
 
 def test_style_targets_are_cached_bounded_and_reused(weights_file, images, tmp_path, monkeypatch) -> None:
-    styles = [f"style{index}.png" for index in range(_STYLE_CACHE_SIZE + 2)]
+    styles = [f"style{index}.png" for index in range(STYLE_CACHE_SIZE + 2)]
     for index, name in enumerate(styles):
         synthetic_image(100 + index, 40, 40).save(images / name)
     encoded: list[tuple[str, ...]] = []
@@ -193,18 +202,18 @@ def test_style_targets_are_cached_bounded_and_reused(weights_file, images, tmp_p
         return real_encode(self, images_, weights, size, names, colors_of)
 
     monkeypatch.setattr(StyleTransfer, "encode_styles", counting_encode)
-    settings = settings_for(weights_file, tmp_path / "out", overwrite=True)
-    fn = StylizeBatchesFn(settings)  # one worker's DoFn: its cache lives as long as it does
+    job = job_for(weights_file, tmp_path / "out", overwrite=True)
+    fn = job.stylize_fn()  # one worker's DoFn: its handler's cache lives as long as it does
 
     def run(names: list[str]) -> None:
         rows = [{"id": f"p{i}", "content": "cat.png", "style": name, "iterations": "1"} for i, name in enumerate(names)]
-        ready, _ = prepare(settings, pairs(settings, images, rows))
+        ready, _ = prepare(job, pairs(job, images, rows))
         by_tag = sorted_outputs(list(fn.process(("key", ready))))
         assert len(by_tag["main"]) == len(names) and not by_tag.get("failures")
 
     run(styles[:2] * 3)  # three pairs of each style: encoded once each
     assert [Path(n[0]).name for n in encoded] == styles[:2]
-    run(styles)  # the rest: each once; now the cache holds the last _STYLE_CACHE_SIZE
+    run(styles)  # the rest: each once; now the cache holds the last STYLE_CACHE_SIZE
     assert len(encoded) == len(styles)
     encoded.clear()
     run(styles[2:])  # all still cached: nothing is encoded again

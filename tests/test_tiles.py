@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from beam_style_transfer.transforms.nst import ImageTooSmallError, StyleTransfer
-from beam_style_transfer.transforms.nst.optimize import StyleRequest
-from beam_style_transfer.transforms.nst.tiles import blend, blend_weights, tile_boxes
+from transforms.nst import ImageTooSmallError, StyleTransfer
+from transforms.nst.records import StyleRequest
+from transforms.nst.tiles import blend, blend_weights, tile_boxes
 from tests.conftest import synthetic_image
 from tests.test_engine import config
 
@@ -66,16 +66,3 @@ def test_a_tiled_run_optimizes_every_tile_and_blends_them(weights_file) -> None:
     assert tiled.final.total < tiled.history[0].total
     with pytest.raises(ValueError, match="overlap must be >= 0 and smaller than the tile"):
         engine.stylize_tiled(StyleRequest(content, engine.encode_styles([style]), cfg), tile=48, overlap=48)
-
-
-def test_a_tiled_batch_returns_its_pairs_own_error(weights_file) -> None:
-    # stylize_batch(tiling=...) keeps the batch's contract: a problem of the pair itself (here a
-    # tile narrower than the network can see) comes back as its result, it is not raised.
-    cfg = config(weights_file, image_size=64, iterations=2)
-    engine = StyleTransfer(cfg)
-    request = StyleRequest(synthetic_image(1, 64, 20), engine.encode_styles([synthetic_image(3)]), cfg, content_name="wide.png")
-    (outcome,) = engine.stylize_batch([request], tiling=(12, 2))
-    assert isinstance(outcome, ImageTooSmallError)
-    assert "wide.png (tile 1 at 0,0)" in str(outcome) and "needs at least 16 px" in str(outcome)
-    with pytest.raises(ValueError, match="a tiled batch is one pair; got 2"):
-        engine.stylize_batch([request, request], tiling=(12, 2))

@@ -4,9 +4,10 @@ import pytest
 import torch
 from torch import nn
 
-from beam_style_transfer.transforms.nst.families import FAMILIES
-from beam_style_transfer.transforms.nst.vgg import VGGFeatures, WeightsError, canonical_layer, layer_names, min_input_side
-from beam_style_transfer.transforms.nst.weights import load_features_state_dict
+from transforms.nst.families import FAMILIES
+from transforms.nst.layers import canonical_layer, layer_names, min_input_side
+from transforms.nst.vgg import VGGFeatures, WeightsError
+from transforms.nst.weights import load_features_state_dict
 
 TORCHVISION = FAMILIES["torchvision"]
 
@@ -17,6 +18,17 @@ def test_layer_names_follow_torchvision_modules() -> None:
     assert names[:5] == ["conv1_1", "relu1_1", "conv1_2", "relu1_2", "pool1"]
     assert names[-3:] == ["conv5_4", "relu5_4", "pool5"]
     assert "relu5_4" not in layer_names("vgg16")
+
+
+@pytest.mark.parametrize("model", ["vgg16", "vgg19"])
+def test_the_layer_table_is_torchvisions_features_stack(model: str) -> None:
+    # layers.py is a plain table (no torch); it must name torchvision's modules one for one.
+    from torchvision import models
+
+    with torch.device("meta"):
+        features = getattr(models, model)(weights=None).features
+    kinds = {nn.Conv2d: "conv", nn.ReLU: "relu", nn.MaxPool2d: "pool"}
+    assert [kinds[type(module)] for module in features] == [name.rstrip("0123456789_") for name in layer_names(model)]
 
 
 @pytest.mark.parametrize(

@@ -2,7 +2,8 @@
 
 Before computing a pair, a run creates ``OUTPUT/claims/<id>.json`` exclusively (storage's
 ``create_exclusive``: a hard link on local disk, a does-not-exist precondition on object stores)
-and removes it once the pair's outputs are written or it failed. Another run that finds a live
+and removes it once the pair's outputs are written or it failed: :func:`claimed` is the one
+owner of a claim, from its creation to its release, whatever ends the block. Another run that finds a live
 claim leaves the pair alone. A claim lasts ``TTL_SECONDS`` and its holder renews it every
 ``RENEW_SECONDS`` while it works (``renew_if_due``), so a live run keeps it however long the pair
 takes, and a killed run's claims expire within minutes; on the same machine a claim whose
@@ -16,17 +17,19 @@ Imports: storage only; no Beam, no torch.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import socket
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from typing import Final
 
-from beam_style_transfer.transforms import storage
+from transforms import storage
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger(f"beam_style_transfer.{__name__}")  # README, "Logs"
 
 FOLDER: Final = "claims"
 TTL_SECONDS: Final = 600.0
@@ -136,3 +139,34 @@ def release(output: str, pair_id: str, run_id: str) -> None:
             storage.remove(location)
         except FileNotFoundError:
             pass
+
+
+class Lease:
+    """The claim on one pair inside :func:`claimed`: ``held`` when this run holds it (then
+    ``renew_if_due`` keeps it alive); else ``claim`` says who does."""
+
+    def __init__(self, output: str, pair_id: str, claim: Claim) -> None:
+        self.output = output
+        self.pair_id = pair_id
+        self.claim = claim
+
+    @property
+    def held(self) -> bool:
+        return bool(self.claim)
+
+    def renew_if_due(self) -> None:
+        """Call as often as convenient while working on the pair (a clock read, no I/O)."""
+        if self.held:
+            self.claim = renew_if_due(self.output, self.pair_id, self.claim)
+
+
+@contextlib.contextmanager
+def claimed(output: str, pair_id: str, run_id: str) -> Iterator[Lease]:
+    """Claim ``pair_id`` for ``run_id`` for the block, and release it however the block ends (a
+    result, a failure, an interrupt). Whether the claim was had: the lease's ``held``."""
+    lease = Lease(output, pair_id, acquire(output, pair_id, run_id))
+    try:
+        yield lease
+    finally:
+        if lease.held:
+            release(output, pair_id, run_id)

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from beam_style_transfer.transforms.nst.config import MAX_INPUT_PIXELS, StyleConfig
-from beam_style_transfer.transforms.storage import DEFAULT_SCHEMES
+from transforms.nst.config import MAX_INPUT_PIXELS, StyleConfig
+from transforms.storage import DEFAULT_SCHEMES
 
 
 @dataclass(frozen=True)

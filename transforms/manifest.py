@@ -20,12 +20,12 @@ from typing import Any, Final
 import apache_beam as beam
 from apache_beam import pvalue
 
-from beam_style_transfer.transforms import storage
-from beam_style_transfer.transforms.limits import Limits
-from beam_style_transfer.transforms.nst.config import StyleConfig, blend_weights, with_color_alias
-from beam_style_transfer.transforms.records import MANIFEST_FORMATS, Failure, Pair, Stage
+from transforms import storage
+from transforms.limits import Limits
+from transforms.nst.config import StyleConfig, blend_weights, with_color_alias
+from transforms.records import MANIFEST_FORMATS, Failure, Pair, Stage
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger(f"beam_style_transfer.{__name__}")  # README, "Logs"
 
 PAIRS: Final = "pairs"
 FAILURES: Final = "failures"

@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger(f"beam_style_transfer.{__name__}")  # README, "Logs"
 
 _lock = threading.Lock()
 _current: dict[str, Progress] = {}

@@ -9,10 +9,12 @@ from dataclasses import asdict, dataclass, field
 from enum import Enum
 from typing import Any, ClassVar, Final
 
-from beam_style_transfer.transforms.nst.config import StyleConfig
+from transforms.nst.config import StyleConfig
 
 # The manifest formats ReadPairs understands (here, free of Beam, for the command line).
 MANIFEST_FORMATS: Final = ("csv", "jsonl")
+# The namespace of the job's Beam metrics (counters and distributions).
+NAMESPACE: Final = "style_transfer"
 
 
 @dataclass(frozen=True)

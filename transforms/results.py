@@ -1,257 +1,39 @@
-"""WriteResults and the output layout (a contract, documented in README.md).
+"""WriteResults: the run's failures, summary and report, once every pair is written.
 
-    OUTPUT/images/<id>.png            the stylized image
-    OUTPUT/logs/<id>.json             inputs, resolved configuration, per-iteration history, ...
-    OUTPUT/failures/<run_id>.jsonl    one record per failed row or pair of that run
-    OUTPUT/summary.json               counts, wall time, configuration of the latest run
-    OUTPUT/report.html                the latest run for people: thumbnails, loss curves, failures (report.py)
-    OUTPUT/contact_sheet.png          every result of the latest run on one picture
-    OUTPUT/claims/<id>.json           while a run computes the pair (claims.py)
+Each pair's image and log are written by the stylize step as it finishes (outputs.py holds the
+layout and the log's schema); this step gathers the outcomes and failures of the run into
+``OUTPUT/failures/<run_id>.jsonl``, ``OUTPUT/summary.json`` and the report.
 
-An image is written before its log, and each atomically. The log records the image's SHA-256
-and size: a rerun skips a pair only when its log is complete, was made with the same inputs
-and settings, and the image on storage matches the log's digest. Anything else is redone.
-
-Imports: Beam, storage, limits, records, report and the engine's result types; nothing of
-pipeline/.
+Imports: Beam, outputs, storage, limits, records and report; nothing of pipeline/, no torch.
 """
 
 from __future__ import annotations
 
-import functools
-import hashlib
 import json
 import logging
-import platform
 import statistics
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
-from importlib import metadata
-from typing import Any, Final
+from typing import Any
 
 import apache_beam as beam
 from apache_beam import pvalue
 from apache_beam.metrics import Metrics
 
-from beam_style_transfer.transforms import claims, report, storage
-from beam_style_transfer.transforms.limits import Limits
-from beam_style_transfer.transforms.nst.optimize import StyleResult
-from beam_style_transfer.transforms.records import Failure, Outcome, Pair, Stage
+from transforms import report, storage
+from transforms.limits import Limits
+from transforms.outputs import (
+    failures_location,
+    image_location,
+    log_location,
+    report_location,
+    summary_location,
+    to_json,
+    utc_iso,
+)
+from transforms.records import NAMESPACE, Failure, Outcome
 
-logger = logging.getLogger(__name__)
-
-NAMESPACE = "style_transfer"
-# Packages whose versions every log records.
-_PACKAGES: Final = ("torch", "torchvision", "apache-beam", "pillow", "fsspec", "beam-style-transfer")
-WRITE_FAILURES = "write_failures"
-
-
-def image_location(output: str, pair_id: str) -> str:
-    return storage.join(output, "images", f"{pair_id}.png")
-
-
-def log_location(output: str, pair_id: str) -> str:
-    return storage.join(output, "logs", f"{pair_id}.json")
-
-
-def failures_location(output: str, run_id: str) -> str:
-    return storage.join(output, "failures", f"{run_id}.jsonl")
-
-
-def summary_location(output: str) -> str:
-    return storage.join(output, "summary.json")
-
-
-def report_location(output: str) -> str:
-    return storage.join(output, report.REPORT_NAME)
-
-
-@dataclass(frozen=True)
-class PriorOutputs:
-    """What a previous run left for a pair: ``done``, ``absent``, ``stale`` or ``damaged``.
-
-    ``stale``: complete, but from other inputs or settings (redone, as asked). ``damaged``:
-    outputs that cannot be trusted (redone, and counted as a repair); ``reason`` says why.
-    """
-
-    state: str
-    reason: str = ""
-
-    @property
-    def done(self) -> bool:
-        return self.state == "done"
-
-
-def log_problem(log: object, pair_id: str) -> str | None:
-    """Why a parsed log is not a complete record of a finished pair, or None."""
-    if not isinstance(log, dict):
-        return "the log is not a JSON object"
-    if log.get("id") != pair_id:
-        return f"the log is for id {log.get('id')!r}"
-    image = log.get("image")
-    if not isinstance(image, dict) or not isinstance(image.get("sha256"), str) or not isinstance(image.get("bytes"), int):
-        return "the log has no image digest"
-    history = log.get("history")
-    if not isinstance(history, list) or not history or history[-1] != log.get("final"):
-        return "the log's history is missing or does not end with the final record"
-    return None
-
-
-def inspect_outputs(output: str, pair_id: str, fingerprint: str) -> PriorOutputs:
-    """Check a pair's outputs against its log, reading the image to compare its digest."""
-    try:
-        raw = storage.read_bytes(log_location(output, pair_id))
-    except FileNotFoundError:
-        if storage.exists(image_location(output, pair_id)):
-            return PriorOutputs("damaged", "an image without a log (a run stopped between the two writes)")
-        return PriorOutputs("absent")
-    except OSError as exc:
-        return PriorOutputs("damaged", f"the log cannot be read ({exc})")
-    try:
-        log = json.loads(raw)
-    except ValueError:
-        return PriorOutputs("damaged", "the log is not valid JSON (cut short?)")
-    if isinstance(log, dict) and log.get("fingerprint") != fingerprint:
-        return PriorOutputs("stale", "made from other inputs or settings")
-    problem = log_problem(log, pair_id)
-    if problem:
-        return PriorOutputs("damaged", problem)
-    try:
-        image = storage.read_bytes(image_location(output, pair_id))
-    except FileNotFoundError:
-        return PriorOutputs("damaged", "the image is missing")
-    except OSError as exc:
-        return PriorOutputs("damaged", f"the image cannot be read ({exc})")
-    if len(image) != log["image"]["bytes"] or storage.sha256(image) != log["image"]["sha256"]:
-        return PriorOutputs("damaged", "the image does not match its log's digest (damaged, or written by another run)")
-    return PriorOutputs("done")
-
-
-def utc_iso(seconds: float) -> str:
-    """``2026-11-24T08:10:29Z`` for a ``time.time()`` value."""
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(seconds))
-
-
-def to_json(data: Any) -> bytes:
-    return (json.dumps(data, indent=2, sort_keys=False, default=str) + "\n").encode()
-
-
-@dataclass(frozen=True)
-class Stylized:
-    """A finished pair on its way to storage."""
-
-    id: str
-    png: bytes
-    log: dict[str, Any]
-    source: str
-    # Damaged outputs of an earlier run were found and are being replaced.
-    repaired: bool = False
-
-
-def pair_inputs(pair: Pair) -> dict[str, Any]:
-    """The images a pair is made from (not where in the manifest it was written)."""
-    return {
-        "content": pair.content,
-        "styles": list(pair.styles),
-        "style_weights": list(pair.style_weights) if pair.style_weights else None,
-    }
-
-
-def input_signatures(pair: Pair) -> dict[str, str]:
-    """Every input image of a pair -> its storage signature (changes when the file is replaced)."""
-    locations = [pair.content, *pair.styles, *filter(None, [pair.config.init_location])]
-    return {location: storage.signature(location) for location in locations}
-
-
-def fingerprint(pair: Pair, signatures: dict[str, str]) -> str:
-    """Identifies the work a pair's outputs came from: inputs, their versions, every setting."""
-    described = {**pair_inputs(pair), "signatures": signatures, "config": pair.config.fingerprint_settings()}
-    return hashlib.sha256(json.dumps(described, sort_keys=True).encode()).hexdigest()
-
-
-@functools.cache
-def versions() -> dict[str, str]:
-    """Package versions for the logs; looked up once per process."""
-    found = {"python": platform.python_version()}
-    for name in _PACKAGES:
-        try:
-            found[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            found[name] = "not installed"
-    return found
-
-
-def pair_log(
-    pair: Pair,
-    signatures: dict[str, str],
-    work: str,
-    png: bytes,
-    result: StyleResult,
-    batch_size: int,
-    seconds: float,
-    repairing: str | None,
-) -> dict[str, Any]:
-    """``logs/<id>.json`` of a finished pair: the schema README's "Outputs" documents."""
-    config = pair.config
-    log = {
-        "id": pair.id,
-        "inputs": {**pair_inputs(pair), "signatures": signatures, "source": pair.source},
-        "config": config.to_dict(),
-        "fingerprint": work,
-        "image": {"sha256": storage.sha256(png), "bytes": len(png)},
-        "history": [record.to_dict() for record in result.history],
-        "final": result.final.to_dict(),
-        "chosen_iteration": result.chosen_iteration,
-        # Coarse-to-fine: each coarser scale's own history, at its own size.
-        "scales": [
-            {
-                "size": list(coarse.image.size),
-                "history": [record.to_dict() for record in coarse.history],
-                "final": coarse.final.to_dict(),
-                "chosen_iteration": coarse.chosen_iteration,
-            }
-            for coarse in result.coarse
-        ],
-        "device": result.device,
-        "model": config.model,
-        "weights": config.weights,
-        "weights_family": config.weights_family,
-        "preprocessing": config.family.to_dict(),
-        "versions": versions(),
-        "batch_size": batch_size,
-        # Tiles the last scale ran in (1: the whole image at once; README, "Large prints").
-        "tiles": result.tiles,
-        "seconds": round(seconds, 3),
-        "finished_at": utc_iso(time.time()),
-    }
-    if repairing:
-        log["repaired"] = repairing
-    return log
-
-
-class _WritePairFn(beam.DoFn):
-    def __init__(self, output: str, run_id: str) -> None:
-        self._output = output
-        self._run_id = run_id
-        self._succeeded = Metrics.counter(NAMESPACE, "pairs_succeeded")
-        self._repaired = Metrics.counter(NAMESPACE, "pairs_repaired")
-        self._write_failed = Metrics.counter(NAMESPACE, "pairs_failed")
-
-    def process(self, item: Stylized) -> Iterator[Any]:
-        try:
-            storage.write_atomic(image_location(self._output, item.id), item.png)
-            storage.write_atomic(log_location(self._output, item.id), to_json(item.log))
-        except Exception as exc:  # noqa: BLE001 - any storage error fails this pair only
-            self._write_failed.inc()
-            yield pvalue.TaggedOutput(WRITE_FAILURES, Failure.from_exception(Stage.WRITE, exc, item.source, item.id))
-            return
-        finally:
-            claims.release(self._output, item.id, self._run_id)
-        self._succeeded.inc()
-        if item.repaired:
-            self._repaired.inc()
-        yield Outcome(item.id, "succeeded", item.log["seconds"], item.repaired)
+logger = logging.getLogger(f"beam_style_transfer.{__name__}")  # README, "Logs"
 
 
 class _WriteSummaryFn(beam.DoFn):
@@ -382,10 +164,10 @@ class _FailIfFailedFn(beam.DoFn):
 
 
 class WriteResults(beam.PTransform):
-    """Writes each stylized pair as it arrives, then the run's failures and summary.
+    """Writes the run's failures and summary, then the report.
 
-    Input: a dict with ``stylized`` (Stylized), ``skipped`` (Outcome) and ``failures`` (a tuple of
-    Failure PCollections from earlier stages). Output: the summary dict (one element), emitted
+    Input: a dict with ``outcomes`` (Outcome: succeeded, skipped, claimed) and ``failures`` (a tuple
+    of Failure PCollections from every stage). Output: the summary dict (one element), emitted
     once the summary is written; the report is written from it. ``fail_job_if_failed``: the job
     fails at the end, after both, if any row or pair failed (StrictFailure).
     """
@@ -403,14 +185,10 @@ class WriteResults(beam.PTransform):
         self._configuration = configuration
 
     def expand(self, inputs: dict[str, Any]) -> beam.PCollection:
-        written = inputs["stylized"] | "WritePairs" >> beam.ParDo(_WritePairFn(self._output, self._run_id)).with_outputs(
-            WRITE_FAILURES, main="written"
-        )
-        outcomes = (written.written, inputs["skipped"]) | "AllOutcomes" >> beam.Flatten()
-        failures = (*inputs["failures"], written[WRITE_FAILURES]) | "AllFailures" >> beam.Flatten()
-        pipeline = inputs["skipped"].pipeline
+        outcomes = inputs["outcomes"]
+        failures = inputs["failures"] | "AllFailures" >> beam.Flatten()
         summary = (
-            pipeline
+            outcomes.pipeline
             | "SummaryTrigger" >> beam.Create([None])
             | "WriteSummary"
             >> beam.ParDo(

@@ -3,7 +3,7 @@
 - ``stylize_on_dataflow``: the Flex Template (README, "Dataflow Flex Template") on Dataflow GPU
   workers, with ``DataflowStartFlexTemplateOperator``. The task waits for the Dataflow job; with
   ``strict=true`` a job with failed pairs fails, and so does the task.
-- ``stylize_locally``: the plain command (``python -m beam_style_transfer.pipeline``) on the Airflow worker with
+- ``stylize_locally``: the plain command (``python -m pipeline``) on the Airflow worker with
   ``BeamRunPythonPipelineOperator`` and the DirectRunner, for a worker with a GPU of its own;
   ``--strict`` makes failed pairs exit 1, which fails the task. Delete the task you do not use.
 
@@ -74,8 +74,8 @@ with DAG(
     BeamRunPythonPipelineOperator(
         task_id="stylize_locally",
         runner="DirectRunner",
-        py_file="beam_style_transfer.pipeline",
-        py_options=["-m"],  # python -m beam_style_transfer.pipeline: the package installed on the worker
+        py_file="pipeline",
+        py_options=["-m"],  # python -m pipeline: the package installed on the worker
         pipeline_options={
             "manifest": MANIFEST,
             "output": OUTPUT,

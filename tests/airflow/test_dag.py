@@ -12,7 +12,6 @@ import os
 import re
 import sys
 import tempfile
-import types
 from pathlib import Path
 
 import pytest
@@ -23,13 +22,10 @@ pytest.importorskip("airflow.providers.apache.beam", reason="needs examples/airf
 
 ROOT = Path(__file__).resolve().parents[2]
 # The job's real option parser, which needs Beam but not torch, from the checkout: this
-# environment does not install the project (torch), so its import root is made here, holding
-# the checkout's folders as setup.py's package_dir does.
-_root_package = types.ModuleType("beam_style_transfer")
-_root_package.__path__ = [str(ROOT)]
-sys.modules.setdefault("beam_style_transfer", _root_package)
+# environment does not install the project (torch), so the checkout's root goes on the path.
+sys.path.insert(0, str(ROOT))
 
-from beam_style_transfer.pipeline.options import check_arguments  # noqa: E402
+from pipeline.options import check_arguments  # noqa: E402
 
 DAG_FOLDER = ROOT / "examples" / "airflow"
 DAY = "2026-11-26"
@@ -71,7 +67,7 @@ def test_the_local_task_runs_exactly_the_job_command(dag, monkeypatch) -> None:
     monkeypatch.setattr(task, "py_interpreter", sys.executable)  # python3 with Beam, for the hook's version probe
     task.execute(context)
     (command,) = commands
-    assert command[:4] == [sys.executable, "-m", "beam_style_transfer.pipeline", "--runner=DirectRunner"]
+    assert command[:4] == [sys.executable, "-m", "pipeline", "--runner=DirectRunner"]
     arguments = command[4:]
     assert arguments[:5] == [
         f"--manifest=gs://my-bucket/manifests/{DAY}.csv",

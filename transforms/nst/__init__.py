@@ -2,7 +2,7 @@
 
 Typical use::
 
-    from beam_style_transfer.transforms.nst import StyleConfig, StyleTransfer
+    from transforms.nst import StyleConfig, StyleTransfer
     engine = StyleTransfer(StyleConfig(iterations=300))   # the embedded Caffe VGG19
     targets = engine.encode_styles([style_image])   # cache and reuse for many contents
     result = engine.stylize(content_image, targets)
@@ -20,23 +20,23 @@ import importlib
 from typing import Any
 
 _EXPORTS = {
-    "FAMILIES": "beam_style_transfer.transforms.nst.families",
-    "WeightsFamily": "beam_style_transfer.transforms.nst.families",
-    "StyleConfig": "beam_style_transfer.transforms.nst.config",
-    "ImageDecodeError": "beam_style_transfer.transforms.nst.images",
-    "decode_image": "beam_style_transfer.transforms.nst.images",
-    "encode_png": "beam_style_transfer.transforms.nst.images",
-    "ImageTooSmallError": "beam_style_transfer.transforms.nst.optimize",
-    "IterationRecord": "beam_style_transfer.transforms.nst.optimize",
-    "NonFiniteLossError": "beam_style_transfer.transforms.nst.optimize",
-    "StyleRequest": "beam_style_transfer.transforms.nst.optimize",
-    "StyleResult": "beam_style_transfer.transforms.nst.optimize",
-    "batch_key": "beam_style_transfer.transforms.nst.optimize",
-    "StyleTargets": "beam_style_transfer.transforms.nst.optimize",
-    "StyleTransfer": "beam_style_transfer.transforms.nst.optimize",
-    "TimeLimitError": "beam_style_transfer.transforms.nst.optimize",
-    "stylize": "beam_style_transfer.transforms.nst.optimize",
-    "WeightsError": "beam_style_transfer.transforms.nst.vgg",
+    "FAMILIES": "transforms.nst.families",
+    "WeightsFamily": "transforms.nst.families",
+    "StyleConfig": "transforms.nst.config",
+    "ImageDecodeError": "transforms.nst.images",
+    "decode_image": "transforms.nst.images",
+    "encode_png": "transforms.nst.images",
+    "ImageTooSmallError": "transforms.nst.records",
+    "IterationRecord": "transforms.nst.records",
+    "NonFiniteLossError": "transforms.nst.records",
+    "StyleRequest": "transforms.nst.records",
+    "StyleResult": "transforms.nst.records",
+    "batch_key": "transforms.nst.memory",
+    "StyleTargets": "transforms.nst.records",
+    "StyleTransfer": "transforms.nst.optimize",
+    "TimeLimitError": "transforms.nst.records",
+    "stylize": "transforms.nst.optimize",
+    "WeightsError": "transforms.nst.vgg",
 }
 
 __all__ = sorted(_EXPORTS)

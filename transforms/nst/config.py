@@ -1,10 +1,9 @@
 """StyleConfig: every choice of a style transfer, validated once, with documented defaults.
 
-This module imports no torch (layer names are checked through vgg.py only when a config is
-built), so the command line can offer its choices and help without loading torch.
+This module imports no torch (layer names are checked against layers.py's tables), so the
+command line can offer its choices and help without loading torch.
 
-Imports: families only at import time (torch and vgg.py inside the methods that need them); no
-Beam, no storage.
+Imports: families and layers (torch only inside torch_device); no Beam, no storage.
 """
 
 from __future__ import annotations
@@ -15,13 +14,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
 
-from beam_style_transfer.transforms.nst.families import FAMILIES, NAMED_WEIGHTS, WeightsFamily, resolve_family
+from transforms.nst.families import FAMILIES, NAMED_WEIGHTS, WeightsFamily, resolve_family
+from transforms.nst.layers import MODELS, POOLINGS, canonical_layer
 
 if TYPE_CHECKING:
     import torch
 
-MODELS: Final = ("vgg16", "vgg19")
-POOLINGS: Final = ("max", "avg")
 OPTIMIZERS: Final = ("lbfgs", "adam")
 INIT_MODES: Final = ("content", "random", "style")
 DEVICES: Final = ("auto", "cpu", "cuda")
@@ -127,8 +125,6 @@ class StyleConfig:
     precision: str = "fp32"
 
     def __post_init__(self) -> None:
-        from beam_style_transfer.transforms.nst.vgg import canonical_layer  # imports torch: only when a config is built
-
         self._check_choice("model", self.model, MODELS)
         self._check_choice("pooling", self.pooling, POOLINGS)
         self._check_choice("optimizer", self.optimizer, OPTIMIZERS)

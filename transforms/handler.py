@@ -1,0 +1,238 @@
+"""EngineHandler: everything the stylize step needs of the engine, behind one object.
+
+As Beam's ``ModelHandler`` is to ``RunInference``: the handler knows how to load the engine
+(weights fetched once, the worker's own GPU, the network built on it), how much device memory a
+pair may use, which pairs share a batch and how many fit, how a pair's inputs become a request
+(style targets cached per worker), and how a batch is run (one pair at a time after running out
+of GPU memory; a time limit fails each pair of the batch). The DoFns (stylize.py) only batch,
+claim, write and emit; they take a handler, so that tests can give them a fake one without torch.
+
+Imports: torch, the engine, storage, devices, limits and records; no Beam.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from typing import Any, Final
+
+import torch
+from PIL import Image
+
+from transforms import devices, storage
+from transforms.limits import Limits
+from transforms.nst.config import StyleConfig
+from transforms.nst.images import decode_image, decoded_size, encode_png, fitted_size
+from transforms.nst.memory import (
+    MAX_BATCH,
+    Placement,
+    auto_batch_size,
+    batch_key,
+    free_memory_bytes,
+    place,
+    style_refusal,
+)
+from transforms.nst.optimize import StyleTransfer
+from transforms.nst.records import (
+    IterationRecord,
+    NonFiniteLossError,
+    StyleRequest,
+    StyleResult,
+    StyleTargets,
+    TimeLimitError,
+)
+from transforms.nst.tiles import tile_boxes
+from transforms.records import Pair
+
+logger = logging.getLogger(f"beam_style_transfer.{__name__}")  # README, "Logs"
+
+STYLE_CACHE_SIZE: Final = 16
+
+
+class ModelLoadError(RuntimeError):
+    """The network could not be built on this worker: a job-level failure, not a pair's."""
+
+
+class EngineHandler:
+    """Loads and drives one StyleTransfer for the pipeline.
+
+    ``max_batch``: the most pairs a batch holds (groups of one batch key are sharded to about it).
+
+    Args:
+        defaults: the job's engine settings (the network every pair shares).
+        limits: the job's bounds (input sizes, time limit, device memory).
+        batch_size: pairs per batch on a device; None: as many as fit (``auto_batch_size``).
+    """
+
+    max_batch: Final = MAX_BATCH
+
+    def __init__(self, defaults: StyleConfig, limits: Limits, batch_size: int | None = None) -> None:
+        self.defaults = defaults
+        self.limits = limits
+        self.batch_size_asked = batch_size
+        # Style targets per (styles, weights, size, content for histogram colours), oldest first.
+        self._styles: OrderedDict[tuple[Any, ...], StyleTargets] = OrderedDict()
+
+    # -- what the prepare step needs (no model) ---------------------------------------------
+
+    def batch_key(self, pair: Pair) -> tuple[str, tuple[int, int]]:
+        """The key of the pairs ``pair`` can share a batch with, and its result's (width, height):
+        read from the content image's header."""
+        data = storage.read_bytes(pair.content, self.limits.max_input_bytes)
+        size = decoded_size(data, pair.content, self.limits.max_input_pixels)
+        return repr(batch_key(pair.config, size)), fitted_size(*size, pair.config.image_size)
+
+    # -- the engine's lifecycle ---------------------------------------------------------------
+
+    @property
+    def share_tag(self) -> str:
+        """Engines with equal tags are one engine (``apache_beam.utils.shared``)."""
+        return repr(self.defaults.network_key())
+
+    def load_engine(self) -> StyleTransfer:
+        """The network on this worker's device, weights fetched once.
+
+        Raises:
+            ModelLoadError: it cannot be built (weights, device): the job's problem, not a pair's.
+        """
+        defaults = self.defaults
+        try:
+            # gs://... weights land in the temp folder once.
+            local = storage.local_copy(defaults.weights_location) if defaults.weights_location else None
+            started = time.perf_counter()
+            pinned = devices.pin_cuda_device() if defaults.device != "cpu" else None  # one GPU per worker process
+            engine = StyleTransfer(defaults, weights_file=local)
+        except Exception as exc:
+            raise ModelLoadError(f"the model could not be loaded ({type(exc).__name__}: {exc})") from exc
+        logger.info(
+            "loaded %s (%s weights) on %s in %.1f s",
+            defaults.model, defaults.weights,
+            engine.device if pinned is None or engine.device.type != "cuda" else f"cuda:{pinned}",
+            time.perf_counter() - started,
+        )
+        return engine
+
+    # -- memory ---------------------------------------------------------------------------------
+
+    def budget(self, engine: StyleTransfer) -> int | None:
+        """Bytes a pair may use on the engine's device: ``--device_memory_gb``, or what is free."""
+        limit = self.limits.device_memory_gb
+        return int(limit * 2**30) if limit is not None else free_memory_bytes(engine.device)
+
+    def place(self, engine: StyleTransfer, pair: Pair, output_size: tuple[int, int], budget: int | None) -> Placement:
+        """Whole, in tiles, or refused (memory.place)."""
+        return place(pair.config, output_size, pair.content, engine.device, budget)
+
+    def batch_size(self, engine: StyleTransfer, pair: Pair, output_size: tuple[int, int], budget: int | None) -> int:
+        return self.batch_size_asked or auto_batch_size(engine.device, pair.config, output_size, budget)
+
+    @staticmethod
+    def expected_records(pair: Pair, output_size: tuple[int, int], tiling: tuple[int, int] | None) -> int:
+        """Iteration records a pair makes (for progress): iterations + 1 per scale, per tile at the last."""
+        config = pair.config
+        tiles = len(tile_boxes(*output_size, *tiling)) if tiling else 1
+        return sum(n + 1 for _, n in config.scales) + tiles * (config.iterations + 1)
+
+    # -- inputs -----------------------------------------------------------------------------------
+
+    def request(self, engine: StyleTransfer, pair: Pair, budget: int | None) -> StyleRequest:
+        """The pair's inputs read and its style targets encoded (or found in the cache).
+
+        Raises:
+            PairTooLargeError: a style image too large to encode within ``budget``.
+            OSError, ImageDecodeError, ...: an input that cannot be read.
+        """
+        config = pair.config
+        content = self._read_image(pair.content)
+        init_image = self._read_image(config.init_location) if config.init_location else None
+        targets = self._style_targets(engine, pair, content, budget)
+        return StyleRequest(content, targets[-1], config, init_image, pair.content, tuple(targets[:-1]))
+
+    def _read_image(self, location: str) -> Image.Image:
+        data = storage.read_bytes(location, self.limits.max_input_bytes)
+        return decode_image(data, location, self.limits.max_input_pixels)
+
+    def _style_targets(
+        self, engine: StyleTransfer, pair: Pair, content: Image.Image, budget: int | None
+    ) -> list[StyleTargets]:
+        """Targets at each scale's style size, coarse to fine; the style images are read at most
+        once for all of them, and not at all when every size is cached. A style image too large to
+        encode within ``budget`` bytes raises PairTooLargeError first."""
+        config = pair.config
+        # Histogram colour control gives each content its own targets (styles in its colours).
+        matched = config.color_control == "histogram"
+        images: list[Image.Image] = []
+        found = []
+        for stage in range(len(config.stages)):
+            size = config.at_stage(stage).style_size
+            key = (pair.styles, pair.style_weights, size, pair.content if matched else None)
+            if key in self._styles:
+                self._styles.move_to_end(key)
+            else:
+                if not images:
+                    images = [self._read_image(s) for s in pair.styles]
+                    # Checked once, at the last scale's style size (the largest), before any scale's work.
+                    for location, image in zip(pair.styles, images, strict=True):
+                        if refusal := style_refusal(location, image.size, config, engine.device, budget):
+                            raise refusal
+                self._styles[key] = engine.encode_styles(
+                    images, pair.style_weights, size, names=pair.styles, colors_of=content if matched else None
+                )
+                if len(self._styles) > STYLE_CACHE_SIZE:
+                    self._styles.popitem(last=False)
+            found.append(self._styles[key])
+        return found
+
+    # -- running ----------------------------------------------------------------------------------
+
+    def stylize(
+        self,
+        engine: StyleTransfer,
+        requests: Sequence[StyleRequest],
+        on_record: Callable[[int, IterationRecord], None],
+        tiling: tuple[int, int] | None = None,
+    ) -> list[StyleResult | Exception]:
+        """One result or exception per request. A batch that runs out of GPU memory is redone
+        one pair at a time; a batch over the time limit fails each of its pairs; ``tiling`` (tile
+        px, overlap px): one request, whose last scale runs in tiles."""
+        time_limit = self.limits.pair_time_limit
+        try:
+            return self._run(engine, requests, on_record, tiling)
+        except torch.cuda.OutOfMemoryError as exc:
+            torch.cuda.empty_cache()
+            if len(requests) == 1:
+                return [exc]
+            logger.warning("a batch of %d pairs ran out of GPU memory; running them one at a time", len(requests))
+            results: list[StyleResult | Exception] = []
+            for index, request in enumerate(requests):
+                try:
+                    results += self._run(engine, [request], lambda _, record, index=index: on_record(index, record))
+                except (torch.cuda.OutOfMemoryError, TimeLimitError) as single:
+                    torch.cuda.empty_cache()
+                    results.append(single)
+            return results
+        except TimeLimitError as exc:
+            return [TimeLimitError(f"{exc} (--pair_time_limit {time_limit:g} s)")] * len(requests)
+
+    def _run(
+        self,
+        engine: StyleTransfer,
+        requests: Sequence[StyleRequest],
+        on_record: Callable[[int, IterationRecord], None],
+        tiling: tuple[int, int] | None = None,
+    ) -> list[StyleResult | Exception]:
+        time_limit = self.limits.pair_time_limit
+        if tiling is None:
+            return engine.stylize_batch(requests, on_record, time_limit)
+        (request,) = requests
+        try:
+            return [engine.stylize_tiled(request, *tiling, lambda record: on_record(0, record), time_limit)]
+        except (ValueError, NonFiniteLossError) as exc:  # the pair's own problem, as a batch returns it
+            return [exc]
+
+    @staticmethod
+    def encode(result: StyleResult) -> bytes:
+        """The result as the PNG that is written."""
+        return encode_png(result.image)
