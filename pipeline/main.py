@@ -25,6 +25,8 @@ from typing import TYPE_CHECKING
 from pipeline import flags
 
 if TYPE_CHECKING:
+    from apache_beam.options.pipeline_options import PipelineOptions
+
     from pipeline.options import PipelineConfig
 
 
@@ -103,8 +105,7 @@ def _run(argv: list[str], wait: bool) -> int:
     from pipeline import preflight
     from pipeline.graph import build
     from pipeline.options import PipelineConfig, check_arguments
-    from transforms import progress, storage
-    from transforms.outputs import report_location, summary_location
+    from transforms import progress
 
     try:
         check_arguments(argv)
@@ -127,12 +128,7 @@ def _run(argv: list[str], wait: bool) -> int:
     # waiting for it (a Flex Template launch), so the job itself ends failed.
     fail_job_if_failed = config.strict and not workers_here
     if not wait:
-        pipeline = beam.Pipeline(options=options)
-        build(pipeline, config, fail_job_if_failed)
-        result = pipeline.run()
-        job = getattr(result, "job_id", lambda: None)()
-        print(f"submitted{f' job {job}' if job else ''}; when it ends: {summary_location(config.output)}")
-        return 0
+        return _submit(options, config, fail_job_if_failed)
     tracker = progress.for_run(config.run_id, config.expected_pairs)
     try:
         with beam.Pipeline(options=options) as p:
@@ -159,6 +155,29 @@ def _run(argv: list[str], wait: bool) -> int:
         # The job ended failed on purpose (--strict on remote workers): report it as usual, exit 1.
     finally:
         progress.end_run(config.run_id)
+    return _final_report(config)
+
+
+def _submit(options: PipelineOptions, config: PipelineConfig, fail_job_if_failed: bool) -> int:
+    """Build and start the job without waiting for it (a launcher's call)."""
+    import apache_beam as beam
+
+    from pipeline.graph import build
+    from transforms.outputs import summary_location
+
+    pipeline = beam.Pipeline(options=options)
+    build(pipeline, config, fail_job_if_failed)
+    result = pipeline.run()
+    job = getattr(result, "job_id", lambda: None)()
+    print(f"submitted{f' job {job}' if job else ''}; when it ends: {summary_location(config.output)}")
+    return 0
+
+
+def _final_report(config: PipelineConfig) -> int:
+    """The run's one-line result, where its report and failures are; the exit status."""
+    from transforms import storage
+    from transforms.outputs import report_location, summary_location
+
     summary = json.loads(storage.read_bytes(summary_location(config.output)))
     counts = summary["counts"]
     extras = [f"{counts[k]} {k.replace('_', ' ')}" for k in ("repaired", "claimed_elsewhere") if counts[k]]

@@ -1,8 +1,9 @@
 """The house's import rules, as each module's docstring states them (README, Development).
 
     transforms/nst/   the engine: torch, torchvision, Pillow and itself; no Beam, no storage
-    transforms/       records, limits, claims, progress, devices, report, storage: plain Python,
-                      no Beam; manifest, stylize, results: Beam wiring; none imports pipeline/
+    transforms/       records, limits, claims, progress, devices, report, storage, outputs and
+                      handler: no Beam; manifest, stylize, results: Beam wiring; none imports
+                      pipeline/; stylize, results, outputs and manifest load no torch
     transforms/storage.py  the only module that imports fsspec
     pipeline/         the job: imports what it wires
 
@@ -20,7 +21,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 FILESYSTEMS = ("fsspec", "gcsfs", "s3fs", "adlfs")
-PLAIN = ("records", "limits", "claims", "progress", "devices", "report", "storage")
+PLAIN = ("records", "limits", "claims", "progress", "devices", "report", "storage", "outputs", "handler")
 
 
 def imports_of(source: str) -> set[str]:
@@ -97,6 +98,17 @@ def test_the_command_lines_help_modules_load_neither_torch_nor_beam() -> None:
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd="/")
     assert result.stdout.strip() == "[]"
+
+
+def test_the_dofns_and_the_output_contract_load_no_torch() -> None:
+    # The engine comes in through the handler (handler.py): the DoFns run with a fake one.
+    code = (
+        "import sys\n"
+        "import transforms.stylize, transforms.results, transforms.outputs, transforms.manifest\n"
+        "print('torch' in sys.modules)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
+    assert result.stdout.strip() == "False"
 
 
 def test_every_module_is_imported_by_its_path() -> None:

@@ -360,3 +360,26 @@ def test_a_rerun_with_every_pair_done_never_loads_the_model(three_pairs, weights
     assert json.loads((out / "summary.json").read_text())["counts"]["skipped"] == 3
     (out / "logs" / "dog__tiles.json").unlink()  # one pair to redo: now the model is needed
     assert run(args) == 3
+
+
+def test_a_strict_remote_job_exits_1_only_for_its_own_failures(tmp_path, weights_file, monkeypatch) -> None:
+    # Where the job itself fails on purpose (--strict, workers elsewhere), the launcher tells that
+    # failure from any other by this run's summary, not by the exception a runner re-raises.
+    import pipeline.main
+    from transforms.handler import EngineHandler
+
+    monkeypatch.setattr(pipeline.main, "_workers_here", lambda options: False)
+    write_images(tmp_path / "in", {"cat.png": 1, "waves.png": 3})
+    manifest = tmp_path / "in" / "manifest.csv"
+    manifest.write_text("content,style\ncat.png,waves.png\nmissing.png,waves.png\n")
+    out = tmp_path / "out"
+    args = job_args(weights_file("vgg19"), out, f"--manifest={manifest}", "--strict")
+    assert run(args) == 1
+    assert json.loads((out / "summary.json").read_text())["counts"]["failed"] == 1
+    (out / "logs" / "cat__waves.json").unlink()  # a pair to redo, on a worker that cannot load the model
+
+    def no_model(self) -> None:
+        raise RuntimeError("no GPU here")
+
+    monkeypatch.setattr(EngineHandler, "load_engine", no_model)
+    assert run(args) == 3  # the previous run's summary counts a failure, but this run wrote none

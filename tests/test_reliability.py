@@ -110,6 +110,19 @@ def test_claims_are_exclusive_expire_and_belong_to_their_run(tmp_path) -> None:
     assert claims.acquire(output, "p", "run-c", seconds=60)  # b's claim expired
 
 
+def test_a_claimed_block_releases_its_claim_however_it_ends_and_only_its_own(tmp_path) -> None:
+    output = str(tmp_path / "out")
+    location = tmp_path / "out" / "claims" / "p.json"
+    with pytest.raises(KeyboardInterrupt), claims.claimed(output, "p", "run-a") as lease:
+        assert lease.held and location.is_file()
+        raise KeyboardInterrupt
+    assert not location.exists()
+    assert claims.acquire(output, "p", "run-b")
+    with claims.claimed(output, "p", "run-a") as lease:
+        assert not lease.held and lease.claim.run_id == "run-b"
+    assert location.is_file()  # run-b's claim outlives run-a's block
+
+
 def test_a_claim_is_renewed_while_its_pair_runs_and_a_dead_process_loses_it(tmp_path) -> None:
     output = str(tmp_path / "out")
     claim = claims.acquire(output, "p", "run-a")
@@ -349,6 +362,8 @@ def test_a_summary_is_written_even_when_images_and_failures_cannot_be(two_pairs,
     assert "failures_file_error" in summary
     assert {f["id"] for f in summary["failures"]} == {"cat", "dog"}
     assert all(f["stage"] == "write" for f in summary["failures"])
+    # Each names its manifest row and the file it could not write.
+    assert all(f["row"] and f"images/{f['id']}.png" in f["error"] for f in summary["failures"])
     assert run([*args, "--strict"]) == 1
 
 

@@ -10,22 +10,25 @@ the handler it was given.
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
 from collections import defaultdict
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 from apache_beam import pvalue
 from PIL import Image
 
-from transforms import storage
+from transforms import claims, storage
 from transforms.handler import STYLE_CACHE_SIZE, EngineHandler
 from transforms.limits import Limits
 from transforms.manifest import validate_rows
 from transforms.nst import StyleConfig, StyleTransfer
 from transforms.nst.images import fitted_size
 from transforms.nst.memory import estimated_style_bytes, largest_fitting_size
+from transforms.nst.records import IterationRecord, StyleResult
 from transforms.records import Failure, Outcome, Pair, Stage
 from transforms.stylize import Prepared, PreparePairsFn, StylizeBatchesFn, StylizeSettings
 from tests.conftest import synthetic_image
@@ -220,3 +223,96 @@ def test_style_targets_are_cached_bounded_and_reused(weights_file, images, tmp_p
     assert encoded == []
     run(styles[:1])  # the oldest was evicted: the cache is bounded
     assert [Path(n[0]).name for n in encoded] == styles[:1]
+
+
+class FakeEngine:
+    """What a fake handler loads (Beam's Shared needs an object it can hold a weak reference to)."""
+
+
+class FakeHandler:
+    """An EngineHandler without torch: results made of the engine's torch-free records, so that
+    the DoFn's own work (claims, batches, writes, failure stages, outcomes) is what is tested."""
+
+    max_batch = 32
+    share_tag = "fake"
+
+    def __init__(self, batch_size: int = 2) -> None:
+        self.size = batch_size
+        self.batches: list[list[str]] = []
+
+    def batch_key(self, pair: Pair) -> tuple[str, tuple[int, int]]:
+        return "one key", (8, 6)
+
+    def load_engine(self) -> FakeEngine:
+        return FakeEngine()
+
+    def budget(self, engine: FakeEngine) -> int | None:
+        return None
+
+    def place(self, engine: FakeEngine, pair: Pair, output_size: tuple[int, int], budget: int | None) -> Any:
+        refusal = MemoryError(f"{pair.content}: too large") if pair.id == "huge" else None
+        return SimpleNamespace(whole=refusal is None, tiling=None, refusal=refusal)
+
+    def batch_size(self, engine: FakeEngine, pair: Pair, output_size: tuple[int, int], budget: int | None) -> int:
+        return self.size
+
+    def expected_records(self, pair: Pair, output_size: tuple[int, int], tiling: tuple[int, int] | None) -> int:
+        return 2
+
+    def request(self, engine: FakeEngine, pair: Pair, budget: int | None) -> str:
+        if pair.id == "unreadable":
+            raise FileNotFoundError(f"{pair.content}: no such file")
+        return pair.id
+
+    def stylize(self, engine: FakeEngine, requests: list[str], on_record: Any, tiling: Any = None) -> list[Any]:
+        self.batches.append(list(requests))
+        results: list[Any] = []
+        for index, pair_id in enumerate(requests):
+            first = IterationRecord(0, 2.0, 1.0, 1.0, 0.0, {"relu1_1": 1.0}, 0.1)
+            final = dataclasses.replace(first, iteration=1, total=1.0)
+            on_record(index, first)
+            image = Image.new("RGB", (8, 6), (index * 40, 0, 0))
+            results.append(ValueError(f"{pair_id}: diverged") if pair_id == "diverges" else StyleResult(image, [first, final], final, 1, "fake", 0.2))
+        return results
+
+    @staticmethod
+    def encode(result: StyleResult) -> bytes:
+        data = io.BytesIO()
+        result.image.save(data, format="PNG")
+        return data.getvalue()
+
+
+def test_the_dofns_batch_claim_write_and_record_each_stage_with_a_fake_handler(tmp_path) -> None:
+    folder, out = tmp_path / "in", tmp_path / "out"
+    folder.mkdir()
+    for name in ("a.png", "b.png", "s.png"):
+        (folder / name).write_bytes(name.encode())
+    ids = ["ok1", "ok2", "diverges", "unreadable", "huge", "unwritable", "elsewhere"]
+    config = StyleConfig(weights="random")
+    items = [Pair(i, str(folder / "a.png"), (str(folder / "s.png"),), config, source=f"m.csv line {n + 2}", row={"id": i}) for n, i in enumerate(ids)]
+    settings = StylizeSettings(str(out), run_id="this-run")
+    handler = FakeHandler(batch_size=2)
+    (out / "images" / "unwritable.png").mkdir(parents=True)  # a folder where the image goes
+    claims.acquire(str(out), "elsewhere", "another-run")  # held by a live process of another run
+
+    prepare_fn = PreparePairsFn(settings, handler)
+    ready = [prepared for pair in items for _, prepared in prepare_fn.process(pair)]
+    assert [p.output_size for p in ready] == [(8, 6)] * len(ids)
+    by_tag = sorted_outputs(list(StylizeBatchesFn(settings, handler).process(("one key", ready))))
+
+    assert sorted(o.id for o in by_tag["main"]) == ["ok1", "ok2"] and {o.status for o in by_tag["main"]} == {"succeeded"}
+    assert [(o.id, o.status) for o in by_tag["skipped"]] == [("elsewhere", "claimed")]
+    stages = {f.id: (f.stage, f.row) for f in by_tag["failures"]}
+    assert stages == {
+        "diverges": (Stage.STYLIZE, {"id": "diverges"}), "unreadable": (Stage.READ, {"id": "unreadable"}),
+        "huge": (Stage.STYLIZE, {"id": "huge"}), "unwritable": (Stage.WRITE, {"id": "unwritable"}),
+    }
+    write_error = next(f.error for f in by_tag["failures"] if f.id == "unwritable")
+    assert "images/unwritable.png" in write_error
+    # Batches of two, of the pairs that got this far (the refused one never joins one).
+    assert handler.batches == [["ok1", "ok2"], ["diverges"], ["unwritable"]]
+    for pair_id in ("ok1", "ok2"):
+        log = json.loads((out / "logs" / f"{pair_id}.json").read_text())
+        assert log["image"]["bytes"] == (out / "images" / f"{pair_id}.png").stat().st_size and log["batch_size"] == 2
+    # Every claim of this run is released; the other run's is left alone.
+    assert sorted(p.name for p in (out / "claims").iterdir()) == ["elsewhere.json"]

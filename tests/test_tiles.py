@@ -66,3 +66,18 @@ def test_a_tiled_run_optimizes_every_tile_and_blends_them(weights_file) -> None:
     assert tiled.final.total < tiled.history[0].total
     with pytest.raises(ValueError, match="overlap must be >= 0 and smaller than the tile"):
         engine.stylize_tiled(StyleRequest(content, engine.encode_styles([style]), cfg), tile=48, overlap=48)
+
+
+def test_a_tiled_pair_returns_its_own_error_from_the_handler(weights_file) -> None:
+    # The handler runs a tiled pair as it runs a batch: a problem of the pair itself (here a tile
+    # narrower than the network can see) comes back as its result, it is not raised.
+    from transforms.handler import EngineHandler
+    from transforms.limits import Limits
+
+    cfg = config(weights_file, image_size=64, iterations=2)
+    handler = EngineHandler(cfg, Limits())
+    engine = handler.load_engine()
+    request = StyleRequest(synthetic_image(1, 64, 20), engine.encode_styles([synthetic_image(3)]), cfg, content_name="wide.png")
+    (outcome,) = handler.stylize(engine, [request], lambda index, record: None, tiling=(12, 2))
+    assert isinstance(outcome, ImageTooSmallError)
+    assert "wide.png (tile 1 at 0,0)" in str(outcome) and "needs at least 16 px" in str(outcome)

@@ -55,6 +55,51 @@ class ModelLoadError(RuntimeError):
     """The network could not be built on this worker: a job-level failure, not a pair's."""
 
 
+class StyleTargetCache:
+    """The last STYLE_CACHE_SIZE style targets a worker encoded: a few styles are usually shared
+    by many pairs, and encoding one costs a forward pass at the style size."""
+
+    def __init__(self) -> None:
+        # (styles, weights, size, content for histogram colours) -> targets, oldest first.
+        self._entries: OrderedDict[tuple[Any, ...], StyleTargets] = OrderedDict()
+
+    def targets(
+        self,
+        engine: StyleTransfer,
+        pair: Pair,
+        content: Image.Image,
+        budget: int | None,
+        read_image: Callable[[str], Image.Image],
+    ) -> list[StyleTargets]:
+        """Targets at each scale's style size, coarse to fine; the style images are read at most
+        once for all of them, and not at all when every size is cached. A style image too large to
+        encode within ``budget`` bytes raises PairTooLargeError first."""
+        config = pair.config
+        # Histogram colour control gives each content its own targets (styles in its colours).
+        matched = config.color_control == "histogram"
+        images: list[Image.Image] = []
+        found = []
+        for stage in range(len(config.stages)):
+            size = config.at_stage(stage).style_size
+            key = (pair.styles, pair.style_weights, size, pair.content if matched else None)
+            if key in self._entries:
+                self._entries.move_to_end(key)
+            else:
+                if not images:
+                    images = [read_image(s) for s in pair.styles]
+                    # Checked once, at the last scale's style size (the largest), before any scale's work.
+                    for location, image in zip(pair.styles, images, strict=True):
+                        if refusal := style_refusal(location, image.size, config, engine.device, budget):
+                            raise refusal
+                self._entries[key] = engine.encode_styles(
+                    images, pair.style_weights, size, names=pair.styles, colors_of=content if matched else None
+                )
+                if len(self._entries) > STYLE_CACHE_SIZE:
+                    self._entries.popitem(last=False)
+            found.append(self._entries[key])
+        return found
+
+
 class EngineHandler:
     """Loads and drives one StyleTransfer for the pipeline.
 
@@ -72,8 +117,7 @@ class EngineHandler:
         self.defaults = defaults
         self.limits = limits
         self.batch_size_asked = batch_size
-        # Style targets per (styles, weights, size, content for histogram colours), oldest first.
-        self._styles: OrderedDict[tuple[Any, ...], StyleTargets] = OrderedDict()
+        self._styles = StyleTargetCache()
 
     # -- what the prepare step needs (no model) ---------------------------------------------
 
@@ -147,43 +191,12 @@ class EngineHandler:
         config = pair.config
         content = self._read_image(pair.content)
         init_image = self._read_image(config.init_location) if config.init_location else None
-        targets = self._style_targets(engine, pair, content, budget)
+        targets = self._styles.targets(engine, pair, content, budget, self._read_image)
         return StyleRequest(content, targets[-1], config, init_image, pair.content, tuple(targets[:-1]))
 
     def _read_image(self, location: str) -> Image.Image:
         data = storage.read_bytes(location, self.limits.max_input_bytes)
         return decode_image(data, location, self.limits.max_input_pixels)
-
-    def _style_targets(
-        self, engine: StyleTransfer, pair: Pair, content: Image.Image, budget: int | None
-    ) -> list[StyleTargets]:
-        """Targets at each scale's style size, coarse to fine; the style images are read at most
-        once for all of them, and not at all when every size is cached. A style image too large to
-        encode within ``budget`` bytes raises PairTooLargeError first."""
-        config = pair.config
-        # Histogram colour control gives each content its own targets (styles in its colours).
-        matched = config.color_control == "histogram"
-        images: list[Image.Image] = []
-        found = []
-        for stage in range(len(config.stages)):
-            size = config.at_stage(stage).style_size
-            key = (pair.styles, pair.style_weights, size, pair.content if matched else None)
-            if key in self._styles:
-                self._styles.move_to_end(key)
-            else:
-                if not images:
-                    images = [self._read_image(s) for s in pair.styles]
-                    # Checked once, at the last scale's style size (the largest), before any scale's work.
-                    for location, image in zip(pair.styles, images, strict=True):
-                        if refusal := style_refusal(location, image.size, config, engine.device, budget):
-                            raise refusal
-                self._styles[key] = engine.encode_styles(
-                    images, pair.style_weights, size, names=pair.styles, colors_of=content if matched else None
-                )
-                if len(self._styles) > STYLE_CACHE_SIZE:
-                    self._styles.popitem(last=False)
-            found.append(self._styles[key])
-        return found
 
     # -- running ----------------------------------------------------------------------------------
 

@@ -9,7 +9,8 @@ Typical use::
     result.image.save("out.png")
 
 The names below load on first use (PEP 562): importing this package, or its torch-free modules
-``config`` and ``families``, does not import torch, which keeps the command line's --help fast.
+``config``, ``families``, ``layers`` and ``records``, does not import torch, which keeps the
+command line's --help fast and lets the pipeline's DoFns name the engine's records without it.
 
 Imports: nothing until one of its names is used.
 """

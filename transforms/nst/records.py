@@ -2,7 +2,7 @@
 and the errors that fail a pair. Plain dataclasses, so that callers (the pipeline's DoFns, the
 output contract) can name them without importing torch.
 
-Imports: Pillow (torch only for type checking); no Beam, no storage.
+Imports: Pillow and config (torch only for type checking); no Beam, no storage.
 """
 
 from __future__ import annotations

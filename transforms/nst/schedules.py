@@ -111,30 +111,14 @@ def tiled(
     init_image = coarse[-1].image if coarse else request.init_image
     last = config.at_stage(len(config.scales))
     content = fit_longest_side(request.content, last.image_size)
-    width, height = content.size
     content_pixels = image_to_tensor(content)[0]
     scale = engine.family.pixel_scale
     # The whole starting image (a few hundred MB at most, never a network's activations).
     start = engine.initial_image(content_pixels[None] * scale, request.style, last, init_image)
     canvas = Canvas(start[0].cpu() / scale, overlap)
     done: list[StyleResult] = []
-    for index, box in enumerate(tile_boxes(width, height, tile, overlap)):
-        side = max(box[2] - box[0], box[3] - box[1])
-        # The tile's own size, with the style targets of the whole image (style_size unchanged);
-        # luminance transfer is applied once, to the blended whole.
-        tile_config = last.replace(
-            image_size=side, style_scale=last.style_size / side,
-            color_control="none" if last.color_control == "luminance" else last.color_control,
-        )
-        tile_request = StyleRequest(
-            content.crop(box), request.style, tile_config, tensor_to_image(canvas.crop(box)[None].float()),
-            f"{request.content_name} (tile {index + 1} at {box[0]},{box[1]})",
-        )
-        (result,) = engine.stylize_scale([tile_request], callback, started, time_limit)
-        if isinstance(result, Exception):
-            raise result
-        canvas.put(box, image_to_tensor(result.image)[0])
-        done.append(result)
+    for index, box in enumerate(tile_boxes(*content.size, tile, overlap)):  # each blended in before the next starts
+        done.append(_tile(engine, request, last, content, canvas, box, index, callback, started, time_limit))
     output = canvas.image().float()
     if last.color_control == "luminance":
         output = keep_colors(output, content_pixels).clamp(0, 1)
@@ -150,6 +134,37 @@ def tiled(
         coarse=tuple(coarse),
         tiles=len(done),
     )
+
+
+def _tile(
+    engine: ScaleEngine,
+    request: StyleRequest,
+    last: StyleConfig,
+    content: Image.Image,
+    canvas: Canvas,
+    box: tuple[int, int, int, int],
+    index: int,
+    callback: BatchCallback | None,
+    started: float,
+    time_limit: float | None,
+) -> StyleResult:
+    """One tile optimized from the canvas so far and blended back into it."""
+    side = max(box[2] - box[0], box[3] - box[1])
+    # The tile's own size, with the style targets of the whole image (style_size unchanged);
+    # luminance transfer is applied once, to the blended whole.
+    tile_config = last.replace(
+        image_size=side, style_scale=last.style_size / side,
+        color_control="none" if last.color_control == "luminance" else last.color_control,
+    )
+    tile_request = StyleRequest(
+        content.crop(box), request.style, tile_config, tensor_to_image(canvas.crop(box)[None].float()),
+        f"{request.content_name} (tile {index + 1} at {box[0]},{box[1]})",
+    )
+    (result,) = engine.stylize_scale([tile_request], callback, started, time_limit)
+    if isinstance(result, Exception):
+        raise result
+    canvas.put(box, image_to_tensor(result.image)[0])
+    return result
 
 
 def _coarse_scales(

@@ -1,0 +1,85 @@
+"""The output contract (transforms/outputs.py): fingerprints that survive upgrades, writes that
+name the file they failed on, and the skip check's verdicts."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+
+import pytest
+
+from transforms import outputs, storage
+from transforms.nst.config import StyleConfig
+from transforms.records import Pair
+
+
+def test_the_fingerprint_settings_keep_the_layout_of_earlier_releases() -> None:
+    # Finished pairs are skipped by fingerprint: settings added since (scales, colour control)
+    # must not change the fingerprint of a pair that does not use them, or an upgrade redoes all.
+    earlier = {
+        "content_layers", "content_weight", "device", "image_size", "init", "iterations", "learning_rate", "model",
+        "optimizer", "original_colors", "pooling", "precision", "preprocessing", "seed", "style_layer_weights",
+        "style_layers", "style_scale", "style_weight", "tv_weight", "weights", "weights_family",
+    }
+    assert set(StyleConfig().fingerprint_settings()) == earlier
+    assert StyleConfig(color_control="luminance").fingerprint_settings()["original_colors"] is True
+    assert StyleConfig(color_control="histogram").fingerprint_settings()["color_control"] == "histogram"
+    assert StyleConfig(scales=((256, 10),)).fingerprint_settings()["scales"] == [(256, 10)]
+
+
+def test_a_fingerprint_is_the_digest_of_the_inputs_their_versions_and_every_setting(tmp_path) -> None:
+    # The recipe README documents; a pair made by an earlier release is skipped only if it holds.
+    (tmp_path / "c.png").write_bytes(b"content")
+    (tmp_path / "s.png").write_bytes(b"style")
+    config = StyleConfig(weights="random", image_size=64)
+    pair = Pair("p", str(tmp_path / "c.png"), (str(tmp_path / "s.png"),), config)
+    signatures = outputs.input_signatures(pair)
+    assert set(signatures) == {pair.content, *pair.styles}
+    described = {
+        "content": pair.content, "styles": list(pair.styles), "style_weights": None,
+        "signatures": signatures, "config": config.fingerprint_settings(),
+    }
+    expected = hashlib.sha256(json.dumps(described, sort_keys=True).encode()).hexdigest()
+    assert outputs.fingerprint(pair, signatures) == expected
+    assert outputs.fingerprint(Pair("p", pair.content, pair.styles, config.replace(image_size=65)), signatures) != expected
+
+
+def test_a_pair_is_written_image_first_and_a_failed_write_names_its_file(tmp_path) -> None:
+    log = {"id": "p", "history": []}
+    outputs.write_pair(str(tmp_path), "p", b"png bytes", log)
+    assert (tmp_path / "images" / "p.png").read_bytes() == b"png bytes"
+    assert json.loads((tmp_path / "logs" / "p.json").read_text()) == log
+    (tmp_path / "logs" / "p.json").unlink()
+    (tmp_path / "logs").rmdir()
+    (tmp_path / "logs").write_text("a file where the folder should be")
+    with pytest.raises(OSError, match=r"logs/q\.json: "):
+        outputs.write_pair(str(tmp_path), "q", b"png", log)
+    assert (tmp_path / "images" / "q.png").is_file()  # the image went first: a log never describes a missing image
+
+
+@pytest.mark.parametrize(
+    ("damage", "state", "reason"),
+    [
+        (None, "done", ""),
+        ("image", "damaged", "does not match its log's digest"),
+        ("log", "damaged", "not valid JSON"),
+        ("no log", "damaged", "an image without a log"),
+        ("fingerprint", "stale", "other inputs or settings"),
+    ],
+)
+def test_the_skip_check_trusts_only_a_complete_matching_pair(tmp_path, damage, state, reason) -> None:
+    png = b"an image"
+    log = {"id": "p", "fingerprint": "f1", "image": {"sha256": storage.sha256(png), "bytes": len(png)},
+           "history": [{"total": 1.0}], "final": {"total": 1.0}}
+    outputs.write_pair(str(tmp_path), "p", png, log)
+    if damage == "image":
+        (tmp_path / "images" / "p.png").write_bytes(b"another image")
+    elif damage == "log":
+        (tmp_path / "logs" / "p.json").write_text("{ cut short")
+    elif damage == "no log":
+        os.remove(tmp_path / "logs" / "p.json")
+    fingerprint = "f2" if damage == "fingerprint" else "f1"
+    prior = outputs.inspect_outputs(str(tmp_path), "p", fingerprint)
+    assert (prior.state, prior.done) == (state, state == "done") and reason in prior.reason
+    assert outputs.inspect_outputs(str(tmp_path), "absent", "f1").state == "absent"
