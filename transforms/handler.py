@@ -36,7 +36,7 @@ from transforms.nst.memory import (
 )
 from transforms.nst.optimize import StyleTransfer
 from transforms.nst.records import (
-    IterationRecord,
+    BatchCallback,
     NonFiniteLossError,
     StyleRequest,
     StyleResult,
@@ -204,7 +204,7 @@ class EngineHandler:
         self,
         engine: StyleTransfer,
         requests: Sequence[StyleRequest],
-        on_record: Callable[[int, IterationRecord], None],
+        on_record: BatchCallback,
         tiling: tuple[int, int] | None = None,
     ) -> list[StyleResult | Exception]:
         """One result or exception per request. A batch that runs out of GPU memory is redone
@@ -233,7 +233,7 @@ class EngineHandler:
         self,
         engine: StyleTransfer,
         requests: Sequence[StyleRequest],
-        on_record: Callable[[int, IterationRecord], None],
+        on_record: BatchCallback,
         tiling: tuple[int, int] | None = None,
     ) -> list[StyleResult | Exception]:
         time_limit = self.limits.pair_time_limit
