@@ -16,7 +16,7 @@ from typing import Any, Final
 from transforms.limits import Limits
 from transforms.nst.config import COLOR_CONTROLS, DEVICES, MODELS, OPTIMIZERS, POOLINGS, PRECISIONS, StyleConfig
 from transforms.nst.families import FAMILIES, NAMED_WEIGHTS
-from transforms.records import MANIFEST_FORMATS
+from transforms.records import IMAGE_FORMATS, LAYOUTS, MANIFEST_FORMATS
 
 USAGE = "python -m pipeline (--manifest URL | --contents GLOB --styles GLOB) --output URL [options]"
 
@@ -74,6 +74,27 @@ def switch_is_on(argv: list[str], flag: str) -> bool:
     return on
 
 
+DRY_RUN: Final = "--dry_run"
+_DRY_RUN_HELP: Final = (
+    "read the inputs and print the plan (pairs to do and skip, batches, memory, device-hours); write "
+    "OUTPUT/plan.json; load no model, write no image"
+)
+
+
+def with_dry_run_switch(argv: list[str]) -> list[str]:
+    """``argv`` with a bare ``--dry_run`` spelled ``--dry_run=true``.
+
+    The flag is Beam's own (TestOptions: "without submitting the actual job"), which takes a
+    value; the job reads it as a switch like its others, so it is spelled out for Beam's parser.
+    """
+    spelled = []
+    for index, item in enumerate(argv):
+        following = argv[index + 1] if index + 1 < len(argv) else "--"
+        bare = item == DRY_RUN and (following.startswith("--") or following.lower() not in _TRUE + _FALSE)
+        spelled.append(f"{DRY_RUN}=true" if bare else item)
+    return spelled
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add every flag of the job (not Beam's own) to ``parser``."""
     job = parser.add_argument_group("inputs and outputs")
@@ -81,7 +102,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     job.add_argument("--manifest_format", choices=MANIFEST_FORMATS, help="override the format implied by the manifest's extension")
     job.add_argument("--contents", help="glob of content images; with --styles, stylize every content with every style")
     job.add_argument("--styles", help="glob of style images (used with --contents)")
+    job.add_argument(
+        "--styles_per_content", type=int, default=0,
+        help="with --contents/--styles: N distinct styles per content, a seeded choice that depends only on "
+        "--seed and the content's path below the glob's root (default 0: every style)",
+    )
     job.add_argument("--output", help="output folder URL (images/, logs/, failures/, summary.json)")
+    job.add_argument(
+        "--output_layout", choices=LAYOUTS, default="flat",
+        help="tree: outputs keep each content's folders below the contents glob's root (or the manifest's "
+        "folder), images/<folders>/<content>__<style>.<ext>",
+    )
+    job.add_argument("--output_format", choices=tuple(IMAGE_FORMATS), default="png", help="format of the stylized images")
+    job.add_argument("--output_quality", type=int, default=95, help="JPEG and WebP quality, 1-100")
+    job.add_argument(
+        "--log_every", type=int, default=1,
+        help="keep every Nth iteration in each log (plus the first, each phase's first and the last); 1: all",
+    )
+
     _add_switch(job, "--overwrite", "redo pairs that are already done")
     _add_switch(job, "--strict", "exit with status 1 if any row or pair failed")
 
@@ -109,7 +147,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     engine.add_argument("--learning_rate", type=float, default=_DEFAULTS["learning_rate"], help="Adam only")
     engine.add_argument("--iterations", type=int, default=_DEFAULTS["iterations"], help="one forward+backward each")
     engine.add_argument("--seed", type=int, default=_DEFAULTS["seed"], help="seed of random init and random weights")
-    engine.add_argument("--image_size", type=int, default=_DEFAULTS["image_size"], help="longest side of the output, px")
+    engine.add_argument("--image_size", type=int, default=_DEFAULTS["image_size"], help="longest side of the output, px; 0: each content's own size")
     engine.add_argument(
         "--scales", type=scale_list, default=(),
         help="coarse-to-fine: SIZE:ITERATIONS of each coarser scale optimized before --image_size "
@@ -170,4 +208,5 @@ def help_text() -> str:
         "--temp_location, --sdk_container_image, --experiments, ...).",
     )
     add_arguments(parser)
+    parser.add_argument_group("plan").add_argument(DRY_RUN, nargs="?", metavar="true|false", help=_DRY_RUN_HELP)
     return parser.format_help()

@@ -30,8 +30,10 @@ def build(p: beam.Pipeline, config: PipelineConfig, fail_job_if_failed: bool = F
         manifest_format=config.manifest_format,
         contents=config.contents,
         styles=config.styles,
+        styles_per_content=config.styles_per_content,
+        layout=config.layout,
     )
-    settings = StylizeSettings(config.output, config.overwrite, config.run_id, config.expected_pairs)
+    settings = StylizeSettings(config.output, config.overwrite, config.run_id, config.expected_pairs, config.spec)
     stylized = (
         read.pairs
         # Pairs come out of one manifest-reading worker; spread them over all workers.
@@ -42,5 +44,6 @@ def build(p: beam.Pipeline, config: PipelineConfig, fail_job_if_failed: bool = F
         "outcomes": stylized["outcomes"],
         "failures": (read[MANIFEST_FAILURES], stylized["failures"]),
     } | "WriteResults" >> WriteResults(
-        config.output, config.run_id, config.started, config.to_dict(), config.limits, fail_job_if_failed
+        config.output, config.run_id, config.started, config.to_dict(), config.limits, config.spec, fail_job_if_failed,
+        config.expected_pairs,
     )

@@ -50,7 +50,7 @@ def run(argv: list[str] | None = None, wait: bool = True) -> int:
     3: the job failed while running (for example a worker could not load the model, or the
     output stopped being writable); 130 / 143: interrupted by SIGINT / SIGTERM.
     """
-    argv = list(sys.argv[1:] if argv is None else argv)
+    argv = flags.with_dry_run_switch(list(sys.argv[1:] if argv is None else argv))
     if "-h" in argv or "--help" in argv:
         print(flags.help_text())
         return 0

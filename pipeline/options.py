@@ -1,6 +1,7 @@
 """StyleTransferOptions (Beam options) -> PipelineConfig, the one configuration of a job.
 
-Imports: Beam's PipelineOptions, flags, limits and the torch-free StyleConfig; never torch.
+Imports: Beam's PipelineOptions, flags, limits, outputs' OutputSpec and the torch-free StyleConfig;
+never torch.
 """
 
 from __future__ import annotations
@@ -13,10 +14,11 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
-from apache_beam.options.pipeline_options import PipelineOptions, _BeamArgumentParser
+from apache_beam.options.pipeline_options import PipelineOptions, TestOptions, _BeamArgumentParser
 
-from pipeline.flags import add_arguments
+from pipeline.flags import add_arguments, switch
 from transforms.limits import Limits
+from transforms.outputs import OutputSpec
 from transforms.nst.config import StyleConfig, with_color_alias
 
 
@@ -70,6 +72,14 @@ def _batch_size(text: str) -> int | None:
         raise ValueError(f"--batch_size must be auto or a number, got {text!r}") from None
 
 
+def _dry_run(value: object) -> bool:
+    """Beam's ``--dry_run`` (main.py spells a bare one ``--dry_run=true``) as a switch."""
+    try:
+        return value is True or switch(str(value))
+    except argparse.ArgumentTypeError:
+        raise ValueError(f"--dry_run: expected true or false, got {value!r}") from None
+
+
 @dataclass(frozen=True)
 class PipelineConfig:
     """Everything a job needs, validated once at launch and passed down, never mutated."""
@@ -89,6 +99,11 @@ class PipelineConfig:
     run_id: str = ""
     # Pairs the run expects, counted by the pre-flight step; for the progress display only.
     expected_pairs: int | None = None
+    # With globs: styles drawn for each content (0: every style).
+    styles_per_content: int = 0
+    layout: str = "flat"
+    spec: OutputSpec = field(default_factory=OutputSpec)
+    dry_run: bool = False
 
     def __post_init__(self) -> None:
         if not self.output:
@@ -98,6 +113,10 @@ class PipelineConfig:
         if not self.manifest and not (self.contents and self.styles):
             raise ValueError("give --manifest, or --contents and --styles together")
         self.limits.check(self.style)
+        if self.styles_per_content < 0:
+            raise ValueError(f"--styles_per_content must be 0 (every style) or more, got {self.styles_per_content}")
+        if self.styles_per_content and self.manifest:
+            raise ValueError("--styles_per_content draws styles for --contents and --styles; a manifest names its pairs")
         if self.batch_size is not None and not 1 <= self.batch_size <= 1024:
             raise ValueError(f"--batch_size must be auto or a number from 1 to 1024, got {self.batch_size}")
         if not self.run_id:
@@ -132,6 +151,10 @@ class PipelineConfig:
             strict=view.strict,
             limits=limits,
             batch_size=_batch_size(view.batch_size),
+            styles_per_content=view.styles_per_content,
+            layout=view.output_layout,
+            spec=OutputSpec(view.output_format, view.output_quality, view.log_every),
+            dry_run=_dry_run(options.view_as(TestOptions).dry_run),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -144,6 +167,11 @@ class PipelineConfig:
             "strict": self.strict,
             "run_id": self.run_id,
             "batch_size": self.batch_size or "auto",
+            "styles_per_content": self.styles_per_content,
+            "output_layout": self.layout,
+            "output_format": self.spec.image_format,
+            "output_quality": self.spec.quality,
+            "log_every": self.spec.log_every,
             "limits": dataclasses.asdict(self.limits),
             "style": self.style.to_dict(),
         }

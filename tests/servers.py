@@ -135,7 +135,7 @@ def check_job_writes_resumes_and_repairs(fs: fsspec.AbstractFileSystem, scheme: 
     assert log["weights"] == f"{url}/models/vgg19.pth" and log["batch_size"] == 2
     assert log["inputs"]["content"] == f"{url}/in/content.png"
     assert log["inputs"]["styles"] == [f"{url}/in/style-a.png", f"{url}/in/style-b.png"]
-    assert log["final"]["total"] < log["history"][0]["total"]
+    assert log["final"]["total"] < log["history"]["total"][0]
     assert log["image"]["sha256"] == hashlib.sha256(fs.cat_file(f"{root}/out/images/two.png")).hexdigest()
     # The store's own version token (generation or ETag), not a modification time.
     assert log["inputs"]["signatures"][f"{url}/in/content.png"].lower().startswith(("etag=", "generation="))
@@ -146,8 +146,11 @@ def check_job_writes_resumes_and_repairs(fs: fsspec.AbstractFileSystem, scheme: 
     # No temporary, claim or stray objects next to the results.
     assert {p.rsplit("/", 1)[-1] for p in fs.find(f"{root}/out")} == {
         "one.png", "two.png", "one.json", "two.json", "summary.json", summary["failures_file"].rsplit("/", 1)[-1],
-        "report.html", "contact_sheet.png",
+        "report.html", "contact_sheet.png", f"{summary['run_id']}-00000-of-00001.jsonl",
     }
+    # The index lists exactly the pairs written, with their images' paths below the output.
+    index = [json.loads(line) for line in fs.cat_file(f"{root}/out/index/{summary['run_id']}-00000-of-00001.jsonl").splitlines()]
+    assert [(entry["id"], entry["image"]) for entry in index] == [("one", "images/one.png"), ("two", "images/two.png")]
     # The report opens from the bucket: its links are relative and lead to objects beside it.
     page = Page(fs.cat_file(f"{root}/out/report.html").decode())
     assert set(page.rows) == {"one", "two"} and page.links

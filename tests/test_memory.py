@@ -107,5 +107,5 @@ def test_a_pair_too_big_at_once_runs_in_tiles(tmp_path, weights_file) -> None:
     summary, failures = _run(tmp_path, weights_file, budget)
     assert summary["counts"]["succeeded"] == 2 and not failures
     log = json.loads((tmp_path / "out" / "logs" / "large.json").read_text())
-    assert log["tiles"] == 4 and log["history"][-1] == log["final"]
+    assert log["tiles"] == 4 and log["history"]["total"][-1] == log["final"]["total"]
     assert json.loads((tmp_path / "out" / "logs" / "small.json").read_text())["tiles"] == 1

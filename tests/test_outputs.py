@@ -63,6 +63,7 @@ def test_a_pair_is_written_image_first_and_a_failed_write_names_its_file(tmp_pat
     [
         (None, "done", ""),
         ("image", "damaged", "does not match its log's digest"),
+        ("longer image", "damaged", "cannot be read"),  # read no further than the log's size
         ("log", "damaged", "not valid JSON"),
         ("no log", "damaged", "an image without a log"),
         ("fingerprint", "stale", "other inputs or settings"),
@@ -74,7 +75,9 @@ def test_the_skip_check_trusts_only_a_complete_matching_pair(tmp_path, damage, s
            "history": [{"total": 1.0}], "final": {"total": 1.0}}
     outputs.write_pair(str(tmp_path), "p", png, log)
     if damage == "image":
-        (tmp_path / "images" / "p.png").write_bytes(b"another image")
+        (tmp_path / "images" / "p.png").write_bytes(b"an imagE")
+    elif damage == "longer image":
+        (tmp_path / "images" / "p.png").write_bytes(b"an image" * 1000)
     elif damage == "log":
         (tmp_path / "logs" / "p.json").write_text("{ cut short")
     elif damage == "no log":

@@ -10,6 +10,7 @@ import torch
 from PIL import Image
 
 from pipeline.main import run
+from transforms.outputs import history_records
 from tests.conftest import synthetic_image
 
 
@@ -61,11 +62,12 @@ def test_three_pairs_then_rerun_skips_then_overwrite_redoes(three_pairs, weights
         assert image.size == (48, 36)
         log = json.loads((out / "logs" / f"{pair_id}.json").read_text())
         # iterations 0..5, then the written image (iteration 6), which is also "final"
-        assert log["id"] == pair_id and [r["iteration"] for r in log["history"]] == list(range(7))
-        assert log["history"][-1] == log["final"] and log["chosen_iteration"] in range(7)
-        assert log["final"]["total"] < log["history"][0]["total"]
+        history = history_records(log["history"])
+        assert log["id"] == pair_id and [r["iteration"] for r in history] == list(range(7))
+        assert history[-1]["total"] == log["final"]["total"] and log["chosen_iteration"] in range(7)
+        assert log["final"]["total"] < history[0]["total"]
         assert log["weights_family"] == "torchvision" and log["preprocessing"]["pixel_scale"] == 1.0
-        assert set(log["history"][0]) >= {"iteration", "total", "content", "style", "tv", "seconds"}
+        assert set(history[0]) >= {"iteration", "total", "content", "style", "tv", "seconds"}
         assert log["config"]["iterations"] == 6 and log["weights"] == weights_file("vgg19")
         assert log["versions"]["torch"] and log["device"] == ("cuda" if torch.cuda.is_available() else "cpu")
     blended = json.loads((out / "logs" / "cat__waves+tiles.json").read_text())
@@ -167,7 +169,7 @@ def test_jsonl_manifest_with_lists_and_row_overrides(weights_file, tmp_path) -> 
     out = tmp_path / "out"
     assert run(job_args(weights_file("vgg19"), out, f"--manifest={manifest}")) == 0
     short = json.loads((out / "logs" / "short.json").read_text())
-    assert len(short["history"]) == 3 + 1 and short["config"]["iterations"] == 3  # + the written image
+    assert len(short["history"]["iteration"]) == 3 + 1 and short["config"]["iterations"] == 3  # + the written image
     colour = json.loads((out / "logs" / "colour.json").read_text())
     assert colour["config"]["color_control"] == "luminance" and colour["config"]["init"] == "random"
     summary = json.loads((out / "summary.json").read_text())
@@ -290,9 +292,9 @@ def test_pairs_are_batched_by_output_size_and_settings(weights_file, tmp_path) -
         "l1": 3, "l2": 3, "l3": 3, "p1": 2, "p2": 2, "l1-longer": 1
     }
     assert PILImage.open(out / "images" / "p1.png").size == (36, 48)
-    assert len(logs["l1-longer"]["history"]) == 10 and len(logs["l1"]["history"]) == 7
+    assert len(logs["l1-longer"]["history"]["total"]) == 10 and len(logs["l1"]["history"]["total"]) == 7
     for log in logs.values():
-        assert log["final"]["total"] < log["history"][0]["total"]
+        assert log["final"]["total"] < log["history"]["total"][0]
     summary = json.loads((out / "summary.json").read_text())
     assert summary["counts"]["succeeded"] == 6 and summary["counts"]["failed"] == 1
     failure = json.loads(Path(summary["failures_file"]).read_text())

@@ -66,7 +66,7 @@ def test_damaged_outputs_are_redone_and_counted_as_repaired(two_pairs, weights_f
         image.unlink()
     elif damage == "log without history":
         record = json.loads(log.read_text())
-        record["history"] = []
+        record["history"] = {"iteration": [], "total": []}
         log.write_text(json.dumps(record))
     else:
         log.write_text(log.read_text()[: len(log.read_text()) // 2])

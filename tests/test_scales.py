@@ -100,9 +100,9 @@ def test_the_job_logs_every_scale(tmp_path, weights_file) -> None:
     log = json.loads((out / "logs" / "cat__waves.json").read_text())
     assert log["config"]["scales"] == [[32, 3]]
     (coarse,) = log["scales"]
-    assert coarse["size"] == [32, 24] and [r["iteration"] for r in coarse["history"]] == [0, 1, 2, 3]
-    assert coarse["history"][-1] == coarse["final"]
-    assert [r["iteration"] for r in log["history"]] == list(range(7)) and log["history"][-1] == log["final"]
+    assert coarse["size"] == [32, 24] and coarse["history"]["iteration"] == [0, 1, 2, 3]
+    assert coarse["history"]["total"][-1] == coarse["final"]["total"]
+    assert log["history"]["iteration"] == list(range(7)) and log["history"]["total"][-1] == log["final"]["total"]
     # A rerun with other scales is another result: redone, not skipped.
     assert run(job_args(weights_file("vgg19"), out, f"--manifest={manifest}", "--scales=24:3")) == 0
     assert json.loads((out / "summary.json").read_text())["counts"]["succeeded"] == 1

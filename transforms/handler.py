@@ -12,6 +12,7 @@ Imports: torch, the engine, storage, devices, limits and records; no Beam.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections import OrderedDict
@@ -24,7 +25,7 @@ from PIL import Image
 from transforms import devices, storage
 from transforms.limits import Limits
 from transforms.nst.config import StyleConfig
-from transforms.nst.images import decode_image, decoded_size, encode_png, fitted_size
+from transforms.nst.images import decode_image, decoded_size, fitted_size
 from transforms.nst.memory import (
     MAX_BATCH,
     Placement,
@@ -121,12 +122,26 @@ class EngineHandler:
 
     # -- what the prepare step needs (no model) ---------------------------------------------
 
-    def batch_key(self, pair: Pair) -> tuple[str, tuple[int, int]]:
-        """The key of the pairs ``pair`` can share a batch with, and its result's (width, height):
-        read from the content image's header."""
+    def content_size(self, pair: Pair) -> tuple[int, int]:
+        """The content image's (width, height), from its header."""
         data = storage.read_bytes(pair.content, self.limits.max_input_bytes)
-        size = decoded_size(data, pair.content, self.limits.max_input_pixels)
-        return repr(batch_key(pair.config, size)), fitted_size(*size, pair.config.image_size)
+        return decoded_size(data, pair.content, self.limits.max_input_pixels)
+
+    def resolve(self, pair: Pair, content_size: tuple[int, int]) -> Pair:
+        """``pair`` with ``image_size`` 0 made its content's own size, checked against the limits.
+
+        Raises:
+            ValueError: that size is over ``--max_image_size`` (or its coarser scales do not fit it).
+        """
+        config = pair.config.for_content(*content_size)
+        if config is pair.config:
+            return pair
+        self.limits.check(config)
+        return dataclasses.replace(pair, config=config)
+
+    def batch_key(self, pair: Pair, content_size: tuple[int, int]) -> tuple[str, tuple[int, int]]:
+        """The key of the pairs ``pair`` can share a batch with, and its result's (width, height)."""
+        return repr(batch_key(pair.config, content_size)), fitted_size(*content_size, pair.config.image_size)
 
     # -- the engine's lifecycle ---------------------------------------------------------------
 
@@ -244,8 +259,3 @@ class EngineHandler:
             return [engine.stylize_tiled(request, *tiling, lambda record: on_record(0, record), time_limit)]
         except (ValueError, NonFiniteLossError) as exc:  # the pair's own problem, as a batch returns it
             return [exc]
-
-    @staticmethod
-    def encode(result: StyleResult) -> bytes:
-        """The result as the PNG that is written."""
-        return encode_png(result.image)

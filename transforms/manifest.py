@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import hashlib
 import io
 import json
 import logging
+import random
 import re
 from collections.abc import Iterator
 from typing import Any, Final
@@ -168,6 +170,31 @@ def safe_id(raw: str) -> str:
     return cleaned[:_MAX_ID_LENGTH]
 
 
+def tree_folder(content: str, root: str) -> str:
+    """``--output_layout tree``: the content's folder below ``root`` as an id prefix (``a/b/``),
+    each folder name made safe as an id is; "" for a content at the root or outside it.
+
+    Raises:
+        ValueError: a folder name that could write outside the output (``..``, a leading '.').
+    """
+    relative = storage.relative_path(content, root)
+    if relative is None or "/" not in relative:
+        return ""
+    folders = relative.split("/")[:-1]
+    try:
+        return "".join(f"{safe_id(name)}/" for name in folders)
+    except ValueError as exc:
+        raise ValueError(f"content folder {'/'.join(folders)!r} cannot be mirrored: {exc}") from None
+
+
+def chosen_styles(content_path: str, styles: list[str], count: int, seed: int) -> list[str]:
+    """``count`` distinct styles for one content, drawn from ``styles`` by a choice that depends
+    only on ``seed``, the content's path (below the glob's root) and the style set: the same on
+    every worker, in every rerun, and whatever order the runner visits contents in."""
+    digest = hashlib.sha256(f"{seed}\0{content_path}".encode()).digest()
+    return random.Random(int.from_bytes(digest[:8], "big")).sample(sorted(styles), count)
+
+
 def _split(value: Any, column: str) -> list[Any]:
     if isinstance(value, list):
         return value
@@ -195,8 +222,11 @@ def _convert(column: str, value: Any) -> Any:
         raise ValueError(f"{column} must be {kind.__name__}, got {value!r}") from None
 
 
-def row_to_pair(row: dict[str, Any], source: str, base_folder: str, defaults: StyleConfig, limits: Limits) -> Pair:
-    """Validate one row (its id not yet made unique) against the job's limits.
+def row_to_pair(
+    row: dict[str, Any], source: str, base_folder: str, defaults: StyleConfig, limits: Limits, tree_root: str | None = None
+) -> Pair:
+    """Validate one row (its id not yet made unique) against the job's limits; with ``tree_root``
+    (``--output_layout tree``) its id starts with the content's folder below that root.
 
     Raises ValueError naming the problem (UnsafeLocationError for a location it may not read).
     """
@@ -231,8 +261,9 @@ def row_to_pair(row: dict[str, Any], source: str, base_folder: str, defaults: St
     for location in (content, *styles, *([row_init] if row_init else [])):
         storage.check_location(location, limits.allowed_schemes)
     raw_id = str(row["id"]) if str(row.get("id", "")).strip() else ""
-    pair_id = safe_id(raw_id) if raw_id else ""
-    return Pair(pair_id, content, tuple(styles), config, weights, source, row)
+    folder = tree_folder(content, tree_root) if tree_root is not None else ""
+    pair_id = folder + safe_id(raw_id) if raw_id else ""
+    return Pair(pair_id, content, tuple(styles), config, weights, source, row, folder)
 
 
 def derive_id(pair: Pair) -> str:
@@ -241,16 +272,21 @@ def derive_id(pair: Pair) -> str:
 
 
 def validate_rows(
-    rows: list[tuple[str, dict[str, Any] | Exception]], base_folder: str, defaults: StyleConfig, limits: Limits
+    rows: list[tuple[str, dict[str, Any] | Exception]],
+    base_folder: str,
+    defaults: StyleConfig,
+    limits: Limits,
+    tree_root: str | None = None,
 ) -> Iterator[Pair | Failure]:
-    """Pairs with unique ids, and a Failure for every invalid row, in manifest order."""
+    """Pairs with unique ids, and a Failure for every invalid row, in manifest order; with
+    ``tree_root``, ids keep the content's folders below it (``--output_layout tree``)."""
     parsed: list[Pair | Failure] = []
     for source, row in rows:
         if isinstance(row, Exception):
             parsed.append(Failure.from_exception(Stage.MANIFEST, row, source))
             continue
         try:
-            parsed.append(row_to_pair(row, source, base_folder, defaults, limits))
+            parsed.append(row_to_pair(row, source, base_folder, defaults, limits, tree_root))
         except ValueError as exc:
             parsed.append(Failure.from_exception(Stage.MANIFEST, exc, source, row=_short(row)))
     # Explicit ids are reserved first, so a derived id never takes a name a row asked for.
@@ -264,7 +300,11 @@ def validate_rows(
                 taken[item.id] = item.source
     for item in parsed:
         if isinstance(item, Pair) and not item.id:
-            base = candidate = derive_id(item)
+            try:
+                base = candidate = item.folder + derive_id(item)
+            except ValueError as exc:  # a name with nothing usable (a dot-file, say): this row's failure
+                yield Failure.from_exception(Stage.MANIFEST, exc, item.source, row=_short(item.row))
+                continue
             suffix = 2
             while candidate in taken:
                 candidate, suffix = f"{base}-{suffix}", suffix + 1
@@ -295,10 +335,11 @@ def read_manifest(location: str, declared_format: str | None, limits: Limits) ->
 
 
 class _ExpandManifestFn(beam.DoFn):
-    def __init__(self, fmt: str | None, defaults: StyleConfig, limits: Limits) -> None:
+    def __init__(self, fmt: str | None, defaults: StyleConfig, limits: Limits, layout: str) -> None:
         self._fmt = fmt
         self._defaults = defaults
         self._limits = limits
+        self._layout = layout
 
     def process(self, location: str) -> Iterator[Any]:
         try:
@@ -306,13 +347,31 @@ class _ExpandManifestFn(beam.DoFn):
         except (OSError, ValueError) as exc:
             yield from _tagged(iter([Failure.from_exception(Stage.MANIFEST, exc, location)]))
             return
-        yield from _tagged(validate_rows(rows, storage.parent(location), self._defaults, self._limits))
+        base = storage.parent(location)
+        tree_root = base if self._layout == "tree" else None
+        yield from _tagged(validate_rows(rows, base, self._defaults, self._limits, tree_root))
+
+
+def glob_rows(
+    contents: list[str], styles: list[str], root: str, styles_per_content: int, seed: int
+) -> list[tuple[str, dict[str, Any]]]:
+    """Manifest rows for two globs' matches: every content with every style, or with
+    ``styles_per_content`` styles of its own (``chosen_styles``)."""
+    rows = []
+    for content in contents:
+        chosen = styles
+        if styles_per_content:
+            chosen = chosen_styles(storage.relative_path(content, root) or content, styles, styles_per_content, seed)
+        rows += [(f"{content} x {style}", {"content": content, "style": style}) for style in chosen]
+    return rows
 
 
 class _ExpandGlobsFn(beam.DoFn):
-    def __init__(self, defaults: StyleConfig, limits: Limits) -> None:
+    def __init__(self, defaults: StyleConfig, limits: Limits, styles_per_content: int, layout: str) -> None:
         self._defaults = defaults
         self._limits = limits
+        self._styles_per_content = styles_per_content
+        self._layout = layout
 
     def process(self, patterns: tuple[str, str]) -> Iterator[Any]:
         contents_pattern, styles_pattern = patterns
@@ -325,16 +384,16 @@ class _ExpandGlobsFn(beam.DoFn):
             except OSError as exc:
                 yield from _tagged(iter([Failure.from_exception(Stage.MANIFEST, exc, f"{flag} {pattern}")]))
                 return
-        rows = [
-            (f"{content} x {style}", {"content": content, "style": style})
-            for content in matches["--contents"]
-            for style in matches["--styles"]
-        ]
-        yield from _tagged(validate_rows(rows, ".", self._defaults, self._limits))
+        root = storage.glob_root(contents_pattern)
+        rows = glob_rows(matches["--contents"], matches["--styles"], root, self._styles_per_content, self._defaults.seed)
+        tree_root = root if self._layout == "tree" else None
+        yield from _tagged(validate_rows(rows, ".", self._defaults, self._limits, tree_root))
 
 
 class ReadPairs(beam.PTransform):
-    """Pairs from a manifest file, or from the cross product of two globs.
+    """Pairs from a manifest file, or from two globs: every content with every style, or with
+    ``styles_per_content`` seeded choices of its own. ``layout`` "tree" keeps each content's
+    folder (below the manifest's folder or the contents glob's root) in its pair's id.
 
     Outputs a ``DoOutputsTuple`` with ``pairs`` (Pair) and ``failures`` (Failure).
     """
@@ -347,10 +406,14 @@ class ReadPairs(beam.PTransform):
         manifest_format: str | None = None,
         contents: str | None = None,
         styles: str | None = None,
+        styles_per_content: int = 0,
+        layout: str = "flat",
     ) -> None:
         super().__init__()
         if bool(manifest) == bool(contents and styles):
             raise ValueError("give either a manifest, or both contents and styles globs")
+        self._styles_per_content = styles_per_content
+        self._layout = layout
         self._defaults = defaults
         self._limits = limits
         self._manifest = manifest
@@ -362,10 +425,10 @@ class ReadPairs(beam.PTransform):
             return (
                 pbegin
                 | "ManifestLocation" >> beam.Create([self._manifest])
-                | "ParseManifest" >> beam.ParDo(_ExpandManifestFn(self._format, self._defaults, self._limits)).with_outputs(FAILURES, main=PAIRS)
+                | "ParseManifest" >> beam.ParDo(_ExpandManifestFn(self._format, self._defaults, self._limits, self._layout)).with_outputs(FAILURES, main=PAIRS)
             )
         return (
             pbegin
             | "GlobPatterns" >> beam.Create([self._globs])
-            | "CrossProduct" >> beam.ParDo(_ExpandGlobsFn(self._defaults, self._limits)).with_outputs(FAILURES, main=PAIRS)
+            | "CrossProduct" >> beam.ParDo(_ExpandGlobsFn(self._defaults, self._limits, self._styles_per_content, self._layout)).with_outputs(FAILURES, main=PAIRS)
         )

@@ -1,8 +1,8 @@
 """The output contract (README, "Outputs"): where a pair's files go, what its log holds, how a
 rerun tells a finished pair from one to redo, and how a finished pair is written.
 
-    OUTPUT/images/<id>.png            the stylized image
-    OUTPUT/logs/<id>.json             inputs, resolved configuration, per-iteration history, ...
+    OUTPUT/images/<id>.png            the stylized image (.jpg, .webp with --output_format)
+    OUTPUT/logs/<id>.json             inputs, resolved configuration, the history in columns, ...
     OUTPUT/failures/<run_id>.jsonl    one record per failed row or pair of that run
     OUTPUT/summary.json               counts, wall time, configuration of the latest run
     OUTPUT/report.html                the latest run for people: thumbnails, loss curves, failures (report.py)
@@ -23,23 +23,69 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import io
 import json
 import platform
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import metadata
 from typing import Any, Final
 
+from PIL import Image
+
 from transforms import report, storage
-from transforms.nst.records import StyleResult
-from transforms.records import Pair
+from transforms.nst.records import IterationRecord, StyleResult
+from transforms.records import IMAGE_FORMATS, Pair
 
 # Packages whose versions every log records.
 _PACKAGES: Final = ("torch", "torchvision", "apache-beam", "pillow", "fsspec", "beam-style-transfer")
+# The log's layout: 2 holds the history in columns (1, a list of records, is still read).
+LOG_FORMAT: Final = 2
 
 
-def image_location(output: str, pair_id: str) -> str:
-    return storage.join(output, "images", f"{pair_id}.png")
+@dataclass(frozen=True)
+class OutputSpec:
+    """How each pair is written: the image's format and quality, and which iterations its log keeps.
+
+    ``log_every`` N keeps iteration 0, every Nth, the first of each phase (the in-range restart),
+    and the last; 1 keeps them all.
+    """
+
+    image_format: str = "png"
+    # JPEG and WebP quality, 1-100 (PNG is lossless).
+    quality: int = 95
+    log_every: int = 1
+
+    def __post_init__(self) -> None:
+        if self.image_format not in IMAGE_FORMATS:
+            raise ValueError(f"unknown --output_format {self.image_format!r}: choose one of {', '.join(IMAGE_FORMATS)}")
+        if not 1 <= self.quality <= 100:
+            raise ValueError(f"--output_quality must be from 1 to 100, got {self.quality}")
+        if self.log_every < 1:
+            raise ValueError(f"--log_every must be 1 or more, got {self.log_every}")
+
+    @property
+    def extension(self) -> str:
+        return IMAGE_FORMATS[self.image_format]
+
+    def fingerprint_settings(self) -> dict[str, object]:
+        """What of the output decides whether a finished pair is redone: its format and quality
+        (PNG, the default, adds nothing, so that earlier fingerprints hold)."""
+        return {} if self.image_format == "png" else {"image_format": self.image_format, "quality": self.quality}
+
+    def encode(self, image: Image.Image) -> bytes:
+        """``image`` as the file that is written."""
+        data = io.BytesIO()
+        if self.image_format == "png":
+            image.save(data, format="PNG")
+        else:
+            image.save(data, format=self.image_format.upper(), quality=self.quality)
+        return data.getvalue()
+
+
+def image_location(output: str, pair_id: str, extension: str = "png") -> str:
+    return storage.join(output, "images", f"{pair_id}.{extension}")
 
 
 def log_location(output: str, pair_id: str) -> str:
@@ -83,25 +129,40 @@ def log_problem(log: object, pair_id: str) -> str | None:
     image = log.get("image")
     if not isinstance(image, dict) or not isinstance(image.get("sha256"), str) or not isinstance(image.get("bytes"), int):
         return "the log has no image digest"
-    history = log.get("history")
-    if not isinstance(history, list) or not history or history[-1] != log.get("final"):
+    history, final = log.get("history"), log.get("final")
+    if isinstance(history, list):  # LOG_FORMAT 1: one record per iteration
+        ends_with_final = bool(history) and history[-1] == final
+    else:
+        columns = history if isinstance(history, dict) else {}
+        totals, iterations = columns.get("total"), columns.get("iteration")
+        ends_with_final = (
+            isinstance(final, dict) and isinstance(totals, list) and isinstance(iterations, list)
+            and len(totals) == len(iterations) > 0
+            and (iterations[-1], totals[-1]) == (final.get("iteration"), final.get("total"))
+        )
+    if not ends_with_final:
         return "the log's history is missing or does not end with the final record"
     return None
 
 
-def inspect_outputs(output: str, pair_id: str, fingerprint: str) -> PriorOutputs:
-    """Check a pair's outputs against its log, reading the image to compare its digest."""
+def inspect_outputs(output: str, pair_id: str, fingerprint: str, extension: str = "png") -> PriorOutputs:
+    """Check a pair's outputs against its log, reading the image to compare its digest.
+
+    The image is read only up to the size its log recorded: whoever can write the output folder
+    cannot make a rerun read without bound.
+    """
+    image_file = image_location(output, pair_id, extension)
     try:
         raw = storage.read_bytes(log_location(output, pair_id))
     except FileNotFoundError:
-        if storage.exists(image_location(output, pair_id)):
+        if storage.exists(image_file):
             return PriorOutputs("damaged", "an image without a log (a run stopped between the two writes)")
         return PriorOutputs("absent")
     except OSError as exc:
         return PriorOutputs("damaged", f"the log cannot be read ({exc})")
     try:
         log = json.loads(raw)
-    except ValueError:
+    except (ValueError, RecursionError):
         return PriorOutputs("damaged", "the log is not valid JSON (cut short?)")
     if isinstance(log, dict) and log.get("fingerprint") != fingerprint:
         return PriorOutputs("stale", "made from other inputs or settings")
@@ -109,7 +170,7 @@ def inspect_outputs(output: str, pair_id: str, fingerprint: str) -> PriorOutputs
     if problem:
         return PriorOutputs("damaged", problem)
     try:
-        image = storage.read_bytes(image_location(output, pair_id))
+        image = storage.read_bytes(image_file, max_bytes=log["image"]["bytes"])
     except FileNotFoundError:
         return PriorOutputs("damaged", "the image is missing")
     except OSError as exc:
@@ -124,8 +185,11 @@ def utc_iso(seconds: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(seconds))
 
 
-def to_json(data: Any) -> bytes:
-    return (json.dumps(data, indent=2, sort_keys=False, default=str) + "\n").encode()
+def to_json(data: Any, compact: bool = False) -> bytes:
+    """JSON as the job writes it: indented for people (summary, plan), or ``compact`` (logs,
+    where the history's columns would otherwise take a line per number)."""
+    text = json.dumps(data, separators=(",", ":"), default=str) if compact else json.dumps(data, indent=2, default=str)
+    return (text + "\n").encode()
 
 
 def pair_inputs(pair: Pair) -> dict[str, Any]:
@@ -143,10 +207,40 @@ def input_signatures(pair: Pair) -> dict[str, str]:
     return {location: storage.signature(location) for location in locations}
 
 
-def fingerprint(pair: Pair, signatures: dict[str, str]) -> str:
-    """Identifies the work a pair's outputs came from: inputs, their versions, every setting."""
+def fingerprint(pair: Pair, signatures: dict[str, str], spec: OutputSpec = OutputSpec()) -> str:
+    """Identifies the work a pair's outputs came from: inputs, their versions, every setting.
+
+    ``pair.config`` as the job or row gave it: ``image_size`` 0 stays 0 (the size it resolves to
+    follows from the content, whose signature is here), so a rerun's skip check reads no image.
+    """
     described = {**pair_inputs(pair), "signatures": signatures, "config": pair.config.fingerprint_settings()}
+    described.update(spec.fingerprint_settings())
     return hashlib.sha256(json.dumps(described, sort_keys=True).encode()).hexdigest()
+
+
+def kept_iterations(records: Sequence[IterationRecord], every: int, phase_starts: Sequence[int] = ()) -> list[IterationRecord]:
+    """The records a log keeps: all with ``every`` 1; else iteration 0, every ``every``-th, the
+    first of each phase and the one before it, and the last (the written image's)."""
+    if every == 1:
+        return list(records)
+    marks = {iteration for start in phase_starts for iteration in (start - 1, start)}
+    last = len(records) - 1
+    return [r for i, r in enumerate(records) if i in (0, last) or r.iteration % every == 0 or r.iteration in marks]
+
+
+def history_columns(records: Sequence[IterationRecord]) -> dict[str, Any]:
+    """A history as columns (LOG_FORMAT 2): one list per quantity instead of one object per
+    iteration, about a quarter of the bytes. ``rejected`` lists the rejected iterations;
+    seconds are kept to the millisecond; losses exactly (None where not finite)."""
+    rows = [record.to_dict() for record in records]
+    layers = list(records[0].style_layers) if records else []
+    return {
+        "iteration": [row["iteration"] for row in rows],
+        **{name: [row[name] for row in rows] for name in ("total", "content", "style", "tv")},
+        "style_layers": {layer: [row["style_layers"][layer] for row in rows] for layer in layers},
+        "seconds": [round(row["seconds"], 3) for row in rows],
+        "rejected": [row["iteration"] for row in rows if row["rejected"]],
+    }
 
 
 @functools.cache
@@ -161,32 +255,61 @@ def versions() -> dict[str, str]:
     return found
 
 
+def history_records(history: dict[str, Any] | list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """A log's history as one record per kept iteration, from either layout (LOG_FORMAT 2's
+    columns, or 1's records): what a reader of logs iterates over."""
+    if isinstance(history, list):
+        return history
+    layers = history.get("style_layers", {})
+    rejected = set(history.get("rejected", []))
+    return [
+        {
+            "iteration": iteration,
+            **{name: history[name][k] for name in ("total", "content", "style", "tv")},
+            "style_layers": {layer: values[k] for layer, values in layers.items()},
+            "seconds": history["seconds"][k],
+            "rejected": iteration in rejected,
+        }
+        for k, iteration in enumerate(history["iteration"])
+    ]
+
+
 def pair_log(
     pair: Pair,
     signatures: dict[str, str],
     work: str,
-    png: bytes,
+    image: bytes,
     result: StyleResult,
     batch_size: int,
     seconds: float,
     repairing: str | None,
+    spec: OutputSpec = OutputSpec(),
 ) -> dict[str, Any]:
     """``logs/<id>.json`` of a finished pair: the schema README's "Outputs" documents."""
     config = pair.config
+
+    def history(scale: StyleResult) -> dict[str, Any]:
+        return history_columns(kept_iterations(scale.history, spec.log_every, scale.phase_starts))
+
     log = {
         "id": pair.id,
+        "log_format": LOG_FORMAT,
         "inputs": {**pair_inputs(pair), "signatures": signatures, "source": pair.source},
         "config": config.to_dict(),
         "fingerprint": work,
-        "image": {"sha256": storage.sha256(png), "bytes": len(png)},
-        "history": [record.to_dict() for record in result.history],
+        "image": {
+            "path": f"images/{pair.id}.{spec.extension}", "format": spec.image_format,
+            "size": list(result.image.size), "sha256": storage.sha256(image), "bytes": len(image),
+        },
+        "history": history(result),
+        "history_every": spec.log_every,
         "final": result.final.to_dict(),
         "chosen_iteration": result.chosen_iteration,
         # Coarse-to-fine: each coarser scale's own history, at its own size.
         "scales": [
             {
                 "size": list(coarse.image.size),
-                "history": [record.to_dict() for record in coarse.history],
+                "history": history(coarse),
                 "final": coarse.final.to_dict(),
                 "chosen_iteration": coarse.chosen_iteration,
             }
@@ -209,14 +332,26 @@ def pair_log(
     return log
 
 
-def write_pair(output: str, pair_id: str, png: bytes, log: dict[str, Any]) -> None:
+def index_entry(log: dict[str, Any]) -> dict[str, Any]:
+    """A finished pair's line in ``index/<run_id>-*.jsonl``: what a data loader needs."""
+    return {
+        "id": log["id"],
+        "content": log["inputs"]["content"],
+        "styles": log["inputs"]["styles"],
+        "image": log["image"]["path"],
+        "size": log["image"]["size"],
+        "final_loss": log["final"]["total"],
+    }
+
+
+def write_pair(output: str, pair_id: str, image: bytes, log: dict[str, Any], extension: str = "png") -> None:
     """The pair's image, then its log, each atomically: a log always describes an image that is
     there (a run stopped between the two leaves an image without a log, which a rerun redoes).
 
     Raises:
         OSError: naming the file that could not be written, and why.
     """
-    for location, data in ((image_location(output, pair_id), png), (log_location(output, pair_id), to_json(log))):
+    for location, data in ((image_location(output, pair_id, extension), image), (log_location(output, pair_id), to_json(log, compact=True))):
         try:
             storage.write_atomic(location, data)
         except OSError as exc:

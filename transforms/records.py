@@ -13,6 +13,10 @@ from transforms.nst.config import StyleConfig
 
 # The manifest formats ReadPairs understands (here, free of Beam, for the command line).
 MANIFEST_FORMATS: Final = ("csv", "jsonl")
+# Where outputs go: flat (OUTPUT/images/<id>) or tree (the content's folders kept below the root).
+LAYOUTS: Final = ("flat", "tree")
+# The formats a result can be written in, with their file extensions.
+IMAGE_FORMATS: Final = {"png": "png", "jpeg": "jpg", "webp": "webp"}
 # The namespace of the job's Beam metrics (counters and distributions).
 NAMESPACE: Final = "style_transfer"
 
@@ -34,6 +38,9 @@ class Pair:
     style_weights: tuple[float, ...] | None = None
     source: str = ""
     row: dict[str, Any] = field(default_factory=dict, compare=False)
+    # --output_layout tree: the content's folder below the glob's root or the manifest's folder
+    # ("n01440764/", "" at the root or in the flat layout); ``id`` starts with it.
+    folder: str = ""
 
 
 class Stage(str, Enum):
@@ -83,4 +90,9 @@ class Outcome:
     seconds: float = 0.0
     # succeeded only: the pair's earlier outputs were damaged and have been replaced
     repaired: bool = False
+    # succeeded only: the written image's loss, the batch it ran in, and its line of the index
+    # (outputs.index_entry) for the data loaders
+    final_loss: float | None = None
+    batch_size: int = 0
+    index: dict[str, Any] | None = None
 

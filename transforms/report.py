@@ -1,15 +1,18 @@
 """The run's report: OUTPUT/report.html and OUTPUT/contact_sheet.png, for people to look at.
 
-``report.html`` is one self-contained file (no network, no scripts): for every pair of the run
-its content, style(s) and result as inline thumbnails, its loss curve as inline SVG, its seconds
-and status; the failures with their reasons; the configuration. Links to full-size images and
+``report.html`` is one self-contained file (no network, no scripts), one readable page at any
+size: the totals; the distributions of final loss, seconds and batch size (inline SVG, over the
+summary's sample); every failure up to FAILURES_SHOWN with a count of the rest; and for a
+bounded choice of pairs (tally.ReportChoice: the first, the worst, a random few hundred) its
+content, style(s) and result as inline thumbnails, its loss curve, its seconds and status; the
+configuration. Links to full-size images and
 logs are relative, so the page works from a bucket as from disk. Images shared by many pairs
 (styles, mostly) are embedded once, as CSS classes. Everything from a manifest is escaped.
 
 Pillow and the standard library only: WriteResults (results.py) wires it into the pipeline.
 
-Imports: Pillow and the standard library only; no Beam, no storage (results.py reads and writes for
-it).
+Imports: Pillow, the standard library and tally's Figures; no Beam, no storage (results.py reads and
+writes for it).
 """
 
 from __future__ import annotations
@@ -26,12 +29,18 @@ from typing import Any, Final
 
 from PIL import Image, ImageDraw
 
+from transforms.tally import Figures
+
 THUMBNAIL_PX: Final = 128
 # Contact sheet tiles shrink as a run grows, to keep the PNG in the megabytes: (most results, tile px, columns).
 SHEET_LAYOUTS: Final = ((100, 128, 10), (300, 96, 15), (None, 64, 25))
 SHEET_LABEL_PX: Final = 14
 # A loss curve is drawn from at most this many points (a pair may have thousands of iterations).
 CURVE_POINTS: Final = 120
+
+# Failures listed on the page; the rest are counted (all are in failures/<run_id>.jsonl).
+FAILURES_SHOWN: Final = 200
+HISTOGRAM_BINS: Final = 24
 
 REPORT_NAME: Final = "report.html"
 CONTACT_SHEET_NAME: Final = "contact_sheet.png"
@@ -107,17 +116,26 @@ def entry_from_log(
 def losses_from_log(log: dict[str, Any]) -> tuple[tuple[int, float], ...]:
     """(iteration, total loss) of a log's history, thinned to about CURVE_POINTS.
 
-    Trials the divergence guard rejected (lbfgs.py) are left out: they were never the image.
+    Reads both layouts of the history: columns (outputs.LOG_FORMAT 2) and one record per
+    iteration (1). Trials the divergence guard rejected (lbfgs.py) are left out: they were never
+    the image.
     """
-    history = [
-        r for r in log.get("history", [])
-        if isinstance(r, dict) and isinstance(r.get("total"), (int, float)) and not r.get("rejected")
-    ]
-    step = max(1, math.ceil(len(history) / CURVE_POINTS))
-    kept = history[::step]
-    if history and kept[-1] is not history[-1]:
-        kept.append(history[-1])
-    return tuple((int(r["iteration"]), float(r["total"])) for r in kept if math.isfinite(r["total"]) and r["total"] > 0)
+    history = log.get("history")
+    if isinstance(history, dict):
+        iterations, totals = history.get("iteration") or [], history.get("total") or []
+        rejected = set(history.get("rejected") or [])
+        points = [(i, t) for i, t in zip(iterations, totals) if i not in rejected]
+    else:
+        points = [
+            (r.get("iteration"), r.get("total")) for r in history or []
+            if isinstance(r, dict) and not r.get("rejected")
+        ]
+    points = [(i, t) for i, t in points if isinstance(i, int) and isinstance(t, (int, float))]
+    step = max(1, math.ceil(len(points) / CURVE_POINTS))
+    kept = points[::step]
+    if points and kept[-1] is not points[-1]:
+        kept.append(points[-1])
+    return tuple((i, float(t)) for i, t in kept if math.isfinite(t) and t > 0)
 
 
 def loss_curve_svg(losses: Sequence[tuple[int, float]], width: int = 220, height: int = 64) -> str:
@@ -181,21 +199,46 @@ table{border-collapse:collapse}td,th{border-bottom:1px solid #ddd;padding:6px 8p
 .missing,.note{color:#a33}.num{text-align:right;font-variant-numeric:tabular-nums}
 .counts span{margin-right:16px}code,pre{font-size:12px}pre{background:#f6f6f6;padding:8px;overflow:auto}
 .failed{color:#a33;font-weight:600}
+.figures{display:flex;gap:24px;flex-wrap:wrap}figure{margin:0}figcaption{font-size:12px;color:#555}
 """
 
 
-def render_html(
-    summary: dict[str, Any], entries: Iterable[ReportEntry], failures: Iterable[dict[str, Any]], failures_link: str | None
-) -> str:
-    """The whole report page. ``failures`` are failure records (records.Failure.to_dict())."""
-    images = _Images()
+def histogram_svg(values: Sequence[float], label: str, log: bool = False, width: int = 260, height: int = 72) -> str:
+    """A small histogram of ``values`` (log10 of them with ``log``) as inline SVG; "" without values."""
+    points = [math.log10(v) if log else v for v in values if math.isfinite(v) and (v > 0 or not log)]
+    if not points:
+        return ""
+    low, high = min(points), max(points)
+    span = (high - low) or 1.0
+    counts = [0] * HISTOGRAM_BINS
+    for point in points:
+        counts[min(HISTOGRAM_BINS - 1, int((point - low) / span * HISTOGRAM_BINS))] += 1
+    bar = width / HISTOGRAM_BINS
+    tallest = max(counts)
+    bars = "".join(
+        f'<rect x="{i * bar:.1f}" y="{height - 14 - c / tallest * (height - 18):.1f}" width="{bar - 1:.1f}" '
+        f'height="{c / tallest * (height - 18):.1f}" fill="#3366cc"/>'
+        for i, c in enumerate(counts) if c
+    )
+    shown = (lambda v: f"{10 ** v:.3g}") if log else (lambda v: f"{v:.3g}")
+    text = f"{label}: {len(points)} pairs, {shown(low)} to {shown(high)}{' (log scale)' if log else ''}"
+    return (
+        f'<figure><svg class="histogram" width="{width}" height="{height}" viewBox="0 0 {width} {height}" role="img" '
+        f'aria-label="{html.escape(text)}"><title>{html.escape(text)}</title>{bars}'
+        f'<text x="0" y="{height - 2}" font-size="10">{html.escape(shown(low))}</text>'
+        f'<text x="{width}" y="{height - 2}" font-size="10" text-anchor="end">{html.escape(shown(high))}</text></svg>'
+        f"<figcaption>{html.escape(label)}</figcaption></figure>"
+    )
+
+
+def _pair_rows(entries: Iterable[ReportEntry], images: _Images, extension: str) -> list[str]:
     rows = []
     for entry in sorted(entries, key=lambda e: e.id):
         status = entry.status + (" (repaired)" if entry.repaired else "")
         styles = "".join(images.tag(entry.thumbnails.get(s), f"style: {s}") for s in entry.styles)
         result = images.tag(entry.thumbnails.get("result"), f"result: {entry.id}")
         if "result" in entry.thumbnails:
-            result = f'<a href="{_href(f"images/{entry.id}.png")}">{result}</a>'
+            result = f'<a href="{_href(f"images/{entry.id}.{extension}")}">{result}</a>'
         seconds = "" if entry.seconds is None else f"{entry.seconds:.1f}"
         final = "" if entry.final_loss is None else f"{entry.final_loss:.4g}"
         log = f'<a href="{_href(f"logs/{entry.id}.json")}">log</a>' if entry.losses else ""
@@ -207,34 +250,64 @@ def render_html(
             f"<td>{loss_curve_svg(entry.losses)}</td><td class=\"num\">{final}</td>"
             f"<td class=\"num\">{seconds}</td><td>{html.escape(status)} {log}</td></tr>"
         )
-    failure_rows = [
+    return rows
+
+
+def _failures_section(failures: Sequence[dict[str, Any]], failures_link: str | None) -> str:
+    if not failures:
+        return ""
+    rows = "".join(
         f"<tr><td><code>{html.escape(str(f.get('id') or ''))}</code></td><td>{html.escape(str(f.get('stage')))}</td>"
         f"<td><code>{html.escape(str(f.get('source')))}</code></td><td class=\"failed\">{html.escape(str(f.get('error')))}</td></tr>"
-        for f in failures
-    ]
+        for f in failures[:FAILURES_SHOWN]
+    )
+    link = f' (<a href="{_href(failures_link)}">{html.escape(failures_link)}</a>)' if failures_link else ""
+    rest = len(failures) - FAILURES_SHOWN
+    more = f"<p>and {rest} more failures, each in the failures file.</p>" if rest > 0 else ""
+    return (
+        f"<h2>Failures: {len(failures)}{link}</h2><table><tr><th>id</th><th>stage</th><th>source</th><th>reason</th></tr>"
+        f"{rows}</table>{more}"
+    )
+
+
+def render_html(
+    summary: dict[str, Any],
+    entries: Sequence[ReportEntry],
+    failures: Sequence[dict[str, Any]],
+    failures_link: str | None,
+    sample: Sequence[Figures] = (),
+    extension: str = "png",
+) -> str:
+    """The whole report page. ``failures`` are failure records (records.Failure.to_dict());
+    ``sample``, the figures of the pairs the summary's statistics come from (tally.Tally)."""
+    images = _Images()
+    rows = _pair_rows(entries, images, extension)
     counts = summary.get("counts", {})
     count_line = "".join(f"<span>{html.escape(k.replace('_', ' '))}: <b>{v}</b></span>" for k, v in counts.items())
     per_pair = summary.get("seconds_per_pair") or {}
     timing = f"median {per_pair['median']:.1f} s per pair, " if per_pair else ""
-    failures_section = ""
-    if failure_rows:
-        link = f' (<a href="{_href(failures_link)}">{html.escape(failures_link)}</a>)' if failures_link else ""
-        failures_section = (
-            f"<h2>Failures{link}</h2><table><tr><th>id</th><th>stage</th><th>source</th><th>reason</th></tr>"
-            + "".join(failure_rows) + "</table>"
-        )
+    distributions = "".join([
+        histogram_svg([f.final_loss for f in sample if f.final_loss is not None], "final loss", log=True),
+        histogram_svg([f.seconds for f in sample], "seconds per pair"),
+        histogram_svg([float(f.batch_size) for f in sample], "batch size"),
+    ])
+    if distributions:
+        distributions = f'<h2>Distributions ({len(sample)} pairs)</h2><div class="figures">{distributions}</div>'
+    pairs = len(entries)
+    finished = counts.get("succeeded", 0) + counts.get("skipped", 0) + counts.get("claimed_elsewhere", 0)
+    shown = f" ({pairs} of {finished}: the first, the worst and a random sample)" if pairs < finished else ""
     configuration = html.escape(json.dumps(summary.get("configuration", {}), indent=2, default=str))
     title = f"Style transfer run {summary.get('run_id', '')}"
     return (
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
-        f"<title>{html.escape(title)}</title><style>{_STYLE}{images.css() if rows or failure_rows else ''}</style></head><body>"
+        f"<title>{html.escape(title)}</title><style>{_STYLE}{images.css()}</style></head><body>"
         f"<h1>{html.escape(title)}</h1>"
         f"<p>{html.escape(str(summary.get('started_at', '')))} to {html.escape(str(summary.get('finished_at', '')))}: "
         f"{timing}{summary.get('wall_seconds', 0):.1f} s in all. "
         f'<a href="{CONTACT_SHEET_NAME}">contact sheet</a> · <a href="summary.json">summary.json</a></p>'
         f'<p class="counts">{count_line}</p>'
-        f"{failures_section}"
-        f"<h2>Pairs</h2><table><tr><th>id</th><th>content</th><th>style</th><th>result</th><th>total loss</th>"
+        f"{distributions}{_failures_section(failures, failures_link)}"
+        f"<h2>Pairs{html.escape(shown)}</h2><table><tr><th>id</th><th>content</th><th>style</th><th>result</th><th>total loss</th>"
         f"<th>final</th><th>seconds</th><th>status</th></tr>{''.join(rows)}</table>"
         f"<h2>Configuration</h2><pre>{configuration}</pre></body></html>\n"
     )

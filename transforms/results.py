@@ -1,20 +1,25 @@
-"""WriteResults: the run's failures, summary and report, once every pair is written.
+"""WriteResults: the run's index, failures, summary and report, once every pair is written.
 
 Each pair's image and log are written by the stylize step as it finishes (outputs.py holds the
-layout and the log's schema); this step gathers the outcomes and failures of the run into
-``OUTPUT/failures/<run_id>.jsonl``, ``OUTPUT/summary.json`` and the report.
+layout and the log's schema). This step gathers the run in bounded memory, whatever its size:
 
-Imports: Beam, outputs, storage, limits, records and report; nothing of pipeline/, no torch.
+    OUTPUT/index/<run_id>-SSSSS-of-NNNNN.jsonl   one line per pair this run wrote, for data loaders
+    OUTPUT/failures/<run_id>.jsonl               every failed row or pair of the run
+    OUTPUT/summary.json                          counts and timing (tally.py: combiners, no list of outcomes)
+    OUTPUT/report.html, contact_sheet.png        totals, distributions, failures (capped), a sample of pairs
+
+Imports: Beam, outputs, storage, limits, records, report and tally; nothing of pipeline/, no torch.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import statistics
+import math
 import time
-from collections.abc import Iterator
-from typing import Any
+import zlib
+from collections.abc import Iterable, Iterator
+from typing import Any, Final
 
 import apache_beam as beam
 from apache_beam import pvalue
@@ -23,6 +28,7 @@ from apache_beam.metrics import Metrics
 from transforms import report, storage
 from transforms.limits import Limits
 from transforms.outputs import (
+    OutputSpec,
     failures_location,
     image_location,
     log_location,
@@ -32,8 +38,68 @@ from transforms.outputs import (
     utc_iso,
 )
 from transforms.records import NAMESPACE, Failure, Outcome
+from transforms.tally import ReportChoice, Tally
 
 logger = logging.getLogger(f"beam_style_transfer.{__name__}")  # README, "Logs"
+
+# Lines per index shard, about: 100,000 lines of ~250 bytes are a 25 MB file.
+INDEX_LINES_PER_SHARD: Final = 100_000
+
+
+def index_location(output: str, run_id: str, shard: int, shards: int) -> str:
+    return storage.join(output, "index", f"{run_id}-{shard:05d}-of-{shards:05d}.jsonl")
+
+
+class _TallyFn(beam.CombineFn):
+    """Outcomes -> one Tally (tally.py), merged across workers."""
+
+    def create_accumulator(self) -> Tally:
+        return Tally()
+
+    def add_input(self, tally: Tally, outcome: Outcome) -> Tally:
+        return tally.add(outcome)
+
+    def merge_accumulators(self, tallies: Iterable[Tally]) -> Tally:
+        return Tally.merged(list(tallies))
+
+    def extract_output(self, tally: Tally) -> Tally:
+        return Tally.merged([tally])  # trimmed to the sample size
+
+
+class _ChooseForReportFn(beam.CombineFn):
+    """Outcomes -> the few the report shows (tally.ReportChoice)."""
+
+    def create_accumulator(self) -> ReportChoice:
+        return ReportChoice()
+
+    def add_input(self, choice: ReportChoice, outcome: Outcome) -> ReportChoice:
+        return choice.add(outcome)
+
+    def merge_accumulators(self, choices: Iterable[ReportChoice]) -> ReportChoice:
+        return ReportChoice.merged(list(choices))
+
+    def extract_output(self, choice: ReportChoice) -> list[Outcome]:
+        return ReportChoice.merged([choice]).outcomes()
+
+
+class _WriteIndexShardFn(beam.DoFn):
+    """(shard, [line]) -> ``index/<run_id>-SSSSS-of-NNNNN.jsonl``, lines in id order.
+
+    Written through storage.py like every other output (Beam's text sink speaks Beam's
+    filesystems, not fsspec's memory:// or az://); a shard is rewritten whole if its bundle is
+    retried, so a retry leaves no duplicate line.
+    """
+
+    def __init__(self, output: str, run_id: str, shards: int) -> None:
+        self._output = output
+        self._run_id = run_id
+        self._shards = shards
+
+    def process(self, element: tuple[int, Iterable[str]]) -> Iterator[str]:
+        shard, lines = element
+        location = index_location(self._output, self._run_id, shard, self._shards)
+        storage.write_atomic(location, "".join(f"{line}\n" for line in sorted(lines)).encode())
+        yield location
 
 
 class _WriteSummaryFn(beam.DoFn):
@@ -44,7 +110,7 @@ class _WriteSummaryFn(beam.DoFn):
         self._configuration = configuration
         self._failed = Metrics.counter(NAMESPACE, "rows_or_pairs_failed")
 
-    def process(self, _: object, outcomes: list[Outcome], failures: list[Failure]) -> Iterator[dict[str, Any]]:
+    def process(self, tally: Tally, failures: list[Failure]) -> Iterator[dict[str, Any]]:
         ordered = sorted(failures, key=lambda f: (f.source, f.id or ""))
         failures_file, failures_error = None, None
         if failures:
@@ -55,10 +121,7 @@ class _WriteSummaryFn(beam.DoFn):
             except OSError as exc:
                 # The summary still goes out, with the records in it: nothing is lost.
                 failures_file, failures_error = None, f"{failures_file}: {type(exc).__name__}: {exc}"
-        counts = {status: 0 for status in Outcome.STATUSES}
-        for outcome in outcomes:
-            counts[outcome.status] += 1
-        seconds = [o.seconds for o in outcomes if o.status == "succeeded"]
+        counts = tally.counts
         finished = time.time()
         summary = {
             "run_id": self._run_id,
@@ -70,10 +133,11 @@ class _WriteSummaryFn(beam.DoFn):
                 "skipped": counts["skipped"],
                 "failed": len(failures),
                 "claimed_elsewhere": counts["claimed"],
-                "repaired": sum(o.repaired for o in outcomes),
-                "total": len(outcomes) + len(failures),
+                "repaired": tally.repaired,
+                "total": sum(counts.values()) + len(failures),
             },
-            "seconds_per_pair": {"median": statistics.median(seconds), "max": max(seconds)} if seconds else None,
+            "seconds_per_pair": tally.seconds_per_pair(),
+            "index": f"index/{self._run_id}-*.jsonl" if counts["succeeded"] else None,
             "failures_file": failures_file,
             "configuration": self._configuration,
         }
@@ -85,16 +149,17 @@ class _WriteSummaryFn(beam.DoFn):
 
 
 class _ReportEntryFn(beam.DoFn):
-    """Outcome -> report.ReportEntry: the pair's log and thumbnails of its pictures.
+    """Outcome (one the report shows) -> report.ReportEntry: the pair's log and thumbnails.
 
     Style thumbnails are cached per worker: a few styles are usually shared by many pairs.
     """
 
     STYLE_CACHE_SIZE = 64
 
-    def __init__(self, output: str, limits: Limits) -> None:
+    def __init__(self, output: str, limits: Limits, extension: str) -> None:
         self._output = output
         self._limits = limits
+        self._extension = extension
         self._cache: dict[str, bytes] = {}
 
     def _picture(self, location: str) -> bytes:
@@ -118,7 +183,8 @@ class _ReportEntryFn(beam.DoFn):
             yield report.ReportEntry(outcome.id, outcome.status, note=f"log unreadable: {type(exc).__name__}: {exc}")
             return
         yield report.entry_from_log(
-            outcome.id, outcome.status, log, image_location(self._output, outcome.id), self._picture, outcome.repaired
+            outcome.id, outcome.status, log, image_location(self._output, outcome.id, self._extension), self._picture,
+            outcome.repaired
         )
 
 
@@ -129,10 +195,13 @@ class _WriteReportFn(beam.DoFn):
     already safe, and the run's status is the summary's.
     """
 
-    def __init__(self, output: str) -> None:
+    def __init__(self, output: str, extension: str) -> None:
         self._output = output
+        self._extension = extension
 
-    def process(self, summary: dict[str, Any], entries: list[report.ReportEntry], failures: list[Failure]) -> Iterator[str]:
+    def process(
+        self, summary: dict[str, Any], tally: Tally, entries: list[report.ReportEntry], failures: list[Failure]
+    ) -> Iterator[str]:
         records = [f.to_dict() for f in sorted(failures, key=lambda f: (f.source, f.id or ""))]
         failures_file = summary.get("failures_file")
         link = failures_file[len(self._output):].lstrip("/") if failures_file and failures_file.startswith(self._output) else None
@@ -140,7 +209,7 @@ class _WriteReportFn(beam.DoFn):
             sheet = report.contact_sheet(entries)
             if sheet is not None:
                 storage.write_atomic(storage.join(self._output, report.CONTACT_SHEET_NAME), sheet)
-            page = report.render_html(summary, entries, records, link)
+            page = report.render_html(summary, entries, records, link, tally.sample, self._extension)
             storage.write_atomic(report_location(self._output), page.encode())
         except Exception as exc:  # noqa: BLE001
             logger.warning("the report could not be written to %s: %s: %s", self._output, type(exc).__name__, exc)
@@ -164,7 +233,7 @@ class _FailIfFailedFn(beam.DoFn):
 
 
 class WriteResults(beam.PTransform):
-    """Writes the run's failures and summary, then the report.
+    """Writes the run's index, failures and summary, then the report.
 
     Input: a dict with ``outcomes`` (Outcome: succeeded, skipped, claimed) and ``failures`` (a tuple
     of Failure PCollections from every stage). Output: the summary dict (one element), emitted
@@ -173,33 +242,54 @@ class WriteResults(beam.PTransform):
     """
 
     def __init__(
-        self, output: str, run_id: str, started: float, configuration: dict[str, Any], limits: Limits,
+        self,
+        output: str,
+        run_id: str,
+        started: float,
+        configuration: dict[str, Any],
+        limits: Limits,
+        spec: OutputSpec = OutputSpec(),
         fail_job_if_failed: bool = False,
+        expected_pairs: int | None = None,
     ) -> None:
         super().__init__()
         self._output = output
         self._limits = limits
+        self._spec = spec
         self._fail_job_if_failed = fail_job_if_failed
         self._run_id = run_id
         self._started = started
         self._configuration = configuration
+        self._index_shards = max(1, math.ceil((expected_pairs or 1) / INDEX_LINES_PER_SHARD))
 
     def expand(self, inputs: dict[str, Any]) -> beam.PCollection:
         outcomes = inputs["outcomes"]
         failures = inputs["failures"] | "AllFailures" >> beam.Flatten()
-        summary = (
-            outcomes.pipeline
-            | "SummaryTrigger" >> beam.Create([None])
-            | "WriteSummary"
-            >> beam.ParDo(
-                _WriteSummaryFn(self._output, self._run_id, self._started, self._configuration),
-                outcomes=pvalue.AsList(outcomes),
-                failures=pvalue.AsList(failures),
+        shards = self._index_shards
+        _ = (
+            outcomes
+            | "IndexLines" >> beam.FlatMap(
+                lambda o: [(zlib.crc32(o.id.encode()) % shards, json.dumps(o.index))] if o.index else []
             )
+            | "GroupIndexShards" >> beam.GroupByKey()
+            | "WriteIndex" >> beam.ParDo(_WriteIndexShardFn(self._output, self._run_id, shards))
         )
-        entries = outcomes | "ReportEntries" >> beam.ParDo(_ReportEntryFn(self._output, self._limits))
+        tally = outcomes | "Tally" >> beam.CombineGlobally(_TallyFn())
+        summary = tally | "WriteSummary" >> beam.ParDo(
+            _WriteSummaryFn(self._output, self._run_id, self._started, self._configuration),
+            failures=pvalue.AsList(failures),
+        )
+        entries = (
+            outcomes
+            | "ChooseForReport" >> beam.CombineGlobally(_ChooseForReportFn())
+            | "ReportOutcomes" >> beam.FlatMap(lambda chosen: chosen)
+            | "ReportEntries" >> beam.ParDo(_ReportEntryFn(self._output, self._limits, self._spec.extension))
+        )
         reported = summary | "WriteReport" >> beam.ParDo(
-            _WriteReportFn(self._output), entries=pvalue.AsList(entries), failures=pvalue.AsList(failures)
+            _WriteReportFn(self._output, self._spec.extension),
+            tally=pvalue.AsSingleton(tally),
+            entries=pvalue.AsList(entries),
+            failures=pvalue.AsList(failures),
         )
         if self._fail_job_if_failed:
             _ = summary | "FailIfFailed" >> beam.ParDo(_FailIfFailedFn(), reported=pvalue.AsList(reported))

@@ -309,6 +309,27 @@ def glob(pattern: str) -> list[str]:
     return [fs.unstrip_protocol(m) if has_protocol(pattern) else m for m in matches]
 
 
+def glob_root(pattern: str) -> str:
+    """The folder every match of ``pattern`` lies below: its part before the first wildcard, up to
+    the last '/' (``gs://b/train/**/*.JPEG`` -> ``gs://b/train``)."""
+    wildcard = min((i for i in (pattern.find(c) for c in "*?[") if i >= 0), default=len(pattern))
+    head = pattern[:wildcard]
+    if "/" not in head:
+        return "."
+    return head[: head.rfind("/")] or "/"
+
+
+def relative_path(location: str, folder: str) -> str | None:
+    """``location``'s path below ``folder`` (``a/b/x.jpg``), or None when it is not below it.
+
+    Both are normalized by their filesystem first, so ``memory://d`` and ``memory:///d/x`` agree.
+    """
+    _, path = url_to_fs(location)
+    _, base = url_to_fs(folder)
+    base = base.rstrip("/")
+    return path[len(base) + 1 :] if path.startswith(base + "/") else None
+
+
 def write_atomic(location: str, data: bytes) -> None:
     """Write ``data`` so that ``location`` never holds a partial object.
 

@@ -53,6 +53,8 @@ class StylizeSettings:
     run_id: str = ""
     # For the progress display and the spread of batch groups over workers.
     expected_pairs: int | None = None
+    # The image format and quality, and the iterations each log keeps.
+    spec: outputs.OutputSpec = outputs.OutputSpec()
 
 
 @dataclass(frozen=True)
@@ -83,19 +85,23 @@ class PreparePairsFn(beam.DoFn):
 
     def process(self, pair: Pair) -> Iterator[Any]:
         tracker = progress.for_run(self._settings.run_id, self._settings.expected_pairs)
+        settings = self._settings
         stage = Stage.READ  # a missing input fails here, before any work
         try:
             signatures = outputs.input_signatures(pair)
-            work = outputs.fingerprint(pair, signatures)
+            work = outputs.fingerprint(pair, signatures, settings.spec)
             stage = Stage.CHECK
-            prior = outputs.inspect_outputs(self._settings.output, pair.id, work)
-            if prior.done and not self._settings.overwrite:
+            prior = outputs.inspect_outputs(settings.output, pair.id, work, settings.spec.extension)
+            if prior.done and not settings.overwrite:
                 self._skipped.inc()
                 tracker.pair_finished(pair.id, "skipped", "already done")
                 yield pvalue.TaggedOutput(SKIPPED, Outcome(pair.id, "skipped"))
                 return
             stage = Stage.READ
-            key, output_size = self._handler.batch_key(pair)
+            content_size = self._handler.content_size(pair)
+            stage = Stage.STYLIZE  # image_size 0: the content's own size, within the limits
+            pair = self._handler.resolve(pair, content_size)
+            key, output_size = self._handler.batch_key(pair, content_size)
         except Exception as exc:  # noqa: BLE001 - one bad pair must never stop the batch
             self._failed.inc()
             yield pvalue.TaggedOutput(FAILURES, _failure(tracker, pair, stage, exc))
@@ -223,7 +229,8 @@ class StylizeBatchesFn(beam.DoFn):
             tracker.pair_finished(pair.id, "claimed", f"being computed by {lease.claim.describe()}")
             yield pvalue.TaggedOutput(SKIPPED, Outcome(pair.id, "claimed"))
             return None
-        if not self._settings.overwrite and outputs.inspect_outputs(self._settings.output, pair.id, item.fingerprint).done:
+        settings = self._settings
+        if not settings.overwrite and outputs.inspect_outputs(settings.output, pair.id, item.fingerprint, settings.spec.extension).done:
             self._skipped.inc()
             tracker.pair_finished(pair.id, "skipped", "done by another run meanwhile")
             yield pvalue.TaggedOutput(SKIPPED, Outcome(pair.id, "skipped"))
@@ -246,12 +253,13 @@ class StylizeBatchesFn(beam.DoFn):
         if isinstance(result, Exception):
             self._failed.inc()
             return pvalue.TaggedOutput(FAILURES, _failure(tracker, pair, Stage.STYLIZE, result))
-        png = self._handler.encode(result)
+        spec = self._settings.spec
+        image = spec.encode(result.image)
         log = outputs.pair_log(
-            pair, prepared.signatures, prepared.fingerprint, png, result, batch_size, seconds, prepared.repairing
+            pair, prepared.signatures, prepared.fingerprint, image, result, batch_size, seconds, prepared.repairing, spec
         )
         try:
-            outputs.write_pair(self._settings.output, pair.id, png, log)
+            outputs.write_pair(self._settings.output, pair.id, image, log, spec.extension)
         except Exception as exc:  # noqa: BLE001 - any storage error fails this pair only
             self._failed.inc()
             return pvalue.TaggedOutput(FAILURES, _failure(tracker, pair, Stage.WRITE, exc))
@@ -265,7 +273,9 @@ class StylizeBatchesFn(beam.DoFn):
             pair.id, "succeeded",
             f"{seconds:.1f} s (a batch of {batch_size}), final loss {result.final.total:.6g} on {result.device}",
         )
-        return Outcome(pair.id, "succeeded", log["seconds"], repaired)
+        return Outcome(
+            pair.id, "succeeded", log["seconds"], repaired, result.final.total, batch_size, outputs.index_entry(log)
+        )
 
 
 class StylizePairs(beam.PTransform):

@@ -26,7 +26,6 @@ _EXPORTS = {
     "StyleConfig": "transforms.nst.config",
     "ImageDecodeError": "transforms.nst.images",
     "decode_image": "transforms.nst.images",
-    "encode_png": "transforms.nst.images",
     "ImageTooSmallError": "transforms.nst.records",
     "IterationRecord": "transforms.nst.records",
     "NonFiniteLossError": "transforms.nst.records",

@@ -111,6 +111,7 @@ class StyleConfig:
     learning_rate: float = 0.02
     iterations: int = 500
     seed: int = 0
+    # Longest side of the result, px; 0: each content's own size (resolved by for_content).
     image_size: int = 512
     # Coarse-to-fine: (size, iterations) of each coarser scale optimized before the final
     # (image_size, iterations), each starting from the previous result upscaled, with style
@@ -160,11 +161,13 @@ class StyleConfig:
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
                 raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
-        for name in ("iterations", "image_size"):
-            if int(getattr(self, name)) != getattr(self, name) or getattr(self, name) < 1:
-                raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
+        if int(self.iterations) != self.iterations or self.iterations < 1:
+            raise ValueError(f"iterations must be a positive integer, got {self.iterations!r}")
+        if int(self.image_size) != self.image_size or self.image_size < 0:
+            raise ValueError(f"image_size must be a positive integer, or 0 for each content's own size, got {self.image_size!r}")
         scales = tuple((int(size), int(iterations)) for size, iterations in self.scales)
-        sizes = [size for size, _ in scales] + [self.image_size]
+        # With image_size 0 the last scale's size is known per content (for_content checks it).
+        sizes = [size for size, _ in scales] + ([self.image_size] if self.image_size else [])
         if any(b <= a for a, b in zip(sizes, sizes[1:])) or any(size < 1 or n < 1 for size, n in scales):
             raise ValueError(
                 f"scales must grow in size up to image_size {self.image_size}, each with iterations >= 1: "
@@ -220,6 +223,15 @@ class StyleConfig:
     def style_size(self) -> int:
         """Longest side, in px, that style images are resized to."""
         return max(1, round(self.image_size * self.style_scale))
+
+    def for_content(self, width: int, height: int) -> StyleConfig:
+        """These settings for a content of ``width`` x ``height``: ``image_size`` 0 becomes its
+        longest side (the result keeps the content's exact size); any other size is kept.
+
+        Raises:
+            ValueError: coarser scales that do not grow up to that size.
+        """
+        return self if self.image_size else self.replace(image_size=max(width, height))
 
     @property
     def stages(self) -> tuple[tuple[int, int], ...]:

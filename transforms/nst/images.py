@@ -131,10 +131,3 @@ def tensor_to_image(tensor: Tensor) -> Image.Image:
     """``(1, 3, H, W)`` or ``(3, H, W)`` in [0, 1] -> RGB image (clamped, rounded to 8 bits)."""
     pixels = tensor.detach().squeeze(0).clamp(0, 1).mul(255).round().to(torch.uint8).cpu()
     return to_pil_image(pixels.contiguous(), mode="RGB")
-
-
-def encode_png(image: Image.Image) -> bytes:
-    """PNG bytes of ``image``."""
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    return buffer.getvalue()

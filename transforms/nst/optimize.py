@@ -298,6 +298,8 @@ class StyleTransfer:
         checked against this engine."""
         self._check_network(config.network_key())
         self._check_network(request.style.network_key)
+        if not config.image_size:
+            raise ValueError("image_size 0 (each content's own size) needs config.for_content(*content.size) first")
         if request.style.size != config.style_size:
             raise ValueError(
                 f"style targets were encoded at {request.style.size} px but the config needs "
@@ -397,7 +399,8 @@ class StyleTransfer:
                     f"over the time limit of {time_limit:g} s at iteration {iteration + 1} of {max(iterations)}"
                     + ("" if count == 1 else f" (a batch of {count} pairs)")
                 )
-        return self._results(requests, configs, objective, pixels, best, content, histories, started, callback)
+        phase_starts = [() if first is None else (first,) for first in in_range_from]
+        return self._results(requests, configs, objective, pixels, best, content, histories, phase_starts, started, callback)
 
     def _results(
         self,
@@ -408,6 +411,7 @@ class StyleTransfer:
         best: BestImages,
         content: Tensor,
         histories: list[list[IterationRecord]],
+        phase_starts: list[tuple[int, ...]],
         started: float,
         callback: BatchCallback | None,
     ) -> list[StyleResult | Exception]:
@@ -437,6 +441,7 @@ class StyleTransfer:
                 chosen_iteration=chosen[k],
                 device=str(self.device),
                 seconds=seconds,
+                phase_starts=phase_starts[k],
             ))
         return results
 
@@ -476,11 +481,11 @@ def stylize(
 ) -> StyleResult:
     """One-shot convenience: build the network, encode ``styles``, stylize ``content``."""
     engine = StyleTransfer(config)
-    config = engine.config
+    config = engine.config.for_content(*content.size)
     colors_of = content if config.color_control == "histogram" else None
-    targets = engine.encode_styles(styles, style_weights, colors_of=colors_of)
+    targets = engine.encode_styles(styles, style_weights, config.style_size, colors_of=colors_of)
     coarse = tuple(
         engine.encode_styles(styles, style_weights, config.at_stage(stage).style_size, colors_of=colors_of)
         for stage in range(len(config.scales))
     )
-    return engine.stylize(content, targets, init_image=init_image, callback=callback, coarse_styles=coarse)
+    return engine.stylize(content, targets, config, init_image=init_image, callback=callback, coarse_styles=coarse)

@@ -110,6 +110,8 @@ class StyleResult:
     coarse: tuple[StyleResult, ...] = ()
     # Tiles the last scale ran in (StyleTransfer.stylize_tiled); 1: the whole image at once.
     tiles: int = 1
+    # Iterations at which a new phase of the optimization began (the in-range restart of L-BFGS).
+    phase_starts: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -133,6 +133,7 @@ def tiled(
         seconds=seconds,
         coarse=tuple(coarse),
         tiles=len(done),
+        phase_starts=done[0].phase_starts,
     )
 
 
