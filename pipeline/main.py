@@ -133,6 +133,8 @@ def _run(argv: list[str], wait: bool) -> int:
     try:
         with beam.Pipeline(options=options) as p:
             build(p, config, fail_job_if_failed)
+        if config.dry_run:
+            return _print_plan(config)
     except BaseException as exc:  # noqa: BLE001 - a job-level failure: one line, its own exit status
         interrupt = _interruption(exc)
         if interrupt is not None:
@@ -170,6 +172,16 @@ def _submit(options: PipelineOptions, config: PipelineConfig, fail_job_if_failed
     result = pipeline.run()
     job = getattr(result, "job_id", lambda: None)()
     print(f"submitted{f' job {job}' if job else ''}; when it ends: {summary_location(config.output)}")
+    return 0
+
+
+def _print_plan(config: PipelineConfig) -> int:
+    """The dry run's plan on the console (plan.json has it whole)."""
+    from transforms import plan, storage
+    from transforms.outputs import plan_location
+
+    print(plan.describe(json.loads(storage.read_bytes(plan_location(config.output)))))
+    print(f"plan: {plan_location(config.output)}")
     return 0
 
 

@@ -86,10 +86,11 @@ def check_manifest(config: PipelineConfig) -> int:
 
 
 def remove_stale_temporaries(output: str) -> int:
-    """Remove what killed writes left in the output folders; how many files went."""
-    removed = 0
-    for folder in ("images", "logs", "failures", "claims", ""):
-        removed += len(storage.remove_stale_temporaries(storage.join(output, folder), STALE_TEMPORARY_SECONDS))
+    """Remove what killed writes left in the output folders (and their subfolders, which the
+    tree layout makes); how many files went."""
+    removed = len(storage.remove_stale_temporaries(output, STALE_TEMPORARY_SECONDS))
+    for folder in ("images", "logs", "failures", "claims", "index"):
+        removed += len(storage.remove_stale_temporaries(storage.join(output, folder), STALE_TEMPORARY_SECONDS, recursive=True))
     return removed
 
 
@@ -123,13 +124,23 @@ def check(config: PipelineConfig, workers_here: bool = True) -> int:
         raise PreflightError(
             f"--init {config.style.init}: no such file (use {', '.join(INIT_MODES)} or an image URL)"
         )
-    expected = check_manifest(config) if config.manifest else 1
-    for flag, pattern in (("--contents", config.contents), ("--styles", config.styles)):
-        if pattern:
-            matches = len(storage.glob(pattern))
-            if not matches:
-                raise PreflightError(f"{flag} {pattern!r}: no files match (check the pattern and quote it)")
-            expected *= matches
+    expected = check_manifest(config) if config.manifest else check_globs(config)
     check_output(config.output)
-    check_weights(config.style)
+    if not config.dry_run:  # a dry run loads no model
+        check_weights(config.style)
     return expected
+
+
+def check_globs(config: PipelineConfig) -> int:
+    """Both globs match files, and there are as many styles as each content draws; the pairs."""
+    matches = {}
+    for flag, pattern in (("--contents", config.contents), ("--styles", config.styles)):
+        matches[flag] = len(storage.glob(str(pattern)))
+        if not matches[flag]:
+            raise PreflightError(f"{flag} {pattern!r}: no files match (check the pattern and quote it)")
+    drawn = config.styles_per_content
+    if drawn > matches["--styles"]:
+        raise PreflightError(
+            f"--styles_per_content {drawn}: --styles {config.styles!r} matches only {matches['--styles']} files"
+        )
+    return matches["--contents"] * (drawn or matches["--styles"])

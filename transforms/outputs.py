@@ -5,6 +5,8 @@ rerun tells a finished pair from one to redo, and how a finished pair is written
     OUTPUT/logs/<id>.json             inputs, resolved configuration, the history in columns, ...
     OUTPUT/failures/<run_id>.jsonl    one record per failed row or pair of that run
     OUTPUT/summary.json               counts, wall time, configuration of the latest run
+    OUTPUT/index/<run_id>-*.jsonl     one line per pair a run wrote (results.py)
+    OUTPUT/plan.json                  what --dry_run found to do
     OUTPUT/report.html                the latest run for people: thumbnails, loss curves, failures (report.py)
     OUTPUT/contact_sheet.png          every result of the latest run on one picture
     OUTPUT/claims/<id>.json           while a run computes the pair (claims.py)
@@ -98,6 +100,10 @@ def failures_location(output: str, run_id: str) -> str:
 
 def summary_location(output: str) -> str:
     return storage.join(output, "summary.json")
+
+
+def plan_location(output: str) -> str:
+    return storage.join(output, "plan.json")
 
 
 def report_location(output: str) -> str:

@@ -281,8 +281,9 @@ def create_exclusive(location: str, data: bytes) -> bool:
     return True
 
 
-def remove_stale_temporaries(folder: str, older_than_seconds: float) -> list[str]:
-    """Remove ``.tmp-*`` files left in local ``folder`` by writes that were killed; their names.
+def remove_stale_temporaries(folder: str, older_than_seconds: float, recursive: bool = False) -> list[str]:
+    """Remove ``.tmp-*`` files left in local ``folder`` (and its subfolders, with ``recursive``;
+    symbolic links are not followed) by writes that were killed; their names.
 
     Only files older than ``older_than_seconds`` go: a younger one may be another run's write in
     progress. Object stores need no sweep (an upload that is cut off publishes nothing).
@@ -292,11 +293,15 @@ def remove_stale_temporaries(folder: str, older_than_seconds: float) -> list[str
         return []
     removed = []
     cutoff = time.time() - older_than_seconds
-    for entry in os.scandir(path):
-        if entry.name.startswith(TEMPORARY_PREFIX) and entry.is_file(follow_symlinks=False):
-            if entry.stat(follow_symlinks=False).st_mtime < cutoff:
-                os.unlink(entry.path)
-                removed.append(entry.path)
+    for root, folders, files in os.walk(path):
+        for name in files:
+            entry = os.path.join(root, name)
+            if name.startswith(TEMPORARY_PREFIX) and os.path.isfile(entry) and not os.path.islink(entry):
+                if os.lstat(entry).st_mtime < cutoff:
+                    os.unlink(entry)
+                    removed.append(entry)
+        if not recursive:
+            folders.clear()
     return removed
 
 

@@ -305,3 +305,4 @@ class StylizePairs(beam.PTransform):
             "outcomes": (prepared[SKIPPED], stylized.succeeded, stylized[SKIPPED]) | "AllOutcomes" >> beam.Flatten(),
             "failures": (prepared[FAILURES], stylized[FAILURES]) | "StylizeFailures" >> beam.Flatten(),
         }
+

@@ -1,0 +1,200 @@
+"""PlanPairs: the plan of a run before it spends anything (``--dry_run``): pairs to do and skip,
+their sizes and batches, the device memory each needs, and the device-hours the work would take.
+
+The prepare step of stylize.py does the reading (skip checks, content sizes, batch keys);
+``PlanTally`` adds its outputs up in bounded memory (one entry per batch key and size, not per
+pair), merged across workers by a combiner; ``PlanTally.report`` is what ``OUTPUT/plan.json``
+holds. Device-hours come from measured seconds per iteration (README, "Performance"),
+interpolated by pixels: an estimate for one pair at a time on those devices.
+
+Imports: Beam, stylize's prepare step, outputs, storage, records and the engine's memory
+planning (torch, no model); nothing of pipeline/.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Final
+
+import apache_beam as beam
+
+from transforms import outputs, storage
+from transforms.nst.config import StyleConfig
+from transforms.nst.memory import estimated_pair_bytes, tile_plan
+from transforms.records import Failure, Outcome
+from transforms.stylize import FAILURES, SKIPPED, PreparePairsFn, StylizeSettings
+
+if TYPE_CHECKING:
+    from transforms.handler import EngineHandler
+
+# Seconds per L-BFGS iteration of one pair, fp32, by output pixels, as measured (README,
+# "Performance": benchmarks/engine.py, square images of 256, 512 and 1024 px).
+MEASURED_SECONDS_PER_ITERATION: Final[dict[str, tuple[tuple[int, float], ...]]] = {
+    "cpu: 2 cores (this project's CI machine)": ((256 * 256, 0.668), (512 * 512, 3.016)),
+    "gpu: NVIDIA H100, one pair at a time": ((256 * 256, 0.0072), (512 * 512, 0.0066), (1024 * 1024, 0.0187)),
+}
+
+
+def seconds_per_iteration(device: str, pixels: int) -> float:
+    """Linear in pixels between the measured sizes; proportional to pixels beyond them."""
+    points = MEASURED_SECONDS_PER_ITERATION[device]
+    areas = [area for area, _ in points]
+    index = bisect.bisect_left(areas, pixels)
+    if index == 0:
+        return points[0][1]
+    if index == len(points):
+        area, seconds = points[-1]
+        return seconds * pixels / area
+    (a0, s0), (a1, s1) = points[index - 1], points[index]
+    return s0 + (s1 - s0) * (pixels - a0) / (a1 - a0)
+
+
+@dataclass
+class PlanTally:
+    """What a run would do, added up pair by pair."""
+
+    skipped: int = 0
+    failed: int = 0
+    # batch key -> pairs with it (the pairs a worker could batch together)
+    batches: Counter[str] = field(default_factory=Counter)
+    sizes: Counter[str] = field(default_factory=Counter)
+    iterations: int = 0
+    max_pair_bytes: int = 0
+    tiled: int = 0
+    device_seconds: dict[str, float] = field(default_factory=lambda: dict.fromkeys(MEASURED_SECONDS_PER_ITERATION, 0.0))
+
+    def add_pair(self, key: str, config: StyleConfig, output_size: tuple[int, int], budget: int | None) -> PlanTally:
+        """One pair to do, of result ``output_size``; ``budget``: bytes a pair may use, if known."""
+        width, height = output_size
+        needed = estimated_pair_bytes(config, output_size)
+        self.batches[key] += 1
+        self.sizes[f"{width}x{height}"] += 1
+        self.iterations += config.total_iterations
+        self.max_pair_bytes = max(self.max_pair_bytes, needed)
+        if budget is not None and needed > budget and tile_plan(config, output_size, budget):
+            self.tiled += 1
+        for device in self.device_seconds:
+            self.device_seconds[device] += sum(
+                n * seconds_per_iteration(device, w * h) for w, h, n in _stage_sizes(config, output_size)
+            )
+        return self
+
+    @classmethod
+    def merged(cls, tallies: list[PlanTally]) -> PlanTally:
+        total = cls()
+        for tally in tallies:
+            total.skipped += tally.skipped
+            total.failed += tally.failed
+            total.batches.update(tally.batches)
+            total.sizes.update(tally.sizes)
+            total.iterations += tally.iterations
+            total.max_pair_bytes = max(total.max_pair_bytes, tally.max_pair_bytes)
+            total.tiled += tally.tiled
+            for device, seconds in tally.device_seconds.items():
+                total.device_seconds[device] += seconds
+        return total
+
+    def report(self, batch_size: int | None) -> dict[str, Any]:
+        """The plan as ``plan.json`` holds it. ``batch_size``: pairs per batch, None for auto
+        (counted as one pair a batch, as on a CPU; a GPU batches more)."""
+        pairs = sum(self.batches.values())
+        per_batch = batch_size or 1
+        return {
+            "pairs": {"to_do": pairs, "skipped": self.skipped, "failed": self.failed},
+            "iterations": self.iterations,
+            "batch_groups": len(self.batches),
+            "batches": sum(math.ceil(count / per_batch) for count in self.batches.values()),
+            "batch_size": batch_size or "auto (counted as 1)",
+            "sizes": dict(self.sizes.most_common(10)),
+            "distinct_sizes": len(self.sizes),
+            "largest_pair_gib": round(self.max_pair_bytes / 2**30, 2),
+            "tiled_pairs": self.tiled,
+            "device_hours": {device: float(f"{seconds / 3600:.3g}") for device, seconds in self.device_seconds.items()},
+        }
+
+
+def _stage_sizes(config: StyleConfig, output_size: tuple[int, int]) -> list[tuple[int, int, int]]:
+    """(width, height, iterations) of each scale a pair runs, coarse to fine."""
+    width, height = output_size
+    longest = max(width, height)
+    return [
+        (max(1, round(width * size / longest)), max(1, round(height * size / longest)), iterations)
+        for size, iterations in config.stages
+    ]
+
+
+def describe(plan: dict[str, Any]) -> str:
+    """The plan in a few lines for the console."""
+    pairs = plan["pairs"]
+    hours = ", ".join(f"{value:g} h on {device}" for device, value in plan["device_hours"].items())
+    sizes = ", ".join(f"{size} x{count}" for size, count in list(plan["sizes"].items())[:5])
+    tiles = f", {plan['tiled_pairs']} in tiles" if plan["tiled_pairs"] else ""
+    return (
+        f"plan: {pairs['to_do']} pairs to do, {pairs['skipped']} already done, {pairs['failed']} failing already\n"
+        f"  {plan['iterations']} iterations in {plan['batches']} batches ({plan['batch_groups']} batch groups); "
+        f"sizes: {sizes or 'none'}{' ...' if plan['distinct_sizes'] > 5 else ''}\n"
+        f"  largest pair about {plan['largest_pair_gib']} GiB of device memory"
+        f"{tiles}\n"
+        f"  estimated {hours}"
+    )
+
+
+class _PlanFn(beam.CombineFn):
+    """Prepared pairs, skips and failures -> plan.PlanTally."""
+
+    def __init__(self, budget: int | None) -> None:
+        self._budget = budget
+
+    def create_accumulator(self) -> PlanTally:
+        return PlanTally()
+
+    def add_input(self, tally: PlanTally, item: Any) -> PlanTally:
+        if isinstance(item, Outcome):
+            tally.skipped += 1
+        elif isinstance(item, Failure):
+            tally.failed += 1
+        else:
+            key, prepared = item
+            tally.add_pair(key, prepared.pair.config, prepared.output_size, self._budget)
+        return tally
+
+    def merge_accumulators(self, tallies: Iterable[PlanTally]) -> PlanTally:
+        return PlanTally.merged(list(tallies))
+
+    def extract_output(self, tally: PlanTally) -> PlanTally:
+        return tally
+
+
+class PlanPairs(beam.PTransform):
+    """Pairs (and the reader's failures) -> the run's plan, written to ``OUTPUT/plan.json``
+    (``--dry_run``): the prepare step's skip checks and batch keys, and no model, no image."""
+
+    def __init__(self, settings: StylizeSettings, handler: EngineHandler, batch_size: int | None) -> None:
+        super().__init__()
+        self._settings = settings
+        self._handler = handler
+        self._batch_size = batch_size
+
+    def expand(self, inputs: tuple[beam.PCollection, beam.PCollection]) -> beam.PCollection:
+        pairs, read_failures = inputs
+        prepared = pairs | "Prepare" >> beam.ParDo(PreparePairsFn(self._settings, self._handler)).with_outputs(
+            SKIPPED, FAILURES, main="ready"
+        )
+        limit = self._handler.limits.device_memory_gb
+        budget = int(limit * 2**30) if limit is not None else None
+        location = outputs.plan_location(self._settings.output)
+        return (
+            (prepared.ready, prepared[SKIPPED], prepared[FAILURES], read_failures)
+            | "Everything" >> beam.Flatten()
+            | "Plan" >> beam.CombineGlobally(_PlanFn(budget))
+            | "WritePlan" >> beam.Map(lambda tally: _write_plan(location, tally.report(self._batch_size)))
+        )
+
+
+def _write_plan(location: str, plan: dict[str, Any]) -> dict[str, Any]:
+    storage.write_atomic(location, outputs.to_json(plan))
+    return plan
