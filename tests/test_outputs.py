@@ -86,3 +86,18 @@ def test_the_skip_check_trusts_only_a_complete_matching_pair(tmp_path, damage, s
     prior = outputs.inspect_outputs(str(tmp_path), "p", fingerprint)
     assert (prior.state, prior.done) == (state, state == "done") and reason in prior.reason
     assert outputs.inspect_outputs(str(tmp_path), "absent", "f1").state == "absent"
+
+
+def test_losses_are_written_in_their_shortest_float32_form_losing_nothing() -> None:
+    import struct
+
+    def float32(value: float) -> float:
+        return struct.unpack("f", struct.pack("f", value))[0]
+
+    for value in map(float32, (22233.01171875, 84212216.0, 0.0240332, 1186772.375, 3.3e38, 1e-30)):
+        written = outputs.shortest_float32(value)
+        assert float32(written) == value and len(repr(written)) <= len(repr(value))
+    assert outputs.shortest_float32(22233.01171875) == 22233.012
+    # Not a float32 (a float64 engine's loss), or not finite: kept exactly.
+    assert outputs.shortest_float32(0.1) == 0.1 and outputs.shortest_float32(1e300) == 1e300
+    assert outputs.shortest_float32(float("inf")) == float("inf") and outputs.shortest_float32(None) is None

@@ -27,7 +27,9 @@ import functools
 import hashlib
 import io
 import json
+import math
 import platform
+import struct
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -234,11 +236,42 @@ def kept_iterations(records: Sequence[IterationRecord], every: int, phase_starts
     return [r for i, r in enumerate(records) if i in (0, last) or r.iteration % every == 0 or r.iteration in marks]
 
 
+def shortest_float32(value: Any) -> Any:
+    """A float32 value (the engine computes its losses in float32) as the shortest decimal that
+    reads back as the same float32: ``22233.01171875`` is written ``22233.012``, and
+    ``float32(22233.012)`` is that float32 bit for bit. Any other value is kept as it is."""
+    if not isinstance(value, float) or not math.isfinite(value):
+        return value
+    try:
+        if _as_float32(value) != value:
+            return value  # not a float32 (a float64 engine's): kept exactly
+    except OverflowError:
+        return value
+    for digits in range(1, 10):
+        text = float(f"{value:.{digits}g}")
+        if _as_float32(text) == value:
+            return text
+    return value
+
+
+def _as_float32(value: float) -> float:
+    return struct.unpack("f", struct.pack("f", value))[0]
+
+
+def record_dict(record: IterationRecord) -> dict[str, Any]:
+    """One record as a log writes it: losses in their shortest float32 form (None where not finite)."""
+    data = record.to_dict()
+    for name in ("total", "content", "style", "tv"):
+        data[name] = shortest_float32(data[name])
+    data["style_layers"] = {layer: shortest_float32(value) for layer, value in data["style_layers"].items()}
+    return data
+
+
 def history_columns(records: Sequence[IterationRecord]) -> dict[str, Any]:
     """A history as columns (LOG_FORMAT 2): one list per quantity instead of one object per
-    iteration, about a quarter of the bytes. ``rejected`` lists the rejected iterations;
-    seconds are kept to the millisecond; losses exactly (None where not finite)."""
-    rows = [record.to_dict() for record in records]
+    iteration, a quarter of the bytes (benchmarks/log_size.py). ``rejected`` lists the rejected
+    iterations; seconds are kept to the millisecond; losses as ``record_dict`` writes them."""
+    rows = [record_dict(record) for record in records]
     layers = list(records[0].style_layers) if records else []
     return {
         "iteration": [row["iteration"] for row in rows],
@@ -309,14 +342,14 @@ def pair_log(
         },
         "history": history(result),
         "history_every": spec.log_every,
-        "final": result.final.to_dict(),
+        "final": record_dict(result.final),
         "chosen_iteration": result.chosen_iteration,
         # Coarse-to-fine: each coarser scale's own history, at its own size.
         "scales": [
             {
                 "size": list(coarse.image.size),
                 "history": history(coarse),
-                "final": coarse.final.to_dict(),
+                "final": record_dict(coarse.final),
                 "chosen_iteration": coarse.chosen_iteration,
             }
             for coarse in result.coarse
