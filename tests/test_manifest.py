@@ -89,3 +89,25 @@ def test_manifest_format_from_extension() -> None:
     assert manifest_format("m.txt", "jsonl") == "jsonl"
     with pytest.raises(ValueError, match="pass --manifest_format csv|jsonl"):
         manifest_format("m.txt", None)
+
+
+def test_the_tree_layout_keeps_each_contents_folder_below_the_manifests() -> None:
+    text = (
+        "id,content,style\n"
+        ",n01/x_1.jpg,s.png\n"
+        ",n02/x_1.jpg,s.png\n"
+        ",n02/deep/x_1.jpg,s.png\n"
+        "mine,n02/x_2.jpg,s.png\n"
+        ",gs://elsewhere/x_1.jpg,s.png\n"
+        ",../up/x_1.jpg,s.png\n"
+        ",.cache/x_9.jpg,s.png\n"
+        ",n03/._x.jpg,s.png\n"
+    )
+    rows = list(parse_rows(text.encode(), "m.csv", "csv"))
+    items = list(validate_rows(rows, "gs://bucket/set", StyleConfig(weights="random"), Limits(), tree_root="gs://bucket/set"))
+    ids = [item.id if isinstance(item, Pair) else None for item in items]
+    # Same file names in two classes never collide; a content outside the root, or above it, is flat.
+    assert ids[:6] == ["n01/x_1__s", "n02/x_1__s", "n02/deep/x_1__s", "n02/mine", "x_1__s", "x_1__s-2"]
+    hidden, dot_file = items[6:]
+    assert isinstance(hidden, Failure) and "content folder '.cache' cannot be mirrored" in hidden.error
+    assert isinstance(dot_file, Failure) and "'._x__s'" in dot_file.error  # a macOS ._ file fails its own row

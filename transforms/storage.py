@@ -327,11 +327,11 @@ def glob_root(pattern: str) -> str:
 def relative_path(location: str, folder: str) -> str | None:
     """``location``'s path below ``folder`` (``a/b/x.jpg``), or None when it is not below it.
 
-    Both are normalized by their filesystem first, so ``memory://d`` and ``memory:///d/x`` agree.
+    Both are normalized by their filesystem first, so ``memory://d`` and ``memory:///d/x`` agree,
+    and ``..`` is resolved: ``root/../x`` is not below ``root``.
     """
-    _, path = url_to_fs(location)
-    _, base = url_to_fs(folder)
-    base = base.rstrip("/")
+    path = posixpath.normpath(url_to_fs(location)[1])
+    base = posixpath.normpath(url_to_fs(folder)[1]).rstrip("/")
     return path[len(base) + 1 :] if path.startswith(base + "/") else None
 
 
