@@ -193,9 +193,11 @@ class StylizeBatchesFn(beam.DoFn):
         with contextlib.ExitStack() as leases:
             for item in batch:
                 lease = leases.enter_context(claims.claimed(self._settings.output, item.pair.id, self._settings.run_id))
-                started = yield from self._start(engine, item, lease, budget, tiling, tracker)
-                if started is not None:
+                started = self._start(engine, item, lease, budget, tiling, tracker)
+                if isinstance(started, _Running):
                     running.append(started)
+                else:
+                    yield started
             if not running:
                 return
             self._batch_sizes.update(len(running))
@@ -220,28 +222,25 @@ class StylizeBatchesFn(beam.DoFn):
         budget: int | None,
         tiling: tuple[int, int] | None,
         tracker: progress.Progress,
-    ) -> Iterator[Any]:
-        """Yields the pair's outcome when it does not run (claimed elsewhere, done meanwhile, an
-        input that fails); returns its ``_Running`` when it does."""
+    ) -> _Running | pvalue.TaggedOutput:
+        """The pair ready to run, or its outcome when it does not run (claimed elsewhere, done
+        meanwhile, an input that fails)."""
         pair = item.pair
         if not lease.held:
             self._claimed.inc()
             tracker.pair_finished(pair.id, "claimed", f"being computed by {lease.claim.describe()}")
-            yield pvalue.TaggedOutput(SKIPPED, Outcome(pair.id, "claimed"))
-            return None
+            return pvalue.TaggedOutput(SKIPPED, Outcome(pair.id, "claimed"))
         settings = self._settings
         if not settings.overwrite and outputs.inspect_outputs(settings.output, pair.id, item.fingerprint, settings.spec.extension).done:
             self._skipped.inc()
             tracker.pair_finished(pair.id, "skipped", "done by another run meanwhile")
-            yield pvalue.TaggedOutput(SKIPPED, Outcome(pair.id, "skipped"))
-            return None
+            return pvalue.TaggedOutput(SKIPPED, Outcome(pair.id, "skipped"))
         try:
             request = self._handler.request(engine, pair, budget)
         except Exception as exc:  # noqa: BLE001 - a bad input fails its own pair
             self._failed.inc()
             stage = Stage.STYLIZE if isinstance(exc, MemoryError) else Stage.READ  # PairTooLargeError: a style too large
-            yield pvalue.TaggedOutput(FAILURES, _failure(tracker, pair, stage, exc))
-            return None
+            return pvalue.TaggedOutput(FAILURES, _failure(tracker, pair, stage, exc))
         expected = self._handler.expected_records(pair, item.output_size, tiling)
         return _Running(item, lease, request, expected_records=expected)
 
