@@ -103,7 +103,7 @@ def main() -> None:
     parser.add_argument("--pairs", type=int, nargs="+", default=[1000, 10_000, 30_000])
     parser.add_argument("--runner", choices=tuple(RUNNERS), default="direct")
     args = parser.parse_args()
-    print(f"| runner | pairs | s per pair | peak MiB | image B/pair | log B/pair | index B/pair | report MiB | all-done rerun s |")
+    print("| runner | pairs | s per pair | peak MiB | image B/pair | log B/pair | index B/pair | report MiB | all-done rerun s |")
     print("|---|---|---|---|---|---|---|---|---|")
     for pairs in args.pairs:
         row = measure(pairs, args.runner)

@@ -10,7 +10,6 @@ the handler it was given.
 from __future__ import annotations
 
 import dataclasses
-import io
 import json
 from collections import defaultdict
 from pathlib import Path

@@ -25,7 +25,7 @@ from torch import Tensor
 
 from transforms.nst import schedules
 from transforms.nst.adam import MaskedAdam
-from transforms.nst.color import keep_colors, match_colors
+from transforms.nst.color import match_colors
 from transforms.nst.config import StyleConfig, blend_weights
 from transforms.nst.images import fit_longest_side, image_to_tensor, tensor_to_image
 from transforms.nst.lbfgs import LBFGS, LBFGS_HISTORY
@@ -44,26 +44,10 @@ from transforms.nst.records import (
 )
 from transforms.nst.vgg import VGGFeatures
 from transforms.nst.weights import load_features_state_dict
+from transforms.nst.written import BestImages, as_written, written_images
 
 # The last fraction of L-BFGS iterations, run with the pixels kept in range (see _optimizer).
 IN_RANGE_FRACTION = 0.2
-
-
-class BestImages:
-    """The best image seen so far per pair, kept on the device: no step makes a result worse."""
-
-    def __init__(self, pixels: Tensor) -> None:
-        self.pixels = pixels.detach().clone()
-        self.loss = torch.full((pixels.shape[0],), math.inf, dtype=torch.float64, device=pixels.device)
-        self.iteration = torch.zeros(pixels.shape[0], dtype=torch.long, device=pixels.device)
-
-    @torch.no_grad()
-    def update(self, total: Tensor, pixels: Tensor, active: Tensor, iteration: int) -> None:
-        """Keep the active pairs' ``pixels`` whose ``total`` loss beats their best (NaN never does)."""
-        better = (total.double() < self.loss) & active
-        self.loss = torch.where(better, total.double(), self.loss)
-        self.iteration = torch.where(better, iteration, self.iteration)
-        self.pixels.copy_(torch.where(better[:, None, None, None], pixels, self.pixels))
 
 
 class StyleTransfer:
@@ -174,8 +158,7 @@ class StyleTransfer:
 
     def as_written(self, image: Tensor) -> Tensor:
         """``image`` (NCHW, family units) as it will be stored: clamped and rounded to 8 bits."""
-        scale = self.family.pixel_scale
-        return image.div(scale).clamp(0, 1).mul(255).round().div(255).mul(scale)
+        return as_written(image, self.family.pixel_scale)
 
     def stylize(
         self,
@@ -416,8 +399,9 @@ class StyleTransfer:
         callback: BatchCallback | None,
     ) -> list[StyleResult | Exception]:
         """Each pair's result from its written image and its records, or why it has none."""
-        output, final_rows, take_last = self._written(
-            objective, pixels.detach().permute(0, 3, 1, 2), best.pixels.permute(0, 3, 1, 2), content, configs
+        output, final_rows, take_last = written_images(
+            objective, pixels.detach().permute(0, 3, 1, 2), best.pixels.permute(0, 3, 1, 2), content, configs,
+            self.family.pixel_scale,
         )
         iterations = [c.iterations for c in configs]
         chosen = [n if t else i for n, t, i in zip(iterations, take_last, best.iteration.tolist(), strict=True)]
@@ -444,31 +428,6 @@ class StyleTransfer:
                 phase_starts=phase_starts[k],
             ))
         return results
-
-    @torch.no_grad()
-    def _written(
-        self, objective: Objective, last: Tensor, best: Tensor, content: Tensor, configs: Sequence[StyleConfig]
-    ) -> tuple[Tensor, list[list[float]], list[bool]]:
-        """The images to write (NCHW, family units), their loss rows, and whether each is the last
-        iterate (else the best one seen, when that scores lower as written: no step makes a
-        result worse). Luminance colour control is applied here, after the choice."""
-        last, best = self.as_written(last), self.as_written(best)
-        last_parts, best_parts = objective(last), objective(best)
-        last_totals, best_totals = last_parts[:, 0].tolist(), best_parts[:, 0].tolist()
-        take_last = [
-            math.isfinite(last_total) and not best_total < last_total
-            for last_total, best_total in zip(last_totals, best_totals, strict=True)
-        ]
-        choose = torch.tensor(take_last, device=self.device)
-        output = torch.where(choose[:, None, None, None], last, best)
-        parts = torch.where(choose[:, None], last_parts, best_parts)
-        recolor = [c.color_control == "luminance" for c in configs]
-        if any(recolor):
-            scale = self.family.pixel_scale
-            colored = self.as_written(keep_colors(output / scale, content / scale) * scale)
-            output = torch.where(torch.tensor(recolor, device=self.device)[:, None, None, None], colored, output)
-            parts = objective(output)
-        return output, parts.double().tolist(), take_last
 
 
 def stylize(
