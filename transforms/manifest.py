@@ -251,7 +251,9 @@ def row_to_pair(
         except ValueError:
             raise ValueError(f"style_weights {list(weights)} must be {len(styles)} finite values >= 0, not all zero") from None
     overrides = with_color_alias({column: _convert(column, row[column]) for column in ROW_OVERRIDES if column in row})
-    config = defaults.replace(**overrides)
+    # Rows without overrides share the job's config: a million glob rows are a million references,
+    # not a million validated copies.
+    config = defaults.replace(**overrides) if overrides else defaults
     # A row's init image is found like its other images; the job's own --init is the launcher's.
     row_init = config.init_location if "init" in overrides else None
     if row_init is not None:

@@ -330,9 +330,15 @@ def relative_path(location: str, folder: str) -> str | None:
     Both are normalized by their filesystem first, so ``memory://d`` and ``memory:///d/x`` agree,
     and ``..`` is resolved: ``root/../x`` is not below ``root``.
     """
-    path = posixpath.normpath(url_to_fs(location)[1])
-    base = posixpath.normpath(url_to_fs(folder)[1]).rstrip("/")
+    path, base = _path_of(location), _path_of(folder).rstrip("/")
     return path[len(base) + 1 :] if path.startswith(base + "/") else None
+
+
+def _path_of(location: str) -> str:
+    """``location``'s path as its filesystem names it, without making the filesystem (no
+    credentials looked up): ``gs://b/x/../y`` -> ``b/y``, a relative local path made absolute."""
+    protocol = location.split("://", 1)[0] if has_protocol(location) else "file"
+    return posixpath.normpath(get_filesystem_class(protocol)._strip_protocol(location))
 
 
 def write_atomic(location: str, data: bytes) -> None:
