@@ -27,7 +27,7 @@ from transforms.limits import Limits
 from transforms.nst.config import StyleConfig, blend_weights, with_color_alias
 from transforms.records import MANIFEST_FORMATS, Failure, Pair, Stage
 
-logger = logging.getLogger(f"beam_style_transfer.{__name__}")  # README, "Logs"
+logger = logging.getLogger(f"beam_style_transfer.{__name__}")  # the names logs had (README, Development)
 
 PAIRS: Final = "pairs"
 FAILURES: Final = "failures"
