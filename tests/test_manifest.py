@@ -35,10 +35,18 @@ def test_duplicate_explicit_id_fails_the_later_row() -> None:
     assert isinstance(second, Failure) and "duplicate id 'x' (first used at m.csv line 2)" in second.error
 
 
-@pytest.mark.parametrize("raw", ["../../escape", "a/b", "a\\b", ".hidden", "..", "///"])
-def test_path_like_ids_are_refused(raw: str) -> None:
-    with pytest.raises(ValueError, match="could write outside the output folder|no usable characters"):
+@pytest.mark.parametrize("raw", ["../../escape", "a/b", "a\\b", ".hidden", "..", "///", "_.tmp-evil", "<.hidden", " ._x"])
+def test_path_like_and_hidden_ids_are_refused(raw: str) -> None:
+    with pytest.raises(ValueError, match="could write outside the output folder|no usable characters|hidden file name"):
         safe_id(raw)
+
+
+def test_ids_keep_letters_of_any_script_within_a_file_name_s_bytes() -> None:
+    assert safe_id("cafe\u0301 / x".replace(" / ", " ")) == "café_x"  # NFC: one letter, not e + accent
+    assert safe_id("北京__étoile") == "北京__étoile"
+    assert safe_id("a\u202eb") == "a_b"  # a right-to-left override is no letter
+    long = safe_id("北" * 100)
+    assert len(long.encode()) <= 200 and long == "北" * 66
 
 
 def test_overrides_are_typed_and_validated() -> None:

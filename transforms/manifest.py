@@ -16,6 +16,7 @@ import json
 import logging
 import random
 import re
+import unicodedata
 from collections.abc import Iterator
 from typing import Any, Final
 
@@ -25,7 +26,7 @@ from apache_beam import pvalue
 from transforms import storage
 from transforms.limits import Limits
 from transforms.nst.config import StyleConfig, blend_weights, with_color_alias
-from transforms.records import MANIFEST_FORMATS, Failure, Pair, Stage
+from transforms.records import MANIFEST_FORMATS, Failure, Pair, Stage, bounded
 
 logger = logging.getLogger(f"beam_style_transfer.{__name__}")  # the names logs had (README, Development)
 
@@ -47,11 +48,10 @@ ROW_OVERRIDES: Final[dict[str, type]] = {
     "original_colors": bool,
 }
 COLUMNS: Final = ("id", "content", "style", "style_weights", *ROW_OVERRIDES)
-_MAX_ID_LENGTH: Final = 200
+_MAX_ID_BYTES: Final = 200
 # Longest field read from a row: paths and signed URLs fit well within it; a longer field is
 # refused for its row (and is not copied into the failure record).
 MAX_FIELD_CHARS: Final = 8192
-_RECORDED_CHARS: Final = 200
 _TRUE: Final = {"1", "true", "yes", "y", "on"}
 _FALSE: Final = {"0", "false", "no", "n", "off"}
 
@@ -92,8 +92,11 @@ def parse_rows(data: bytes, location: str, fmt: str) -> Iterator[tuple[str, dict
         source = f"{location} line {number}"
         try:
             row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            yield source, ValueError(f"not valid JSON ({exc})")
+        except RecursionError:
+            yield source, ValueError("not usable JSON (nested too deeply to parse)")
+            continue
+        except ValueError as exc:  # JSONDecodeError, and Python's limit on an integer's digits
+            yield source, ValueError(f"not usable JSON ({exc})")
             continue
         if not isinstance(row, dict):
             yield source, ValueError(f"expected a JSON object, got {type(row).__name__}")
@@ -131,43 +134,32 @@ def row_problem(row: dict[str, Any]) -> ValueError | None:
             if not isinstance(text, str):
                 continue
             if len(text) > MAX_FIELD_CHARS:
-                return ValueError(f"column {_short(column)!r}: a field of {len(text)} characters is over the limit of {MAX_FIELD_CHARS}")
+                return ValueError(f"column {bounded(column)!r}: a field of {len(text)} characters is over the limit of {MAX_FIELD_CHARS}")
             if "\0" in text:
-                return ValueError(f"column {_short(column)!r}: a NUL byte in {_short(text)!r}")
+                return ValueError(f"column {bounded(column)!r}: a NUL byte in {bounded(text)!r}")
             bad = next((ch for ch in text if "\udc80" <= ch <= "\udcff"), None)
             if bad is not None:
-                return ValueError(f"column {_short(column)!r}: not UTF-8 (byte 0x{ord(bad) - 0xDC00:02x})")
+                return ValueError(f"column {bounded(column)!r}: not UTF-8 (byte 0x{ord(bad) - 0xDC00:02x})")
     return None
 
 
-def _short(value: Any) -> Any:
-    """``value`` as a failure record may hold it: long text cut, undecodable bytes escaped."""
-    if isinstance(value, str):
-        text = value.encode("utf-8", "backslashreplace").decode("utf-8", "replace") if _has_surrogates(value) else value
-        return text if len(text) <= _RECORDED_CHARS else f"{text[:_RECORDED_CHARS]}... ({len(text)} characters)"
-    if isinstance(value, list):
-        return [_short(item) for item in value[:20]]
-    if isinstance(value, dict):
-        return {_short(k): _short(v) for k, v in list(value.items())[:40]}
-    return value
-
-
-def _has_surrogates(text: str) -> bool:
-    return any("\ud800" <= ch <= "\udfff" for ch in text)
-
-
 def safe_id(raw: str) -> str:
-    """An id that is a plain file name inside the output folder.
+    """An id that is a plain, visible file name inside the output folder.
 
     Ids that look like paths are refused rather than rewritten: quietly turning ``../../x`` into
-    ``x`` could collide with another pair. Other unusual characters become ``_``.
+    ``x`` could collide with another pair. Letters and digits of any script are kept (``café``,
+    ``北京``, NFC-normalized); other characters become ``_``. A name that would start with '.'
+    is refused: it would be hidden, and ``.tmp-*`` names are the stale-temporary sweep's.
     """
-    if "/" in raw or "\\" in raw or raw.strip().startswith("."):
-        raise ValueError(f"id {raw!r} could write outside the output folder (no '/', '\\' or leading '.')")
-    cleaned = re.sub(r"[^A-Za-z0-9._+-]+", "_", raw.strip()).strip("_")
+    if "/" in raw or "\\" in raw:
+        raise ValueError(f"id {bounded(raw)!r} could write outside the output folder (no '/' or '\\')")
+    cleaned = re.sub(r"[^\w.+-]+", "_", unicodedata.normalize("NFC", raw.strip())).strip("_")
     if not cleaned:
-        raise ValueError(f"id {raw!r} has no usable characters (letters, digits, '.', '_', '+', '-')")
-    return cleaned[:_MAX_ID_LENGTH]
+        raise ValueError(f"id {bounded(raw)!r} has no usable characters (letters, digits, '.', '_', '+', '-')")
+    if cleaned.startswith("."):
+        raise ValueError(f"id {bounded(raw)!r} would be a hidden file name ({bounded(cleaned)!r}): start it with a letter or digit")
+    # File names are limited in bytes (255 on most filesystems), not characters.
+    return cleaned.encode()[:_MAX_ID_BYTES].decode("utf-8", "ignore")
 
 
 def tree_folder(content: str, root: str) -> str:
@@ -210,16 +202,16 @@ def _convert(column: str, value: Any) -> Any:
             return value
         if str(value).strip().lower() in _TRUE | _FALSE:
             return str(value).strip().lower() in _TRUE
-        raise ValueError(f"{column} must be true or false, got {value!r}")
+        raise ValueError(f"{column} must be true or false, got {bounded(value)!r}")
     if kind is int and isinstance(value, float):
         if not value.is_integer():
-            raise ValueError(f"{column} must be int, got {value!r}")
+            raise ValueError(f"{column} must be int, got {bounded(value)!r}")
         return int(value)  # JSON writers often emit 300.0
     try:
         # int("7.5") fails as it should; int(7.5) would silently truncate, hence str().
         return kind(value) if kind is not int else int(str(value).strip())
-    except (TypeError, ValueError):
-        raise ValueError(f"{column} must be {kind.__name__}, got {value!r}") from None
+    except (TypeError, ValueError):  # a ValueError also for an integer of over 4,300 digits
+        raise ValueError(f"{column} must be {kind.__name__}, got {bounded(value)!r}") from None
 
 
 def row_to_pair(
@@ -245,7 +237,7 @@ def row_to_pair(
         try:
             weights = tuple(float(w) for w in given)
         except (TypeError, ValueError):
-            raise ValueError(f"style_weights must be numbers (separated by '|'), got {_short(given)!r}") from None
+            raise ValueError(f"style_weights must be numbers (separated by '|'), got {bounded(given)!r}") from None
         try:
             blend_weights(len(styles), weights)
         except ValueError:
@@ -290,7 +282,7 @@ def validate_rows(
         try:
             parsed.append(row_to_pair(row, source, base_folder, defaults, limits, tree_root))
         except ValueError as exc:
-            parsed.append(Failure.from_exception(Stage.MANIFEST, exc, source, row=_short(row)))
+            parsed.append(Failure.from_exception(Stage.MANIFEST, exc, source, row=row))
     # Explicit ids are reserved first, so a derived id never takes a name a row asked for.
     taken: dict[str, str] = {}
     for index, item in enumerate(parsed):
@@ -305,7 +297,8 @@ def validate_rows(
             try:
                 base = candidate = item.folder + derive_id(item)
             except ValueError as exc:  # a name with nothing usable (a dot-file, say): this row's failure
-                yield Failure.from_exception(Stage.MANIFEST, exc, item.source, row=_short(item.row))
+                error = ValueError(f"no id can be made from the file names ({exc}); give the row an id")
+                yield Failure.from_exception(Stage.MANIFEST, error, item.source, row=item.row)
                 continue
             suffix = 2
             while candidate in taken:

@@ -5,6 +5,7 @@ Imports: the engine's torch-free StyleConfig only; no Beam, no storage.
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass, field
 from enum import Enum
 from typing import Any, ClassVar, Final
@@ -19,6 +20,38 @@ LAYOUTS: Final = ("flat", "tree")
 IMAGE_FORMATS: Final = {"png": "png", "jpeg": "jpg", "webp": "webp"}
 # The namespace of the job's Beam metrics (counters and distributions).
 NAMESPACE: Final = "style_transfer"
+# The longest text a failure record copies from its input (a path, a field, a value): longer
+# ones are cut, saying how long they were (README, Reliability).
+RECORDED_CHARS: Final = 200
+_LONG_WORD: Final = re.compile(r"\S{%d,}" % (RECORDED_CHARS + 1))
+
+
+def bounded(value: Any) -> Any:
+    """``value`` as a failure record may hold it: text cut to ``RECORDED_CHARS`` characters,
+    undecodable bytes escaped, lists and mappings cut to their first items, all recursively."""
+    if isinstance(value, str):
+        value = bounded_surrogates(value)
+        return value if len(value) <= RECORDED_CHARS else f"{value[:RECORDED_CHARS]}... ({len(value)} characters)"
+    if isinstance(value, list | tuple):
+        return [bounded(item) for item in value[:20]]
+    if isinstance(value, dict):
+        return {bounded(k): bounded(v) for k, v in list(value.items())[:40]}
+    return value
+
+
+def bounded_message(text: str) -> str:
+    """An error message whose every word (a path, a URL, a value) is ``bounded``, and whose
+    whole is at most ten times that: the reason stays readable, the input is not copied."""
+    text = _LONG_WORD.sub(lambda match: bounded(match.group()), bounded_surrogates(text))
+    limit = 10 * RECORDED_CHARS
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
+
+
+def bounded_surrogates(text: str) -> str:
+    """``text`` with bytes that were not UTF-8 (lone surrogates) escaped as ``\\xNN``."""
+    if any("\ud800" <= ch <= "\udfff" for ch in text):
+        return text.encode("utf-8", "backslashreplace").decode("utf-8", "replace")
+    return text
 
 
 @dataclass(frozen=True)
@@ -65,6 +98,12 @@ class Failure:
     source: str
     id: str | None = None
     row: dict[str, Any] | None = None
+
+    def __post_init__(self) -> None:
+        # A record copies no long field of its input, however it was made (README, Reliability).
+        object.__setattr__(self, "error", bounded_message(self.error))
+        object.__setattr__(self, "source", bounded_message(self.source))
+        object.__setattr__(self, "row", bounded(self.row))
 
     @classmethod
     def from_exception(
