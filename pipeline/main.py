@@ -14,11 +14,13 @@ import dataclasses
 import json
 import logging
 import os
+import re
 import shutil
 import signal
 import sys
 import tempfile
 import threading
+import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
@@ -28,6 +30,10 @@ if TYPE_CHECKING:
     from apache_beam.options.pipeline_options import PipelineOptions
 
     from pipeline.options import PipelineConfig
+
+
+# The name of each run's private temporary folder, before its process id.
+_RUN_FOLDER_PREFIX = "style-transfer-run-"
 
 
 class Interrupted(KeyboardInterrupt):
@@ -82,9 +88,12 @@ def _private_temp_folder() -> Iterator[None]:
     """Point every temporary file of the run into one folder, removed when the run ends.
 
     Beam's DirectRunner leaves empty ``beam-temp*`` and ``tmp*`` folders in the system temp folder
-    at each run; they all land here instead, and go with it.
+    at each run; they all land here instead, and go with it. A run killed with SIGKILL cannot
+    remove its folder: the folder's name holds its process id, and the next run removes the
+    folders of processes that are gone.
     """
-    folder = tempfile.mkdtemp(prefix="style-transfer-run-")
+    _remove_folders_of_dead_runs(tempfile.gettempdir())
+    folder = tempfile.mkdtemp(prefix=f"{_RUN_FOLDER_PREFIX}{os.getpid()}-")
     saved = tempfile.tempdir, os.environ.get("TMPDIR")
     tempfile.tempdir, os.environ["TMPDIR"] = folder, folder
     try:
@@ -96,6 +105,25 @@ def _private_temp_folder() -> Iterator[None]:
         else:
             os.environ["TMPDIR"] = saved[1]
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def _remove_folders_of_dead_runs(parent: str) -> None:
+    """Remove the private temporary folders (in ``parent``) of runs whose process is gone.
+
+    Only folders untouched for 15 minutes go: a process of another PID namespace (a container
+    sharing this temp folder) may hold the same number as a live run.
+    """
+    from transforms.claims import process_exists
+
+    cutoff = time.time() - 900
+    with contextlib.suppress(OSError):
+        for entry in os.scandir(parent):
+            match = re.fullmatch(rf"{_RUN_FOLDER_PREFIX}(\d+)-\w+", entry.name)
+            if match is None or not entry.is_dir(follow_symlinks=False) or process_exists(int(match[1])):
+                continue
+            with contextlib.suppress(OSError):
+                if entry.stat(follow_symlinks=False).st_mtime < cutoff:
+                    shutil.rmtree(entry.path, ignore_errors=True)
 
 
 def _run(argv: list[str], wait: bool) -> int:
@@ -121,9 +149,11 @@ def _run(argv: list[str], wait: bool) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     config = dataclasses.replace(config, expected_pairs=expected)
-    removed = preflight.remove_stale_temporaries(config.output)
-    if removed:
-        logging.getLogger(f"beam_style_transfer.{__name__}").info("removed %d temporary files left by killed writes", removed)
+    temporaries, expired_claims = preflight.remove_leftovers(config.output)
+    if temporaries or expired_claims:
+        logging.getLogger(f"beam_style_transfer.{__name__}").info(
+            "removed what killed runs left: %d temporary files, %d expired claims", temporaries, expired_claims
+        )
     # --strict: an exit status of 1 here, but where the workers are remote, nobody may be
     # waiting for it (a Flex Template launch), so the job itself ends failed.
     fail_job_if_failed = config.strict and not workers_here

@@ -15,7 +15,7 @@ import secrets
 from typing import Final
 
 from pipeline.options import PipelineConfig
-from transforms import storage
+from transforms import claims, storage
 from transforms.manifest import read_manifest, validate_rows
 from transforms.nst.config import INIT_MODES, StyleConfig
 from transforms.nst.vgg import VGGFeatures
@@ -25,6 +25,9 @@ from transforms.records import Pair
 # A temporary file younger than this may be another run's write in progress; older ones were
 # left by a killed write (a write takes seconds).
 STALE_TEMPORARY_SECONDS: Final = 900.0
+# What the output probe writes: about one result image, so that a disk too full for one fails
+# the job here instead of failing every pair.
+PROBE_BYTES: Final = 1 << 20
 
 
 class PreflightError(ValueError):
@@ -52,10 +55,15 @@ def check_weights(style: StyleConfig) -> None:
 
 
 def check_output(output: str) -> None:
-    """The output folder can be written: a probe object is written and removed."""
-    probe = storage.join(output, f".preflight-{secrets.token_hex(4)}")
+    """The output folder can be written: a probe of ``PROBE_BYTES`` is written and removed.
+
+    The probe has content, so that a full disk fails here (an empty file needs no free space).
+    Its name is a ``.tmp-`` one, so that a run killed before removing it leaves nothing that
+    the next run's stale-temporary sweep does not remove.
+    """
+    probe = storage.join(output, f"{storage.TEMPORARY_PREFIX}preflight-{secrets.token_hex(4)}")
     try:
-        storage.write_atomic(probe, b"")
+        storage.write_atomic(probe, secrets.token_bytes(PROBE_BYTES))
         storage.remove(probe)
     except OSError as exc:
         raise PreflightError(f"--output {output}: cannot be written ({exc}); choose a writable folder") from exc
@@ -85,13 +93,14 @@ def check_manifest(config: PipelineConfig) -> int:
     return sum(isinstance(item, Pair) for item in items)
 
 
-def remove_stale_temporaries(output: str) -> int:
-    """Remove what killed writes left in the output folders (and their subfolders, which the
-    tree layout makes); how many files went."""
+def remove_leftovers(output: str) -> tuple[int, int]:
+    """Remove what killed runs left in the output: temporary files of writes (in every output
+    folder and the subfolders the tree layout makes) and expired claims (a run killed between
+    writing a pair and releasing its claim). How many of each went."""
     removed = len(storage.remove_stale_temporaries(output, STALE_TEMPORARY_SECONDS))
-    for folder in ("images", "logs", "failures", "claims", "index"):
+    for folder in ("images", "logs", "failures", "claims", "index", "runs"):
         removed += len(storage.remove_stale_temporaries(storage.join(output, folder), STALE_TEMPORARY_SECONDS, recursive=True))
-    return removed
+    return removed, claims.remove_expired(output)
 
 
 def check(config: PipelineConfig, workers_here: bool = True) -> int:

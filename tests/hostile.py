@@ -148,6 +148,7 @@ ROW_CASES: list[tuple[str, str, str]] = [
     ("style weight inf", "{ok},{style},inf,", "style_weight"),
     ("negative style weight", "{ok},{style},-1,", "style_weight"),
     ("image size too big", "{ok},{style},,100000", "max_image_size"),
+    ("5,000-digit image size", "{ok},{style},," + "9" * 5000, "image_size must be int"),
     ("http url", "http://127.0.0.1:9/x.png,{style},,", "scheme"),
     ("metadata server", "{ok},http://169.254.169.254/computeMetadata/v1/,,", "scheme"),
     ("chained url", "simplecache::http://127.0.0.1:9/x.png,{style},,", "scheme"),
@@ -178,6 +179,42 @@ def write_row_manifest(folder: Path) -> tuple[Path, dict[int, tuple[str, str]], 
     manifest = folder / "rows.csv"
     manifest.write_bytes(data)
     return manifest, failing, ["ok__style", "style__ok"]
+
+
+def write_jsonl_row_manifest(folder: Path) -> tuple[Path, dict[int, tuple[str, str]], list[str]]:
+    """A JSON Lines manifest of rows that once stopped the job or cleaned into unsafe names
+    (issue 21), plus valid rows whose ids must be as shown.
+
+    Returns the manifest, {line number: (case name, phrase)} for the rows that must fail, and the
+    ids of the rows that must succeed.
+    """
+    import json
+
+    ok = _valid_png(folder, "ok.png", 1)
+    style = _valid_png(folder, "style.png", 2)
+    dot_file = _valid_png(folder, "._ok.png", 3)  # what macOS leaves beside copied files
+    accented = _valid_png(folder, "café.png", 4)
+    long_path = folder / ("d" * 2800) / "x.png"
+    lines: list[str] = []
+    failing: dict[int, tuple[str, str]] = {}
+
+    def row(text: str, name: str | None = None, phrase: str = "") -> None:
+        lines.append(text)
+        if name:
+            failing[len(lines)] = (name, phrase)
+
+    row('{"content": "%s", "style": "%s", "seed": %s}' % (ok, style, "9" * 5000), "5,000-digit integer", "not usable json")
+    row("[" * 100_000, "100,000 nested [", "nested too deeply")
+    row('{"content": "%s", "style": "%s", "init": %s}' % (ok, style, '{"a": ' * 50_000 + "1" + "}" * 50_000), "nested object", "nested too deeply")
+    row(json.dumps({"id": "_.tmp-evil", "content": ok, "style": style}), "id cleaning into .tmp-", "hidden file name")
+    row(json.dumps({"id": "<.hidden", "content": ok, "style": style}), "id cleaning into a dot-file", "hidden file name")
+    row(json.dumps({"content": dot_file, "style": style}), "dot-file content, no id", "give the row an id")
+    row(json.dumps({"id": "long", "content": str(long_path), "style": style}), "2,800-character path", "file name too long")
+    row(json.dumps({"content": accented, "style": style}))
+    row(json.dumps({"id": "北京", "content": ok, "style": style}))
+    manifest = folder / "rows.jsonl"
+    manifest.write_text("\n".join(lines) + "\n")
+    return manifest, failing, ["café__style", "北京"]
 
 
 def write_image_manifest(folder: Path) -> tuple[Path, dict[str, str]]:

@@ -9,8 +9,10 @@ import http.server
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -140,6 +142,74 @@ def test_a_claim_is_renewed_while_its_pair_runs_and_a_dead_process_loses_it(tmp_
     assert claims.acquire(output, "p", "run-b")
 
 
+@pytest.mark.parametrize("expires_at", [32503680000.0, float("nan")])  # the year 3000; NaN
+def test_a_claim_valid_for_longer_than_a_lease_blocks_nothing(tmp_path, expires_at) -> None:
+    output = str(tmp_path / "out")
+    (tmp_path / "out" / "claims").mkdir(parents=True)
+    # A live process (this one) of this machine: only the expiry can make it void.
+    record = {"run_id": "forged", "expires_at": expires_at, "host": socket.gethostname(), "pid": os.getpid()}
+    (tmp_path / "out" / "claims" / "p.json").write_text(json.dumps(record))
+    assert claims.acquire(output, "p", "run-b")
+
+
+def test_claims_that_cannot_be_made_fail_their_pair_only(two_pairs, weights_file, tmp_path) -> None:
+    out = tmp_path / "out"
+    (out / "claims" / "cat.json").mkdir(parents=True)  # a folder where the claim goes
+    assert run(job_args(weights_file("vgg19"), out, f"--manifest={two_pairs}")) == 0
+    (failure,) = failures_of(out)
+    assert failure["id"] == "cat" and failure["stage"] == "write" and failure["row"]
+    assert "cannot claim the pair" in failure["error"] and "claims/cat.json" in failure["error"]
+    assert (out / "images" / "dog.png").exists()
+
+
+def test_an_exclusive_create_that_fails_leaves_no_temporary(tmp_path) -> None:
+    folder = tmp_path / "claims"
+    folder.mkdir()
+    script = (
+        "import resource, signal, sys; from transforms import storage;"
+        "signal.signal(signal.SIGXFSZ, signal.SIG_IGN); resource.setrlimit(resource.RLIMIT_FSIZE, (0, 0));"
+        f"storage.create_exclusive({str(folder / 'p.json')!r}, b'{{}}')"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert "File too large" in result.stderr  # any write of a byte fails, as on a full disk
+    assert list(folder.iterdir()) == []
+
+
+def test_a_full_disk_is_refused_before_any_work(two_pairs, weights_file, tmp_path) -> None:
+    # No file may grow: a write of one byte fails as on a disk with 0 bytes free, while an
+    # empty file can still be made (which is how a probe of 0 bytes passed).
+    out = tmp_path / "out"
+    script = (
+        "import resource, signal, sys, tempfile; from pipeline.main import run; tempfile.gettempdir();"
+        "signal.signal(signal.SIGXFSZ, signal.SIG_IGN); resource.setrlimit(resource.RLIMIT_FSIZE, (0, 0));"
+        f"sys.exit(run({job_args(weights_file('vgg19'), out, f'--manifest={two_pairs}')!r}))"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert result.returncode == 2, result.stderr
+    assert f"--output {out}: cannot be written" in result.stderr and "Traceback" not in result.stderr
+    assert not out.exists() or not list(out.rglob("*"))
+
+
+def test_what_killed_runs_leave_is_removed_by_the_next(two_pairs, weights_file, tmp_path) -> None:
+    out = tmp_path / "out"
+    args = job_args(weights_file("vgg19"), out, f"--manifest={two_pairs}")
+    assert run(args) == 0
+    # A run killed between writing "cat" and releasing its claim, whose process is gone...
+    gone = int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True).stdout)
+    record = {"run_id": "killed", "expires_at": time.time() + 60, "host": socket.gethostname(), "pid": gone}
+    (out / "claims").mkdir(exist_ok=True)
+    (out / "claims" / "cat.json").write_text(json.dumps(record))
+    # ... and its private temporary folder, untouched for an hour.
+    left = Path(tempfile.gettempdir()) / f"style-transfer-run-{gone}-abc123"
+    (left / "beam-temp").mkdir(parents=True)
+    hour_ago = time.time() - 3600
+    os.utime(left, (hour_ago, hour_ago))
+    assert run(args) == 0
+    assert summary_of(out)["counts"]["skipped"] == 2
+    assert not (out / "claims" / "cat.json").exists()
+    assert not left.exists()
+
+
 def test_two_concurrent_runs_compute_each_pair_once(weights_file, tmp_path) -> None:
     names = {f"c{i}.png": i for i in range(6)}
     write_images(tmp_path / "in", {**names, "waves.png": 9})
@@ -179,6 +249,21 @@ def test_every_hostile_row_fails_alone(weights_file, tmp_path) -> None:
         assert phrase in by_line[line]["error"].lower(), f"{name}: {by_line[line]['error'][:300]}"
         assert len(json.dumps(by_line[line])) < 20_000, f"{name}: the record repeats a huge field"
     assert summary_of(out)["counts"]["failed"] == len(failing)
+
+
+def test_every_hostile_json_row_fails_alone_or_gets_a_visible_id(weights_file, tmp_path) -> None:
+    manifest, failing, valid_ids = hostile.write_jsonl_row_manifest(tmp_path)
+    out = tmp_path / "out"
+    assert run(job_args(weights_file("vgg19"), out, f"--manifest={manifest}")) == 0
+    assert sorted(p.stem for p in (out / "images").iterdir()) == sorted(valid_ids)
+    assert not [p for p in out.rglob(".*")], "nothing hidden is written"
+    by_line = {int(f["source"].rsplit(" line ", 1)[1]): f for f in failures_of(out)}
+    assert sorted(by_line) == sorted(failing)
+    for line, (name, phrase) in failing.items():
+        record = by_line[line]
+        assert phrase in record["error"].lower(), f"{name}: {record['error'][:300]}"
+        copied = [record["error"], record["source"], *json.dumps(record["row"]).split('"')]
+        assert max(len(word) for text in copied for word in text.split()) <= 230, f"{name} copies a long field"
 
 
 def test_every_hostile_image_fails_its_own_pair(weights_file, tmp_path) -> None:

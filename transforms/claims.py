@@ -21,6 +21,7 @@ import contextlib
 import json
 import logging
 import os
+import posixpath
 import socket
 import time
 from collections.abc import Iterator
@@ -34,6 +35,9 @@ logger = logging.getLogger(f"beam_style_transfer.{__name__}")  # the names logs 
 FOLDER: Final = "claims"
 TTL_SECONDS: Final = 600.0
 RENEW_SECONDS: Final = 60.0
+# How far machines' clocks may disagree: a claim that expires later than a lease from now plus
+# this is not honoured, so that no claim blocks its pair for longer than a lease.
+CLOCK_SKEW_SECONDS: Final = 300.0
 
 
 def claim_location(output: str, pair_id: str) -> str:
@@ -55,17 +59,12 @@ class Claim:
 
     @property
     def expired(self) -> bool:
-        """Past its expiry, or left by a process of this machine that is gone."""
-        if self.expires_at <= time.time():
+        """Past its expiry, valid for longer than any lease (a clock far ahead, a forged
+        record), or left by a process of this machine that is gone."""
+        now = time.time()
+        if not now < self.expires_at <= now + TTL_SECONDS + CLOCK_SKEW_SECONDS:  # NaN too
             return True
-        if self.host == socket.gethostname() and self.pid > 0:
-            try:
-                os.kill(self.pid, 0)  # signal 0: only asks whether the process exists
-            except ProcessLookupError:
-                return True
-            except PermissionError:
-                return False  # it exists, as another user
-        return False
+        return self.host == socket.gethostname() and self.pid > 0 and not process_exists(self.pid)
 
     def describe(self) -> str:
         expiry = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.expires_at))
@@ -77,6 +76,17 @@ class Claim:
         return json.dumps(record).encode()
 
 
+def process_exists(pid: int) -> bool:
+    """Whether process ``pid`` of this machine (and PID namespace) is alive."""
+    try:
+        os.kill(pid, 0)  # signal 0: only asks whether the process exists
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # it exists, as another user
+    return True
+
+
 def _read(location: str) -> Claim | None:
     """The claim at ``location``; None if it is gone. An unreadable claim counts as expired."""
     try:
@@ -84,7 +94,7 @@ def _read(location: str) -> Claim | None:
         return Claim(str(record["run_id"]), float(record["expires_at"]), str(record["host"]), int(record["pid"]))
     except FileNotFoundError:
         return None
-    except (OSError, ValueError, KeyError, TypeError):
+    except (OSError, ValueError, KeyError, TypeError, RecursionError):
         return Claim("unreadable", 0.0, "?", 0)
 
 
@@ -128,6 +138,24 @@ def renew_if_due(output: str, pair_id: str, claim: Claim, seconds: float = TTL_S
         logger.warning("%s: could not renew the claim (%s)", pair_id, exc)
         return claim
     return renewed
+
+
+def remove_expired(output: str) -> int:
+    """Remove the expired claims under ``OUTPUT/claims``; how many went.
+
+    A run killed after writing a pair but before releasing its claim leaves a claim nobody
+    acquires again (later runs skip the finished pair), so each run sweeps them at its start.
+    """
+    removed = 0
+    for location in storage.find(storage.join(output, FOLDER)):
+        if posixpath.basename(location).startswith(storage.TEMPORARY_PREFIX):
+            continue  # another run's claim being created; stale ones go with the temporary sweep
+        held = _read(location)
+        if held is not None and held.expired:
+            with contextlib.suppress(FileNotFoundError, IsADirectoryError):
+                storage.remove(location)
+                removed += 1
+    return removed
 
 
 def release(output: str, pair_id: str, run_id: str) -> None:

@@ -18,7 +18,7 @@ import stat
 import tempfile
 import time
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from typing import Final
 from urllib.parse import urlsplit
 
@@ -258,15 +258,16 @@ def create_exclusive(location: str, data: bytes) -> bool:
         folder = os.path.dirname(path)
         os.makedirs(folder, exist_ok=True)
         temporary = os.path.join(folder, f"{TEMPORARY_PREFIX}{secrets.token_hex(8)}-{os.path.basename(path)}")
-        with open(temporary, "wb") as out:
-            out.write(data)
-        try:
+        try:  # the temporary goes however this ends, a full disk included
+            with open(temporary, "wb") as out:
+                out.write(data)
             os.link(temporary, path)
             return True
         except FileExistsError:
             return False
         finally:
-            os.unlink(temporary)
+            with suppress(FileNotFoundError):
+                os.unlink(temporary)
     fs.invalidate_cache(path)
     if fs.exists(path):
         # Cheap, and what decides on stores or emulators that ignore the precondition (the GCS
@@ -303,6 +304,17 @@ def remove_stale_temporaries(folder: str, older_than_seconds: float, recursive: 
         if not recursive:
             folders.clear()
     return removed
+
+
+def find(folder: str) -> list[str]:
+    """Every file below ``folder`` (none if it does not exist), as full URLs."""
+    fs, path = url_to_fs(folder)
+    fs.invalidate_cache()
+    try:
+        found = fs.find(path)
+    except FileNotFoundError:
+        return []
+    return [fs.unstrip_protocol(f) if has_protocol(folder) else f for f in found]
 
 
 def glob(pattern: str) -> list[str]:

@@ -192,7 +192,14 @@ class StylizeBatchesFn(beam.DoFn):
         running: list[_Running] = []
         with contextlib.ExitStack() as leases:
             for item in batch:
-                lease = leases.enter_context(claims.claimed(self._settings.output, item.pair.id, self._settings.run_id))
+                try:
+                    lease = leases.enter_context(claims.claimed(self._settings.output, item.pair.id, self._settings.run_id))
+                except Exception as exc:  # noqa: BLE001 - a claim that cannot be made (a full disk, a folder in its place) fails its pair only
+                    self._failed.inc()
+                    where = claims.claim_location(self._settings.output, item.pair.id)
+                    error = OSError(f"cannot claim the pair at {where}: {type(exc).__name__}: {exc}")
+                    yield pvalue.TaggedOutput(FAILURES, _failure(tracker, item.pair, Stage.WRITE, error))
+                    continue
                 started = self._start(engine, item, lease, budget, tiling, tracker)
                 if isinstance(started, _Running):
                     running.append(started)
