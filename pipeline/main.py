@@ -220,19 +220,21 @@ def _final_report(config: PipelineConfig) -> int:
     from transforms import storage
     from transforms.outputs import report_location, summary_location
 
-    summary = json.loads(storage.read_bytes(summary_location(config.output)))
+    # This run's own summary and report: the latest ones may be an earlier run's, when this
+    # run could not replace them.
+    summary = json.loads(storage.read_bytes(summary_location(config.output, config.run_id)))
     counts = summary["counts"]
     extras = [f"{counts[k]} {k.replace('_', ' ')}" for k in ("repaired", "claimed_elsewhere") if counts[k]]
     print(
         f"{counts['succeeded']} succeeded, {counts['skipped']} skipped, {counts['failed']} failed"
         f"{''.join(', ' + e for e in extras)} in {summary['wall_seconds']:.1f} s -> {config.output}"
     )
-    if storage.exists(report_location(config.output)):
-        print(f"report: {report_location(config.output)}")
+    if storage.exists(report_location(config.output, config.run_id)):
+        print(f"report: {report_location(config.output, config.run_id)}")
     if summary["failures_file"]:
         print(f"failures: {summary['failures_file']}")
     elif counts["failed"]:
-        print(f"failures: in {summary_location(config.output)} ({summary['failures_file_error']})")
+        print(f"failures: in {summary_location(config.output, config.run_id)} ({summary['failures_file_error']})")
     return 1 if config.strict and counts["failed"] else 0
 
 
@@ -265,7 +267,7 @@ def _summary_counts_failures(config: PipelineConfig) -> bool:
     from transforms.outputs import summary_location
 
     try:
-        summary = json.loads(storage.read_bytes(summary_location(config.output)))
+        summary = json.loads(storage.read_bytes(summary_location(config.output, config.run_id)))
     except (OSError, ValueError):
         return False
     return summary.get("run_id") == config.run_id and bool(summary.get("counts", {}).get("failed"))

@@ -452,6 +452,27 @@ def test_a_summary_is_written_even_when_images_and_failures_cannot_be(two_pairs,
     assert run([*args, "--strict"]) == 1
 
 
+def test_the_report_announced_is_this_run_s_and_every_run_keeps_its_record(two_pairs, weights_file, tmp_path, capsys) -> None:
+    out = tmp_path / "out"
+    args = job_args(weights_file("vgg19"), out, f"--manifest={two_pairs}")
+    assert run(args) == 0
+    (first_run,) = [p.name for p in (out / "runs").iterdir()]
+    (out / "contact_sheet.png").unlink()
+    (out / "contact_sheet.png").mkdir()  # the sheet cannot be replaced; the page still can
+    capsys.readouterr()
+    assert run(args) == 0  # a rerun with nothing left to do
+    printed = capsys.readouterr().out
+    (second_run,) = [p.name for p in (out / "runs").iterdir() if p.name != first_run]
+    assert f"report: {out / 'runs' / second_run / 'report.html'}" in printed
+    assert second_run in (out / "report.html").read_text()  # the latest page is the rerun's
+    # The run that did the work keeps its record; the rerun has its own.
+    assert json.loads((out / "runs" / first_run / "summary.json").read_text())["counts"]["succeeded"] == 2
+    assert json.loads((out / "runs" / second_run / "summary.json").read_text())["counts"]["skipped"] == 2
+    assert summary_of(out)["run_id"] == second_run
+    page = (out / "runs" / first_run / "report.html").read_text()
+    assert 'href="../../images/cat.png"' in page and (out / "runs" / first_run / "contact_sheet.png").is_file()
+
+
 def test_stale_temporary_files_are_removed_at_start(two_pairs, weights_file, tmp_path) -> None:
     out = tmp_path / "out"
     (out / "images").mkdir(parents=True)

@@ -100,16 +100,24 @@ def failures_location(output: str, run_id: str) -> str:
     return storage.join(output, "failures", f"{run_id}.jsonl")
 
 
-def summary_location(output: str) -> str:
-    return storage.join(output, "summary.json")
+def run_folder(output: str, run_id: str) -> str:
+    """``OUTPUT/runs/<run_id>``: each run's own summary and report, kept beside the latest ones
+    (a rerun that finds everything done must not erase the record of the run that did it)."""
+    return storage.join(output, "runs", run_id)
+
+
+def summary_location(output: str, run_id: str | None = None) -> str:
+    """The latest run's summary, or with ``run_id`` that run's own."""
+    return storage.join(run_folder(output, run_id) if run_id else output, "summary.json")
 
 
 def plan_location(output: str) -> str:
     return storage.join(output, "plan.json")
 
 
-def report_location(output: str) -> str:
-    return storage.join(output, report.REPORT_NAME)
+def report_location(output: str, run_id: str | None = None) -> str:
+    """The latest run's report page, or with ``run_id`` that run's own."""
+    return storage.join(run_folder(output, run_id) if run_id else output, report.REPORT_NAME)
 
 
 @dataclass(frozen=True)

@@ -231,17 +231,17 @@ def histogram_svg(values: Sequence[float], label: str, log: bool = False, width:
     )
 
 
-def _pair_rows(entries: Iterable[ReportEntry], images: _Images, extension: str) -> list[str]:
+def _pair_rows(entries: Iterable[ReportEntry], images: _Images, extension: str, to_output: str) -> list[str]:
     rows = []
     for entry in sorted(entries, key=lambda e: e.id):
         status = entry.status + (" (repaired)" if entry.repaired else "")
         styles = "".join(images.tag(entry.thumbnails.get(s), f"style: {s}") for s in entry.styles)
         result = images.tag(entry.thumbnails.get("result"), f"result: {entry.id}")
         if "result" in entry.thumbnails:
-            result = f'<a href="{_href(f"images/{entry.id}.{extension}")}">{result}</a>'
+            result = f'<a href="{_href(f"{to_output}images/{entry.id}.{extension}")}">{result}</a>'
         seconds = "" if entry.seconds is None else f"{entry.seconds:.1f}"
         final = "" if entry.final_loss is None else f"{entry.final_loss:.4g}"
-        log = f'<a href="{_href(f"logs/{entry.id}.json")}">log</a>' if entry.losses else ""
+        log = f'<a href="{_href(f"{to_output}logs/{entry.id}.json")}">log</a>' if entry.losses else ""
         note = f'<div class="note">{html.escape(entry.note)}</div>' if entry.note else ""
         rows.append(
             f"<tr id=\"{html.escape(entry.id)}\"><td><code>{html.escape(entry.id)}</code>{note}</td>"
@@ -277,11 +277,13 @@ def render_html(
     failures_link: str | None,
     sample: Sequence[Figures] = (),
     extension: str = "png",
+    to_output: str = "",
 ) -> str:
     """The whole report page. ``failures`` are failure records (records.Failure.to_dict());
-    ``sample``, the figures of the pairs the summary's statistics come from (tally.Tally)."""
+    ``sample``, the figures of the pairs the summary's statistics come from (tally.Tally);
+    ``to_output``, the page's way up to the output folder ("../../" from runs/<run_id>/)."""
     images = _Images()
-    rows = _pair_rows(entries, images, extension)
+    rows = _pair_rows(entries, images, extension, to_output)
     counts = summary.get("counts", {})
     count_line = "".join(f"<span>{html.escape(k.replace('_', ' '))}: <b>{v}</b></span>" for k, v in counts.items())
     per_pair = summary.get("seconds_per_pair") or {}
@@ -306,7 +308,7 @@ def render_html(
         f"{timing}{summary.get('wall_seconds', 0):.1f} s in all. "
         f'<a href="{CONTACT_SHEET_NAME}">contact sheet</a> · <a href="summary.json">summary.json</a></p>'
         f'<p class="counts">{count_line}</p>'
-        f"{distributions}{_failures_section(failures, failures_link)}"
+        f"{distributions}{_failures_section(failures, failures_link and to_output + failures_link)}"
         f"<h2>Pairs{html.escape(shown)}</h2><table><tr><th>id</th><th>content</th><th>style</th><th>result</th><th>total loss</th>"
         f"<th>final</th><th>seconds</th><th>status</th></tr>{''.join(rows)}</table>"
         f"<h2>Configuration</h2><pre>{configuration}</pre></body></html>\n"

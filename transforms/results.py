@@ -33,6 +33,7 @@ from transforms.outputs import (
     image_location,
     log_location,
     report_location,
+    run_folder,
     summary_location,
     to_json,
     utc_iso,
@@ -144,7 +145,9 @@ class _WriteSummaryFn(beam.DoFn):
         if failures_error:
             summary["failures_file_error"] = failures_error
             summary["failures"] = [f.to_dict() for f in ordered]
-        storage.write_atomic(summary_location(self._output), to_json(summary))
+        data = to_json(summary)
+        storage.write_atomic(summary_location(self._output, self._run_id), data)
+        storage.write_atomic(summary_location(self._output), data)
         yield summary
 
 
@@ -189,10 +192,12 @@ class _ReportEntryFn(beam.DoFn):
 
 
 class _WriteReportFn(beam.DoFn):
-    """summary -> OUTPUT/report.html and OUTPUT/contact_sheet.png.
+    """summary -> report.html and contact_sheet.png, in the run's own folder (runs/<run_id>/),
+    then at the top of the output as the latest; yields the run's own page once written.
 
     A report that cannot be written is logged, not raised: it is a view of outputs that are
-    already safe, and the run's status is the summary's.
+    already safe, and the run's status is the summary's. A contact sheet that cannot be written
+    does not keep the page from being written.
     """
 
     def __init__(self, output: str, extension: str) -> None:
@@ -205,16 +210,28 @@ class _WriteReportFn(beam.DoFn):
         records = [f.to_dict() for f in sorted(failures, key=lambda f: (f.source, f.id or ""))]
         failures_file = summary.get("failures_file")
         link = failures_file[len(self._output):].lstrip("/") if failures_file and failures_file.startswith(self._output) else None
+        run_id = summary["run_id"]
         try:
             sheet = report.contact_sheet(entries)
-            if sheet is not None:
-                storage.write_atomic(storage.join(self._output, report.CONTACT_SHEET_NAME), sheet)
-            page = report.render_html(summary, entries, records, link, tally.sample, self._extension)
-            storage.write_atomic(report_location(self._output), page.encode())
         except Exception as exc:  # noqa: BLE001
-            logger.warning("the report could not be written to %s: %s: %s", self._output, type(exc).__name__, exc)
-            return
-        yield report_location(self._output)
+            logger.warning("the contact sheet could not be made: %s: %s", type(exc).__name__, exc)
+            sheet = None
+        written = []
+        # The run's own copy first: its links climb out of runs/<run_id>/ to the output's files.
+        for folder, to_output in ((run_folder(self._output, run_id), "../../"), (self._output, "")):
+            if sheet is not None:
+                try:
+                    storage.write_atomic(storage.join(folder, report.CONTACT_SHEET_NAME), sheet)
+                except Exception as exc:  # noqa: BLE001
+                    logger.warning("the contact sheet could not be written to %s: %s: %s", folder, type(exc).__name__, exc)
+            try:
+                page = report.render_html(summary, entries, records, link, tally.sample, self._extension, to_output)
+                storage.write_atomic(storage.join(folder, report.REPORT_NAME), page.encode())
+                written.append(storage.join(folder, report.REPORT_NAME))
+            except Exception as exc:  # noqa: BLE001
+                logger.warning("the report could not be written to %s: %s: %s", folder, type(exc).__name__, exc)
+        if report_location(self._output, run_id) in written:
+            yield report_location(self._output, run_id)
 
 
 class StrictFailure(RuntimeError):
