@@ -61,24 +61,44 @@ def run(argv: list[str] | None = None, wait: bool = True) -> int:
         print(flags.help_text())
         return 0
     with _private_temp_folder(), _signals_as_interrupts():
-        return _run(argv, wait)
+        try:
+            return _run(argv, wait)
+        except KeyboardInterrupt as exc:  # before the pipeline ran: the imports, the pre-flight checks
+            signum = _interruption(exc) or signal.SIGINT
+            print(f"interrupted by {signal.Signals(signum).name} before any pair ran; nothing was written", file=sys.stderr)
+            return 128 + signum
 
 
 @contextlib.contextmanager
 def _signals_as_interrupts() -> Iterator[None]:
     """Within the block, SIGINT and SIGTERM raise Interrupted (in the main thread, where Python
-    delivers signals; elsewhere, say under a test runner's thread, nothing changes)."""
+    delivers signals; elsewhere, say under a test runner's thread, nothing changes).
+
+    Once interrupted, exceptions in other threads are not printed: the runner's threads fail as
+    the job is torn down (a worker process gone), and the run ends with one line.
+    """
     if threading.current_thread() is not threading.main_thread():
         yield
         return
+    interrupted = threading.Event()
 
     def interrupt(signum: int, frame: object) -> None:
+        interrupted.set()
+        # Before the runner tears the job down around them: a worker process that loses its
+        # job service aborts noisily, and could not release its claims anyway (run() does).
+        _stop_worker_processes()
         raise Interrupted(signum)
 
+    def quiet_once_interrupted(args: threading.ExceptHookArgs) -> None:
+        if not interrupted.is_set():
+            previous_hook(args)
+
     previous = {signum: signal.signal(signum, interrupt) for signum in (signal.SIGINT, signal.SIGTERM)}
+    previous_hook, threading.excepthook = threading.excepthook, quiet_once_interrupted
     try:
         yield
     finally:
+        threading.excepthook = previous_hook
         for signum, handler in previous.items():
             signal.signal(signum, handler)
 
@@ -128,12 +148,12 @@ def _remove_folders_of_dead_runs(parent: str) -> None:
 
 def _run(argv: list[str], wait: bool) -> int:
     import apache_beam as beam
-    from apache_beam.options.pipeline_options import PipelineOptions
+    from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions
 
     from pipeline import preflight
     from pipeline.graph import build
     from pipeline.options import PipelineConfig, check_arguments
-    from transforms import progress
+    from transforms import claims, progress
 
     try:
         check_arguments(argv)
@@ -169,12 +189,19 @@ def _run(argv: list[str], wait: bool) -> int:
         interrupt = _interruption(exc)
         if interrupt is not None:
             # One line, not Beam's traceback: what is written is complete (atomic writes), the
-            # claims of unfinished pairs were released, and a rerun picks up the rest.
+            # claims of unfinished pairs are released, and a rerun picks up the rest. Worker
+            # processes (--direct_running_mode multi_processing) cannot release theirs: they were
+            # stopped when the signal came, and their claims, this run's, are released here.
+            claims.release_run(config.output, config.run_id)
             counts = tracker.counts
+            # Pairs that run in worker processes are counted there, not here.
+            in_workers = options.view_as(DirectOptions).direct_running_mode == "multi_processing"
+            finished = "" if in_workers else (
+                f": {_pairs(counts['succeeded'])} finished in this run "
+                f"({counts['skipped']} skipped, {counts['failed']} failed)"
+            )
             print(
-                f"interrupted by {signal.Signals(interrupt).name}: {_pairs(counts['succeeded'])} finished "
-                f"in this run ({counts['skipped']} skipped, {counts['failed']} failed); "
-                "rerun the same command to resume",
+                f"interrupted by {signal.Signals(interrupt).name}{finished}; rerun the same command to resume",
                 file=sys.stderr,
             )
             return 128 + interrupt
@@ -188,6 +215,27 @@ def _run(argv: list[str], wait: bool) -> int:
     finally:
         progress.end_run(config.run_id)
     return _final_report(config)
+
+
+def _stop_worker_processes() -> None:
+    """SIGKILL this process's children and theirs (a local runner's worker processes), each
+    parent before its children, so that no shell between them reports the death. Linux only
+    (/proc); elsewhere nothing is done and the workers end with the job service."""
+    def children(pid: int) -> list[int]:
+        found = []
+        with contextlib.suppress(OSError):
+            for task in os.scandir(f"/proc/{pid}/task"):
+                with open(f"{task.path}/children") as listed:
+                    found += [int(child) for child in listed.read().split()]
+        return found
+
+    pending = children(os.getpid())
+    while pending:
+        pid = pending.pop(0)
+        grandchildren = children(pid)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+        pending += grandchildren
 
 
 def _submit(options: PipelineOptions, config: PipelineConfig, fail_job_if_failed: bool) -> int:

@@ -13,6 +13,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import textwrap
 import threading
 import time
 from pathlib import Path
@@ -511,3 +512,46 @@ def test_a_signal_ends_the_run_with_one_line(weights_file, tmp_path, signal_numb
     last = stderr.strip().splitlines()[-1]
     assert last.startswith("interrupted") and "1 pair finished" in last, stderr
     assert not list((out / "claims").glob("*")), "an interrupted run releases its claims"
+
+
+@pytest.mark.parametrize("where", ["pipeline.main._run", "pipeline.preflight.check_weights"])
+def test_a_signal_before_the_pipeline_runs_ends_with_one_line(two_pairs, weights_file, tmp_path, where) -> None:
+    # The signal is sent from inside the step (at its start), so that it lands there on any machine.
+    module, name = where.rsplit(".", 1)
+    args = job_args(weights_file("vgg19"), tmp_path / "out", f"--manifest={two_pairs}")
+    script = textwrap.dedent(f"""
+        import importlib, os, signal, sys
+        from pipeline.main import run
+        module = importlib.import_module({module!r})
+        step = getattr(module, {name!r})
+        def signalled(*args):
+            os.kill(os.getpid(), signal.SIGTERM)
+            return step(*args)
+        setattr(module, {name!r}, signalled)
+        sys.exit(run({args!r}))
+    """)
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 143, result.stderr
+    assert "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1] == "interrupted by SIGTERM before any pair ran; nothing was written"
+
+
+def test_a_signal_stops_worker_processes_quietly_and_releases_their_claims(weights_file, tmp_path) -> None:
+    write_images(tmp_path / "in", {"c0.png": 0, "c1.png": 1, "waves.png": 9})
+    manifest = tmp_path / "in" / "manifest.csv"
+    manifest.write_text("content,style\nc0.png,waves.png\nc1.png,waves.png\n")
+    out = tmp_path / "out"
+    args = job_args(weights_file("vgg19"), out, f"--manifest={manifest}", "--direct_running_mode=multi_processing", "--direct_num_workers=2")
+    args[args.index("--iterations=6")] = "--iterations=5000"
+    command = [sys.executable, "-c", "import sys; from pipeline.main import main; main()", *args]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 240  # a guard against a hang, not a measure of speed
+    while not list((out / "claims").glob("*.json")) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert list((out / "claims").glob("*.json")), "a worker claimed a pair"
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 143, stderr
+    assert "Traceback" not in stderr and "Aborted" not in stderr and "terminate called" not in stderr, stderr
+    assert stderr.strip().splitlines()[-1] == "interrupted by SIGTERM; rerun the same command to resume"
+    assert not list((out / "claims").glob("*.json")), "the workers' claims are released"

@@ -158,6 +158,21 @@ def remove_expired(output: str) -> int:
     return removed
 
 
+def release_run(output: str, run_id: str) -> int:
+    """Remove every claim of ``run_id`` under ``OUTPUT/claims`` (an interrupted run's, whose
+    worker processes were stopped before they could); how many went."""
+    removed = 0
+    for location in storage.find(storage.join(output, FOLDER)):
+        if posixpath.basename(location).startswith(storage.TEMPORARY_PREFIX):
+            continue
+        held = _read(location)
+        if held is not None and held.run_id == run_id:
+            with contextlib.suppress(FileNotFoundError):
+                storage.remove(location)
+                removed += 1
+    return removed
+
+
 def release(output: str, pair_id: str, run_id: str) -> None:
     """Remove ``run_id``'s claim on ``pair_id``; another run's claim is left alone."""
     location = claim_location(output, pair_id)
