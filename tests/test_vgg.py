@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from transforms.nst.families import FAMILIES
-from transforms.nst.layers import canonical_layer, layer_names, min_input_side
+from transforms.nst.layers import canonical_layer, layer_names, min_input_side, parameter_sizes
 from transforms.nst.vgg import VGGFeatures, WeightsError
 from transforms.nst.weights import load_features_state_dict
 
@@ -29,6 +29,30 @@ def test_the_layer_table_is_torchvisions_features_stack(model: str) -> None:
         features = getattr(models, model)(weights=None).features
     kinds = {nn.Conv2d: "conv", nn.ReLU: "relu", nn.MaxPool2d: "pool"}
     assert [kinds[type(module)] for module in features] == [name.rstrip("0123456789_") for name in layer_names(model)]
+
+
+@pytest.mark.parametrize("model", ["vgg16", "vgg19"])
+def test_the_parameter_table_is_torchvisions_whole_model(model: str) -> None:
+    from torchvision import models
+
+    with torch.device("meta"):
+        network = getattr(models, model)(weights=None)
+    assert [tensor.numel() for tensor in network.state_dict().values()] == parameter_sizes(model)
+
+
+def test_a_weights_file_declaring_more_than_the_model_holds_is_refused_before_loading(tmp_path) -> None:
+    path = tmp_path / "bomb.pth"
+    torch.save({"features.0.weight": torch.zeros(64, 3, 3, 3)}, path)
+    # Forge the central directory: the tensor's storage now declares 1 GiB (torch would
+    # allocate it as declared). Its uncompressed size is at offset 24 of its record.
+    data = bytearray(path.read_bytes())
+    record = data.index(b"PK\x01\x02", data.index(b"PK\x01\x02"))  # the first central record...
+    while not data[record + 46 : record + 46 + int.from_bytes(data[record + 28 : record + 30], "little")].endswith(b"data/0"):
+        record = data.index(b"PK\x01\x02", record + 4)  # ...and on to the storage's
+    data[record + 24 : record + 28] = (1 << 30).to_bytes(4, "little")
+    path.write_bytes(bytes(data))
+    with pytest.raises(WeightsError, match=r"bomb.pth: declares \d+ bytes .*'bomb/data/0' 1073741824.*refused before loading"):
+        load_features_state_dict("vgg19", str(path))
 
 
 @pytest.mark.parametrize(

