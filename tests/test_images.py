@@ -68,3 +68,34 @@ def test_truncated_image() -> None:
 def test_fit_longest_side_keeps_aspect() -> None:
     assert fit_longest_side(Image.new("RGB", (300, 150)), 64).size == (64, 32)
     assert fit_longest_side(Image.new("RGB", (20, 40)), 64).size == (32, 64)
+
+
+def _noise(mode: str, size: tuple[int, int]) -> Image.Image:
+    return Image.effect_noise(size, 80).convert(mode) if mode != "RGB" else Image.merge(
+        "RGB", [Image.effect_noise(size, 60 + 10 * band) for band in range(3)]
+    )
+
+
+@pytest.mark.parametrize("mode", ["1", "L", "RGB", "RGBA", "P", "I;16"])
+@pytest.mark.parametrize("orientation", [1, 6])
+def test_decoding_at_the_size_needed_gives_what_fitting_the_whole_image_gives(mode: str, orientation: int) -> None:
+    # What the engine used to get by decoding everything and then fitting: the same size in
+    # every case, the same pixels wherever no JPEG scaling is involved.
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    data = encode(_noise(mode, (301, 203)), "PNG", exif=exif)
+    whole = fit_longest_side(decode_image(data, "in.png"), 64)
+    needed = decode_image(data, "in.png", longest_side=64)
+    assert needed.mode == "RGB" and needed.size == whole.size == ((64, 43) if orientation == 1 else (43, 64))
+    assert needed.tobytes() == whole.tobytes()
+
+
+def test_a_large_jpeg_is_decoded_at_a_reduced_scale_to_the_same_size() -> None:
+    data = encode(_noise("RGB", (1600, 1200)), "JPEG", quality=95)
+    with Image.open(io.BytesIO(data)) as drafted:
+        drafted.draft(None, (2 * 64, 2 * 48))
+        assert drafted.size == (200, 150)  # decoded at 1/8 scale: 1/64 of the pixels
+        expected = drafted.resize((64, 48), Image.Resampling.LANCZOS)
+    needed = decode_image(data, "photo.jpg", longest_side=64)
+    assert needed.size == fit_longest_side(decode_image(data, "photo.jpg"), 64).size == (64, 48)
+    assert needed.tobytes() == expected.tobytes()  # made from the reduced decode

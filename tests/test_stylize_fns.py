@@ -168,7 +168,7 @@ def test_a_style_too_large_to_encode_is_refused_before_it_is_encoded(weights_fil
     # The scale named fits, and is the largest that does, to its two decimals.
     assert estimated_style_bytes(fitted_size(64, 48, round(32 * scale))) <= budget
     assert estimated_style_bytes(fitted_size(64, 48, fits + 1)) > budget and fits - 0.32 <= 32 * scale <= fits
-    assert encoded == [(512, 32)]  # the wide style was never encoded
+    assert encoded == [(256, 16)]  # the narrow style, read at the size it is used at; the wide one never encoded
     assert [outcome.id for outcome in by_tag["main"]] == ["narrow"]
 
 

@@ -204,14 +204,17 @@ class EngineHandler:
             OSError, ImageDecodeError, ...: an input that cannot be read.
         """
         config = pair.config
-        content = self._read_image(pair.content)
-        init_image = self._read_image(config.init_location) if config.init_location else None
-        targets = self._styles.targets(engine, pair, content, budget, self._read_image)
+        # Each image is decoded at the largest size it is used at (the last scale's): an input far
+        # larger than the result is never held whole in RGB (images.decode_image).
+        content = self._read_image(pair.content, config.image_size)
+        # An init image is resized to the content's exact size, whatever its own shape: read whole.
+        init_image = self._read_image(config.init_location, None) if config.init_location else None
+        targets = self._styles.targets(engine, pair, content, budget, lambda style: self._read_image(style, config.style_size))
         return StyleRequest(content, targets[-1], config, init_image, pair.content, tuple(targets[:-1]))
 
-    def _read_image(self, location: str) -> Image.Image:
+    def _read_image(self, location: str, longest_side: int | None) -> Image.Image:
         data = storage.read_bytes(location, self.limits.max_input_bytes)
-        return decode_image(data, location, self.limits.max_input_pixels)
+        return decode_image(data, location, self.limits.max_input_pixels, longest_side)
 
     # -- running ----------------------------------------------------------------------------------
 

@@ -95,7 +95,10 @@ def parse_rows(data: bytes, location: str, fmt: str) -> Iterator[tuple[str, dict
         except RecursionError:
             yield source, ValueError("not usable JSON (nested too deeply to parse)")
             continue
-        except ValueError as exc:  # JSONDecodeError, and Python's limit on an integer's digits
+        except json.JSONDecodeError as exc:
+            yield source, ValueError(f"not valid JSON ({exc})")
+            continue
+        except ValueError as exc:  # valid, but over Python's limit on an integer's digits
             yield source, ValueError(f"not usable JSON ({exc})")
             continue
         if not isinstance(row, dict):

@@ -72,23 +72,64 @@ def _open(data: bytes, name: str, max_pixels: int) -> Image.Image:
     return image
 
 
-def decode_image(data: bytes, name: str, max_pixels: int = MAX_INPUT_PIXELS) -> Image.Image:
-    """Decode ``data`` into an upright 8-bit RGB image.
+def decode_image(data: bytes, name: str, max_pixels: int = MAX_INPUT_PIXELS, longest_side: int | None = None) -> Image.Image:
+    """Decode ``data`` into an upright 8-bit RGB image; with ``longest_side``, at that size.
+
+    With ``longest_side`` the image is returned as :func:`fit_longest_side` would make it from
+    the whole image (the same size, to the pixel), but without holding the whole image in RGB
+    when it is far larger: a JPEG is decoded at a reduced scale (its DCT scaling, to at least
+    twice the size, as ``Image.thumbnail`` does), and bilevel or grayscale pixels are resized
+    before they become RGB. Memory is then about the decoded file's own size (1 byte a pixel for
+    bilevel, grayscale and palette images, 3 for RGB), not three or four times it.
 
     Args:
         data: the encoded file.
         name: what to call the input in error messages (its URL, say).
         max_pixels: images with more pixels are refused before decoding (decompression bombs).
+        longest_side: the size the caller needs (None: the image's own).
 
     Raises:
         ImageDecodeError: empty, unreadable, truncated, or too large.
     """
     image = _open(data, name, max_pixels)
+    target = fitted_size(*_upright_size(image, name), longest_side) if longest_side else None
     try:
+        if longest_side:  # JPEG only (a no-op for others); the header's orientation, not upright
+            width, height = fitted_size(*image.size, longest_side)
+            image.draft(None, (2 * width, 2 * height))
         image.load()
+        image = _upright(image)
     except (OSError, SyntaxError, ValueError) as exc:
         raise ImageDecodeError(f"{name}: not a readable image ({exc})") from exc
-    return to_rgb(ImageOps.exif_transpose(image))
+    if target is None:
+        return to_rgb(image)
+    if image.mode == "1":
+        image = image.convert("L")  # the same byte a pixel in Pillow; L resizes, 1 does not
+    if image.mode in ("L", "RGB"):  # resized first, then made RGB: the same pixels, a third of the memory
+        return to_rgb(image if image.size == target else image.resize(target, Image.Resampling.LANCZOS))
+    return fit_longest_side(to_rgb(image), longest_side)
+
+
+def _upright(image: Image.Image) -> Image.Image:
+    """``image`` turned by its EXIF orientation; itself (no copy) when it is upright already."""
+    if _orientation(image) in (None, 1):
+        return image
+    return ImageOps.exif_transpose(image)
+
+
+def _orientation(image: Image.Image) -> int | None:
+    return image.getexif().get(0x0112)
+
+
+def _upright_size(image: Image.Image, name: str) -> tuple[int, int]:
+    """``(width, height)`` of ``image`` once upright, from its header."""
+    try:
+        orientation = _orientation(image)
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise ImageDecodeError(f"{name}: not a readable image ({exc})") from exc
+    # EXIF orientations 5-8 turn the picture by 90 degrees.
+    width, height = image.size
+    return (height, width) if orientation in (5, 6, 7, 8) else (width, height)
 
 
 def decoded_size(data: bytes, name: str, max_pixels: int = MAX_INPUT_PIXELS) -> tuple[int, int]:
@@ -98,14 +139,7 @@ def decoded_size(data: bytes, name: str, max_pixels: int = MAX_INPUT_PIXELS) -> 
     Raises:
         ImageDecodeError: empty, not an image, or over ``max_pixels``.
     """
-    image = _open(data, name, max_pixels)
-    try:
-        orientation = image.getexif().get(0x0112, 1)
-    except (OSError, SyntaxError, ValueError) as exc:
-        raise ImageDecodeError(f"{name}: not a readable image ({exc})") from exc
-    # EXIF orientations 5-8 turn the picture by 90 degrees.
-    width, height = image.size
-    return (height, width) if orientation in (5, 6, 7, 8) else (width, height)
+    return _upright_size(_open(data, name, max_pixels), name)
 
 
 def fitted_size(width: int, height: int, size: int) -> tuple[int, int]:
