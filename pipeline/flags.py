@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
+import sys
 from typing import Any, Final
 
 from transforms.limits import Limits
@@ -18,7 +20,17 @@ from transforms.nst.config import COLOR_CONTROLS, DEVICES, MODELS, OPTIMIZERS, P
 from transforms.nst.families import FAMILIES, NAMED_WEIGHTS
 from transforms.records import IMAGE_FORMATS, LAYOUTS, MANIFEST_FORMATS
 
-USAGE = "python -m pipeline (--manifest URL | --contents GLOB --styles GLOB) --output URL [options]"
+CONSOLE_SCRIPT: Final = "beam-style-transfer"
+
+
+def program() -> str:
+    """How the user ran us: the console script, or ``python -m pipeline``."""
+    return CONSOLE_SCRIPT if os.path.basename(sys.argv[0]) == CONSOLE_SCRIPT else "python -m pipeline"
+
+
+def usage() -> str:
+    return f"{program()} (--manifest URL | --contents GLOB --styles GLOB) --output URL [options]"
+
 
 _DEFAULTS: dict[str, Any] = {f.name: f.default for f in dataclasses.fields(StyleConfig)}
 _LIMITS: dict[str, Any] = {f.name: f.default for f in dataclasses.fields(Limits)}
@@ -200,8 +212,8 @@ class _HelpFormatter(argparse.HelpFormatter):
 
 def help_text() -> str:
     parser = argparse.ArgumentParser(
-        prog="python -m pipeline",
-        usage=USAGE,
+        prog=program(),
+        usage=usage(),
         formatter_class=_HelpFormatter,
         description="Batch neural style transfer (Gatys et al.) on Apache Beam.",
         epilog="Every Apache Beam pipeline option is accepted too (--runner, --project, --region, "

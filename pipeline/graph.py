@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import apache_beam as beam
 
-from pipeline.options import PipelineConfig
+from pipeline.config import PipelineConfig
 from transforms.handler import EngineHandler
 from transforms.manifest import FAILURES as MANIFEST_FAILURES
 from transforms.manifest import ReadPairs
@@ -35,7 +35,9 @@ def build(p: beam.Pipeline, config: PipelineConfig, fail_job_if_failed: bool = F
         styles_per_content=config.styles_per_content,
         layout=config.layout,
     )
-    settings = StylizeSettings(config.output, config.overwrite, config.run_id, config.expected_pairs, config.spec)
+    settings = StylizeSettings(
+        config.output, config.overwrite, config.run_id, config.expected_pairs, config.spec, config.style.total_iterations
+    )
     handler = EngineHandler(config.style, config.limits, config.batch_size)
     # Pairs come out of one manifest-reading worker; spread them over all workers.
     pairs = read.pairs | "SpreadPairs" >> beam.Reshuffle()

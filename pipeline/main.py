@@ -29,7 +29,7 @@ from pipeline import flags
 if TYPE_CHECKING:
     from apache_beam.options.pipeline_options import PipelineOptions
 
-    from pipeline.options import PipelineConfig
+    from pipeline.config import PipelineConfig
 
 
 # The name of each run's private temporary folder, before its process id.
@@ -60,6 +60,13 @@ def run(argv: list[str] | None = None, wait: bool = True) -> int:
     if "-h" in argv or "--help" in argv:
         print(flags.help_text())
         return 0
+    from pipeline.config import check_quickly
+
+    try:
+        check_quickly(argv)  # the usual mistakes, answered before Beam and torch are imported
+    except ValueError as exc:
+        print(f"usage: {flags.usage()}\nerror: {exc}", file=sys.stderr)
+        return 2
     with _private_temp_folder(), _signals_as_interrupts():
         try:
             return _run(argv, wait)
@@ -152,15 +159,15 @@ def _run(argv: list[str], wait: bool) -> int:
 
     from pipeline import preflight
     from pipeline.graph import build
-    from pipeline.options import PipelineConfig, check_arguments
+    from pipeline.options import check_arguments, config_from_options
     from transforms import claims, progress
 
     try:
         check_arguments(argv)
         options = PipelineOptions(argv)
-        config = PipelineConfig.from_options(options)
+        config = config_from_options(options)
     except ValueError as exc:
-        print(f"usage: {flags.USAGE}\nerror: {exc}", file=sys.stderr)
+        print(f"usage: {flags.usage()}\nerror: {exc}", file=sys.stderr)
         return 2
     workers_here = _workers_here(options)
     try:
@@ -179,7 +186,13 @@ def _run(argv: list[str], wait: bool) -> int:
     fail_job_if_failed = config.strict and not workers_here
     if not wait:
         return _submit(options, config, fail_job_if_failed)
-    tracker = progress.for_run(config.run_id, config.expected_pairs)
+    if workers_here and not config.dry_run and config.expected_pairs:
+        from transforms.plan import cost_line
+
+        line = cost_line(config.expected_pairs, config.style, config.style.torch_device().type)
+        if line:
+            print(line, flush=True)
+    tracker = progress.for_run(config.run_id, config.expected_pairs, config.style.total_iterations)
     try:
         with beam.Pipeline(options=options) as p:
             build(p, config, fail_job_if_failed)
@@ -339,12 +352,31 @@ def configure_logging(verbose: bool) -> None:
     Beam logs dozens of INFO lines per run (type-hint conversions, its offline Prism attempt),
     some through the root logger, so the root stays at WARNING and our packages opt in.
     """
-    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig()
     for handler in logging.getLogger().handlers:
+        handler.setFormatter(_ConsoleFormatter())
         # Beam logs an interrupted DoFn's traceback before re-raising; the run ends with one line.
         handler.addFilter(_not_an_interrupt)
     logging.getLogger().setLevel(logging.INFO if verbose else logging.WARNING)
     logging.getLogger("beam_style_transfer").setLevel(logging.INFO)
+
+
+class _ConsoleFormatter(logging.Formatter):
+    """Our lines short (``14:02:11 cat succeeded: ...``, ``warning:`` where it is one), so the
+    news starts within ten characters; other libraries' lines in full, with where they come from."""
+
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
+        self._ours = logging.Formatter("%(asctime)s %(message)s", datefmt="%H:%M:%S")
+
+    def format(self, record: logging.LogRecord) -> str:
+        if not record.name.startswith("beam_style_transfer"):
+            return super().format(record)
+        line = self._ours.format(record)
+        if record.levelno >= logging.WARNING:
+            stamp, _, message = line.partition(" ")
+            line = f"{stamp} {record.levelname.lower()}: {message}"
+        return line
 
 
 def _not_an_interrupt(record: logging.LogRecord) -> bool:
@@ -353,7 +385,15 @@ def _not_an_interrupt(record: logging.LogRecord) -> bool:
 
 def main(wait: bool = True) -> None:
     configure_logging(verbose=flags.switch_is_on(sys.argv[1:], "--verbose"))
-    sys.exit(run(wait=wait))
+    try:
+        status = run(wait=wait)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # The reader went away (``--help | head -1``): what it wanted was read. Python would
+        # report the failed flush at exit, so standard output is pointed at /dev/null first.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        status = 0
+    sys.exit(status)
 
 
 if __name__ == "__main__":

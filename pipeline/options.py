@@ -1,25 +1,18 @@
-"""StyleTransferOptions (Beam options) -> PipelineConfig, the one configuration of a job.
+"""StyleTransferOptions (Beam options) -> PipelineConfig (config.py), the one configuration of a job.
 
-Imports: Beam's PipelineOptions, flags, limits, outputs' OutputSpec and the torch-free StyleConfig;
-never torch.
+Imports: Beam's PipelineOptions, flags and config; never torch.
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import difflib
-import secrets
-import time
-from dataclasses import dataclass, field
-from typing import Any, NoReturn
+from typing import NoReturn
 
 from apache_beam.options.pipeline_options import PipelineOptions, TestOptions, _BeamArgumentParser
 
-from pipeline.flags import add_arguments, switch
-from transforms.limits import Limits
-from transforms.outputs import OutputSpec
-from transforms.nst.config import StyleConfig, with_color_alias
+from pipeline.config import PipelineConfig
+from pipeline.flags import add_arguments
 
 
 class StyleTransferOptions(PipelineOptions):
@@ -63,115 +56,6 @@ def check_arguments(argv: list[str]) -> None:
     raise ValueError(f"unknown flag {name}{hint}")
 
 
-def _batch_size(text: str) -> int | None:
-    if text == "auto":
-        return None
-    try:
-        return int(text)
-    except ValueError:
-        raise ValueError(f"--batch_size must be auto or a number, got {text!r}") from None
-
-
-def _dry_run(value: object) -> bool:
-    """Beam's ``--dry_run`` (main.py spells a bare one ``--dry_run=true``) as a switch."""
-    try:
-        return value is True or switch(str(value))
-    except argparse.ArgumentTypeError:
-        raise ValueError(f"--dry_run: expected true or false, got {value!r}") from None
-
-
-@dataclass(frozen=True)
-class PipelineConfig:
-    """Everything a job needs, validated once at launch and passed down, never mutated."""
-
-    output: str
-    style: StyleConfig
-    manifest: str | None = None
-    manifest_format: str | None = None
-    contents: str | None = None
-    styles: str | None = None
-    overwrite: bool = False
-    strict: bool = False
-    started: float = field(default_factory=time.time)
-    limits: Limits = field(default_factory=Limits)
-    # Pairs per batch on a device; None: auto (from the device's free memory).
-    batch_size: int | None = None
-    run_id: str = ""
-    # Pairs the run expects, counted by the pre-flight step; for the progress display only.
-    expected_pairs: int | None = None
-    # With globs: styles drawn for each content (0: every style).
-    styles_per_content: int = 0
-    layout: str = "flat"
-    spec: OutputSpec = field(default_factory=OutputSpec)
-    dry_run: bool = False
-
-    def __post_init__(self) -> None:
-        if not self.output:
-            raise ValueError("--output is required")
-        if self.manifest and (self.contents or self.styles):
-            raise ValueError("give --manifest, or --contents and --styles, not both")
-        if not self.manifest and not (self.contents and self.styles):
-            raise ValueError("give --manifest, or --contents and --styles together")
-        self.limits.check(self.style)
-        if self.styles_per_content < 0:
-            raise ValueError(f"--styles_per_content must be 0 (every style) or more, got {self.styles_per_content}")
-        if self.styles_per_content and self.manifest:
-            raise ValueError("--styles_per_content draws styles for --contents and --styles; a manifest names its pairs")
-        if self.batch_size is not None and not 1 <= self.batch_size <= 1024:
-            raise ValueError(f"--batch_size must be auto or a number from 1 to 1024, got {self.batch_size}")
-        if not self.run_id:
-            stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(self.started))
-            object.__setattr__(self, "run_id", f"{stamp}-{secrets.token_hex(3)}")
-
-    @classmethod
-    def from_options(cls, options: PipelineOptions) -> PipelineConfig:
-        """Raises ValueError naming the bad flag or value."""
-        view = options.view_as(StyleTransferOptions)
-        style_fields = {f.name for f in dataclasses.fields(StyleConfig)} | {"original_colors"}
-        style = StyleConfig(**with_color_alias({name: getattr(view, name) for name in style_fields}))
-        if not 0 < view.max_input_mb < float("inf"):
-            raise ValueError(f"--max_input_mb must be a finite number > 0, got {view.max_input_mb}")
-        limits = Limits(
-            max_image_size=view.max_image_size,
-            max_iterations=view.max_iterations,
-            pair_time_limit=view.pair_time_limit,
-            max_input_bytes=int(view.max_input_mb * 2**20),
-            max_input_pixels=view.max_input_pixels,
-            allowed_schemes=tuple(view.allowed_schemes),
-            device_memory_gb=view.device_memory_gb,
-        )
-        return cls(
-            output=view.output or "",
-            style=style,
-            manifest=view.manifest,
-            manifest_format=view.manifest_format,
-            contents=view.contents,
-            styles=view.styles,
-            overwrite=view.overwrite,
-            strict=view.strict,
-            limits=limits,
-            batch_size=_batch_size(view.batch_size),
-            styles_per_content=view.styles_per_content,
-            layout=view.output_layout,
-            spec=OutputSpec(view.output_format, view.output_quality, view.log_every),
-            dry_run=_dry_run(options.view_as(TestOptions).dry_run),
-        )
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "manifest": self.manifest,
-            "contents": self.contents,
-            "styles": self.styles,
-            "output": self.output,
-            "overwrite": self.overwrite,
-            "strict": self.strict,
-            "run_id": self.run_id,
-            "batch_size": self.batch_size or "auto",
-            "styles_per_content": self.styles_per_content,
-            "output_layout": self.layout,
-            "output_format": self.spec.image_format,
-            "output_quality": self.spec.quality,
-            "log_every": self.spec.log_every,
-            "limits": dataclasses.asdict(self.limits),
-            "style": self.style.to_dict(),
-        }
+def config_from_options(options: PipelineOptions) -> PipelineConfig:
+    """The job's config from Beam's parsed options. Raises ValueError naming the bad flag or value."""
+    return PipelineConfig.from_flags(options.view_as(StyleTransferOptions), options.view_as(TestOptions).dry_run)

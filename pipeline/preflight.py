@@ -14,7 +14,7 @@ from __future__ import annotations
 import secrets
 from typing import Final
 
-from pipeline.options import PipelineConfig
+from pipeline.config import PipelineConfig
 from transforms import claims, storage
 from transforms.manifest import read_manifest, validate_rows
 from transforms.nst.config import INIT_MODES, StyleConfig

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -32,6 +33,57 @@ def test_a_mistyped_flag_is_an_error_naming_the_nearest(one_pair, weights_file, 
     error = capsys.readouterr().err
     assert f"error: unknown flag {typo.split('=')[0]}; did you mean {suggestion}?" in error
     assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--iteration", "5"], "unknown flag --iteration; did you mean --iterations?"),
+        (["--image_size", "abc"], "argument --image_size: invalid int value: 'abc'"),
+        (["--image_size", "100000"], "--max_image_size"),
+        (["--manifest", "{tmp}/nowhere.csv"], "--manifest {tmp}/nowhere.csv: no such file"),
+        (["--output="], "--output is required"),
+        (["--manifest", "{tmp}/in/manifest.csv", "--contents", "x/*.jpg"], "give --manifest, or --contents and --styles, not both"),
+    ],
+)
+def test_the_usual_mistakes_are_answered_before_beam_and_torch_are_imported(one_pair, tmp_path, args, message) -> None:
+    argv = ["--manifest", str(one_pair), "--output", str(tmp_path / "out"), *[a.format(tmp=tmp_path) for a in args]]
+    probe = (
+        "import sys\n"
+        "from pipeline.main import run\n"
+        f"status = run({argv!r})\n"
+        "print('LOADED', [m for m in ('torch', 'apache_beam') if m in sys.modules], status)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert "LOADED [] 2" in result.stdout
+    assert message.format(tmp=tmp_path) in result.stderr and result.stderr.startswith("usage: python -m pipeline")
+
+
+def test_no_beam_flag_is_near_enough_to_ours_to_be_called_a_typo() -> None:
+    import difflib
+
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    from pipeline.config import TYPO_SIMILARITY
+    from pipeline.options import StyleTransferOptions, _RaisingParser
+
+    ours, beams = _RaisingParser(), _RaisingParser()
+    StyleTransferOptions._add_argparse_args(ours)
+    for cls in PipelineOptions.__subclasses__():
+        if cls is not StyleTransferOptions:
+            cls._add_argparse_args(beams)
+    our_flags = {o for a in ours._actions for o in a.option_strings} - {"-h", "--help"}
+    beam_flags = {o for a in beams._actions for o in a.option_strings} - our_flags - {"-h", "--help"}
+    near = {flag: difflib.get_close_matches(flag, our_flags, n=1, cutoff=TYPO_SIMILARITY) for flag in beam_flags}
+    assert {flag: match for flag, match in near.items() if match} == {}
+
+
+def test_help_survives_a_reader_that_stops_early_and_names_the_command_used(tmp_path) -> None:
+    result = subprocess.run(f"{sys.executable} -m pipeline --help | head -1", shell=True, capture_output=True, text=True)
+    assert result.stdout.startswith("usage: python -m pipeline") and result.stderr == ""
+    script = Path(sys.executable).parent / "beam-style-transfer"
+    result = subprocess.run([str(script), "--help"], capture_output=True, text=True, check=True)
+    assert result.stdout.startswith("usage: beam-style-transfer (--manifest")
 
 
 def test_a_stray_argument_is_an_error(one_pair, weights_file, tmp_path, capsys) -> None:
@@ -135,7 +187,7 @@ def test_every_failure_row_or_pair_is_on_the_console(weights_file, tmp_path, cap
     assert run(job_args(weights_file("vgg19"), tmp_path / "out", f"--manifest={manifest}")) == 0
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert any(f"{manifest} line 3: row failed: ValueError: no style image" in w for w in warnings)
-    assert any("progress: gone failed: at read: FileNotFoundError:" in w and "gone.png: no such file" in w for w in warnings)
+    assert any(w.startswith("gone failed: at read: FileNotFoundError:") and "gone.png: no such file" in w for w in warnings)
     finished = [r.getMessage() for r in caplog.records if r.name == "beam_style_transfer.transforms.progress"]
     assert "2/2 pairs (1 succeeded, 0 skipped, 1 failed)" in finished[-1]
 
@@ -166,10 +218,10 @@ def test_a_dataflow_launch_leaves_the_device_to_the_workers(one_pair, weights_fi
 
     from pipeline import preflight
     from pipeline.main import _workers_here
-    from pipeline.options import PipelineConfig
+    from pipeline.options import config_from_options
 
     args = job_args(weights_file("vgg19"), tmp_path / "out", f"--manifest={one_pair}", "--device=cuda")
-    config = PipelineConfig.from_options(PipelineOptions(args))
+    config = config_from_options(PipelineOptions(args))
     with pytest.raises(preflight.PreflightError, match="--device cuda"):
         preflight.check(config, workers_here=True)
     assert preflight.check(config, workers_here=False) == 1  # the launcher has no GPU; the workers do
@@ -180,11 +232,44 @@ def test_a_dataflow_launch_leaves_the_device_to_the_workers(one_pair, weights_fi
 def test_switches_take_explicit_values_as_schedulers_pass_them(one_pair, weights_file, tmp_path) -> None:
     from apache_beam.options.pipeline_options import PipelineOptions
 
-    from pipeline.options import PipelineConfig, check_arguments
+    from pipeline.options import check_arguments, config_from_options
 
     base = job_args(weights_file("vgg19"), tmp_path / "out", f"--manifest={one_pair}")
     for extra, strict in ((["--strict"], True), (["--strict=true"], True), (["--strict=false"], False), (["--strict", "no"], False), ([], False)):
         check_arguments(base + extra)
-        assert PipelineConfig.from_options(PipelineOptions(base + extra)).strict is strict, extra
+        assert config_from_options(PipelineOptions(base + extra)).strict is strict, extra
     with pytest.raises(ValueError, match="argument --strict: expected true or false, got 'maybe'"):
         check_arguments(base + ["--strict=maybe"])
+
+
+def test_a_redone_pair_says_why(one_pair, weights_file, tmp_path, caplog) -> None:
+    import logging
+
+    caplog.set_level(logging.INFO)
+    args = job_args(weights_file("vgg19"), tmp_path / "out", f"--manifest={one_pair}")
+
+    def said(extra: list[str]) -> str:
+        caplog.clear()
+        assert run([*args, *extra]) == 0
+        (line,) = [r.getMessage() for r in caplog.records if "cat__waves succeeded" in r.getMessage()]
+        return line
+
+    said([])
+    assert "redone (settings changed: style_weight 1000000.0 -> 3.0)" in said(["--style_weight=3"])
+    write_images(one_pair.parent, {"cat.png": 7})  # the content replaced by another picture
+    os.utime(one_pair.parent / "cat.png", (1, 1))
+    assert "redone (input replaced: cat)" in said(["--style_weight=3"])
+    assert "redone (--overwrite)" in said(["--style_weight=3", "--overwrite"])
+    (tmp_path / "out" / "images" / "cat__waves.png").write_bytes(b"")
+    assert "repaired (the image does not match its log's digest" in said(["--style_weight=3"])
+
+
+def test_a_content_that_is_its_own_style_is_warned_of(weights_file, tmp_path, caplog) -> None:
+    import logging
+
+    caplog.set_level(logging.INFO)
+    write_images(tmp_path / "in", {"cat.png": 1, "waves.png": 3})
+    args = job_args(weights_file("vgg19"), tmp_path / "out", f"--contents={tmp_path}/in/cat.png", f"--styles={tmp_path}/in/*.png")
+    assert run(args) == 0
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert warnings == [f"cat__cat: {tmp_path}/in/cat.png is its own style: the result will be the content, barely changed (loss near 0)"]

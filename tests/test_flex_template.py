@@ -14,7 +14,8 @@ import pytest
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from pipeline import template_metadata
-from pipeline.options import PipelineConfig, check_arguments
+from pipeline.config import PipelineConfig
+from pipeline.options import check_arguments, config_from_options
 from tests.test_pipeline import write_images
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -29,7 +30,7 @@ def _matches(name: str, value: str) -> bool:
 def _parse(argv: list[str]) -> PipelineConfig:
     """What the launcher does with a command line: the job's checks, then its configuration."""
     check_arguments(argv)
-    return PipelineConfig.from_options(PipelineOptions(argv))
+    return config_from_options(PipelineOptions(argv))
 
 
 def readme_parameters() -> dict[str, str]:

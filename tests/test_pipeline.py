@@ -250,10 +250,10 @@ def test_beam_metrics_and_per_pair_log_lines(three_pairs, weights_file, tmp_path
     from apache_beam.options.pipeline_options import PipelineOptions
 
     from pipeline.graph import build
-    from pipeline.options import PipelineConfig
+    from pipeline.options import config_from_options
 
     options = PipelineOptions(job_args(weights_file("vgg19"), tmp_path / "out", f"--manifest={three_pairs}"))
-    config = PipelineConfig.from_options(options)
+    config = config_from_options(options)
     caplog.set_level(logging.INFO, logger="beam_style_transfer.transforms.progress")
     pipeline = beam.Pipeline(options=options)
     build(pipeline, config)
@@ -269,7 +269,7 @@ def test_beam_metrics_and_per_pair_log_lines(three_pairs, weights_file, tmp_path
     assert distributions["final_loss_thousandths"].count == 3
     lines = [r.getMessage() for r in caplog.records if "final loss" in r.getMessage()]
     assert sorted(line.split(" succeeded: ")[0] for line in lines) == [
-        "progress: cat-waves", "progress: cat__waves+tiles", "progress: dog__tiles"
+        "cat-waves", "cat__waves+tiles", "dog__tiles"
     ]
 
 
@@ -327,7 +327,7 @@ def test_strict_on_remote_workers_fails_the_job_after_the_summary_and_report(tmp
     from apache_beam.options.pipeline_options import PipelineOptions
 
     from pipeline.graph import build
-    from pipeline.options import PipelineConfig
+    from pipeline.options import config_from_options
     from transforms.results import StrictFailure
 
     write_images(tmp_path / "in", {"cat.png": 1, "waves.png": 3})
@@ -335,7 +335,7 @@ def test_strict_on_remote_workers_fails_the_job_after_the_summary_and_report(tmp
     manifest.write_text("content,style\ncat.png,waves.png\nmissing.png,waves.png\n")
     out = tmp_path / "out"
     options = PipelineOptions(job_args(weights_file("vgg19"), out, f"--manifest={manifest}", "--strict"))
-    config = PipelineConfig.from_options(options)
+    config = config_from_options(options)
     with pytest.raises(StrictFailure, match=r"^1 rows or pairs failed and --strict is set \(see .*failures"):
         with beam.Pipeline(options=options) as p:
             build(p, config, fail_job_if_failed=True)
@@ -345,7 +345,7 @@ def test_strict_on_remote_workers_fails_the_job_after_the_summary_and_report(tmp
     # The same job with nothing failed ends well.
     manifest.write_text("content,style\ncat.png,waves.png\n")
     with beam.Pipeline(options=options) as p:
-        build(p, PipelineConfig.from_options(options), fail_job_if_failed=True)
+        build(p, config_from_options(options), fail_job_if_failed=True)
     assert json.loads((out / "summary.json").read_text())["counts"]["skipped"] == 1
 
 

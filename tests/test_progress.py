@@ -29,7 +29,7 @@ def test_counts_rate_and_time_left(caplog) -> None:
     messages = [(r.levelname, r.getMessage()) for r in caplog.records]
     assert messages[-1] == (
         "WARNING",
-        "progress: c failed: at read: FileNotFoundError: c.png: no such file | "
+        "c failed: at read: FileNotFoundError: c.png: no such file | "
         "3/10 pairs (1 succeeded, 1 skipped, 1 failed), 60 pairs/h, 0:07:00 left",
     )
 
@@ -43,7 +43,7 @@ def test_heartbeat_reports_the_pair_in_progress_at_most_every_interval(caplog) -
         progress.iteration("cat", iteration, 500, 1234.5)
     lines = [r.getMessage() for r in caplog.records]
     assert len(lines) == 3
-    assert lines[0] == "progress: cat at iteration 29/500, loss 1234 | 0 pairs (0 succeeded, 0 skipped, 0 failed)"
+    assert lines[0] == "cat at iteration 29/500, loss 1234 | 0 pairs (0 succeeded, 0 skipped, 0 failed)"
 
 
 def test_live_bar_counts_pairs(capsys) -> None:
@@ -54,3 +54,34 @@ def test_live_bar_counts_pairs(capsys) -> None:
     progress.close()
     err = capsys.readouterr().err
     assert "2/2" in err and "failed: b: boom" in err
+
+
+def test_time_left_comes_from_iterations_from_the_first_ones_on(caplog) -> None:
+    clock = Clock()
+    progress = Progress(expected=3, iterations_per_pair=100, live=False, clock=clock)
+    clock.now += 20  # loading the model: not counted
+    progress.iteration("a", 0, 100, 9.0)
+    for done in range(1, 11):
+        clock.now += 2  # 2 s an iteration
+        progress.iteration("a", done, 100, 9.0)
+    # 300 iterations to do, 10 done: 290 at 2 s each, before any pair has finished
+    assert progress.summary() == "0/3 pairs (0 succeeded, 0 skipped, 0 failed), 0:09:40 left"
+    for done in range(11, 101):
+        clock.now += 2
+        progress.iteration("a", done, 100, 9.0)
+    progress.pair_finished("a", "succeeded")
+    progress.pair_finished("b", "skipped")  # nothing to compute for it: 100 iterations fewer
+    assert progress.summary().endswith("0:03:20 left")  # c: 100 iterations at 2 s
+
+
+def test_the_cost_of_a_run_is_said_before_it_starts_with_a_preview_when_it_is_long() -> None:
+    from transforms.nst.config import StyleConfig
+    from transforms.plan import MEASURED_SECONDS_PER_ITERATION, cost_line
+
+    cpu_512 = dict(MEASURED_SECONDS_PER_ITERATION["cpu: 2 cores (this project's CI machine)"])[512 * 512]
+    line = cost_line(3, StyleConfig(image_size=512, iterations=500), "cpu")
+    minutes = round(3 * 500 * cpu_512 / 60)
+    assert line.startswith(f"3 pairs x 500 iterations at 512 px on cpu: about {minutes // 60} h {minutes % 60:02d} m")
+    assert "; --image_size 256 --iterations 200 previews in about" in line
+    assert cost_line(1, StyleConfig(image_size=64, iterations=20), "cpu") == "1 pair x 20 iterations at 64 px on cpu: under a minute"
+    assert cost_line(5, StyleConfig(image_size=0), "cpu") is None  # each content's own size: unknown yet

@@ -261,7 +261,7 @@ class FakeHandler:
     def batch_size(self, engine: FakeEngine, pair: Pair, output_size: tuple[int, int], budget: int | None) -> int:
         return self.size
 
-    def expected_records(self, pair: Pair, output_size: tuple[int, int], tiling: tuple[int, int] | None) -> int:
+    def expected_iterations(self, pair: Pair, output_size: tuple[int, int], tiling: tuple[int, int] | None) -> int:
         return 2
 
     def request(self, engine: FakeEngine, pair: Pair, budget: int | None) -> str:

@@ -188,11 +188,11 @@ class EngineHandler:
         return self.batch_size_asked or auto_batch_size(engine.device, pair.config, output_size, budget)
 
     @staticmethod
-    def expected_records(pair: Pair, output_size: tuple[int, int], tiling: tuple[int, int] | None) -> int:
-        """Iteration records a pair makes (for progress): iterations + 1 per scale, per tile at the last."""
+    def expected_iterations(pair: Pair, output_size: tuple[int, int], tiling: tuple[int, int] | None) -> int:
+        """Iterations a pair runs (for progress): each scale's, and the last scale's per tile."""
         config = pair.config
         tiles = len(tile_boxes(*output_size, *tiling)) if tiling else 1
-        return sum(n + 1 for _, n in config.scales) + tiles * (config.iterations + 1)
+        return sum(n for _, n in config.scales) + tiles * config.iterations
 
     # -- inputs -----------------------------------------------------------------------------------
 

@@ -318,6 +318,11 @@ def _tagged(items: Iterator[Pair | Failure]) -> Iterator[Any]:
             logger.warning("%s: row failed: %s", item.source, item.error)
             yield pvalue.TaggedOutput(FAILURES, item)
         else:
+            if item.content in item.styles:  # a glob that matches the photo itself, say
+                logger.warning(
+                    "%s: %s is its own style: the result will be the content, barely changed (loss near 0)",
+                    item.id, bounded(item.content),
+                )
             yield item
 
 

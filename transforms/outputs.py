@@ -130,10 +130,45 @@ class PriorOutputs:
 
     state: str
     reason: str = ""
+    # stale only: the log of the earlier work, so that the caller can say what changed (changes)
+    log: dict[str, Any] | None = None
 
     @property
     def done(self) -> bool:
         return self.state == "done"
+
+
+def changes(log: dict[str, Any], pair: Pair, signatures: dict[str, str], spec: OutputSpec) -> str:
+    """What differs between the work a stale log records and ``pair`` now, for people:
+    ``settings changed: style_weight 100 -> 3``, ``input replaced: cat.jpg``, ...; the first
+    kinds of change found, each with up to three examples."""
+    found = []
+    before, now = log.get("inputs") or {}, pair_inputs(pair)
+    moved = [key for key in now if before.get(key) != now[key]]
+    if moved:
+        found.append(f"inputs changed: {', '.join(moved)}")
+    else:
+        earlier = before.get("signatures") or {}
+        replaced = [storage.stem(location) for location, token in signatures.items() if earlier.get(location) != token]
+        if replaced:
+            found.append(f"input replaced: {', '.join(replaced[:3])}{' ...' if len(replaced) > 3 else ''}")
+    # Both as the log writes them (config.to_dict, through JSON), so that only values differ.
+    settings, recorded = json.loads(json.dumps(pair.config.to_dict(), default=str)), log.get("config") or {}
+    # image_size 0 is resolved per content before the log records it: not a change.
+    differing = [k for k, v in settings.items() if k in recorded and recorded[k] != v and not (k == "image_size" and v == 0)]
+    differing += [k for k in settings if k not in recorded]
+    if differing:
+        shown = [f"{k} {_short_value(recorded.get(k))} -> {_short_value(settings[k])}" for k in differing[:3]]
+        found.append(f"settings changed: {', '.join(shown)}{' ...' if len(differing) > 3 else ''}")
+    written = (log.get("image") or {}).get("format", "png")
+    if written != spec.image_format:
+        found.append(f"output format changed: {written} -> {spec.image_format}")
+    return "; ".join(found) or "made from other inputs or settings"
+
+
+def _short_value(value: Any) -> str:
+    text = json.dumps(value) if not isinstance(value, str) else value
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def log_problem(log: object, pair_id: str) -> str | None:
@@ -181,7 +216,7 @@ def inspect_outputs(output: str, pair_id: str, fingerprint: str, extension: str 
     except (ValueError, RecursionError):
         return PriorOutputs("damaged", "the log is not valid JSON (cut short?)")
     if isinstance(log, dict) and log.get("fingerprint") != fingerprint:
-        return PriorOutputs("stale", "made from other inputs or settings")
+        return PriorOutputs("stale", "made from other inputs or settings", log)
     problem = log_problem(log, pair_id)
     if problem:
         return PriorOutputs("damaged", problem)

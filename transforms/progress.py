@@ -23,13 +23,13 @@ _lock = threading.Lock()
 _current: dict[str, Progress] = {}
 
 
-def for_run(run_id: str, expected: int | None) -> Progress:
+def for_run(run_id: str, expected: int | None, iterations_per_pair: int | None = None) -> Progress:
     """This process's tracker for ``run_id`` (a new run replaces the previous run's)."""
     with _lock:
         tracker = _current.get(run_id)
         if tracker is None:
             _current.clear()
-            tracker = _current[run_id] = Progress(expected)
+            tracker = _current[run_id] = Progress(expected, iterations_per_pair)
         return tracker
 
 
@@ -46,11 +46,27 @@ def _duration(seconds: float) -> str:
     return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
 
 
+def about(seconds: float) -> str:
+    """A duration as people say it: ``about 3 h 50 m``, ``about 12 m``, ``under a minute``."""
+    minutes = round(seconds / 60)
+    if minutes < 1:
+        return "under a minute"
+    if minutes < 60:
+        return f"about {minutes} m"
+    return f"about {minutes // 60} h {minutes % 60:02d} m"
+
+
 class Progress:
     """Counts finished pairs and reports them; thread-safe.
 
+    The time left comes from iterations, not from finished pairs alone: from the first iterations
+    on, it is the work left (pairs not finished times ``iterations_per_pair``, less what the
+    pairs in progress have done) at the rate iterations have run so far. Without
+    ``iterations_per_pair`` it is the pairs left at the rate pairs have finished.
+
     Args:
         expected: pairs the run expects (manifest rows or glob combinations), None if unknown.
+        iterations_per_pair: the job's iterations per pair (rows may differ), None if unknown.
         live: draw a tqdm bar; default: when standard error is a terminal.
         heartbeat: seconds between plain lines about the pair in progress.
         clock: seconds, monotonic; injected by tests.
@@ -59,12 +75,18 @@ class Progress:
     def __init__(
         self,
         expected: int | None,
+        iterations_per_pair: int | None = None,
         live: bool | None = None,
         heartbeat: float = 30.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.expected = expected
+        self.iterations_per_pair = iterations_per_pair
         self.counts = {"succeeded": 0, "skipped": 0, "failed": 0, "claimed": 0}
+        # Pairs in progress -> iterations they have done; iterations run, since the first.
+        self._in_progress: dict[str, int] = {}
+        self._iterations_run = 0
+        self._first_iteration_at: float | None = None
         self._clock = clock
         self._started = clock()
         self._heartbeat = heartbeat
@@ -91,18 +113,31 @@ class Progress:
             + ")"
         ]
         computed = self.counts["succeeded"] + self.counts["failed"]
-        if computed and elapsed > 0:
-            rate = computed / elapsed * 3600
+        rate = computed / elapsed * 3600 if computed and elapsed > 0 else None
+        if rate is not None:
             parts.append(f"{rate:.0f} pairs/h")
-            if self.expected is not None:
-                left = max(self.expected - self.finished, 0)
-                parts.append(f"{_duration(left / rate * 3600)} left")
+        left = self._seconds_left(rate)
+        if left is not None:
+            parts.append(f"{_duration(left)} left")
         return ", ".join(parts)
+
+    def _seconds_left(self, pairs_per_hour: float | None) -> float | None:
+        if self.expected is None:
+            return None
+        pairs_left = max(self.expected - self.finished, 0)
+        since_first = self._clock() - self._first_iteration_at if self._first_iteration_at is not None else 0.0
+        if self.iterations_per_pair and self._iterations_run and since_first > 0:
+            work_left = max(pairs_left * self.iterations_per_pair - sum(self._in_progress.values()), 0)
+            return work_left / (self._iterations_run / since_first)
+        if pairs_per_hour:
+            return pairs_left / pairs_per_hour * 3600
+        return None
 
     def pair_finished(self, pair_id: str, status: str, detail: str = "") -> None:
         """Count a pair (or a manifest row) as ``succeeded``, ``skipped``, ``failed`` or ``claimed``."""
         with self._lock:
             self.counts[status] += 1
+            self._in_progress.pop(pair_id, None)
             self._last_beat = self._clock()
             line = f"{pair_id} {status}{': ' + detail if detail else ''} | {self.summary()}"
             if self._bar is not None:
@@ -111,20 +146,22 @@ class Progress:
                 if status == "failed":
                     self._bar.write(f"failed: {pair_id}: {detail}", file=sys.stderr)
             else:
-                (logger.warning if status == "failed" else logger.info)("progress: %s", line)
+                (logger.warning if status == "failed" else logger.info)("%s", line)
 
     def iteration(self, pair_id: str, iteration: int, iterations: int, loss: float) -> None:
-        """The pair in progress reached ``iteration``; reported live, or as a periodic line."""
+        """The pair in progress has done ``iteration`` of its ``iterations``; reported live, or as
+        a periodic line."""
         with self._lock:
             now = self._clock()
+            if self._first_iteration_at is None:
+                self._first_iteration_at = now  # the rate counts from here: loading is not work
+            self._iterations_run += max(iteration - self._in_progress.get(pair_id, 0), 0)
+            self._in_progress[pair_id] = iteration
             if self._bar is not None:
                 self._bar.set_description_str(f"{pair_id} {iteration}/{iterations} loss {loss:.4g}")
             elif now - self._last_beat >= self._heartbeat:
                 self._last_beat = now
-                logger.info(
-                    "progress: %s at iteration %d/%d, loss %.4g | %s",
-                    pair_id, iteration, iterations, loss, self.summary(),
-                )
+                logger.info("%s at iteration %d/%d, loss %.4g | %s", pair_id, iteration, iterations, loss, self.summary())
 
     def close(self) -> None:
         if self._bar is not None:

@@ -55,6 +55,12 @@ class StylizeSettings:
     expected_pairs: int | None = None
     # The image format and quality, and the iterations each log keeps.
     spec: outputs.OutputSpec = outputs.OutputSpec()
+    # The job's iterations per pair, for the progress display's time left.
+    iterations_per_pair: int | None = None
+
+    def tracker(self) -> progress.Progress:
+        """This process's progress display of the run."""
+        return progress.for_run(self.run_id, self.expected_pairs, self.iterations_per_pair)
 
 
 @dataclass(frozen=True)
@@ -68,6 +74,8 @@ class Prepared:
     output_size: tuple[int, int]
     # Why the earlier outputs were not trusted, when there were damaged ones.
     repairing: str | None = None
+    # Why finished outputs are redone: what changed since (outputs.changes), or --overwrite.
+    redoing: str | None = None
 
 
 class PreparePairsFn(beam.DoFn):
@@ -84,7 +92,7 @@ class PreparePairsFn(beam.DoFn):
         self._failed = Metrics.counter(NAMESPACE, "pairs_failed")
 
     def process(self, pair: Pair) -> Iterator[Any]:
-        tracker = progress.for_run(self._settings.run_id, self._settings.expected_pairs)
+        tracker = self._settings.tracker()
         settings = self._settings
         stage = Stage.READ  # a missing input fails here, before any work
         try:
@@ -107,11 +115,16 @@ class PreparePairsFn(beam.DoFn):
             yield pvalue.TaggedOutput(FAILURES, _failure(tracker, pair, stage, exc))
             return
         repairing = prior.reason if prior.state == "damaged" else None
+        redoing = None
+        if prior.state == "stale" and prior.log is not None:
+            redoing = outputs.changes(prior.log, pair, signatures, settings.spec)
+        elif prior.done:
+            redoing = "--overwrite"
         # Pairs of one batch key are spread over shards of about the largest batch, so that a
         # collection of one size is grouped into many groups that workers share, not one.
         shards = max(1, math.ceil((self._settings.expected_pairs or 1) / self._handler.max_batch))
         shard = zlib.crc32(pair.id.encode()) % shards
-        yield f"{key} shard {shard}", Prepared(pair, signatures, work, output_size, repairing)
+        yield f"{key} shard {shard}", Prepared(pair, signatures, work, output_size, repairing, redoing)
 
 
 def _failure(tracker: progress.Progress, pair: Pair, stage: Stage, exc: BaseException) -> Failure:
@@ -128,10 +141,10 @@ class _Running:
     prepared: Prepared
     lease: claims.Lease
     request: StyleRequest
-    # Iteration records seen so far, over all scales (for the progress display).
-    records: int = 0
-    # Records the pair will make: each scale's iterations and written image, each tile's too.
-    expected_records: int = 0
+    # Iterations done so far, over all scales and tiles (for the progress display).
+    done: int = 0
+    # Iterations the pair runs: each scale's, each tile's too.
+    iterations: int = 0
 
 
 class StylizeBatchesFn(beam.DoFn):
@@ -174,7 +187,7 @@ class StylizeBatchesFn(beam.DoFn):
                 yield from self._run_batch(engine, [item], budget, placement.tiling)
             else:
                 self._failed.inc()
-                tracker = progress.for_run(self._settings.run_id, self._settings.expected_pairs)
+                tracker = self._settings.tracker()
                 yield pvalue.TaggedOutput(FAILURES, _failure(tracker, item.pair, Stage.STYLIZE, placement.refusal))
         if not whole:
             return
@@ -188,7 +201,7 @@ class StylizeBatchesFn(beam.DoFn):
         """Claims, a last skip check, the inputs, the engine, the writes; ``budget``: the bytes a
         pair may use (None: unknown); ``tiling`` (tile px, overlap px): one pair, whose last scale
         runs in tiles. Every claim is released when the batch ends, however it ends."""
-        tracker = progress.for_run(self._settings.run_id, self._settings.expected_pairs)
+        tracker = self._settings.tracker()
         running: list[_Running] = []
         with contextlib.ExitStack() as leases:
             for item in batch:
@@ -212,9 +225,10 @@ class StylizeBatchesFn(beam.DoFn):
 
             def on_record(index: int, record: IterationRecord) -> None:
                 entry = running[index]
-                # Counted over all scales and tiles (each restarts its iterations at 0).
-                entry.records += 1
-                tracker.iteration(entry.prepared.pair.id, entry.records, entry.expected_records, record.total)
+                # Counted over all scales and tiles; each records its start as iteration 0,
+                # before any iteration is done.
+                entry.done += record.iteration > 0
+                tracker.iteration(entry.prepared.pair.id, entry.done, entry.iterations, record.total)
                 entry.lease.renew_if_due()
 
             results = self._handler.stylize(engine, [entry.request for entry in running], on_record, tiling)
@@ -248,8 +262,8 @@ class StylizeBatchesFn(beam.DoFn):
             self._failed.inc()
             stage = Stage.STYLIZE if isinstance(exc, MemoryError) else Stage.READ  # PairTooLargeError: a style too large
             return pvalue.TaggedOutput(FAILURES, _failure(tracker, pair, stage, exc))
-        expected = self._handler.expected_records(pair, item.output_size, tiling)
-        return _Running(item, lease, request, expected_records=expected)
+        expected = self._handler.expected_iterations(pair, item.output_size, tiling)
+        return _Running(item, lease, request, iterations=expected)
 
     def _finish(
         self, entry: _Running, result: StyleResult | Exception, seconds: float, batch_size: int, tracker: progress.Progress
@@ -275,9 +289,11 @@ class StylizeBatchesFn(beam.DoFn):
             self._repaired.inc()
         self._pair_ms.update(int(seconds * 1000))
         self._final_loss.update(int(result.final.total * 1000))
+        why = f"repaired ({prepared.repairing})" if repaired else f"redone ({prepared.redoing})" if prepared.redoing else ""
         tracker.pair_finished(
             pair.id, "succeeded",
-            f"{seconds:.1f} s (a batch of {batch_size}), final loss {result.final.total:.6g} on {result.device}",
+            f"{seconds:.1f} s (a batch of {batch_size}), final loss {result.final.total:.6g} on {result.device}"
+            + (f"; {why}" if why else ""),
         )
         return Outcome(
             pair.id, "succeeded", log["seconds"], repaired, result.final.total, batch_size, outputs.index_entry(log)
