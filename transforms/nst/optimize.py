@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from PIL import Image
@@ -60,6 +60,10 @@ class StyleTransfer:
             that fetched a remote weights location themselves (``config.weights`` stays the
             name recorded in logs).
     """
+
+    # Seconds, for the records and the time limit: a class attribute, so that a test can put a
+    # clock that counts iterations here and never depend on the machine's speed.
+    clock: Callable[[], float] = staticmethod(time.perf_counter)
 
     def __init__(
         self, config: StyleConfig | None = None, weights_file: str | None = None, dtype: torch.dtype = torch.float32
@@ -227,7 +231,7 @@ class StyleTransfer:
             TimeLimitError: ``time_limit`` passed before the last iteration.
             ValueError: the pairs do not share a size, an optimizer, a precision and scales.
         """
-        started = time.perf_counter()
+        started = self.clock()
         stages = {(request.config or self.config).scales for request in requests}
         if len(stages) > 1:
             raise ValueError(f"a batch needs pairs of one set of scales; got {sorted(stages)}")
@@ -247,13 +251,13 @@ class StyleTransfer:
         whole, then the last scale in overlapping tiles of at most ``tile`` px a side
         (``schedules.tiled``). Raises what :meth:`stylize` raises."""
         on_record = None if callback is None else (lambda _, record: callback(record))
-        return schedules.tiled(self, request, tile, overlap, on_record, time.perf_counter(), time_limit)
+        return schedules.tiled(self, request, tile, overlap, on_record, self.clock(), time_limit)
 
     def stylize_scale(
         self, requests: Sequence[StyleRequest], callback: BatchCallback | None, started: float, time_limit: float | None
     ) -> list[StyleResult | Exception]:
         """One scale of a batch: the single-scale optimization every schedule wraps. ``started``:
-        the ``time.perf_counter()`` the batch's records and ``time_limit`` count from."""
+        the :attr:`clock` reading the batch's records and ``time_limit`` count from."""
         outcomes: list[StyleResult | Exception | None] = [None] * len(requests)
         configs: list[StyleConfig] = []
         contents: list[Tensor] = []
@@ -370,7 +374,7 @@ class StyleTransfer:
             # One device->host copy per iteration for the whole batch. Reading it one iteration
             # late (asynchronous copy + event) was measured on an H100 and did not help at 512 px.
             rows = torch.cat([latest[0].double(), optimizer.last_rejected.reshape(count, 1).double()], dim=1).tolist()
-            seconds = time.perf_counter() - started
+            seconds = self.clock() - started
             for k, row in enumerate(rows):
                 if running[k]:
                     entry = IterationRecord.from_values(iteration, row[:-1], configs[k].style_layers, seconds, bool(row[-1]))
@@ -405,7 +409,7 @@ class StyleTransfer:
         )
         iterations = [c.iterations for c in configs]
         chosen = [n if t else i for n, t, i in zip(iterations, take_last, best.iteration.tolist(), strict=True)]
-        seconds = time.perf_counter() - started
+        seconds = self.clock() - started
         results: list[StyleResult | Exception] = []
         for k, request in enumerate(requests):
             final = IterationRecord.from_values(iterations[k], final_rows[k], configs[k].style_layers, seconds)

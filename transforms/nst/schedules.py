@@ -10,7 +10,6 @@ engine comes in as an argument).
 from __future__ import annotations
 
 import dataclasses
-import time
 from collections.abc import Sequence
 from typing import Protocol
 
@@ -32,6 +31,8 @@ class ScaleEngine(Protocol):
     config: StyleConfig
     family: WeightsFamily
     device: torch.device
+
+    def clock(self) -> float: ...
 
     def stylize_scale(
         self, requests: Sequence[StyleRequest], callback: BatchCallback | None, started: float, time_limit: float | None
@@ -122,7 +123,7 @@ def tiled(
     output = canvas.image().float()
     if last.color_control == "luminance":
         output = keep_colors(output, content_pixels).clamp(0, 1)
-    seconds = time.perf_counter() - started
+    seconds = engine.clock() - started
     history = [summed([r.history[i] for r in done], seconds) for i in range(len(done[0].history))]
     return StyleResult(
         image=tensor_to_image(output[None]),
