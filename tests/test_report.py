@@ -105,12 +105,17 @@ def test_the_report_is_self_contained_with_relative_links(run_with_a_failure: Pa
     assert all(max(p.size) <= report.THUMBNAIL_PX for p in pictures)
 
 
-def test_the_contact_sheet_has_every_result(run_with_a_failure: Path) -> None:
-    sheet = Image.open(run_with_a_failure / "contact_sheet.png")
-    tile, _ = report.sheet_layout(2)
-    assert sheet.size == (2 * tile, tile + report.SHEET_LABEL_PX)
-    left, right = (sheet.crop((x, 0, x + tile, tile)) for x in (0, tile))
-    assert left.getextrema() != ((255, 255),) * 3 and right.getextrema() != ((255, 255),) * 3
+def test_the_contact_sheet_shows_content_style_and_result_of_every_pair(run_with_a_failure: Path) -> None:
+    sheet = Image.open(run_with_a_failure / "contact_sheet.png").convert("RGB")
+    px, _ = report.sheet_layout(2)
+    width, height = report.sheet_cell_size(px)
+    assert sheet.size == (2 * width, height)  # the two pairs with a result, side by side (a row of ceil(sqrt(2)))
+    slot, gap = px * 4 // 3, report.SHEET_GAP_PX
+    for cell in range(2):
+        for column in range(3):  # content, style, result: each a picture, not the dark ground
+            x = cell * width + gap + column * (slot + gap)
+            colours = sheet.crop((x, gap, x + slot, gap + px)).getcolors(maxcolors=1 << 16)
+            assert colours is None or len(colours) > 10, (cell, column)
 
 
 def test_a_picture_that_cannot_be_had_leaves_a_note_not_a_missing_report(run_with_a_failure: Path) -> None:
@@ -181,3 +186,15 @@ def _png(image: Image.Image) -> bytes:
     out = io.BytesIO()
     image.save(out, "PNG")
     return out.getvalue()
+
+
+def test_the_configuration_is_a_table_of_settings() -> None:
+    page = report.render_html(
+        {"run_id": "r", "configuration": {"output": "out/", "style": {"image_size": 512, "style_layers": ["relu1_1", "relu2_1"]}}},
+        [], [], None,
+    )
+    table = page.split("<h2>Configuration</h2>", 1)[1]
+    assert "<tr><th>output</th><td>out/</td></tr>" in table
+    assert "<tr><th>style.image_size</th><td>512</td></tr>" in table
+    assert '<tr><th>style.style_layers</th><td>[&quot;relu1_1&quot;, &quot;relu2_1&quot;]</td></tr>' in table
+    assert "<pre>" not in table

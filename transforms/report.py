@@ -32,9 +32,13 @@ from PIL import Image, ImageDraw
 from transforms.tally import Figures
 
 THUMBNAIL_PX: Final = 128
-# Contact sheet tiles shrink as a run grows, to keep the PNG in the megabytes: (most results, tile px, columns).
-SHEET_LAYOUTS: Final = ((100, 128, 10), (300, 96, 15), (None, 64, 25))
-SHEET_LABEL_PX: Final = 14
+# The contact sheet shows each pair as content | style | result, each picture PICTURE_PX tall
+# (or less, as a run grows: the PNG stays in the megabytes): (most pairs, picture px, pairs a row).
+SHEET_LAYOUTS: Final = ((12, 128, 3), (100, 128, 4), (300, 96, 6), (None, 64, 8))
+SHEET_LABEL_PX: Final = 16
+SHEET_GAP_PX: Final = 6
+SHEET_BACKGROUND: Final = (34, 34, 34)
+SHEET_TEXT: Final = (235, 235, 235)
 # A loss curve is drawn from at most this many points (a pair may have thousands of iterations).
 CURVE_POINTS: Final = 120
 
@@ -200,6 +204,8 @@ table{border-collapse:collapse}td,th{border-bottom:1px solid #ddd;padding:6px 8p
 .counts span{margin-right:16px}code,pre{font-size:12px}pre{background:#f6f6f6;padding:8px;overflow:auto}
 .failed{color:#a33;font-weight:600}
 .figures{display:flex;gap:24px;flex-wrap:wrap}figure{margin:0}figcaption{font-size:12px;color:#555}
+.settings th{font-weight:400;color:#555;font-family:ui-monospace,monospace;font-size:12px}
+.settings td{font-family:ui-monospace,monospace;font-size:12px;word-break:break-all}
 """
 
 
@@ -298,7 +304,7 @@ def render_html(
     pairs = len(entries)
     finished = counts.get("succeeded", 0) + counts.get("skipped", 0) + counts.get("claimed_elsewhere", 0)
     shown = f" ({pairs} of {finished}: the first, the worst and a random sample)" if pairs < finished else ""
-    configuration = html.escape(json.dumps(summary.get("configuration", {}), indent=2, default=str))
+    configuration = _configuration_table(summary.get("configuration", {}))
     title = f"Style transfer run {summary.get('run_id', '')}"
     return (
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
@@ -311,34 +317,65 @@ def render_html(
         f"{distributions}{_failures_section(failures, failures_link and to_output + failures_link)}"
         f"<h2>Pairs{html.escape(shown)}</h2><table><tr><th>id</th><th>content</th><th>style</th><th>result</th><th>total loss</th>"
         f"<th>final</th><th>seconds</th><th>status</th></tr>{''.join(rows)}</table>"
-        f"<h2>Configuration</h2><pre>{configuration}</pre></body></html>\n"
+        f"<h2>Configuration</h2>{configuration}</body></html>\n"
     )
 
 
-def sheet_layout(results: int) -> tuple[int, int]:
-    """(tile px, columns) of a contact sheet of ``results`` pictures."""
-    return next((tile, columns) for most, tile, columns in SHEET_LAYOUTS if most is None or results <= most)
+def _configuration_table(configuration: dict[str, Any]) -> str:
+    """The run's configuration as a table of settings, nested groups flattened (``style.image_size``)."""
+    rows = []
+
+    def add(prefix: str, value: object) -> None:
+        if isinstance(value, dict) and value:
+            for key, inner in value.items():
+                add(f"{prefix}.{key}" if prefix else str(key), inner)
+            return
+        shown = value if isinstance(value, str) else json.dumps(value, default=str)
+        rows.append(f"<tr><th>{html.escape(prefix)}</th><td>{html.escape(str(shown))}</td></tr>")
+
+    add("", configuration)
+    return f'<table class="settings">{"".join(rows)}</table>'
+
+
+def sheet_layout(pairs: int) -> tuple[int, int]:
+    """(picture px, pairs a row) of a contact sheet of ``pairs`` pairs."""
+    return next((px, columns) for most, px, columns in SHEET_LAYOUTS if most is None or pairs <= most)
+
+
+def sheet_cell_size(px: int) -> tuple[int, int]:
+    """(width, height) of one pair's cell: three pictures up to 4:3 wide, their gaps, its label."""
+    return 3 * (px * 4 // 3) + 4 * SHEET_GAP_PX, px + SHEET_LABEL_PX + 2 * SHEET_GAP_PX
 
 
 def contact_sheet(entries: Iterable[ReportEntry]) -> bytes | None:
-    """Every result of the run on one PNG, in id order, each labelled with its id; None without results."""
-    results = [(e.id, e.thumbnails["result"]) for e in sorted(entries, key=lambda e: e.id) if "result" in e.thumbnails]
-    if not results:
+    """Every pair with a result, in id order, as content | style | result under its id, on a dark
+    ground (pictures keep their shape; no white margins): the run at a glance. None without results."""
+    shown = [e for e in sorted(entries, key=lambda e: e.id) if "result" in e.thumbnails]
+    if not shown:
         return None
-    tile, columns = sheet_layout(len(results))
-    label = SHEET_LABEL_PX
-    columns = min(columns, len(results))
-    rows = math.ceil(len(results) / columns)
-    sheet = Image.new("RGB", (columns * tile, rows * (tile + label)), "white")
+    px, columns = sheet_layout(len(shown))
+    columns = min(columns, math.ceil(math.sqrt(len(shown))))  # a few pairs: about square, not a strip
+    cell_width, cell_height = sheet_cell_size(px)
+    slot = px * 4 // 3
+    sheet = Image.new("RGB", (columns * cell_width, math.ceil(len(shown) / columns) * cell_height), SHEET_BACKGROUND)
     draw = ImageDraw.Draw(sheet)
-    for index, (pair_id, jpeg) in enumerate(results):
-        x, y = (index % columns) * tile, (index // columns) * (tile + label)
-        with Image.open(io.BytesIO(jpeg)) as image:
-            picture = image.convert("RGB")
-            picture.thumbnail((tile - 4, tile - 4))
-            sheet.paste(picture, (x + (tile - picture.width) // 2, y + (tile - picture.height) // 2))
-        text = pair_id if draw.textlength(pair_id) <= tile - 4 else pair_id[: max(1, (tile - 4) // 6 - 3)] + "..."
-        draw.text((x + 2, y + tile), text, fill="black")
+    for index, entry in enumerate(shown):
+        left, top = (index % columns) * cell_width, (index // columns) * cell_height
+        pictures = [entry.thumbnails.get(entry.content), entry.thumbnails.get(entry.styles[0]) if entry.styles else None, entry.thumbnails["result"]]
+        for column, jpeg in enumerate(pictures):
+            x = left + SHEET_GAP_PX + column * (slot + SHEET_GAP_PX)
+            if jpeg is None:
+                draw.rectangle((x, top + SHEET_GAP_PX, x + slot - 1, top + SHEET_GAP_PX + px - 1), outline=SHEET_TEXT)
+                continue
+            with Image.open(io.BytesIO(jpeg)) as image:
+                picture = image.convert("RGB")
+            picture.thumbnail((slot, px))  # no larger than the slot; a thumbnail is never enlarged
+            sheet.paste(picture, (x + (slot - picture.width) // 2, top + SHEET_GAP_PX + (px - picture.height) // 2))
+        label, room = entry.id, cell_width - 2 * SHEET_GAP_PX
+        while len(label) > 1 and draw.textlength(label + "...") > room:
+            label = label[:-1]
+        label = label if label == entry.id else label + "..."
+        draw.text((left + SHEET_GAP_PX, top + 2 * SHEET_GAP_PX + px), label, fill=SHEET_TEXT)
     out = io.BytesIO()
     sheet.save(out, "PNG")
     return out.getvalue()
