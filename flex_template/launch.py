@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import sys
 
-# What README's Dataflow shell command sets by hand, for a worker image holding one model per
+# What docs/dataflow.md's shell command sets by hand, for a worker image holding one model per
 # GPU: the SDK from the image, one SDK process per VM, one harness thread (one batch at a time).
 DATAFLOW_DEFAULTS = {
     "--sdk_location": "container",

@@ -164,7 +164,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--scales", type=scale_list, default=(),
         help="coarse-to-fine: SIZE:ITERATIONS of each coarser scale optimized before --image_size "
         "(--iterations), e.g. 512:300,1024:100 with --image_size 2048; each starts from the previous "
-        "result, upscaled (README, 'Large prints')",
+        "result, upscaled (docs/large-prints.md)",
     )
     engine.add_argument("--style_scale", type=float, default=_DEFAULTS["style_scale"], help="style image size relative to image_size")
     engine.add_argument(
@@ -182,7 +182,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     _add_switch(job, "--verbose", "also show Beam's own log lines")
 
-    limits = parser.add_argument_group("limits (what any manifest row may ask; README, 'Reliability')")
+    limits = parser.add_argument_group("limits (what any manifest row may ask; docs/reliability.md)")
     limits.add_argument("--max_image_size", type=int, default=_LIMITS["max_image_size"], help="largest image_size (and image_size x style_scale) a job or row may ask for, px")
     limits.add_argument("--max_iterations", type=int, default=_LIMITS["max_iterations"], help="most iterations a job or row may ask for")
     limits.add_argument("--pair_time_limit", type=float, default=_LIMITS["pair_time_limit"], help="seconds a pair may run before it fails (the job goes on)")

@@ -34,10 +34,10 @@ def _parse(argv: list[str]) -> PipelineConfig:
 
 
 def readme_parameters() -> dict[str, str]:
-    """The ``--parameters`` of README's ``gcloud dataflow flex-template run`` example."""
-    readme = (ROOT / "README.md").read_text()
-    command = re.search(r"gcloud dataflow flex-template run .*?\n(?:.*\\\n)*.*\n", readme)
-    assert command, "README has no gcloud dataflow flex-template run example"
+    """The ``--parameters`` of the documentation's ``gcloud dataflow flex-template run`` example."""
+    page = (ROOT / "docs" / "flex-template.md").read_text()
+    command = re.search(r"gcloud dataflow flex-template run .*?\n(?:.*\\\n)*.*\n", page)
+    assert command, "docs/flex-template.md has no gcloud dataflow flex-template run example"
     words = shlex.split(command.group(0).replace("\\\n", " "), comments=False)
     listed = words[words.index("--parameters") + 1]
     return dict(item.split("=", 1) for item in listed.split(","))

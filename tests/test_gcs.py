@@ -44,5 +44,5 @@ def test_job_on_gcs_writes_resumes_and_repairs(gcs, weights_file) -> None:
 
 
 def test_exclusive_creation_and_claims_on_gcs(gcs) -> None:
-    # The emulator ignores ifGenerationMatch: this covers the existence check (README, Reliability).
+    # The emulator ignores ifGenerationMatch: this covers the existence check (docs/reliability.md).
     check_exclusive_creation_and_claims(gcs, f"gs://{BUCKET}")

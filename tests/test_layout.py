@@ -1,4 +1,4 @@
-"""The house's import rules, as each module's docstring states them (README, Development).
+"""The house's import rules, as each module's docstring states them (docs/development.md).
 
     transforms/nst/   the engine: torch, torchvision, Pillow and itself; no Beam, no storage
     transforms/       records, limits, claims, progress, devices, report, storage, outputs, tally

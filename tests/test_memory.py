@@ -97,7 +97,7 @@ def test_a_pair_too_big_even_for_tiles_is_refused_with_the_numbers(tmp_path, wei
     assert failures["large"]["stage"] == "stylize"
     assert failures["large"]["error"] == (
         f"PairTooLargeError: {tmp_path}/in/cat.png: a 64x48 result needs about {needed:.1f} MiB on cpu (fp32, estimated), "
-        f"more than the 5.0 MiB there; the largest image_size that fits is {fits} px (README, 'Large prints': memory)"
+        f"more than the 5.0 MiB there; the largest image_size that fits is {fits} px (docs/large-prints.md: memory)"
     )
     assert 24 <= fits < 64 and not (tmp_path / "out" / "images" / "large.png").exists()
 

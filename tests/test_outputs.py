@@ -29,7 +29,7 @@ def test_the_fingerprint_settings_keep_the_layout_of_earlier_releases() -> None:
 
 
 def test_a_fingerprint_is_the_digest_of_the_inputs_their_versions_and_every_setting(tmp_path) -> None:
-    # The recipe README documents; a pair made by an earlier release is skipped only if it holds.
+    # The recipe docs/outputs.md documents; a pair made by an earlier release is skipped only if it holds.
     (tmp_path / "c.png").write_bytes(b"content")
     (tmp_path / "s.png").write_bytes(b"style")
     config = StyleConfig(weights="random", image_size=64)

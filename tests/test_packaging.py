@@ -34,18 +34,23 @@ def test_setup_uses_ranges_for_torch() -> None:
 def test_ci_runs_the_readme_commands() -> None:
     readme = (ROOT / "README.md").read_text()
     ci = (ROOT / ".ci" / "run").read_text()
-    first = re.search(r"```bash\n# 1\..*\n(.*)\n", readme)
-    assert first, "README starts with the install-and-run command"
+    first = re.search(r"```bash\n# 1\..*\n(.*)\n\n# 2\..*\n(.*)\n", readme)
+    assert first, "README starts with the install-and-run command and the test command"
     install, job = first[1].split(" && python -m pipeline ")
-    assert 'pip install -e ".[test]"' in install and 'pip install -q -e ".[test]"' in ci
+    # Command 1 installs the job alone (no test extras), as CI does before running it.
+    assert install.endswith("pip install -e .") and "\npip install -q -e .\npython -m pipeline " in ci
     # The same job, into CI's own output folder; no random weights in the first command.
     assert "python -m pipeline " + job.replace("--output out/example", "--output .ci-out/example") in ci
     assert "--weights random" not in job
-    assert "python -m pytest tests" in readme and "python -m pytest tests" in ci
-    # The Airflow DAG's test, in its own environment, as README's Airflow section says.
-    assert ".airflow/bin/pip install -r examples/airflow/requirements.txt" in readme
+    assert first[2] == 'pip install -e ".[test]" && python -m pytest tests'
+    assert 'pip install -q -e ".[test]" && python -m pytest tests' in ci
+    # The documentation site, built strictly.
+    assert 'pip install -q -e ".[docs]"' in ci and "mkdocs build --strict" in ci
+    # The Airflow DAG's test, in its own environment, as the Airflow page says.
+    airflow = (ROOT / "docs" / "airflow.md").read_text()
+    assert ".airflow/bin/pip install -r examples/airflow/requirements.txt" in airflow
     assert ".ci-airflow/bin/pip install -q -r examples/airflow/requirements.txt" in ci
-    assert ".airflow/bin/python -m pytest --noconftest tests/airflow" in readme
+    assert ".airflow/bin/python -m pytest --noconftest tests/airflow" in airflow
     assert ".ci-airflow/bin/python -m pytest --noconftest tests/airflow" in ci
 
 
@@ -55,8 +60,8 @@ def test_dataflow_extra_pins_the_dockerfile_beam_version() -> None:
     image = re.search(r"ARG BEAM_VERSION=([\d.]+)", dockerfile)
     extra = re.search(r'"dataflow": \["apache-beam\[gcp\]==([\d.]+)"\]', setup)
     assert image and extra and image[1] == extra[1]
-    readme = (ROOT / "README.md").read_text()
-    assert 'pip install ".[dataflow]"' in readme
+    docs = (ROOT / "docs" / "dataflow.md").read_text()
+    assert 'pip install ".[dataflow]"' in docs
 
 
 def test_an_install_holds_the_checkouts_folders(tmp_path) -> None:

@@ -163,7 +163,7 @@ def test_a_style_too_large_to_encode_is_refused_before_it_is_encoded(weights_fil
     assert failure.error == (
         f"PairTooLargeError: {images}/tiles.png: encoding this style at 256x192 px (image_size 32 x style_scale 8) "
         f"needs about {estimated_style_bytes((256, 192)) / 2**20:.1f} MiB on cpu, more than the 10.2 MiB there; "
-        f"a style_scale of {scale:g} or less fits (README, 'Large prints': memory)"
+        f"a style_scale of {scale:g} or less fits (docs/large-prints.md: memory)"
     )
     # The scale named fits, and is the largest that does, to its two decimals.
     assert estimated_style_bytes(fitted_size(64, 48, round(32 * scale))) <= budget

@@ -30,7 +30,7 @@ from typing import Final
 
 from transforms import storage
 
-logger = logging.getLogger(f"beam_style_transfer.{__name__}")  # the names logs had (README, Development)
+logger = logging.getLogger(f"beam_style_transfer.{__name__}")  # the names logs had (docs/development.md)
 
 FOLDER: Final = "claims"
 TTL_SECONDS: Final = 600.0

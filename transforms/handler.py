@@ -47,7 +47,7 @@ from transforms.nst.records import (
 from transforms.nst.tiles import tile_boxes
 from transforms.records import Pair
 
-logger = logging.getLogger(f"beam_style_transfer.{__name__}")  # the names logs had (README, Development)
+logger = logging.getLogger(f"beam_style_transfer.{__name__}")  # the names logs had (docs/development.md)
 
 STYLE_CACHE_SIZE: Final = 16
 

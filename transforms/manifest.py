@@ -28,7 +28,7 @@ from transforms.limits import Limits
 from transforms.nst.config import StyleConfig, blend_weights, with_color_alias
 from transforms.records import MANIFEST_FORMATS, Failure, Pair, Stage, bounded
 
-logger = logging.getLogger(f"beam_style_transfer.{__name__}")  # the names logs had (README, Development)
+logger = logging.getLogger(f"beam_style_transfer.{__name__}")  # the names logs had (docs/development.md)
 
 PAIRS: Final = "pairs"
 FAILURES: Final = "failures"

@@ -1,4 +1,4 @@
-"""The output contract (README, "Outputs"): where a pair's files go, what its log holds, how a
+"""The output contract (docs/outputs.md): where a pair's files go, what its log holds, how a
 rerun tells a finished pair from one to redo, and how a finished pair is written.
 
     OUTPUT/images/<id>.png            the stylized image (.jpg, .webp with --output_format)
@@ -8,7 +8,7 @@ rerun tells a finished pair from one to redo, and how a finished pair is written
     OUTPUT/index/<run_id>-*.jsonl     one line per pair a run wrote (results.py)
     OUTPUT/plan.json                  what --dry_run found to do
     OUTPUT/report.html                the latest run for people: thumbnails, loss curves, failures (report.py)
-    OUTPUT/contact_sheet.png          every result of the latest run on one picture
+    OUTPUT/contact_sheet.png          content, style and result of the latest run's pairs
     OUTPUT/claims/<id>.json           while a run computes the pair (claims.py)
 
 An image is written before its log, and each atomically. The log records the image's SHA-256
@@ -367,7 +367,7 @@ def pair_log(
     repairing: str | None,
     spec: OutputSpec = OutputSpec(),
 ) -> dict[str, Any]:
-    """``logs/<id>.json`` of a finished pair: the schema README's "Outputs" documents."""
+    """``logs/<id>.json`` of a finished pair: the schema docs/outputs.md documents."""
     config = pair.config
 
     def history(scale: StyleResult) -> dict[str, Any]:
@@ -404,7 +404,7 @@ def pair_log(
         "preprocessing": config.family.to_dict(),
         "versions": versions(),
         "batch_size": batch_size,
-        # Tiles the last scale ran in (1: the whole image at once; README, "Large prints").
+        # Tiles the last scale ran in (1: the whole image at once; docs/large-prints.md).
         "tiles": result.tiles,
         "seconds": round(seconds, 3),
         "finished_at": utc_iso(time.time()),

@@ -4,7 +4,7 @@ their sizes and batches, the device memory each needs, and the device-hours the 
 The prepare step of stylize.py does the reading (skip checks, content sizes, batch keys);
 ``PlanTally`` adds its outputs up in bounded memory (one entry per batch key and size, not per
 pair), merged across workers by a combiner; ``PlanTally.report`` is what ``OUTPUT/plan.json``
-holds. Device-hours come from measured seconds per iteration (README, "Performance"),
+holds. Device-hours come from measured seconds per iteration (docs/performance.md),
 interpolated by pixels: an estimate for one pair at a time on those devices.
 
 Imports: Beam, stylize's prepare step, outputs, storage, records and the engine's memory
@@ -31,8 +31,8 @@ from transforms.stylize import FAILURES, SKIPPED, PreparePairsFn, StylizeSetting
 if TYPE_CHECKING:
     from transforms.handler import EngineHandler
 
-# Seconds per L-BFGS iteration of one pair, fp32, by output pixels, as measured (README,
-# "Performance": benchmarks/engine.py, square images of 256, 512 and 1024 px).
+# Seconds per L-BFGS iteration of one pair, fp32, by output pixels, as measured (docs/performance.md,
+# benchmarks/engine.py, square images of 256, 512 and 1024 px).
 MEASURED_SECONDS_PER_ITERATION: Final[dict[str, tuple[tuple[int, float], ...]]] = {
     "cpu: 2 cores (this project's CI machine)": ((256 * 256, 0.668), (512 * 512, 3.016)),
     "gpu: NVIDIA H100, one pair at a time": ((256 * 256, 0.0072), (512 * 512, 0.0066), (1024 * 1024, 0.0187)),

@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-logger = logging.getLogger(f"beam_style_transfer.{__name__}")  # the names logs had (README, Development)
+logger = logging.getLogger(f"beam_style_transfer.{__name__}")  # the names logs had (docs/development.md)
 
 _lock = threading.Lock()
 _current: dict[str, Progress] = {}

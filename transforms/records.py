@@ -21,7 +21,7 @@ IMAGE_FORMATS: Final = {"png": "png", "jpeg": "jpg", "webp": "webp"}
 # The namespace of the job's Beam metrics (counters and distributions).
 NAMESPACE: Final = "style_transfer"
 # The longest text a failure record copies from its input (a path, a field, a value): longer
-# ones are cut, saying how long they were (README, Reliability).
+# ones are cut, saying how long they were (docs/reliability.md).
 RECORDED_CHARS: Final = 200
 _LONG_WORD: Final = re.compile(r"\S{%d,}" % (RECORDED_CHARS + 1))
 
@@ -77,7 +77,7 @@ class Pair:
 
 
 class Stage(str, Enum):
-    """Where a row or pair stopped: a failure record's ``stage`` (README, "Outputs")."""
+    """Where a row or pair stopped: a failure record's ``stage`` (docs/outputs.md)."""
 
     MANIFEST = "manifest"  # the manifest or the row cannot be read, or the row is invalid
     CHECK = "check"  # the pair's earlier outputs cannot be inspected
@@ -100,7 +100,7 @@ class Failure:
     row: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
-        # A record copies no long field of its input, however it was made (README, Reliability).
+        # A record copies no long field of its input, however it was made (docs/reliability.md).
         object.__setattr__(self, "error", bounded_message(self.error))
         object.__setattr__(self, "source", bounded_message(self.source))
         object.__setattr__(self, "row", bounded(self.row))

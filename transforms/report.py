@@ -32,9 +32,11 @@ from PIL import Image, ImageDraw
 from transforms.tally import Figures
 
 THUMBNAIL_PX: Final = 128
-# The contact sheet shows each pair as content | style | result, each picture PICTURE_PX tall
-# (or less, as a run grows: the PNG stays in the megabytes): (most pairs, picture px, pairs a row).
-SHEET_LAYOUTS: Final = ((12, 128, 3), (100, 128, 4), (300, 96, 6), (None, 64, 8))
+# The contact sheet shows each pair as content | style | result, its pictures smaller as a run
+# grows, and at most SHEET_PAIRS pairs (the first by id), so the PNG stays within about ten
+# megabytes: (most pairs, picture px, pairs a row).
+SHEET_LAYOUTS: Final = ((12, 128, 3), (100, 96, 4), (None, 64, 6))
+SHEET_PAIRS: Final = 300
 SHEET_LABEL_PX: Final = 16
 SHEET_GAP_PX: Final = 6
 SHEET_BACKGROUND: Final = (34, 34, 34)
@@ -348,9 +350,10 @@ def sheet_cell_size(px: int) -> tuple[int, int]:
 
 
 def contact_sheet(entries: Iterable[ReportEntry]) -> bytes | None:
-    """Every pair with a result, in id order, as content | style | result under its id, on a dark
-    ground (pictures keep their shape; no white margins): the run at a glance. None without results."""
-    shown = [e for e in sorted(entries, key=lambda e: e.id) if "result" in e.thumbnails]
+    """The pairs with a result (the first ``SHEET_PAIRS`` by id) as content | style | result under
+    their ids, on a dark ground (pictures keep their shape; no white margins): the run at a
+    glance. None without results."""
+    shown = [e for e in sorted(entries, key=lambda e: e.id) if "result" in e.thumbnails][:SHEET_PAIRS]
     if not shown:
         return None
     px, columns = sheet_layout(len(shown))

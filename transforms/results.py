@@ -41,7 +41,7 @@ from transforms.outputs import (
 from transforms.records import NAMESPACE, Failure, Outcome
 from transforms.tally import ReportChoice, Tally
 
-logger = logging.getLogger(f"beam_style_transfer.{__name__}")  # the names logs had (README, Development)
+logger = logging.getLogger(f"beam_style_transfer.{__name__}")  # the names logs had (docs/development.md)
 
 # Lines per index shard, about: 100,000 lines of ~250 bytes are a 25 MB file.
 INDEX_LINES_PER_SHARD: Final = 100_000

