@@ -89,10 +89,11 @@ def test_the_rules_catch_a_wrong_import(broken: tuple[str, str]) -> None:
 
 
 def test_the_command_lines_help_modules_load_neither_torch_nor_beam() -> None:
-    # --help and the Flex Template metadata answer at once: neither imports torch or Beam on import.
+    # --help, the quick check of a command line and the Flex Template metadata answer at once:
+    # none imports torch or Beam on import.
     code = (
         "import sys\n"
-        "import pipeline.flags, pipeline.template_metadata\n"
+        "import pipeline.flags, pipeline.config, pipeline.template_metadata\n"
         "import transforms.nst.config\n"
         "print(sorted(m for m in ('torch', 'apache_beam') if m in sys.modules))\n"
     )
