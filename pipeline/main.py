@@ -231,9 +231,11 @@ def _run(argv: list[str], wait: bool) -> int:
 
 
 def _stop_worker_processes() -> None:
-    """SIGKILL this process's children and theirs (a local runner's worker processes), each
-    parent before its children, so that no shell between them reports the death. Linux only
-    (/proc); elsewhere nothing is done and the workers end with the job service."""
+    """SIGKILL the Beam SDK worker processes this process started (``--direct_running_mode
+    multi_processing``) and the shells between, each parent before its children, so that no
+    shell reports the death. Other children of a program that calls run() are left alone.
+    Linux only (/proc); elsewhere the workers end with the job service, as Beam ends them."""
+
     def children(pid: int) -> list[int]:
         found = []
         with contextlib.suppress(OSError):
@@ -242,13 +244,22 @@ def _stop_worker_processes() -> None:
                     found += [int(child) for child in listed.read().split()]
         return found
 
-    pending = children(os.getpid())
-    while pending:
-        pid = pending.pop(0)
-        grandchildren = children(pid)
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
-        pending += grandchildren
+    def command(pid: int) -> bytes:
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as line:
+                return line.read()
+        except OSError:
+            return b""
+
+    for child in children(os.getpid()):
+        tree, index = [child], 0
+        while index < len(tree):  # the child and its descendants, parents first
+            tree += children(tree[index])
+            index += 1
+        if any(b"sdk_worker_main" in command(pid) for pid in tree):
+            for pid in tree:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
 
 
 def _submit(options: PipelineOptions, config: PipelineConfig, fail_job_if_failed: bool) -> int:

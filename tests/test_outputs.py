@@ -65,6 +65,7 @@ def test_a_pair_is_written_image_first_and_a_failed_write_names_its_file(tmp_pat
         ("image", "damaged", "does not match its log's digest"),
         ("longer image", "damaged", "cannot be read"),  # read no further than the log's size
         ("log", "damaged", "not valid JSON"),
+        ("deep log", "damaged", "not valid JSON"),  # nested too deep to parse: redone, not failed
         ("no log", "damaged", "an image without a log"),
         ("fingerprint", "stale", "other inputs or settings"),
     ],
@@ -80,6 +81,8 @@ def test_the_skip_check_trusts_only_a_complete_matching_pair(tmp_path, damage, s
         (tmp_path / "images" / "p.png").write_bytes(b"an image" * 1000)
     elif damage == "log":
         (tmp_path / "logs" / "p.json").write_text("{ cut short")
+    elif damage == "deep log":
+        (tmp_path / "logs" / "p.json").write_text('{"a": ' * 100_000 + "1" + "}" * 100_000)
     elif damage == "no log":
         os.remove(tmp_path / "logs" / "p.json")
     fingerprint = "f2" if damage == "fingerprint" else "f1"

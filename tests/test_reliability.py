@@ -178,6 +178,7 @@ def test_an_exclusive_create_that_fails_leaves_no_temporary(tmp_path) -> None:
     assert list(folder.iterdir()) == []
 
 
+@pytest.mark.slow  # a job process of its own
 def test_a_full_disk_is_refused_before_any_work(two_pairs, weights_file, tmp_path) -> None:
     # No file may grow: a write of one byte fails as on a disk with 0 bytes free, while an
     # empty file can still be made (which is how a probe of 0 bytes passed).
@@ -213,6 +214,7 @@ def test_what_killed_runs_leave_is_removed_by_the_next(two_pairs, weights_file, 
     assert not left.exists()
 
 
+@pytest.mark.slow  # two job processes, each loading torch and Beam
 def test_two_concurrent_runs_compute_each_pair_once(weights_file, tmp_path) -> None:
     names = {f"c{i}.png": i for i in range(6)}
     write_images(tmp_path / "in", {**names, "waves.png": 9})
@@ -493,6 +495,7 @@ def test_stale_temporary_files_are_removed_at_start(two_pairs, weights_file, tmp
     assert fresh.exists(), "a young temporary file may be another run's write in progress"
 
 
+@pytest.mark.slow  # job processes of their own
 @pytest.mark.parametrize(("signal_number", "status"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_a_signal_ends_the_run_with_one_line(weights_file, tmp_path, signal_number, status) -> None:
     names = {f"c{i}.png": i for i in range(4)}
@@ -517,6 +520,7 @@ def test_a_signal_ends_the_run_with_one_line(weights_file, tmp_path, signal_numb
     assert not list((out / "claims").glob("*")), "an interrupted run releases its claims"
 
 
+@pytest.mark.slow  # job processes of their own
 @pytest.mark.parametrize("where", ["pipeline.main._run", "pipeline.preflight.check_weights"])
 def test_a_signal_before_the_pipeline_runs_ends_with_one_line(two_pairs, weights_file, tmp_path, where) -> None:
     # The signal is sent from inside the step (at its start), so that it lands there on any machine.
@@ -539,6 +543,7 @@ def test_a_signal_before_the_pipeline_runs_ends_with_one_line(two_pairs, weights
     assert result.stderr.strip().splitlines()[-1] == "interrupted by SIGTERM before any pair ran; nothing was written"
 
 
+@pytest.mark.slow  # a job with two worker processes, each loading torch and Beam
 def test_a_signal_stops_worker_processes_quietly_and_releases_their_claims(weights_file, tmp_path) -> None:
     write_images(tmp_path / "in", {"c0.png": 0, "c1.png": 1, "waves.png": 9})
     manifest = tmp_path / "in" / "manifest.csv"

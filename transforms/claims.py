@@ -24,7 +24,7 @@ import os
 import posixpath
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from typing import Final
 
@@ -146,28 +146,23 @@ def remove_expired(output: str) -> int:
     A run killed after writing a pair but before releasing its claim leaves a claim nobody
     acquires again (later runs skip the finished pair), so each run sweeps them at its start.
     """
-    removed = 0
-    for location in storage.find(storage.join(output, FOLDER)):
-        if posixpath.basename(location).startswith(storage.TEMPORARY_PREFIX):
-            continue  # another run's claim being created; stale ones go with the temporary sweep
-        held = _read(location)
-        if held is not None and held.expired:
-            with contextlib.suppress(FileNotFoundError, IsADirectoryError):
-                storage.remove(location)
-                removed += 1
-    return removed
+    return _remove_where(output, lambda claim: claim.expired)
 
 
 def release_run(output: str, run_id: str) -> int:
     """Remove every claim of ``run_id`` under ``OUTPUT/claims`` (an interrupted run's, whose
     worker processes were stopped before they could); how many went."""
+    return _remove_where(output, lambda claim: claim.run_id == run_id)
+
+
+def _remove_where(output: str, chosen: Callable[[Claim], bool]) -> int:
     removed = 0
     for location in storage.find(storage.join(output, FOLDER)):
         if posixpath.basename(location).startswith(storage.TEMPORARY_PREFIX):
-            continue
+            continue  # another run's claim being created; stale ones go with the temporary sweep
         held = _read(location)
-        if held is not None and held.run_id == run_id:
-            with contextlib.suppress(FileNotFoundError):
+        if held is not None and chosen(held):
+            with contextlib.suppress(FileNotFoundError, IsADirectoryError):
                 storage.remove(location)
                 removed += 1
     return removed
