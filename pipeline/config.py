@@ -13,17 +13,16 @@ import os
 import secrets
 import time
 from dataclasses import dataclass, field
-from typing import Any, NoReturn
+from typing import Any, Final, NoReturn
 
 from pipeline import flags
-from pipeline.flags import switch
 from transforms.limits import Limits
 from transforms.outputs import OutputSpec
 from transforms.nst.config import StyleConfig, with_color_alias
 
 # How alike an unknown flag must be to one of ours to be called a typo before Beam's own flags
 # are known (check_quickly); tests/test_cli.py checks that no Beam flag comes this close.
-TYPO_SIMILARITY = 0.85
+TYPO_SIMILARITY: Final = 0.85
 
 
 def _batch_size(text: str) -> int | None:
@@ -38,7 +37,7 @@ def _batch_size(text: str) -> int | None:
 def _dry_run(value: object) -> bool:
     """Beam's ``--dry_run`` (main.py spells a bare one ``--dry_run=true``) as a switch."""
     try:
-        return value is True or switch(str(value))
+        return value is True or flags.switch(str(value))
     except argparse.ArgumentTypeError:
         raise ValueError(f"--dry_run: expected true or false, got {value!r}") from None
 
@@ -140,7 +139,9 @@ class PipelineConfig:
         }
 
 
-class _RaisingParser(argparse.ArgumentParser):
+class _QuickParser(argparse.ArgumentParser):
+    """Our flags alone, raising instead of printing a usage and exiting."""
+
     def error(self, message: str) -> NoReturn:
         raise ValueError(message)
 
@@ -154,7 +155,7 @@ def check_quickly(argv: list[str]) -> None:
     Raises:
         ValueError: naming the flag or value, as the full check would.
     """
-    parser = _RaisingParser(add_help=False, allow_abbrev=False)
+    parser = _QuickParser(add_help=False, allow_abbrev=False)
     flags.add_arguments(parser)
     parser.add_argument(flags.DRY_RUN, default=False)
     parsed, unknown = parser.parse_known_args(argv)

@@ -80,7 +80,7 @@ def decode_image(data: bytes, name: str, max_pixels: int = MAX_INPUT_PIXELS, lon
     when it is far larger: a JPEG is decoded at a reduced scale (its DCT scaling, to at least
     twice the size, as ``Image.thumbnail`` does), and bilevel or grayscale pixels are resized
     before they become RGB. Memory is then about the decoded file's own size (1 byte a pixel for
-    bilevel, grayscale and palette images, 3 for RGB), not three or four times it.
+    bilevel, grayscale and palette images, 4 for RGB as Pillow holds it), not several times it.
 
     Args:
         data: the encoded file.
