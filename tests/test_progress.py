@@ -46,10 +46,14 @@ def test_heartbeat_reports_the_pair_in_progress_at_most_every_interval(caplog) -
     assert lines[0] == "cat at iteration 29/500, loss 1234 | 0 pairs (0 succeeded, 0 skipped, 0 failed)"
 
 
-def test_live_bar_counts_pairs(capsys) -> None:
-    progress = Progress(expected=2, live=True)
+def test_live_bar_counts_pairs_and_shows_the_time_left_from_iterations(capsys) -> None:
+    clock = Clock()
+    progress = Progress(expected=2, iterations_per_pair=10, live=True, clock=clock)
     progress.pair_finished("a", "succeeded")
-    progress.iteration("b", 3, 10, 2.5)
+    progress.iteration("b", 0, 10, 2.5)
+    clock.now += 6
+    progress.iteration("b", 3, 10, 2.5)  # 3 iterations in 6 s; 7 left: 14 s
+    assert "0:00:14 left" in capsys.readouterr().err
     progress.pair_finished("b", "failed", "boom")
     progress.close()
     err = capsys.readouterr().err

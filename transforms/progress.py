@@ -158,7 +158,10 @@ class Progress:
             self._iterations_run += max(iteration - self._in_progress.get(pair_id, 0), 0)
             self._in_progress[pair_id] = iteration
             if self._bar is not None:
+                # tqdm's own estimate counts finished pairs only; ours counts iterations.
+                left = self._seconds_left(None)
                 self._bar.set_description_str(f"{pair_id} {iteration}/{iterations} loss {loss:.4g}")
+                self._bar.set_postfix_str(f"{self.counts['failed']} failed" + (f", {_duration(left)} left" if left is not None else ""))
             elif now - self._last_beat >= self._heartbeat:
                 self._last_beat = now
                 logger.info("%s at iteration %d/%d, loss %.4g | %s", pair_id, iteration, iterations, loss, self.summary())
