@@ -63,7 +63,7 @@ PREVIEW_WORTH_SECONDS: Final = 600.0
 def cost_line(pairs: int, config: StyleConfig, device_type: str) -> str | None:
     """The run's cost before it starts, from measured seconds per iteration (one pair at a time,
     square images: an upper bound for other shapes): ``3 pairs x 500 iterations at 512 px on
-    cpu: about 2 h 31 m; --image_size 256 --iterations 200 previews in about 7 m``. None when
+    cpu: about 1 h 15 m; --image_size 256 --iterations 200 previews in about 7 m``. None when
     the size comes from each content (image_size 0)."""
     if not config.image_size or not pairs:
         return None

@@ -160,8 +160,11 @@ class Progress:
             if self._bar is not None:
                 # tqdm's own estimate counts finished pairs only; ours counts iterations.
                 left = self._seconds_left(None)
+                # One redraw per call, not two: the postfix waits for the description's.
+                self._bar.set_postfix_str(
+                    f"{self.counts['failed']} failed" + (f", {_duration(left)} left" if left is not None else ""), refresh=False
+                )
                 self._bar.set_description_str(f"{pair_id} {iteration}/{iterations} loss {loss:.4g}")
-                self._bar.set_postfix_str(f"{self.counts['failed']} failed" + (f", {_duration(left)} left" if left is not None else ""))
             elif now - self._last_beat >= self._heartbeat:
                 self._last_beat = now
                 logger.info("%s at iteration %d/%d, loss %.4g | %s", pair_id, iteration, iterations, loss, self.summary())

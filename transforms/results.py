@@ -32,7 +32,6 @@ from transforms.outputs import (
     failures_location,
     image_location,
     log_location,
-    report_location,
     run_folder,
     summary_location,
     to_json,
@@ -216,7 +215,6 @@ class _WriteReportFn(beam.DoFn):
         except Exception as exc:  # noqa: BLE001
             logger.warning("the contact sheet could not be made: %s: %s", type(exc).__name__, exc)
             sheet = None
-        written = []
         # The run's own copy first: its links climb out of runs/<run_id>/ to the output's files.
         for folder, to_output in ((run_folder(self._output, run_id), "../../"), (self._output, "")):
             if sheet is not None:
@@ -227,11 +225,11 @@ class _WriteReportFn(beam.DoFn):
             try:
                 page = report.render_html(summary, entries, records, link, tally.sample, self._extension, to_output)
                 storage.write_atomic(storage.join(folder, report.REPORT_NAME), page.encode())
-                written.append(storage.join(folder, report.REPORT_NAME))
             except Exception as exc:  # noqa: BLE001
                 logger.warning("the report could not be written to %s: %s: %s", folder, type(exc).__name__, exc)
-        if report_location(self._output, run_id) in written:
-            yield report_location(self._output, run_id)
+                continue
+            if to_output:  # the run's own page
+                yield storage.join(folder, report.REPORT_NAME)
 
 
 class StrictFailure(RuntimeError):
