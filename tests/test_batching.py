@@ -12,7 +12,7 @@ import math
 import pytest
 import torch
 
-from transforms.nst import ImageTooSmallError, NonFiniteLossError, StyleConfig, StyleTransfer
+from transforms.nst import ImageTooSmallError, NonFiniteLossError, StyleConfig, StyleTransfer, TimeLimitError
 from transforms.nst.records import StyleRequest, StyleTargets
 from tests.conftest import synthetic_image
 
@@ -122,3 +122,60 @@ def test_bf16_runs_the_network_in_bf16_and_scores_in_fp32(weights_file) -> None:
             StyleRequest(synthetic_image(1, 64, 48), targets, engine.config),
             StyleRequest(synthetic_image(2, 64, 48), targets, engine.config.replace(precision="fp32")),
         ])
+
+
+def test_a_stream_refills_each_finished_slot_and_gives_each_pair_its_single_pair_result(engine) -> None:
+    # Six pairs through two slots: pairs stop at different iterations (their own counts, or
+    # converged early), and each freed slot takes the next pair mid-batch, with fresh L-BFGS
+    # state, targets and records: every pair's records are still exactly its single-pair run's.
+    base = requests(engine, "lbfgs")
+    stream = [
+        *base,
+        StyleRequest(base[0].content, base[1].style, base[0].config.replace(stop_tolerance=0.3, stop_window=1, iterations=12)),
+        StyleRequest(base[2].content, base[0].style, base[2].config.replace(stop_tolerance=0.3, stop_window=2)),
+    ]
+    events: list[tuple[int, int]] = []
+    drawn: list[int] = []
+
+    def draw():
+        for index, request in enumerate(stream):
+            drawn.append(index)
+            yield request
+
+    results = {}
+    for index, result in engine.stylize_stream(draw(), 2, callback=lambda k, record: events.append((k, record.iteration))):
+        results[index] = result
+        assert len(drawn) <= len(results) + 2  # a request is drawn only when a slot is free
+    assert sorted(results) == list(range(len(stream)))
+    for index, request in enumerate(stream):
+        alone = engine.stylize(request.content, request.style, request.config, content_name=request.content_name)
+        assert_same_records(results[index], alone)
+        assert results[index].stop_reason == alone.stop_reason
+    assert {results[4].stop_reason, results[5].stop_reason} == {"converged"}
+    assert len(results[4].history) < 13 and len(results[5].history) < 11
+    # the slots really were refilled mid-batch: pair 2 started as soon as pair 1 (6 iterations)
+    # finished, while pair 0 (10 iterations) went on beside it
+    assert events.index((1, 6)) < events.index((2, 0)) < events.index((0, 7))
+
+
+def test_a_stream_refuses_a_pair_that_does_not_fit_its_batch_and_goes_on(engine) -> None:
+    batch = requests(engine, "lbfgs")
+    wide = StyleRequest(synthetic_image(5, 80, 40), batch[0].style, batch[0].config)
+    outcomes = dict(engine.stylize_stream([batch[0], wide, batch[1]], 1))
+    assert isinstance(outcomes[1], ValueError) and "one size" in str(outcomes[1])
+    assert len(outcomes[2].history) == batch[1].config.iterations + 1
+
+
+def test_each_pair_of_a_stream_has_its_own_time_limit(weights_file, monkeypatch) -> None:
+    # A clock that counts its readings: the limit falls after a number of iterations, not seconds.
+    readings = iter(range(10**6))
+    monkeypatch.setattr(StyleTransfer, "clock", staticmethod(lambda: float(next(readings))))
+    engine = StyleTransfer(StyleConfig(
+        weights=weights_file("vgg19"), weights_family="torchvision", image_size=40, iterations=4, device="cpu",
+    ))
+    slow, quick = requests(engine, "lbfgs")[:2]
+    slow = StyleRequest(slow.content, slow.style, slow.config.replace(iterations=40))
+    quick = StyleRequest(quick.content, quick.style, quick.config.replace(iterations=3))
+    outcomes = dict(engine.stylize_stream([slow, quick, quick, quick], 2, time_limit=15))
+    assert isinstance(outcomes[0], TimeLimitError) and "time limit of 15 s" in str(outcomes[0])
+    assert all(not isinstance(outcomes[k], Exception) for k in (1, 2, 3))  # each quick pair has its own 15 s

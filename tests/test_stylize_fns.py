@@ -10,6 +10,7 @@ the handler it was given.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 from collections import defaultdict
 from pathlib import Path
@@ -269,16 +270,23 @@ class FakeHandler:
             raise FileNotFoundError(f"{pair.content}: no such file")
         return pair.id
 
-    def stylize(self, engine: FakeEngine, requests: list[str], on_record: Any, tiling: Any = None) -> list[Any]:
-        self.batches.append(list(requests))
-        results: list[Any] = []
-        for index, pair_id in enumerate(requests):
+    def stylize(self, engine: FakeEngine, requests: Any, slots: int, on_record: Any, tiling: Any = None) -> Any:
+        # Like the engine's stream: up to `slots` requests drawn before the first pair finishes,
+        # then one more as each finishes.
+        source = enumerate(requests)
+        batch = list(itertools.islice(source, slots))
+        self.batches.append([pair_id for _, pair_id in batch])
+        while batch:
+            index, pair_id = batch.pop(0)
             first = IterationRecord(0, 2.0, 1.0, 1.0, 0.0, {"relu1_1": 1.0}, 0.1)
             final = dataclasses.replace(first, iteration=1, total=1.0)
             on_record(index, first)
             image = Image.new("RGB", (8, 6), (index * 40, 0, 0))
-            results.append(ValueError(f"{pair_id}: diverged") if pair_id == "diverges" else StyleResult(image, [first, final], final, 1, "fake", 0.2))
-        return results
+            yield index, ValueError(f"{pair_id}: diverged") if pair_id == "diverges" else StyleResult(image, [first, final], final, 1, "fake", 0.2)
+            refill = next(source, None)
+            if refill is not None:
+                self.batches[-1].append(refill[1])
+                batch.append(refill)
 
 
 def test_the_dofns_batch_claim_write_and_record_each_stage_with_a_fake_handler(tmp_path) -> None:
@@ -308,8 +316,9 @@ def test_the_dofns_batch_claim_write_and_record_each_stage_with_a_fake_handler(t
     }
     write_error = next(f.error for f in by_tag["failures"] if f.id == "unwritable")
     assert "images/unwritable.png" in write_error
-    # Batches of two, of the pairs that got this far (the refused one never joins one).
-    assert handler.batches == [["ok1", "ok2"], ["diverges"], ["unwritable"]]
+    # Two slots, and each finished pair's slot taken by the next pair that got this far (the
+    # refused, unreadable and claimed ones never reach the engine).
+    assert handler.batches == [["ok1", "ok2", "diverges", "unwritable"]]
     for pair_id in ("ok1", "ok2"):
         log = json.loads((out / "logs" / f"{pair_id}.json").read_text())
         assert log["image"]["bytes"] == (out / "images" / f"{pair_id}.png").stat().st_size and log["batch_size"] == 2

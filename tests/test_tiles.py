@@ -78,6 +78,7 @@ def test_a_tiled_pair_returns_its_own_error_from_the_handler(weights_file) -> No
     handler = EngineHandler(cfg, Limits())
     engine = handler.load_engine()
     request = StyleRequest(synthetic_image(1, 64, 20), engine.encode_styles([synthetic_image(3)]), cfg, content_name="wide.png")
-    (outcome,) = handler.stylize(engine, [request], lambda index, record: None, tiling=(12, 2))
+    ((index, outcome),) = handler.stylize(engine, [request], 1, lambda index, record: None, tiling=(12, 2))
+    assert index == 0
     assert isinstance(outcome, ImageTooSmallError)
     assert "wide.png (tile 1 at 0,0)" in str(outcome) and "needs at least 16 px" in str(outcome)

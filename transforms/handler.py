@@ -3,8 +3,9 @@
 As Beam's ``ModelHandler`` is to ``RunInference``: the handler knows how to load the engine
 (weights fetched once, the worker's own GPU, the network built on it), how much device memory a
 pair may use, which pairs share a batch and how many fit, how a pair's inputs become a request
-(style targets cached per worker), and how a batch is run (one pair at a time after running out
-of GPU memory; a time limit fails each pair of the batch). The DoFns (stylize.py) only batch,
+(style targets cached per worker), and how pairs are run (a batch whose finished pairs are
+replaced by waiting ones; one pair at a time after running out of GPU memory; a time limit
+fails its own pair). The DoFns (stylize.py) only batch,
 claim, write and emit; they take a handler, so that tests can give them a fake one without torch.
 
 Imports: torch, the engine, storage, devices, limits and records; no Beam.
@@ -13,10 +14,11 @@ Imports: torch, the engine, storage, devices, limits and records; no Beam.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, Final
 
 import torch
@@ -221,44 +223,60 @@ class EngineHandler:
     def stylize(
         self,
         engine: StyleTransfer,
-        requests: Sequence[StyleRequest],
+        requests: Iterable[StyleRequest],
+        slots: int,
         on_record: BatchCallback,
         tiling: tuple[int, int] | None = None,
-    ) -> list[StyleResult | Exception]:
-        """One result or exception per request. A batch that runs out of GPU memory is redone
-        one pair at a time; a batch over the time limit fails each of its pairs; ``tiling`` (tile
-        px, overlap px): one request, whose last scale runs in tiles."""
-        time_limit = self.limits.pair_time_limit
+    ) -> Iterator[tuple[int, StyleResult | Exception]]:
+        """(index of the request, its result or exception), as each pair finishes.
+
+        Up to ``slots`` pairs run at once, a finished pair's slot taken by the next request
+        (``StyleTransfer.stylize_stream``); requests are drawn only as slots free up. When a
+        batch runs out of GPU memory, its unfinished pairs and all later ones run one at a time.
+        A pair over the time limit fails alone. ``tiling`` (tile px, overlap px): each request's
+        last scale runs in tiles, one pair at a time.
+        """
+        drawn: list[StyleRequest] = []
+
+        def draw() -> Iterator[StyleRequest]:
+            for request in requests:
+                drawn.append(request)
+                yield request
+
+        source = draw()
+        finished: set[int] = set()
+        if tiling is None and slots > 1:
+            try:
+                for index, result in engine.stylize_stream(source, slots, on_record, self.limits.pair_time_limit):
+                    finished.add(index)
+                    yield index, self._explained(result)
+                return
+            except torch.cuda.OutOfMemoryError:
+                torch.cuda.empty_cache()
+                logger.warning("a batch of %d pairs ran out of GPU memory; running the rest one at a time", slots)
+        unfinished = [index for index in range(len(drawn)) if index not in finished]
+        for index in itertools.chain(unfinished, (len(drawn) - 1 for _ in source)):
+            yield index, self._alone(engine, drawn[index], lambda _, record, index=index: on_record(index, record), tiling)
+
+    def _alone(
+        self, engine: StyleTransfer, request: StyleRequest, on_record: BatchCallback, tiling: tuple[int, int] | None
+    ) -> StyleResult | Exception:
+        """One pair on its own (whole or in tiles): its result, or the exception that failed it."""
         try:
-            return self._run(engine, requests, on_record, tiling)
+            if tiling is None:
+                (result,) = engine.stylize_batch([request], on_record, self.limits.pair_time_limit)
+                return self._explained(result)
+            return engine.stylize_tiled(request, *tiling, lambda record: on_record(0, record), self.limits.pair_time_limit)
         except torch.cuda.OutOfMemoryError as exc:
             torch.cuda.empty_cache()
-            if len(requests) == 1:
-                return [exc]
-            logger.warning("a batch of %d pairs ran out of GPU memory; running them one at a time", len(requests))
-            results: list[StyleResult | Exception] = []
-            for index, request in enumerate(requests):
-                try:
-                    results += self._run(engine, [request], lambda _, record, index=index: on_record(index, record))
-                except (torch.cuda.OutOfMemoryError, TimeLimitError) as single:
-                    torch.cuda.empty_cache()
-                    results.append(single)
-            return results
-        except TimeLimitError as exc:
-            return [TimeLimitError(f"{exc} (--pair_time_limit {time_limit:g} s)")] * len(requests)
-
-    def _run(
-        self,
-        engine: StyleTransfer,
-        requests: Sequence[StyleRequest],
-        on_record: BatchCallback,
-        tiling: tuple[int, int] | None = None,
-    ) -> list[StyleResult | Exception]:
-        time_limit = self.limits.pair_time_limit
-        if tiling is None:
-            return engine.stylize_batch(requests, on_record, time_limit)
-        (request,) = requests
-        try:
-            return [engine.stylize_tiled(request, *tiling, lambda record: on_record(0, record), time_limit)]
+            return exc
+        except TimeLimitError as exc:  # a tile over the limit
+            return self._explained(exc)
         except (ValueError, NonFiniteLossError) as exc:  # the pair's own problem, as a batch returns it
-            return [exc]
+            return exc
+
+    def _explained(self, result: StyleResult | Exception) -> StyleResult | Exception:
+        """``result``, a time limit naming the flag that set it."""
+        if isinstance(result, TimeLimitError):
+            return TimeLimitError(f"{result} (--pair_time_limit {self.limits.pair_time_limit:g} s)")
+        return result

@@ -3,8 +3,9 @@
     pairs | Prepare (skip check, batch key) | GroupByKey (batch key, shard) | Stylize (claim, engine, write)
 
 Prepare needs no model: a rerun whose pairs are all done never loads it. Pairs that can share a
-``stylize_batch`` call (same output size, network, optimizer, precision and iterations) are
-grouped, and each group is optimized in batches that fit the worker's device. Everything about
+batch (same output size, network, optimizer, precision and iterations) are grouped, and each
+group runs with as many pairs on the device at once as fit it; a pair that finishes (converged,
+or out of iterations) is written at once and the group's next pair takes its place. Everything about
 the engine (loading it, the device's memory, style targets, running a batch) is the injected
 ``EngineHandler``'s (handler.py); one engine per worker process is shared by every DoFn instance
 in it (``apache_beam.utils.shared``). Each pair is claimed while it is computed and written
@@ -20,6 +21,7 @@ that a fake handler runs these DoFns without it.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import time
 import zlib
@@ -136,15 +138,19 @@ def _failure(tracker: progress.Progress, pair: Pair, stage: Stage, exc: BaseExce
 
 @dataclass
 class _Running:
-    """A pair of the batch in progress: its lease, its request, its progress."""
+    """A pair handed to the engine: its lease, its request, its progress."""
 
     prepared: Prepared
     lease: claims.Lease
     request: StyleRequest
     # Iterations done so far, over all scales and tiles (for the progress display).
     done: int = 0
-    # Iterations the pair runs: each scale's, each tile's too.
+    # Iterations the pair runs at most: each scale's, each tile's too.
     iterations: int = 0
+    # When it was handed to the engine (perf_counter), for its log's seconds.
+    started_at: float = dataclasses.field(default_factory=time.perf_counter)
+    # Releases its claim (closed once it is written).
+    release: contextlib.ExitStack = dataclasses.field(default_factory=contextlib.ExitStack)
 
 
 class StylizeBatchesFn(beam.DoFn):
@@ -184,44 +190,53 @@ class StylizeBatchesFn(beam.DoFn):
             if placement.whole:
                 whole.append(item)
             elif placement.tiling is not None:  # too large at once: alone, in tiles
-                yield from self._run_batch(engine, [item], budget, placement.tiling)
+                yield from self._run(engine, [item], 1, budget, placement.tiling)
             else:
                 self._failed.inc()
                 tracker = self._settings.tracker()
                 yield pvalue.TaggedOutput(FAILURES, _failure(tracker, item.pair, Stage.STYLIZE, placement.refusal))
         if not whole:
             return
-        size = self._handler.batch_size(engine, whole[0].pair, whole[0].output_size, budget)
-        for start in range(0, len(whole), size):
-            yield from self._run_batch(engine, whole[start : start + size], budget)
+        slots = self._handler.batch_size(engine, whole[0].pair, whole[0].output_size, budget)
+        yield from self._run(engine, whole, slots, budget)
 
-    def _run_batch(
-        self, engine: StyleTransfer, batch: list[Prepared], budget: int | None, tiling: tuple[int, int] | None = None
+    def _run(
+        self,
+        engine: StyleTransfer,
+        items: list[Prepared],
+        slots: int,
+        budget: int | None,
+        tiling: tuple[int, int] | None = None,
     ) -> Iterator[Any]:
-        """Claims, a last skip check, the inputs, the engine, the writes; ``budget``: the bytes a
-        pair may use (None: unknown); ``tiling`` (tile px, overlap px): one pair, whose last scale
-        runs in tiles. Every claim is released when the batch ends, however it ends."""
+        """Claims, a last skip check, the inputs, the engine, the writes, pair by pair: up to
+        ``slots`` pairs on the device at once, each next pair claimed and read only when a slot
+        frees up, each written (and its claim released) as soon as it finishes. ``budget``: the
+        bytes a pair may use (None: unknown); ``tiling`` (tile px, overlap px): each pair's last
+        scale runs in tiles. Every claim is released when the run ends, however it ends."""
         tracker = self._settings.tracker()
-        running: list[_Running] = []
+        running: list[_Running] = []  # by the engine's request index
+        not_run: list[Any] = []  # outcomes of pairs that never reached the engine, in order
         with contextlib.ExitStack() as leases:
-            for item in batch:
-                try:
-                    lease = leases.enter_context(claims.claimed(self._settings.output, item.pair.id, self._settings.run_id))
-                except Exception as exc:  # noqa: BLE001 - a claim that cannot be made (a full disk, a folder in its place) fails its pair only
-                    self._failed.inc()
-                    where = claims.claim_location(self._settings.output, item.pair.id)
-                    error = OSError(f"cannot claim the pair at {where}: {type(exc).__name__}: {exc}")
-                    yield pvalue.TaggedOutput(FAILURES, _failure(tracker, item.pair, Stage.WRITE, error))
-                    continue
-                started = self._start(engine, item, lease, budget, tiling, tracker)
-                if isinstance(started, _Running):
+
+            def requests() -> Iterator[StyleRequest]:
+                for item in items:
+                    release = leases.enter_context(contextlib.ExitStack())
+                    try:
+                        lease = release.enter_context(claims.claimed(self._settings.output, item.pair.id, self._settings.run_id))
+                    except Exception as exc:  # noqa: BLE001 - a claim that cannot be made (a full disk, a folder in its place) fails its pair only
+                        self._failed.inc()
+                        where = claims.claim_location(self._settings.output, item.pair.id)
+                        error = OSError(f"cannot claim the pair at {where}: {type(exc).__name__}: {exc}")
+                        not_run.append(pvalue.TaggedOutput(FAILURES, _failure(tracker, item.pair, Stage.WRITE, error)))
+                        continue
+                    started = self._start(engine, item, lease, budget, tiling, tracker)
+                    if not isinstance(started, _Running):
+                        release.close()
+                        not_run.append(started)
+                        continue
+                    started.release = release
                     running.append(started)
-                else:
-                    yield started
-            if not running:
-                return
-            self._batch_sizes.update(len(running))
-            started_at = time.perf_counter()
+                    yield started.request
 
             def on_record(index: int, record: IterationRecord) -> None:
                 entry = running[index]
@@ -231,9 +246,17 @@ class StylizeBatchesFn(beam.DoFn):
                 tracker.iteration(entry.prepared.pair.id, entry.done, entry.iterations, record.total)
                 entry.lease.renew_if_due()
 
-            results = self._handler.stylize(engine, [entry.request for entry in running], on_record, tiling)
-            for entry, result in zip(running, results, strict=True):
-                yield self._finish(entry, result, time.perf_counter() - started_at, len(running), tracker)
+            for index, result in self._handler.stylize(engine, requests(), slots, on_record, tiling):
+                yield from not_run
+                not_run.clear()
+                entry = running[index]
+                # The pairs it shared the device with: the slots, or as many pairs as were drawn.
+                batch_size = min(slots, len(running))
+                yield self._finish(entry, result, time.perf_counter() - entry.started_at, batch_size, tracker)
+                entry.release.close()  # written: the claim goes now, not when the whole group ends
+            yield from not_run
+            if running:
+                self._batch_sizes.update(min(slots, len(running)))
 
     def _start(
         self,

@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 OPTIMIZERS: Final = ("lbfgs", "adam")
 INIT_MODES: Final = ("content", "random", "style")
 DEVICES: Final = ("auto", "cpu", "cuda")
-PRECISIONS: Final = ("fp32", "bf16")
+PRECISIONS: Final = ("auto", "fp32", "bf16")
 # Gatys et al. 2016, "Preserving Color in Neural Artistic Style Transfer": keep the content's
 # colours by luminance-only transfer (after optimization, as neural-style's -original_colors),
 # or by matching the style images' colour histograms to the content's before optimization.
@@ -67,6 +67,10 @@ def blend_weights(count: int, weights: Sequence[float] | None) -> list[float]:
     return [w / total for w in values]
 
 
+# Convergence defaults, chosen by benchmarks/time_to_quality.py (docs/method.md: stopping).
+STOP_TOLERANCE: Final = 0.002
+STOP_WINDOW: Final = 50
+
 # The largest input image decoded, in pixels (16 k x 16 k): far beyond what a style transfer can
 # use, far below a decompression bomb. images.py enforces it; the pipeline's --max_input_pixels.
 MAX_INPUT_PIXELS: Final = 16384 * 16384
@@ -109,7 +113,13 @@ class StyleConfig:
     optimizer: str = "lbfgs"
     # Adam's step size in [0, 1] pixel units (scaled to the family's); L-BFGS takes unit steps.
     learning_rate: float = 0.02
+    # The most iterations a pair runs (at the last scale); it stops sooner once converged.
     iterations: int = 500
+    # Convergence: a pair stops (or, with L-BFGS, restarts in range for its last phase) once its
+    # best loss improved by less than stop_tolerance (relative) over its last stop_window
+    # iterations; 0 runs every iteration, as Gatys et al. Defaults measured (docs/method.md).
+    stop_tolerance: float = STOP_TOLERANCE
+    stop_window: int = STOP_WINDOW
     seed: int = 0
     # Longest side of the result, px; 0: each content's own size (resolved by for_content).
     image_size: int = 512
@@ -121,9 +131,10 @@ class StyleConfig:
     # "none", "luminance" (neural-style's original_colors) or "histogram": COLOR_CONTROLS.
     color_control: str = "none"
     device: str = "auto"
-    # The network's convolutions in fp32, or in bf16 under autocast (Gram matrices and losses
-    # stay fp32: bf16 Grams lose the small differences the style loss measures).
-    precision: str = "fp32"
+    # The network's convolutions in fp32, or in bf16 under autocast where the result does not
+    # depend on it (objective.py keeps the rest in fp32); auto: bf16 where the device computes
+    # bf16 in hardware (precision.py), fp32 elsewhere.
+    precision: str = "auto"
 
     def __post_init__(self) -> None:
         self._check_choice("model", self.model, MODELS)
@@ -157,12 +168,14 @@ class StyleConfig:
             if any(not math.isfinite(w) or w < 0 for w in weights) or not any(w > 0 for w in weights):
                 raise ValueError(f"style_layer_weights must be finite, >= 0, not all zero: {weights}")
             object.__setattr__(self, "style_layer_weights", weights)
-        for name in ("content_weight", "style_weight", "tv_weight", "learning_rate", "style_scale"):
+        for name in ("content_weight", "style_weight", "tv_weight", "learning_rate", "style_scale", "stop_tolerance"):
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
                 raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
         if int(self.iterations) != self.iterations or self.iterations < 1:
             raise ValueError(f"iterations must be a positive integer, got {self.iterations!r}")
+        if int(self.stop_window) != self.stop_window or self.stop_window < 1:
+            raise ValueError(f"stop_window must be a positive integer, got {self.stop_window!r}")
         if int(self.image_size) != self.image_size or self.image_size < 0:
             raise ValueError(f"image_size must be a positive integer, or 0 for each content's own size, got {self.image_size!r}")
         scales = tuple((int(size), int(iterations)) for size, iterations in self.scales)
@@ -262,10 +275,22 @@ class StyleConfig:
     def fingerprint_settings(self) -> dict[str, object]:
         """:meth:`to_dict` as releases before scales and colour control wrote it, for the
         fingerprint that decides whether a finished pair is redone: upgrading must not redo
-        every pair. Settings added since appear only when they are set."""
+        every pair. Settings added since appear only when they are set.
+
+        Convergence stopping appears only when it differs from the defaults: a pair finished
+        before it existed ran every iteration, which is at least as good, and is not redone;
+        asking for another tolerance or window redoes it like any other setting. ``auto``
+        precision is written as fp32: auto promises fp32's result (within 1%, docs/method.md),
+        so neither an upgrade nor a move to another device redoes a pair; a forced bf16 does.
+        """
         data = self.to_dict()
         if not data["scales"]:
             del data["scales"]
+        for name, default in (("stop_tolerance", STOP_TOLERANCE), ("stop_window", STOP_WINDOW)):
+            if data[name] == default:
+                del data[name]
+        if data["precision"] == "auto":
+            data["precision"] = "fp32"
         control = data.pop("color_control")
         data["original_colors"] = control == "luminance"
         if control == "histogram":

@@ -52,13 +52,14 @@ def batch_key(config: StyleConfig, content_size: tuple[int, int]) -> tuple[objec
 # live at once), and L-BFGS's history of 2 x LBFGS_HISTORY vectors of 3 floats per pixel.
 # Calibrated on the CPU's peak resident set (benchmarks/pairs.py, 128 px, batches of 1 to 8:
 # 7,100 bytes a pixel a pair in fp32, 3,300 in bf16; docs/performance.md), rounded up.
+# Precision auto counts as fp32: the larger estimate, whatever the device resolves it to.
 _ACTIVATION_BYTES_PER_PIXEL = {"fp32": 4700, "bf16": 2400}
 
 
 def estimated_pair_bytes(config: StyleConfig, size: tuple[int, int]) -> int:
     """Device memory one pair of output ``size`` (width, height) needs in a batch, estimated."""
     history = 2 * LBFGS_HISTORY * 3 * 4 if config.optimizer == "lbfgs" else 3 * 4 * 3
-    return size[0] * size[1] * (_ACTIVATION_BYTES_PER_PIXEL[config.precision] + history + 100)
+    return size[0] * size[1] * (_ACTIVATION_BYTES_PER_PIXEL.get(config.precision, _ACTIVATION_BYTES_PER_PIXEL["fp32"]) + history + 100)
 
 
 # Bytes per pixel of a style image while its Gram targets are computed (no gradients, always

@@ -25,6 +25,7 @@ class Objective(nn.Module):
     ``forward(images)`` takes N NCHW images in the family's pixel units and returns an
     ``(N, 4 + style layers)`` tensor, one row ``[total, content, style, tv, *style per layer]``
     per pair, every term weighted by that pair's own config. Pairs share the network and layers.
+    ``precision`` (``fp32`` or ``bf16``, resolved: precision.py) is the network's.
     """
 
     def __init__(
@@ -33,6 +34,7 @@ class Objective(nn.Module):
         content: Tensor,
         style_grams: Sequence[dict[str, Tensor]],
         configs: Sequence[StyleConfig],
+        precision: str = "fp32",
     ) -> None:
         super().__init__()
         self.network = network
@@ -53,12 +55,26 @@ class Objective(nn.Module):
         self.register_buffer("tv_weight", per_pair([c.tv_weight for c in configs]))
         self.use_tv = any(c.tv_weight for c in configs)
         self.pixel_scale = configs[0].family.pixel_scale
-        self.bf16 = configs[0].precision == "bf16"
+        self.bf16 = precision == "bf16"
         with torch.no_grad():
             # At the objective's own precision, so that the content image scores exactly zero.
             features = self.features(content)
         for layer in self.content_layers:
             self.register_buffer(f"content_{layer}", features[layer])
+
+    @torch.no_grad()
+    def replace_pair(self, row: int, content: Tensor, style_grams: dict[str, Tensor], config: StyleConfig) -> None:
+        """Pair ``row`` becomes another pair (one NCHW ``content``, its Grams, its settings): a
+        batch slot refilled with the next waiting pair. The layers and precision stay."""
+        features = self.features(content)
+        for layer in self.content_layers:
+            getattr(self, f"content_{layer}")[row] = features[layer][0]
+        for layer in self.style_layers:
+            getattr(self, f"gram_{layer}")[row] = style_grams[layer][0]
+        self.style_layer_weights[row] = torch.tensor([config.style_weight * w for w in config.layer_weights.values()])
+        self.content_weight[row] = config.content_weight
+        self.tv_weight[row] = config.tv_weight
+        self.use_tv = self.use_tv or bool(config.tv_weight)
 
     def features(self, images: Tensor) -> dict[str, Tensor]:
         """The network's activations at the precision the configs ask for, returned in float32."""
@@ -66,15 +82,20 @@ class Objective(nn.Module):
             features = self.network(images)
         return {layer: value.float() for layer, value in features.items()} if self.bf16 else features
 
-    def forward(self, images: Tensor) -> Tensor:
+    def forward(self, images: Tensor, rows: Tensor | None = None) -> Tensor:
+        """The loss rows of ``images``: one per pair, or, with ``rows`` (indices), of those pairs only."""
+
+        def of_rows(values: Tensor) -> Tensor:
+            return values if rows is None else values[rows]
+
         features = self.features(images)
-        content = self.content_weight * sum(
-            content_loss(features[layer], getattr(self, f"content_{layer}")) for layer in self.content_layers
+        content = of_rows(self.content_weight) * sum(
+            content_loss(features[layer], of_rows(getattr(self, f"content_{layer}"))) for layer in self.content_layers
         )
-        styles = self.style_layer_weights * torch.stack(
-            [style_loss(features[layer], getattr(self, f"gram_{layer}")) for layer in self.style_layers], dim=1
+        styles = of_rows(self.style_layer_weights) * torch.stack(
+            [style_loss(features[layer], of_rows(getattr(self, f"gram_{layer}"))) for layer in self.style_layers], dim=1
         )
         style = styles.sum(dim=1)
         # TV is measured on [0, 1] pixels whatever the family, so tv_weight means the same for both.
-        tv = self.tv_weight * tv_loss(images / self.pixel_scale) if self.use_tv else torch.zeros_like(content)
+        tv = of_rows(self.tv_weight) * tv_loss(images / self.pixel_scale) if self.use_tv else torch.zeros_like(content)
         return torch.cat([torch.stack([content + style + tv, content, style, tv], dim=1), styles], dim=1)

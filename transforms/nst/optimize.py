@@ -15,9 +15,11 @@ Imports: torch, Pillow and the engine's own modules; no Beam, no storage.
 
 from __future__ import annotations
 
+import itertools
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
 
 import torch
 from PIL import Image
@@ -27,10 +29,12 @@ from transforms.nst import schedules
 from transforms.nst.adam import MaskedAdam
 from transforms.nst.color import match_colors
 from transforms.nst.config import StyleConfig, blend_weights
+from transforms.nst.convergence import ConvergenceTest
 from transforms.nst.images import fit_longest_side, image_to_tensor, tensor_to_image
 from transforms.nst.lbfgs import LBFGS, LBFGS_HISTORY
 from transforms.nst.losses import gram_matrix
 from transforms.nst.objective import Objective
+from transforms.nst.precision import resolve_precision
 from transforms.nst.records import (
     BatchCallback,
     ImageTooSmallError,
@@ -46,8 +50,70 @@ from transforms.nst.vgg import VGGFeatures
 from transforms.nst.weights import load_features_state_dict
 from transforms.nst.written import BestImages, as_written, written_images
 
-# The last fraction of L-BFGS iterations, run with the pixels kept in range (see _optimizer).
+# The last fraction of L-BFGS iterations, run with the pixels kept in range (see _optimize).
 IN_RANGE_FRACTION = 0.2
+
+
+@dataclass(frozen=True)
+class _Entry:
+    """A request checked against the engine and ready to join a batch."""
+
+    index: int  # its position among the requests
+    request: StyleRequest
+    config: StyleConfig
+    content: Tensor  # (1, 3, H, W), the network's input
+    precision: str  # resolved: fp32 or bf16
+
+    @property
+    def batch_shape(self) -> tuple[object, ...]:
+        """What every pair of one batch shares: size, optimizer (and Adam's rate), precision."""
+        config = self.config
+        return (tuple(self.content.shape), config.optimizer, config.learning_rate if config.optimizer == "adam" else None, self.precision)
+
+
+@dataclass
+class _Slot:
+    """A pair in a running batch: its own iteration count, phases, records and stop."""
+
+    entry: _Entry
+    started: float  # the clock reading its records' seconds and its time limit count from
+    first_batch_iteration: int  # the batch's iteration at its first evaluation
+    iteration: int = 0  # updates applied so far (= records so far)
+    history: list[IterationRecord] = field(default_factory=list)
+    phase_starts: list[int] = field(default_factory=list)
+    stop_reason: str = ""
+    failure: Exception | None = None
+
+    def __post_init__(self) -> None:
+        config = self.entry.config
+        n = config.iterations
+        # L-BFGS's last phase (the pixels kept in range) begins here at the latest, or as soon
+        # as the first phase converges; Adam has one phase.
+        self.last_phase_from: int | None = n - round(n * IN_RANGE_FRACTION) if config.optimizer == "lbfgs" else None
+        self.convergence = ConvergenceTest(config.stop_tolerance, config.stop_window)
+
+    def begins_last_phase(self) -> bool:
+        """Whether the next iteration starts L-BFGS's last phase (restarted, in range)."""
+        if self.iteration != self.last_phase_from or self.phase_starts:
+            return False
+        self.phase_starts.append(self.iteration)
+        self.convergence.restart()
+        return True
+
+    def advance(self, loss: float) -> bool:
+        """Count the iteration whose loss was just recorded; True when the pair is done."""
+        self.iteration += 1
+        converged = self.convergence.converged(loss)
+        if self.iteration >= self.entry.config.iterations:
+            self.stop_reason = "iterations"
+            return True
+        if not converged:
+            return False
+        if self.last_phase_from is not None and not self.phase_starts:
+            self.last_phase_from = self.iteration  # the first phase has converged: on to the last
+            return False
+        self.stop_reason = "converged"
+        return True
 
 
 class StyleTransfer:
@@ -209,9 +275,9 @@ class StyleTransfer:
         time_limit: float | None = None,
     ) -> list[StyleResult | Exception]:
         """Optimize several independent pairs together: one forward and backward per iteration
-        over all of them, each with its own targets, loss weights, iteration count, init and
-        L-BFGS state. Each pair's records and result are what :meth:`stylize` gives it alone, up
-        to the rounding of batched kernels (tests/test_batching.py).
+        over all of them, each with its own targets, loss weights, iteration count, init,
+        convergence and L-BFGS state. Each pair's records and result are what :meth:`stylize`
+        gives it alone, up to the rounding of batched kernels (tests/test_batching.py).
 
         All pairs must come out at one size (``image_size`` and aspect ratio) and use one
         optimizer (for Adam, one learning rate), one precision and one set of scales; the
@@ -220,15 +286,14 @@ class StyleTransfer:
 
         Args:
             callback: called with (index of the request, record) for every iteration of every pair.
-            time_limit: seconds for the whole batch, checked after every iteration.
+            time_limit: seconds each pair may take, checked after every iteration.
 
         Returns:
             one entry per request, in order: its result, or the exception that failed it
-            (``ImageTooSmallError``, ``NonFiniteLossError``, ``ValueError`` for targets of
-            another network). A failing pair never disturbs the others.
+            (``ImageTooSmallError``, ``NonFiniteLossError``, ``TimeLimitError``, ``ValueError``
+            for targets of another network). A failing pair never disturbs the others.
 
         Raises:
-            TimeLimitError: ``time_limit`` passed before the last iteration.
             ValueError: the pairs do not share a size, an optimizer, a precision and scales.
         """
         started = self.clock()
@@ -238,6 +303,55 @@ class StyleTransfer:
         if stages == {()}:
             return self.stylize_scale(requests, callback, started, time_limit)
         return schedules.coarse_to_fine(self, requests, callback, started, time_limit)
+
+    def stylize_stream(
+        self,
+        requests: Iterable[StyleRequest],
+        slots: int,
+        callback: BatchCallback | None = None,
+        time_limit: float | None = None,
+    ) -> Iterator[tuple[int, StyleResult | Exception]]:
+        """Optimize ``requests`` with up to ``slots`` pairs on the device at once, yielding
+        (index of the request, its result or exception) as each pair finishes.
+
+        With L-BFGS, a pair that finishes (converged, or at its iteration count) leaves the
+        batch and the next request takes its slot at once, with its own targets, records and
+        L-BFGS state, so the device stays full while pairs converge at different times; each
+        pair's records and result are what :meth:`stylize` gives it alone. Requests are drawn
+        from the iterable only when a slot is free, so a caller can prepare (read, claim) each
+        pair just in time. With Adam (whose moments the batch shares) or scales, the requests
+        run in batches of ``slots`` one after another.
+
+        A request that does not fit the batch (another size, optimizer or precision than the
+        first) fails alone with a ValueError. ``time_limit``: seconds each pair may take.
+        """
+        if slots < 1:
+            raise ValueError(f"slots must be >= 1, got {slots}")
+        pending = iter(enumerate(requests))
+        first = next(pending, None)
+        if first is None:
+            return
+        pending = itertools.chain([first], pending)
+        config = first[1].config or self.config
+        if config.scales or config.optimizer != "lbfgs":
+            while chunk := list(itertools.islice(pending, slots)):
+                indices = [index for index, _ in chunk]
+                on_record = None if callback is None else (lambda k, record, indices=indices: callback(indices[k], record))
+                try:
+                    results = self.stylize_batch([request for _, request in chunk], on_record, time_limit)
+                except ValueError as exc:  # a chunk that cannot share a batch: each of its pairs fails
+                    results = [exc] * len(chunk)
+                yield from zip(indices, results, strict=True)
+            return
+        refused: list[tuple[int, Exception]] = []  # requests that cannot join the batch, and why
+        admitted = self._admitted(pending, refused)
+        batch = list(itertools.islice(admitted, slots))
+        outcomes = self._optimize(batch, admitted, self.clock(), time_limit, callback) if batch else iter(())
+        for outcome in outcomes:
+            yield from refused
+            refused.clear()
+            yield outcome
+        yield from refused
 
     def stylize_tiled(
         self,
@@ -259,30 +373,21 @@ class StyleTransfer:
         """One scale of a batch: the single-scale optimization every schedule wraps. ``started``:
         the :attr:`clock` reading the batch's records and ``time_limit`` count from."""
         outcomes: list[StyleResult | Exception | None] = [None] * len(requests)
-        configs: list[StyleConfig] = []
-        contents: list[Tensor] = []
-        members: list[int] = []  # the requests that get optimized
+        batch: list[_Entry] = []
         for index, request in enumerate(requests):
-            config = request.config or self.config
             try:
-                contents.append(self._content(request, config))
+                batch.append(self._entry(index, request))
             except ValueError as exc:  # ImageTooSmallError is a ValueError
                 outcomes[index] = exc
-                continue
-            configs.append(config)
-            members.append(index)
-        if members:
-            self._check_batch(contents, configs)
-            on_record = None if callback is None else (lambda k, record: callback(members[k], record))
-            batch = [requests[i] for i in members]
-            results = self._optimize(batch, configs, torch.cat(contents), started, time_limit, on_record)
-            for index, result in zip(members, results, strict=True):
-                outcomes[index] = result
+        if batch:
+            self._check_batch(batch)
+            for index, outcome in self._optimize(batch, iter(()), started, time_limit, callback):
+                outcomes[index] = outcome
         return [outcome for outcome in outcomes if outcome is not None]
 
-    def _content(self, request: StyleRequest, config: StyleConfig) -> Tensor:
-        """The request's content image as the network's input, once its config and targets are
-        checked against this engine."""
+    def _entry(self, index: int, request: StyleRequest) -> _Entry:
+        """The request checked against this engine, with its content image as the network's input."""
+        config = request.config or self.config
         self._check_network(config.network_key())
         self._check_network(request.style.network_key)
         if not config.image_size:
@@ -292,61 +397,77 @@ class StyleTransfer:
                 f"style targets were encoded at {request.style.size} px but the config needs "
                 f"{config.style_size} px (image_size x style_scale)"
             )
-        return self.to_input(fit_longest_side(request.content, config.image_size), request.content_name)
+        content = self.to_input(fit_longest_side(request.content, config.image_size), request.content_name)
+        return _Entry(index, request, config, content, resolve_precision(config.precision, self.device, self.dtype))
+
+    def _admitted(
+        self, pending: Iterator[tuple[int, StyleRequest]], refused: list[tuple[int, Exception]]
+    ) -> Iterator[_Entry]:
+        """The requests of a stream that can join its batch, drawn one at a time; the others
+        are appended to ``refused`` with why."""
+        shape: tuple[object, ...] | None = None
+        for index, request in pending:
+            try:
+                entry = self._entry(index, request)
+                if shape is None:
+                    shape = entry.batch_shape
+                elif entry.batch_shape != shape:
+                    raise ValueError(
+                        "a batch needs pairs of one size, one optimizer and one precision; this pair has "
+                        f"{entry.batch_shape}, the batch {shape}"
+                    )
+            except ValueError as exc:
+                refused.append((index, exc))
+                continue
+            yield entry
 
     @staticmethod
-    def _check_batch(contents: Sequence[Tensor], configs: Sequence[StyleConfig]) -> None:
-        shapes = {tuple(c.shape) for c in contents}
-        optimizers = {(c.optimizer, c.learning_rate if c.optimizer == "adam" else None, c.precision) for c in configs}
+    def _check_batch(batch: Sequence[_Entry]) -> None:
+        shapes = {tuple(entry.content.shape) for entry in batch}
+        optimizers = {entry.batch_shape[1:] for entry in batch}
         if len(shapes) > 1 or len(optimizers) > 1:
             raise ValueError(
                 f"a batch needs pairs of one size, one optimizer and one precision; got sizes "
                 f"{sorted(shapes)} and (optimizer, learning rate, precision) {sorted(optimizers, key=str)}"
             )
 
-    def _optimizer(self, pixels: Tensor, configs: Sequence[StyleConfig]) -> tuple[LBFGS | MaskedAdam, list[int | None]]:
-        """The batch's optimizer, and the iteration at which each pair restarts in range (None:
-        never; Adam runs as the references run it)."""
-        count, scale = len(configs), self.family.pixel_scale
-        iterations = [c.iterations for c in configs]
-        if configs[0].optimizer == "adam":
-            return MaskedAdam(pixels, lr=configs[0].learning_rate * scale, problems=count), [None] * count
+    def _optimizer(self, pixels: Tensor, config: StyleConfig) -> LBFGS | MaskedAdam:
+        """The batch's optimizer (Adam runs as the references run it)."""
+        count, scale = pixels.shape[0], self.family.pixel_scale
+        if config.optimizer == "adam":
+            return MaskedAdam(pixels, lr=config.learning_rate * scale, problems=count)
         # One L-BFGS iteration per step() is one forward and backward per recorded iteration,
         # with unit steps and no line search, as neural-style runs it; our LBFGS computes
         # torch.optim.LBFGS's directions without GPU synchronizations and undoes diverging
         # steps (lbfgs.py). Its bounds apply to each pair from its in-range restart on.
         optimizer = LBFGS([pixels], history_size=LBFGS_HISTORY, bounds=(0.0, scale), problems=count)
         optimizer.restart(torch.ones(count, dtype=torch.bool, device=self.device), bounded=False)
-        # Deviation: Gatys et al. and neural-style leave the pixels unconstrained and clamp the
-        # result, which cost 15-55% of the written image's loss in our measurements. Projecting
-        # from the start diverged on one of three real pairs (a clamped overshoot the guard cannot
-        # see), so the last part of each run restarts L-BFGS from the clamped image with the
-        # pixels kept in range (docs/method.md).
-        return optimizer, [n - round(n * IN_RANGE_FRACTION) for n in iterations]
+        return optimizer
 
     def _optimize(
         self,
-        requests: list[StyleRequest],
-        configs: list[StyleConfig],
-        content: Tensor,
+        batch: list[_Entry],
+        waiting: Iterator[_Entry],
         started: float,
         time_limit: float | None,
         callback: BatchCallback | None,
-    ) -> list[StyleResult | Exception]:
-        """The optimization of N same-size pairs (``content`` is their N content images)."""
-        count, scale = len(requests), self.family.pixel_scale
-        objective = Objective(self.network, content, [r.style.grams for r in requests], configs)
-        start = torch.cat([
-            self.initial_image(content[k : k + 1], r.style, c, r.init_image)
-            for k, (r, c) in enumerate(zip(requests, configs, strict=True))
-        ])
+    ) -> Iterator[tuple[int, StyleResult | Exception]]:
+        """The optimization of same-size pairs, ``batch`` at first; as each finishes, its result
+        is yielded and the next of ``waiting`` takes its slot (none: the slot stays empty)."""
+        count, scale = len(batch), self.family.pixel_scale
+        precision = batch[0].precision
+        objective = Objective(
+            self.network, torch.cat([e.content for e in batch]), [e.request.style.grams for e in batch],
+            [e.config for e in batch], precision,
+        )
         # The optimized parameter is a contiguous NHWC tensor: L-BFGS flattens each pair's
         # pixels, and its NCHW permutation is exactly the channels_last layout the network wants.
-        pixels = start.permute(0, 2, 3, 1).contiguous().requires_grad_(True)
-        optimizer, in_range_from = self._optimizer(pixels, configs)
+        pixels = torch.cat([self._start(e) for e in batch]).requires_grad_(True)
+        optimizer = self._optimizer(pixels, batch[0].config)
         best = BestImages(pixels)
+        slots: list[_Slot | None] = [_Slot(entry, started, 0) for entry in batch]
         latest: list[Tensor] = []  # the loss parts of the step's one evaluation
-        iteration = 0
+        iteration = 0  # of the batch, for BestImages; each slot counts its own
 
         def closure() -> Tensor:
             optimizer.zero_grad(set_to_none=True)
@@ -356,83 +477,121 @@ class StyleTransfer:
             latest[:] = [parts.detach()]
             return parts[:, 0]
 
-        iterations = [c.iterations for c in configs]
-        histories: list[list[IterationRecord]] = [[] for _ in range(count)]
-        for iteration in range(max(iterations)):
-            running = [iteration < n for n in iterations]
-            if iteration in iterations:
-                # Pairs past their own iteration count stop moving; they still ride along in the
-                # batch's forward pass (the pipeline batches pairs of equal counts).
-                optimizer.active = torch.tensor(running, device=self.device)
-            restarting = [iteration == first for first in in_range_from]
+        while any(slots):
+            restarting = [slot is not None and slot.begins_last_phase() for slot in slots]
             if any(restarting):
+                # Deviation: Gatys et al. and neural-style leave the pixels unconstrained and clamp
+                # the result, which cost 15-55% of the written image's loss in our measurements.
+                # Projecting from the start diverged on one of three real pairs (a clamped
+                # overshoot the guard cannot see), so each pair's last phase restarts L-BFGS from
+                # the clamped image with the pixels kept in range (docs/method.md).
                 mask = torch.tensor(restarting, device=self.device)
                 with torch.no_grad():
                     pixels.copy_(torch.where(mask[:, None, None, None], pixels.clamp(0, scale), pixels))
                 optimizer.restart(mask, bounded=True)
             optimizer.step(closure)  # both optimizers evaluate the closure exactly once
+            iteration += 1
             # One device->host copy per iteration for the whole batch. Reading it one iteration
             # late (asynchronous copy + event) was measured on an H100 and did not help at 512 px.
             rows = torch.cat([latest[0].double(), optimizer.last_rejected.reshape(count, 1).double()], dim=1).tolist()
-            seconds = self.clock() - started
-            for k, row in enumerate(rows):
-                if running[k]:
-                    entry = IterationRecord.from_values(iteration, row[:-1], configs[k].style_layers, seconds, bool(row[-1]))
-                    histories[k].append(entry)
-                    if callback is not None:
-                        callback(k, entry)
-            if time_limit is not None and seconds > time_limit:
-                raise TimeLimitError(
-                    f"over the time limit of {time_limit:g} s at iteration {iteration + 1} of {max(iterations)}"
-                    + ("" if count == 1 else f" (a batch of {count} pairs)")
+            now = self.clock()
+            finished: list[int] = []
+            for k, slot in enumerate(slots):
+                if slot is None:
+                    continue
+                record = IterationRecord.from_values(
+                    slot.iteration, rows[k][:-1], slot.entry.config.style_layers, now - slot.started, bool(rows[k][-1])
                 )
-        phase_starts = [() if first is None else (first,) for first in in_range_from]
-        return self._results(requests, configs, objective, pixels, best, content, histories, phase_starts, started, callback)
+                slot.history.append(record)
+                if callback is not None:
+                    callback(slot.entry.index, record)
+                if slot.advance(record.total):
+                    finished.append(k)
+                elif time_limit is not None and now - slot.started > time_limit:
+                    slot.failure = TimeLimitError(
+                        f"over the time limit of {time_limit:g} s at iteration {slot.iteration} of "
+                        f"{slot.entry.config.iterations}" + ("" if count == 1 else f" (in a batch of {count} pairs)")
+                    )
+                    finished.append(k)
+            if not finished:
+                continue
+            done = [slots[k] for k in finished]
+            yield from self._results(done, finished, objective, pixels, best, callback)
+            for k in finished:
+                slots[k] = self._refill(k, next(waiting, None), objective, pixels, optimizer, best, iteration)
+            optimizer.active = torch.tensor([slot is not None for slot in slots], device=self.device)
+
+    def _start(self, entry: _Entry) -> Tensor:
+        """A pair's starting pixels: (1, H, W, 3), family units, contiguous."""
+        start = self.initial_image(entry.content, entry.request.style, entry.config, entry.request.init_image)
+        return start.permute(0, 2, 3, 1).contiguous()
+
+    def _refill(
+        self,
+        k: int,
+        entry: _Entry | None,
+        objective: Objective,
+        pixels: Tensor,
+        optimizer: LBFGS | MaskedAdam,
+        best: BestImages,
+        iteration: int,
+    ) -> _Slot | None:
+        """Slot ``k`` handed to ``entry``, a waiting pair, as if its batch had just begun (its
+        first evaluation is the batch's ``iteration``); or empty."""
+        if entry is None:
+            return None
+        objective.replace_pair(k, entry.content, entry.request.style.grams, entry.config)
+        with torch.no_grad():
+            pixels[k] = self._start(entry)[0]
+        optimizer.restart(torch.arange(pixels.shape[0], device=self.device) == k, bounded=False)
+        best.forget(k)
+        return _Slot(entry, self.clock(), iteration)
 
     def _results(
         self,
-        requests: Sequence[StyleRequest],
-        configs: Sequence[StyleConfig],
+        done: list[_Slot],
+        rows: list[int],
         objective: Objective,
         pixels: Tensor,
         best: BestImages,
-        content: Tensor,
-        histories: list[list[IterationRecord]],
-        phase_starts: list[tuple[int, ...]],
-        started: float,
         callback: BatchCallback | None,
-    ) -> list[StyleResult | Exception]:
-        """Each pair's result from its written image and its records, or why it has none."""
+    ) -> Iterator[tuple[int, StyleResult | Exception]]:
+        """The finished pairs' results from their written images and records, or why they have none."""
+        index = torch.tensor(rows, device=self.device)
+        configs = [slot.entry.config for slot in done]
+        content = torch.cat([slot.entry.content for slot in done])
         output, final_rows, take_last = written_images(
-            objective, pixels.detach().permute(0, 3, 1, 2), best.pixels.permute(0, 3, 1, 2), content, configs,
-            self.family.pixel_scale,
+            objective, pixels.detach()[index].permute(0, 3, 1, 2), best.pixels[index].permute(0, 3, 1, 2), content,
+            configs, self.family.pixel_scale, index,
         )
-        iterations = [c.iterations for c in configs]
-        chosen = [n if t else i for n, t, i in zip(iterations, take_last, best.iteration.tolist(), strict=True)]
-        seconds = self.clock() - started
-        results: list[StyleResult | Exception] = []
-        for k, request in enumerate(requests):
-            final = IterationRecord.from_values(iterations[k], final_rows[k], configs[k].style_layers, seconds)
-            if not math.isfinite(final.total):
-                results.append(NonFiniteLossError(
-                    f"{request.content_name}: loss is {final.total}: no image seen in {iterations[k]} "
-                    "iterations had a finite loss (non-finite weights or inputs?)"
-                ))
+        chosen_iterations = best.iteration[index].tolist()
+        for k, slot in enumerate(done):
+            entry = slot.entry
+            if slot.failure is not None:
+                yield entry.index, slot.failure
                 continue
-            histories[k].append(final)
+            seconds = self.clock() - slot.started
+            final = IterationRecord.from_values(slot.iteration, final_rows[k], entry.config.style_layers, seconds)
+            if not math.isfinite(final.total):
+                yield entry.index, NonFiniteLossError(
+                    f"{entry.request.content_name}: loss is {final.total}: no image seen in {slot.iteration} "
+                    "iterations had a finite loss (non-finite weights or inputs?)"
+                )
+                continue
+            slot.history.append(final)
             if callback is not None:
-                callback(k, final)
-            results.append(StyleResult(
+                callback(entry.index, final)
+            yield entry.index, StyleResult(
                 image=tensor_to_image(output[k : k + 1] / self.family.pixel_scale),
-                history=histories[k],
+                history=slot.history,
                 final=final,
-                chosen_iteration=chosen[k],
+                chosen_iteration=slot.iteration if take_last[k] else chosen_iterations[k] - slot.first_batch_iteration,
                 device=str(self.device),
                 seconds=seconds,
-                phase_starts=phase_starts[k],
-            ))
-        return results
-
+                phase_starts=tuple(slot.phase_starts),
+                stop_reason=slot.stop_reason,
+                precision=entry.precision,
+            )
 
 def stylize(
     content: Image.Image,

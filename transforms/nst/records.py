@@ -112,6 +112,10 @@ class StyleResult:
     tiles: int = 1
     # Iterations at which a new phase of the optimization began (the in-range restart of L-BFGS).
     phase_starts: tuple[int, ...] = ()
+    # Why it stopped: "iterations" (all of them ran) or "converged" (convergence.py).
+    stop_reason: str = "iterations"
+    # The network's precision, resolved (fp32 or bf16).
+    precision: str = "fp32"
 
 
 @dataclass(frozen=True)

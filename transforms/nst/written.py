@@ -38,16 +38,29 @@ class BestImages:
         self.iteration = torch.where(better, iteration, self.iteration)
         self.pixels.copy_(torch.where(better[:, None, None, None], pixels, self.pixels))
 
+    @torch.no_grad()
+    def forget(self, row: int) -> None:
+        """Pair ``row`` is another pair now: nothing seen so far is its."""
+        self.loss[row] = math.inf
+        self.iteration[row] = 0
+
 
 @torch.no_grad()
 def written_images(
-    objective: Objective, last: Tensor, best: Tensor, content: Tensor, configs: Sequence[StyleConfig], scale: float
+    objective: Objective,
+    last: Tensor,
+    best: Tensor,
+    content: Tensor,
+    configs: Sequence[StyleConfig],
+    scale: float,
+    rows: Tensor | None = None,
 ) -> tuple[Tensor, list[list[float]], list[bool]]:
     """The images to write (NCHW, family units), their loss rows, and whether each is the last
     iterate (else the best one seen, when that scores lower as written: no step makes a
-    result worse). Luminance colour control is applied here, after the choice."""
+    result worse). Luminance colour control is applied here, after the choice. ``rows``: the
+    objective's pairs these images are (default: all of them, in order)."""
     last, best = as_written(last, scale), as_written(best, scale)
-    last_parts, best_parts = objective(last), objective(best)
+    last_parts, best_parts = objective(last, rows), objective(best, rows)
     last_totals, best_totals = last_parts[:, 0].tolist(), best_parts[:, 0].tolist()
     take_last = [
         math.isfinite(last_total) and not best_total < last_total
@@ -60,5 +73,5 @@ def written_images(
     if any(recolor):
         colored = as_written(keep_colors(output / scale, content / scale) * scale, scale)
         output = torch.where(torch.tensor(recolor, device=last.device)[:, None, None, None], colored, output)
-        parts = objective(output)
+        parts = objective(output, rows)
     return output, parts.double().tolist(), take_last

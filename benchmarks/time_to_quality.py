@@ -1,0 +1,259 @@
+"""Time to a good picture: judged loss against wall time, one pair at a time, on real weights.
+
+    python -m benchmarks.time_to_quality --size 256 --methods before default torch
+
+Three photo x painting pairs (examples/images) on the embedded Caffe VGG19. Methods:
+
+- ``before``: the engine as the release before convergence stopping shipped it: fp32, 500
+  iterations, no stop (``precision="fp32", stop_tolerance=0``);
+- ``default``: today's ``StyleConfig()`` defaults (precision ``auto``, convergence stop);
+- ``torch``: ``torch.optim.LBFGS(history_size=100, lr=1, max_iter=1)`` with no line search, for
+  as many iterations as ``before`` runs: the reference optimizer of neural-style's PyTorch ports;
+- any ``name=field:value,field:value`` runs the engine with those StyleConfig fields changed
+  (experiments: ``bf16=precision:bf16``).
+
+While a method runs, its image is copied every ``--every`` evaluations (a copy costs a few
+microseconds); afterwards every copy is *judged*: clamped and rounded as it would be written,
+scaled to the final size when it comes from a coarser scale, and scored by the fp32 objective,
+whatever precision the method computed in. A method's loss at time t is that of the best image it
+had seen by t (what it would have written, had it stopped there; the engine also writes its best
+image). Its result, as written, is the last point. The ``before`` run's final loss is the
+reference each method's "time to 1%" is measured against.
+
+Results are kept per method and pair in ``--cache`` (JSON), so methods can be run at different
+times; ``--fresh`` recomputes. Prints Markdown tables and the CPU (or GPU) and its bf16 support.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import platform
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from PIL import Image
+
+import transforms.nst.optimize as optimize_module
+from transforms.nst import StyleConfig, StyleTransfer
+from transforms.nst.images import fit_longest_side, image_to_tensor, tensor_to_image
+from transforms.nst.lbfgs import LBFGS_HISTORY
+from transforms.nst.objective import Objective
+from transforms.nst.precision import describe_device
+from transforms.nst.written import BestImages, as_written
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "images"
+PAIRS = (
+    ("cat.jpg", "starry_night.jpg"),
+    ("astronaut.jpg", "the_scream.jpg"),
+    ("coffee.jpg", "woman_with_hat.jpg"),
+)
+BEFORE = {"precision": "fp32", "stop_tolerance": 0.0, "iterations": 500}
+TOLERANCE = 0.01  # "within 1%" of the before run's final loss
+
+
+class _Snapshots:
+    """Copies of the optimized image every ``every`` evaluations, with the time they were seen."""
+
+    def __init__(self, every: int) -> None:
+        self.every = every
+        self.started = 0.0
+        self.calls = 0
+        self.images: list[tuple[float, torch.Tensor]] = []
+
+    def see(self, pixels: torch.Tensor, nchw: bool) -> None:
+        self.calls += 1
+        if self.calls % self.every == 0:
+            image = pixels.detach() if nchw else pixels.detach().permute(0, 3, 1, 2)
+            self.images.append((time.perf_counter() - self.started, image[:1].float().clone()))
+
+
+def _engine_class(snapshots: _Snapshots) -> type[BestImages]:
+    class Watched(BestImages):
+        def update(self, total: torch.Tensor, pixels: torch.Tensor, active: torch.Tensor, iteration: int) -> None:
+            super().update(total, pixels, active, iteration)
+            snapshots.see(pixels, nchw=False)
+
+    return Watched
+
+
+def run_engine(engine: StyleTransfer, config: StyleConfig, content: Image.Image, style: Image.Image, every: int) -> dict[str, Any]:
+    """One pair with ``config``; its snapshots, written image, seconds and stop record."""
+    snapshots = _Snapshots(every)
+    targets = engine.encode_styles([style], size=config.style_size)
+    coarse = tuple(engine.encode_styles([style], size=config.at_stage(i).style_size) for i in range(len(config.scales)))
+    original = optimize_module.BestImages
+    optimize_module.BestImages = _engine_class(snapshots)  # type: ignore[misc]
+    try:
+        snapshots.started = time.perf_counter()
+        result = engine.stylize(content, targets, config, coarse_styles=coarse)
+        seconds = time.perf_counter() - snapshots.started
+    finally:
+        optimize_module.BestImages = original  # type: ignore[misc]
+    written = image_to_tensor(result.image) * engine.family.pixel_scale
+    return {
+        "snapshots": snapshots.images, "written": written, "seconds": seconds,
+        "iterations": sum(1 for r in result.history if r.iteration > 0) - 1 + len(result.coarse),
+        "stopped": result.stop_reason, "precision": result.precision,
+    }
+
+
+def run_torch(engine: StyleTransfer, objective: Objective, start: torch.Tensor, iterations: int, every: int) -> dict[str, Any]:
+    """``torch.optim.LBFGS`` from ``start``, unconstrained as neural-style runs it."""
+    snapshots = _Snapshots(every)
+    pixels = start.detach().contiguous().requires_grad_(True)
+    optimizer = torch.optim.LBFGS(
+        [pixels], lr=1, max_iter=1, history_size=LBFGS_HISTORY, tolerance_grad=-1, tolerance_change=-1
+    )
+
+    def closure() -> torch.Tensor:
+        optimizer.zero_grad()
+        total = objective(pixels)[0, 0]
+        total.backward()
+        snapshots.see(pixels, nchw=True)
+        return total
+
+    snapshots.started = time.perf_counter()
+    for _ in range(iterations):
+        optimizer.step(closure)
+    seconds = time.perf_counter() - snapshots.started
+    return {"snapshots": snapshots.images, "written": pixels.detach().clone(), "seconds": seconds,
+            "iterations": iterations, "stopped": "iterations", "precision": "fp32"}
+
+
+@torch.no_grad()
+def judge(objective: Objective, image: torch.Tensor, size: tuple[int, int], scale: float) -> float:
+    """The fp32 loss of ``image`` (NCHW, family units) as written, at the final ``size`` (h, w)."""
+    if tuple(image.shape[-2:]) != size:  # a coarser scale's image, upscaled as the next scale starts
+        picture = tensor_to_image(image.cpu().clamp(0, scale) / scale).resize(size[::-1], Image.Resampling.LANCZOS)
+        image = image_to_tensor(picture) * scale
+    image = image.to(objective.content_weight.device).contiguous(memory_format=torch.channels_last)
+    return objective(as_written(image, scale))[0, 0].item()
+
+
+def curve_of(run: dict[str, Any], objective: Objective, size: tuple[int, int], scale: float) -> dict[str, Any]:
+    """The run's best-so-far judged loss at each snapshot, and its written result as the last point."""
+    points, best = [], math.inf
+    for seconds, image in run["snapshots"]:
+        loss = judge(objective, image, size, scale)
+        best = min(best, loss) if math.isfinite(loss) else best
+        points.append((seconds, best))
+    final = judge(objective, run["written"], size, scale)
+    points.append((run["seconds"], min(best, final)))
+    return {"curve": points, "final": final, "seconds": run["seconds"], "iterations": run["iterations"],
+            "stopped": run["stopped"], "precision": run["precision"]}
+
+
+def time_to(curve: list[list[float]], target: float) -> float | None:
+    """First time the curve is at or below ``target``; None if it never gets there."""
+    return next((seconds for seconds, loss in curve if loss <= target), None)
+
+
+def loss_at(curve: list[list[float]], seconds: float) -> float:
+    """The curve's loss at ``seconds`` (the best seen by then; inf before the first point)."""
+    seen = [loss for t, loss in curve if t <= seconds]
+    return seen[-1] if seen else math.inf
+
+
+def _method_config(name: str, base: StyleConfig) -> StyleConfig:
+    if name == "before":
+        return base.replace(**BEFORE)
+    if name == "default":
+        return base
+    _, _, fields = name.partition("=")
+    changes: dict[str, Any] = {}
+    for item in fields.split(","):
+        key, _, value = item.partition(":")
+        current = getattr(base, key)
+        changes[key] = type(current)(value) if current is not None and not isinstance(current, tuple) else eval(value)  # noqa: S307 - a benchmark's own command line
+    return base.replace(**changes)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--size", type=int, default=256)
+    parser.add_argument("--methods", nargs="+", default=["before", "default", "torch"])
+    parser.add_argument("--pairs", type=int, default=len(PAIRS))
+    parser.add_argument("--every", type=int, default=5, help="evaluations between snapshots")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--cache", default="out/time_to_quality.json")
+    parser.add_argument("--fresh", action="store_true", help="recompute cached runs")
+    args = parser.parse_args()
+
+    engine = StyleTransfer(StyleConfig(device=args.device))
+    base = StyleConfig(device=args.device, image_size=args.size)
+    scale = engine.family.pixel_scale
+    cache_path = Path(args.cache)
+    cache: dict[str, Any] = json.loads(cache_path.read_text()) if cache_path.exists() and not args.fresh else {}
+    device = describe_device(engine.device)
+    print(f"# {device}; torch {torch.__version__}, {platform.python_implementation()} {platform.python_version()}; "
+          f"{args.size} px, {engine.config.model} {engine.config.weights}; judged in fp32 as written")
+    methods = list(dict.fromkeys(["before", *args.methods]))
+    for content_name, style_name in PAIRS[: args.pairs]:
+        pair = f"{Path(content_name).stem} x {Path(style_name).stem}"
+        content = Image.open(EXAMPLES / content_name).convert("RGB")
+        style = Image.open(EXAMPLES / style_name).convert("RGB")
+        judge_config = base.replace(precision="fp32")
+        content_tensor = engine.to_input(fit_longest_side(content, args.size), content_name)
+        targets = engine.encode_styles([style], size=judge_config.style_size)
+        objective = Objective(engine.network, content_tensor, [targets.grams], [judge_config])
+        size = tuple(content_tensor.shape[-2:])
+        for method in methods:
+            key = f"{pair} | {args.size} | {method} | {device} | torch {torch.__version__}"
+            if key in cache:
+                continue
+            if method == "torch":
+                run = run_torch(engine, objective, content_tensor, BEFORE["iterations"], args.every)
+            else:
+                run = run_engine(engine, _method_config(method, base), content, style, args.every)
+            cache[key] = curve_of(run, objective, size, scale)
+            cache_path.parent.mkdir(parents=True, exist_ok=True)
+            cache_path.write_text(json.dumps(cache))
+            print(f"  ran {key}: {cache[key]['seconds']:.0f} s, judged {cache[key]['final']:.6g}", flush=True)
+    _tables(cache, args, device, methods)
+
+
+def _tables(cache: dict[str, Any], args: argparse.Namespace, device: str, methods: list[str]) -> None:
+    def entry(pair: str, method: str) -> dict[str, Any]:
+        return cache[f"{pair} | {args.size} | {method} | {device} | torch {torch.__version__}"]
+
+    pairs = [f"{Path(c).stem} x {Path(s).stem}" for c, s in PAIRS[: args.pairs]]
+    print("\n## Time to the before run's final loss (within 1%)\n")
+    print("| pair | before: loss, s | " + " | ".join(f"{m}: s to 1% (x before), final / before, iterations, stop" for m in methods[1:]) + " |")
+    print("|---" * (2 + len(methods) - 1) + "|")
+    ratios: dict[str, list[float]] = {m: [] for m in methods[1:]}
+    for pair in pairs:
+        before = entry(pair, "before")
+        target = before["final"] * (1 + TOLERANCE)
+        reached_before = time_to(before["curve"], target) or before["seconds"]
+        cells = [f"{before['final']:.6g}, {before['seconds']:.0f} s (1% at {reached_before:.0f} s)"]
+        for method in methods[1:]:
+            run = entry(pair, method)
+            reached = time_to(run["curve"], target)
+            if reached is not None:
+                ratios[method].append(reached / before["seconds"])
+            reach = "never" if reached is None else f"{reached:.0f} s ({reached / before['seconds']:.2f}x)"
+            cells.append(f"{reach}, {run['final'] / before['final']:.4f}, {run['iterations']}, {run['stopped']} ({run['precision']})")
+        print(f"| {pair} | " + " | ".join(cells) + " |")
+    for method, values in ratios.items():
+        if values:
+            print(f"\n{method}: time to 1% / before's time: median {statistics.median(values):.2f}, worst {max(values):.2f} "
+                  f"({len(values)} of {len(pairs)} pairs reached it)")
+    print("\n## Loss at equal time, / the before run's final loss\n")
+    fractions = (0.1, 0.2, 0.3, 0.4, 0.6, 0.8, 1.0)
+    print("| pair | method | " + " | ".join(f"{f:.0%} of before's time" for f in fractions) + " |")
+    print("|---|---" + "|---" * len(fractions) + "|")
+    for pair in pairs:
+        before = entry(pair, "before")
+        for method in methods:
+            run = entry(pair, method)
+            cells = [f"{loss_at(run['curve'], f * before['seconds']) / before['final']:.3f}" for f in fractions]
+            print(f"| {pair} | {method} | " + " | ".join(cells) + " |")
+
+
+if __name__ == "__main__":
+    main()
