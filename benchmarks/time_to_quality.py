@@ -97,8 +97,9 @@ def run_engine(engine: StyleTransfer, config: StyleConfig, content: Image.Image,
     written = image_to_tensor(result.image) * engine.family.pixel_scale
     return {
         "snapshots": snapshots.images, "written": written, "seconds": seconds,
-        "iterations": sum(1 for r in result.history if r.iteration > 0) - 1 + len(result.coarse),
+        "iterations": result.final.iteration + sum(c.final.iteration for c in result.coarse),
         "stopped": result.stop_reason, "precision": result.precision,
+        "records": [(r.seconds, r.total) for r in result.history[:-1]], "phase_starts": result.phase_starts,
     }
 
 
@@ -145,7 +146,8 @@ def curve_of(run: dict[str, Any], objective: Objective, size: tuple[int, int], s
     final = judge(objective, run["written"], size, scale)
     points.append((run["seconds"], min(best, final)))
     return {"curve": points, "final": final, "seconds": run["seconds"], "iterations": run["iterations"],
-            "stopped": run["stopped"], "precision": run["precision"]}
+            "stopped": run["stopped"], "precision": run["precision"], "records": run.get("records", []),
+            "phase_starts": run.get("phase_starts", ())}
 
 
 def time_to(curve: list[list[float]], target: float) -> float | None:

@@ -157,7 +157,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     engine.add_argument("--init", default=_DEFAULTS["init"], help="content, random, style, or an image URL")
     engine.add_argument("--optimizer", choices=OPTIMIZERS, default=_DEFAULTS["optimizer"], help="optimizer over the pixels")
     engine.add_argument("--learning_rate", type=float, default=_DEFAULTS["learning_rate"], help="Adam only")
-    engine.add_argument("--iterations", type=int, default=_DEFAULTS["iterations"], help="one forward+backward each")
+    engine.add_argument("--iterations", type=int, default=_DEFAULTS["iterations"], help="the most a pair runs, one forward+backward each")
+    engine.add_argument(
+        "--stop_tolerance", type=float, default=_DEFAULTS["stop_tolerance"],
+        help="a pair stops once its loss improved by less than this fraction over --stop_window "
+        "iterations (docs/method.md: stopping); 0 runs every iteration",
+    )
+    engine.add_argument("--stop_window", type=int, default=_DEFAULTS["stop_window"], help="iterations the convergence test looks back")
     engine.add_argument("--seed", type=int, default=_DEFAULTS["seed"], help="seed of random init and random weights")
     engine.add_argument("--image_size", type=int, default=_DEFAULTS["image_size"], help="longest side of the output, px; 0: each content's own size")
     engine.add_argument(
@@ -174,7 +180,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     _add_switch(engine, "--original_colors", "neural-style's name for --color_control luminance")
     engine.add_argument("--device", choices=DEVICES, default=_DEFAULTS["device"], help="auto: CUDA when available")
-    engine.add_argument("--precision", choices=PRECISIONS, default=_DEFAULTS["precision"], help="the network's convolutions: fp32, or bf16 autocast (Grams and losses stay fp32)")
+    engine.add_argument(
+        "--precision", choices=PRECISIONS, default=_DEFAULTS["precision"],
+        help="the network's convolutions: auto (bf16 where the device has it in hardware, for "
+        "L-BFGS; else fp32), or force fp32 or bf16; targets, the last phase and written scores stay fp32",
+    )
     job.add_argument(
         "--batch_size", default="auto",
         help="pairs optimized together on a device: a number, or auto (a GPU: as many as its free "

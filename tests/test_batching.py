@@ -13,6 +13,8 @@ import pytest
 import torch
 
 from transforms.nst import ImageTooSmallError, NonFiniteLossError, StyleConfig, StyleTransfer, TimeLimitError
+from transforms.nst.images import fit_longest_side
+from transforms.nst.objective import Objective
 from transforms.nst.records import StyleRequest, StyleTargets
 from tests.conftest import synthetic_image
 
@@ -96,6 +98,7 @@ def test_a_batch_of_mixed_sizes_is_refused(engine) -> None:
 def test_in_float32_a_batch_starts_exactly_where_single_pairs_start(weights_file) -> None:
     engine = StyleTransfer(StyleConfig(
         weights=weights_file("vgg19"), weights_family="torchvision", image_size=40, iterations=2, device="cpu",
+        precision="fp32",
     ))
     batch = [StyleRequest(r.content, r.style, r.config.replace(iterations=2)) for r in requests(engine, "lbfgs")]
     results = engine.stylize_batch(batch)
@@ -105,23 +108,68 @@ def test_in_float32_a_batch_starts_exactly_where_single_pairs_start(weights_file
             assert mine.total == pytest.approx(theirs.total, rel=1e-5)
 
 
-def test_bf16_runs_the_network_in_bf16_and_scores_in_fp32(weights_file) -> None:
+def _network_dtypes(engine: StyleTransfer) -> list[tuple[int, torch.dtype]]:
+    """(batch size, dtype of the deepest activation) of every forward of ``engine``'s network."""
+    calls: list[tuple[int, torch.dtype]] = []
+    engine.network.register_forward_hook(lambda _, args, out: calls.append((args[0].shape[0], next(reversed(out.values())).dtype)))
+    return calls
+
+
+def test_bf16_keeps_the_targets_the_last_phase_and_the_written_scores_in_fp32(weights_file) -> None:
     engine = StyleTransfer(StyleConfig(
-        weights=weights_file("vgg19"), weights_family="torchvision", image_size=40, iterations=6, device="cpu",
+        weights=weights_file("vgg19"), weights_family="torchvision", image_size=40, iterations=10, device="cpu",
         precision="bf16",
     ))
+    calls = _network_dtypes(engine)
     targets = engine.encode_styles([synthetic_image(11)])
+    assert calls == [(1, torch.float32)]  # style targets: fp32
+    calls.clear()
     result = engine.stylize(synthetic_image(1, 64, 48), targets)
-    # content targets are taken at the objective's own precision: the start scores exactly zero
-    assert result.history[0].content == 0.0
-    assert result.final.total < result.history[0].total
+    assert result.precision == "bf16" and result.phase_starts == (8,)
+    # content targets in fp32; iterations 0-7 in bf16; the last phase (8, 9) in fp32; the
+    # written image scored in fp32 (the last iterate and the best one seen)
+    assert calls == [(1, torch.float32)] + [(1, torch.bfloat16)] * 8 + [(1, torch.float32)] * 2 + [(1, torch.float32)] * 2
     fp32 = engine.stylize(synthetic_image(1, 64, 48), targets, engine.config.replace(precision="fp32"))
     assert result.history[1].total != fp32.history[1].total  # the precision really changed
+    # the written image's loss is the fp32 objective's, exactly
+    content = engine.to_input(fit_longest_side(synthetic_image(1, 64, 48), 40), "content")
+    judge = Objective(engine.network, content, [targets.grams], [engine.config.replace(precision="fp32")])
+    written = engine.to_input(result.image, "result")
+    assert judge(written)[0, 0].item() == pytest.approx(result.final.total, rel=1e-6)
     with pytest.raises(ValueError, match="one precision"):
         engine.stylize_batch([
             StyleRequest(synthetic_image(1, 64, 48), targets, engine.config),
             StyleRequest(synthetic_image(2, 64, 48), targets, engine.config.replace(precision="fp32")),
         ])
+
+
+def test_a_batch_in_mixed_phases_runs_each_pair_at_its_own_precision(engine) -> None:
+    # Pairs of one bf16 batch reach their fp32 last phase at different iterations: the batch
+    # then runs as two sub-batches put back in order. The float64 engine (which autocast leaves
+    # in float64) checks that bookkeeping exactly: each pair's records are what it gets alone.
+    batch = [StyleRequest(r.content, r.style, r.config.replace(precision="bf16")) for r in requests(engine, "lbfgs")[:3]]
+    calls = _network_dtypes(engine)
+    results = engine.stylize_batch(batch)
+    assert (2, torch.float64) in calls and (1, torch.float64) in calls  # a split batch
+    for request, result in zip(batch, results, strict=True):
+        alone = engine.stylize(request.content, request.style, request.config)
+        assert_same_records(result, alone)
+
+
+def test_auto_precision_is_bf16_only_where_the_device_has_it_and_the_pair_suits_it(monkeypatch) -> None:
+    from transforms.nst import precision
+
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(precision, "_cpu_info", lambda: ("a CPU", frozenset({"avx2", "amx_bf16"})))
+    assert precision.resolve_precision(StyleConfig(), cpu) == "bf16"
+    assert precision.resolve_precision(StyleConfig(optimizer="adam"), cpu) == "fp32"  # no fp32 last phase
+    assert precision.resolve_precision(StyleConfig(), cpu, torch.float64) == "fp32"
+    assert precision.resolve_precision(StyleConfig(precision="fp32"), cpu) == "fp32"
+    assert "amx_bf16" in precision.describe_device(cpu)
+    monkeypatch.setattr(precision, "_cpu_info", lambda: ("an AVX2 CPU", frozenset({"avx2", "fma"})))
+    assert precision.resolve_precision(StyleConfig(), cpu) == "fp32"
+    assert precision.resolve_precision(StyleConfig(precision="bf16"), cpu) == "bf16"  # forced
+    assert "bf16 in hardware: no" in precision.describe_device(cpu)
 
 
 def test_a_stream_refills_each_finished_slot_and_gives_each_pair_its_single_pair_result(engine) -> None:

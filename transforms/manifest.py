@@ -37,6 +37,7 @@ FORMATS: Final = MANIFEST_FORMATS
 # Engine settings a manifest row may override, with the type its text is parsed to.
 ROW_OVERRIDES: Final[dict[str, type]] = {
     "iterations": int,
+    "stop_tolerance": float,
     "image_size": int,
     "style_weight": float,
     "content_weight": float,

@@ -387,6 +387,10 @@ def pair_log(
         "history_every": spec.log_every,
         "final": record_dict(result.final),
         "chosen_iteration": result.chosen_iteration,
+        # Why the last scale stopped: "converged" (docs/method.md: stopping) or "iterations".
+        "stopped": result.stop_reason,
+        # The network's precision as run (--precision auto resolved on the worker's device).
+        "precision": result.precision,
         # Coarse-to-fine: each coarser scale's own history, at its own size.
         "scales": [
             {
@@ -394,6 +398,7 @@ def pair_log(
                 "history": history(coarse),
                 "final": record_dict(coarse.final),
                 "chosen_iteration": coarse.chosen_iteration,
+                "stopped": coarse.stop_reason,
             }
             for coarse in result.coarse
         ],

@@ -52,14 +52,19 @@ def batch_key(config: StyleConfig, content_size: tuple[int, int]) -> tuple[objec
 # live at once), and L-BFGS's history of 2 x LBFGS_HISTORY vectors of 3 floats per pixel.
 # Calibrated on the CPU's peak resident set (benchmarks/pairs.py, 128 px, batches of 1 to 8:
 # 7,100 bytes a pixel a pair in fp32, 3,300 in bf16; docs/performance.md), rounded up.
-# Precision auto counts as fp32: the larger estimate, whatever the device resolves it to.
 _ACTIVATION_BYTES_PER_PIXEL = {"fp32": 4700, "bf16": 2400}
+
+
+def estimated_precision(config: StyleConfig) -> str:
+    """The precision memory is planned for: fp32, but for Adam forced to bf16. L-BFGS's last
+    phase runs in fp32 whatever the precision (objective.py), and auto may resolve to fp32."""
+    return "bf16" if config.precision == "bf16" and config.optimizer == "adam" else "fp32"
 
 
 def estimated_pair_bytes(config: StyleConfig, size: tuple[int, int]) -> int:
     """Device memory one pair of output ``size`` (width, height) needs in a batch, estimated."""
     history = 2 * LBFGS_HISTORY * 3 * 4 if config.optimizer == "lbfgs" else 3 * 4 * 3
-    return size[0] * size[1] * (_ACTIVATION_BYTES_PER_PIXEL.get(config.precision, _ACTIVATION_BYTES_PER_PIXEL["fp32"]) + history + 100)
+    return size[0] * size[1] * (_ACTIVATION_BYTES_PER_PIXEL[estimated_precision(config)] + history + 100)
 
 
 # Bytes per pixel of a style image while its Gram targets are computed (no gradients, always
@@ -151,7 +156,7 @@ def memory_refusal(
     cure = f"the largest image_size that fits is {fits} px" if fits else "no image_size fits"
     return PairTooLargeError(
         f"{content_name}: a {width}x{height} result needs about {_mebibytes(needed)} on {device} "
-        f"({config.precision}, estimated), more than the {_mebibytes(budget)} there; {cure} "
+        f"({estimated_precision(config)}, estimated), more than the {_mebibytes(budget)} there; {cure} "
         "(docs/large-prints.md: memory)"
     )
 

@@ -56,9 +56,13 @@ class Objective(nn.Module):
         self.use_tv = any(c.tv_weight for c in configs)
         self.pixel_scale = configs[0].family.pixel_scale
         self.bf16 = precision == "bf16"
+        # Pairs whose network runs in fp32 although the objective's precision is bf16: L-BFGS's
+        # last phase (set by the optimization loop; a host list, so no step waits on the device).
+        self.fp32_rows = [False] * len(configs)
         with torch.no_grad():
-            # At the objective's own precision, so that the content image scores exactly zero.
-            features = self.features(content)
+            # Targets in fp32 whatever the precision (as the style Grams are encoded): bf16 only
+            # ever approximates the optimized image's features, never what they must match.
+            features = self.features(content, fp32=True)
         for layer in self.content_layers:
             self.register_buffer(f"content_{layer}", features[layer])
 
@@ -66,9 +70,10 @@ class Objective(nn.Module):
     def replace_pair(self, row: int, content: Tensor, style_grams: dict[str, Tensor], config: StyleConfig) -> None:
         """Pair ``row`` becomes another pair (one NCHW ``content``, its Grams, its settings): a
         batch slot refilled with the next waiting pair. The layers and precision stay."""
-        features = self.features(content)
+        features = self.features(content, [row], fp32=True)
         for layer in self.content_layers:
             getattr(self, f"content_{layer}")[row] = features[layer][0]
+        self.fp32_rows[row] = False
         for layer in self.style_layers:
             getattr(self, f"gram_{layer}")[row] = style_grams[layer][0]
         self.style_layer_weights[row] = torch.tensor([config.style_weight * w for w in config.layer_weights.values()])
@@ -76,19 +81,37 @@ class Objective(nn.Module):
         self.tv_weight[row] = config.tv_weight
         self.use_tv = self.use_tv or bool(config.tv_weight)
 
-    def features(self, images: Tensor) -> dict[str, Tensor]:
-        """The network's activations at the precision the configs ask for, returned in float32."""
-        with torch.autocast(images.device.type, dtype=torch.bfloat16, enabled=self.bf16):
-            features = self.network(images)
-        return {layer: value.float() for layer, value in features.items()} if self.bf16 else features
+    def features(self, images: Tensor, rows: Sequence[int] | None = None, fp32: bool = False) -> dict[str, Tensor]:
+        """The network's activations of ``images`` (the pairs ``rows``, default all), in the
+        engine's dtype.
 
-    def forward(self, images: Tensor, rows: Tensor | None = None) -> Tensor:
-        """The loss rows of ``images``: one per pair, or, with ``rows`` (indices), of those pairs only."""
+        With bf16, the network runs under bf16 autocast for the pairs not in ``fp32_rows``, and
+        in fp32 for those (and for all with ``fp32``): a batch in mixed phases runs as two
+        sub-batches, so each pair's arithmetic is what it would be alone.
+        """
+        indices = range(images.shape[0]) if rows is None else rows
+        exact = [fp32 or not self.bf16 or self.fp32_rows[row] for row in indices]
+        if all(exact) or not any(exact):
+            if exact[0]:
+                return self.network(images)
+            with torch.autocast(images.device.type, dtype=torch.bfloat16):
+                features = self.network(images)
+            # bf16 activations back in float32 for the Grams and losses (a float64 engine's,
+            # which autocast leaves alone, stay float64)
+            return {layer: value.float() if value.dtype == torch.bfloat16 else value for layer, value in features.items()}
+        halves = [[k for k, e in enumerate(exact) if not e], [k for k, e in enumerate(exact) if e]]
+        parts = [self.features(images[half], [indices[k] for k in half]) for half in halves]
+        order = torch.tensor(halves[0] + halves[1], device=images.device).argsort()
+        return {layer: torch.cat([part[layer] for part in parts])[order] for layer in parts[0]}
+
+    def forward(self, images: Tensor, rows: Sequence[int] | None = None, fp32: bool = False) -> Tensor:
+        """The loss rows of ``images``: one per pair, or, with ``rows``, of those pairs only;
+        ``fp32``: the network in fp32 for all of them (to score images as written)."""
 
         def of_rows(values: Tensor) -> Tensor:
-            return values if rows is None else values[rows]
+            return values if rows is None else values[list(rows)]
 
-        features = self.features(images)
+        features = self.features(images, rows, fp32)
         content = of_rows(self.content_weight) * sum(
             content_loss(features[layer], of_rows(getattr(self, f"content_{layer}"))) for layer in self.content_layers
         )

@@ -7,7 +7,7 @@ compute capability 8.0 (A100); older GPUs emulate bf16 too. So ``auto`` is bf16 
 the device has bf16 arithmetic in hardware, read from what the device declares (CPU flags, CUDA
 capability), never assumed from the machine type.
 
-Imports: torch and the standard library.
+Imports: torch, config and the standard library; no Beam, no storage.
 """
 
 from __future__ import annotations
@@ -18,6 +18,8 @@ from pathlib import Path
 from typing import Final
 
 import torch
+
+from transforms.nst.config import StyleConfig
 
 # CPU flags (Linux's /proc/cpuinfo) that mean bf16 dot products in hardware.
 CPU_BF16_FLAGS: Final = ("avx512_bf16", "amx_bf16")
@@ -51,12 +53,15 @@ def has_fast_bf16(device: torch.device) -> bool:
     return False
 
 
-def resolve_precision(precision: str, device: torch.device, dtype: torch.dtype = torch.float32) -> str:
-    """``fp32`` or ``bf16``: ``auto`` becomes bf16 where the device has it in hardware, for an
-    engine working in float32 (a float64 engine, for exact comparisons in tests, stays exact)."""
-    if precision != "auto":
-        return precision
-    return "bf16" if dtype == torch.float32 and has_fast_bf16(device) else "fp32"
+def resolve_precision(config: StyleConfig, device: torch.device, dtype: torch.dtype = torch.float32) -> str:
+    """``fp32`` or ``bf16`` for a pair of ``config``: a forced one as asked; ``auto`` is bf16
+    where the device has it in hardware and the pair's result is measured to stay within 1% of
+    fp32's (L-BFGS, whose last phase runs in fp32; Adam has no such phase and stays fp32), in a
+    float32 engine (a float64 engine, for exact comparisons in tests, stays exact)."""
+    if config.precision != "auto":
+        return config.precision
+    suited = config.optimizer == "lbfgs" and dtype == torch.float32
+    return "bf16" if suited and has_fast_bf16(device) else "fp32"
 
 
 def describe_device(device: torch.device) -> str:

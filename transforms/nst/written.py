@@ -53,14 +53,15 @@ def written_images(
     content: Tensor,
     configs: Sequence[StyleConfig],
     scale: float,
-    rows: Tensor | None = None,
+    rows: Sequence[int] | None = None,
 ) -> tuple[Tensor, list[list[float]], list[bool]]:
     """The images to write (NCHW, family units), their loss rows, and whether each is the last
     iterate (else the best one seen, when that scores lower as written: no step makes a
     result worse). Luminance colour control is applied here, after the choice. ``rows``: the
-    objective's pairs these images are (default: all of them, in order)."""
+    objective's pairs these images are (default: all of them, in order). Every image is scored
+    with the network in fp32, whatever precision optimized it: the loss of what is written."""
     last, best = as_written(last, scale), as_written(best, scale)
-    last_parts, best_parts = objective(last, rows), objective(best, rows)
+    last_parts, best_parts = objective(last, rows, fp32=True), objective(best, rows, fp32=True)
     last_totals, best_totals = last_parts[:, 0].tolist(), best_parts[:, 0].tolist()
     take_last = [
         math.isfinite(last_total) and not best_total < last_total
@@ -73,5 +74,5 @@ def written_images(
     if any(recolor):
         colored = as_written(keep_colors(output / scale, content / scale) * scale, scale)
         output = torch.where(torch.tensor(recolor, device=last.device)[:, None, None, None], colored, output)
-        parts = objective(output, rows)
+        parts = objective(output, rows, fp32=True)
     return output, parts.double().tolist(), take_last
