@@ -2,13 +2,18 @@
 
     python -m benchmarks.pairs --sizes 256,512,1024 --batch_sizes 1,2,4,8,16,32 --iterations 500
     python -m benchmarks.pairs --sizes 128 --batch_sizes 1,2,4,8 --iterations 100   # a CPU
+    python -m benchmarks.pairs --sizes 512 --stop_tolerance 0.002 --rounds 3       # converging, refilled
 
 Real pictures (the bundled example photos x paintings, cropped to 4:3 so that they batch) and
-the embedded Caffe VGG19. For each size it prints, per precision and batch size: seconds per
-batch, pairs per hour, peak memory (GPU: the allocator's peak; CPU: the process's peak resident
-set, reset before each run) and the final losses relative to each pair's single-pair fp32 run,
-every image rescored with the fp32 objective (median and worst ratio: bf16 must stay within 1%).
-The reference row is torch.optim.LBFGS, one pair at a time, fp32. Figures, not assertions.
+the embedded Caffe VGG19. For each size it prints, per precision and batch size: seconds for
+``rounds x batch`` pairs through ``stylize_stream`` with ``batch`` slots (each finished pair's
+slot refilled by the next), pairs per hour, peak memory (GPU: the allocator's peak; CPU: the
+process's peak resident set, reset before each run) beside the planner's estimate for the batch
+(``memory.estimated_pair_bytes``), and the final losses relative to each pair's single-pair fp32
+run, every image rescored with the fp32 objective (median and worst ratio: bf16 must stay within
+1%). ``--stop_tolerance`` 0 (the default here) runs every iteration, the fixed work the pairs per
+hour goal is stated for. The reference row is torch.optim.LBFGS, one pair at a time, fp32.
+Figures, not assertions.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from PIL import Image, ImageOps
 
 from transforms.nst import StyleConfig, StyleRequest, StyleTransfer
 from transforms.nst.lbfgs import LBFGS_HISTORY
+from transforms.nst.memory import estimated_pair_bytes
 from transforms.nst.objective import Objective
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "images"
@@ -91,6 +97,8 @@ def main() -> None:
     parser.add_argument("--batch_sizes", default="1,2,4,8,16,32")
     parser.add_argument("--precisions", default="fp32,bf16")
     parser.add_argument("--iterations", type=int, default=500)
+    parser.add_argument("--stop_tolerance", type=float, default=0.0, help="0: every iteration runs")
+    parser.add_argument("--rounds", type=int, default=1, help="pairs per slot: rounds x batch pairs go through")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--no_reference", action="store_true", help="skip the torch.optim.LBFGS row")
     args = parser.parse_args()
@@ -101,11 +109,12 @@ def main() -> None:
     engine = StyleTransfer(StyleConfig(device=args.device))
     device = engine.device
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
-    print(f"# vgg19 (caffe weights) on {name}; torch {torch.__version__}; {args.iterations} L-BFGS iterations")
-    print("| size | precision | batch | s per batch | pairs per hour | peak MiB | final / single fp32 (median, worst) |")
-    print("|---|---|---|---|---|---|---|")
+    print(f"# vgg19 (caffe weights) on {name}; torch {torch.__version__}; {args.iterations} L-BFGS iterations at most, "
+          f"stop_tolerance {args.stop_tolerance:g}, {args.rounds} pair(s) per slot")
+    print("| size | precision | batch | pairs | s | pairs per hour | peak MiB | estimate MiB | final / single fp32 (median, worst) |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for size in sizes:
-        base = StyleConfig(device=args.device, image_size=size, iterations=args.iterations)
+        base = StyleConfig(device=args.device, image_size=size, iterations=args.iterations, stop_tolerance=args.stop_tolerance)
         combos = list(itertools.product(CONTENTS, STYLES))
         targets = {
             style: engine.encode_styles([Image.open(EXAMPLES / style).convert("RGB")], size=base.style_size)
@@ -120,31 +129,31 @@ def main() -> None:
         reference: dict[int, float] = {}  # pair index -> final loss of its single-pair fp32 run
         for precision in precisions:
             for batch in batch_sizes:
-                requests = [request(i, precision) for i in range(batch)]
-                engine.stylize_batch([request(0, precision)])  # warm-up (kernels, allocator)
+                requests = [request(i, precision) for i in range(batch * args.rounds)]
+                warm = request(0, precision)
+                engine.stylize_batch([StyleRequest(warm.content, warm.style, warm.config.replace(iterations=5))])  # kernels, allocator
                 synchronize(device)
                 peak_memory_reset(device)
                 started = time.perf_counter()
-                results = engine.stylize_batch(requests)
+                results = dict(engine.stylize_stream(requests, batch))
                 synchronize(device)
                 seconds = time.perf_counter() - started
                 peak = peak_memory_mib(device)
-                finals = [rescore(engine, r, result.image) for r, result in zip(requests, results, strict=True)]
-                if precision == "fp32" and batch == 1:
-                    reference[0] = finals[0]
-                for i in range(batch):
-                    if i not in reference and i < len(combos):
+                estimate = batch * estimated_pair_bytes(base.replace(precision=precision), requests[0].content.size) / 2**20
+                finals = [rescore(engine, r, results[i].image) for i, r in enumerate(requests)]
+                for i in range(min(len(requests), len(combos))):
+                    if i not in reference:
                         alone = engine.stylize_batch([request(i, "fp32")])[0]
                         reference[i] = rescore(engine, request(i, "fp32"), alone.image)
                 ratios = [f / reference[i % len(combos)] for i, f in enumerate(finals)]
                 print(
-                    f"| {size} | {precision} | {batch} | {seconds:.2f} | {batch / seconds * 3600:.0f} | {peak:.0f} | "
-                    f"{statistics.median(ratios):.4f}, {max(ratios, key=lambda r: abs(r - 1)):.4f} |",
+                    f"| {size} | {precision} | {batch} | {len(requests)} | {seconds:.2f} | {len(requests) / seconds * 3600:.0f} | "
+                    f"{peak:.0f} | {estimate:.0f} | {statistics.median(ratios):.4f}, {max(ratios, key=lambda r: abs(r - 1)):.4f} |",
                     flush=True,
                 )
         if not args.no_reference:
             seconds = torch_lbfgs_pair(engine, request(0, "fp32"))
-            print(f"| {size} | torch.optim.LBFGS fp32 | 1 | {seconds:.2f} | {3600 / seconds:.0f} | | |", flush=True)
+            print(f"| {size} | torch.optim.LBFGS fp32 | 1 | 1 | {seconds:.2f} | {3600 / seconds:.0f} | | | |", flush=True)
 
 
 if __name__ == "__main__":

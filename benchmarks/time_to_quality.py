@@ -9,8 +9,8 @@ Three photo x painting pairs (examples/images) on the embedded Caffe VGG19. Meth
 - ``default``: today's ``StyleConfig()`` defaults (precision ``auto``, convergence stop);
 - ``torch``: ``torch.optim.LBFGS(history_size=100, lr=1, max_iter=1)`` with no line search, for
   as many iterations as ``before`` runs: the reference optimizer of neural-style's PyTorch ports;
-- any ``name=field:value,field:value`` runs the engine with those StyleConfig fields changed
-  (experiments: ``bf16=precision:bf16``).
+- any ``name=field:value;field:value`` runs the engine with those StyleConfig fields changed
+  (experiments: ``bf16=precision:bf16``, ``c2f=scales:((128,300),);iterations:200``).
 
 While a method runs, its image is copied every ``--every`` evaluations (a copy costs a few
 microseconds); afterwards every copy is *judged*: clamped and rounded as it would be written,
@@ -27,6 +27,7 @@ times; ``--fresh`` recomputes. Prints Markdown tables and the CPU (or GPU) and i
 from __future__ import annotations
 
 import argparse
+import ast
 import json
 import math
 import platform
@@ -68,6 +69,8 @@ class _Snapshots:
     def see(self, pixels: torch.Tensor, nchw: bool) -> None:
         self.calls += 1
         if self.calls % self.every == 0:
+            if pixels.is_cuda:
+                torch.cuda.synchronize(pixels.device)  # the time the image was computed, not queued
             image = pixels.detach() if nchw else pixels.detach().permute(0, 3, 1, 2)
             self.images.append((time.perf_counter() - self.started, image[:1].float().clone()))
 
@@ -91,6 +94,8 @@ def run_engine(engine: StyleTransfer, config: StyleConfig, content: Image.Image,
     try:
         snapshots.started = time.perf_counter()
         result = engine.stylize(content, targets, config, coarse_styles=coarse)
+        if engine.device.type == "cuda":
+            torch.cuda.synchronize(engine.device)
         seconds = time.perf_counter() - snapshots.started
     finally:
         optimize_module.BestImages = original  # type: ignore[misc]
@@ -121,6 +126,8 @@ def run_torch(engine: StyleTransfer, objective: Objective, start: torch.Tensor, 
     snapshots.started = time.perf_counter()
     for _ in range(iterations):
         optimizer.step(closure)
+    if pixels.is_cuda:
+        torch.cuda.synchronize(pixels.device)
     seconds = time.perf_counter() - snapshots.started
     return {"snapshots": snapshots.images, "written": pixels.detach().clone(), "seconds": seconds,
             "iterations": iterations, "stopped": "iterations", "precision": "fp32"}
@@ -163,15 +170,15 @@ def loss_at(curve: list[list[float]], seconds: float) -> float:
 
 def _method_config(name: str, base: StyleConfig) -> StyleConfig:
     if name == "before":
-        return base.replace(**BEFORE)
+        return base.replace(**{**BEFORE, "iterations": base.iterations})
     if name == "default":
         return base
     _, _, fields = name.partition("=")
     changes: dict[str, Any] = {}
-    for item in fields.split(","):
+    for item in fields.split(";"):
         key, _, value = item.partition(":")
         current = getattr(base, key)
-        changes[key] = type(current)(value) if current is not None and not isinstance(current, tuple) else eval(value)  # noqa: S307 - a benchmark's own command line
+        changes[key] = ast.literal_eval(value) if isinstance(current, tuple) else type(current)(value)
     return base.replace(**changes)
 
 
@@ -181,13 +188,14 @@ def main() -> None:
     parser.add_argument("--methods", nargs="+", default=["before", "default", "torch"])
     parser.add_argument("--pairs", type=int, default=len(PAIRS))
     parser.add_argument("--every", type=int, default=5, help="evaluations between snapshots")
+    parser.add_argument("--iterations", type=int, default=BEFORE["iterations"], help="the before run's (and the most any method runs)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--cache", default="out/time_to_quality.json")
     parser.add_argument("--fresh", action="store_true", help="recompute cached runs")
     args = parser.parse_args()
 
     engine = StyleTransfer(StyleConfig(device=args.device))
-    base = StyleConfig(device=args.device, image_size=args.size)
+    base = StyleConfig(device=args.device, image_size=args.size, iterations=args.iterations)
     scale = engine.family.pixel_scale
     cache_path = Path(args.cache)
     cache: dict[str, Any] = json.loads(cache_path.read_text()) if cache_path.exists() and not args.fresh else {}
@@ -205,11 +213,11 @@ def main() -> None:
         objective = Objective(engine.network, content_tensor, [targets.grams], [judge_config])
         size = tuple(content_tensor.shape[-2:])
         for method in methods:
-            key = f"{pair} | {args.size} | {method} | {device} | torch {torch.__version__}"
+            key = f"{pair} | {args.size} | {args.iterations} | {method} | {device} | torch {torch.__version__}"
             if key in cache:
                 continue
             if method == "torch":
-                run = run_torch(engine, objective, content_tensor, BEFORE["iterations"], args.every)
+                run = run_torch(engine, objective, content_tensor, args.iterations, args.every)
             else:
                 run = run_engine(engine, _method_config(method, base), content, style, args.every)
             cache[key] = curve_of(run, objective, size, scale)
@@ -221,7 +229,7 @@ def main() -> None:
 
 def _tables(cache: dict[str, Any], args: argparse.Namespace, device: str, methods: list[str]) -> None:
     def entry(pair: str, method: str) -> dict[str, Any]:
-        return cache[f"{pair} | {args.size} | {method} | {device} | torch {torch.__version__}"]
+        return cache[f"{pair} | {args.size} | {args.iterations} | {method} | {device} | torch {torch.__version__}"]
 
     pairs = [f"{Path(c).stem} x {Path(s).stem}" for c, s in PAIRS[: args.pairs]]
     print("\n## Time to the before run's final loss (within 1%)\n")

