@@ -187,9 +187,11 @@ def _run(argv: list[str], wait: bool) -> int:
     if not wait:
         return _submit(options, config, fail_job_if_failed)
     if workers_here and not config.dry_run and config.expected_pairs:
+        from transforms.nst.precision import resolve_precision
         from transforms.plan import cost_line
 
-        line = cost_line(config.expected_pairs, config.style, config.style.torch_device().type)
+        device = config.style.torch_device()
+        line = cost_line(config.expected_pairs, config.style, device.type, resolve_precision(config.style, device))
         if line:
             print(line, flush=True)
     tracker = progress.for_run(config.run_id, config.expected_pairs, config.style.total_iterations)

@@ -131,6 +131,12 @@ def test_bf16_keeps_the_targets_the_last_phase_and_the_written_scores_in_fp32(we
     assert calls == [(1, torch.float32)] + [(1, torch.bfloat16)] * 8 + [(1, torch.float32)] * 2 + [(1, torch.float32)] * 2
     fp32 = engine.stylize(synthetic_image(1, 64, 48), targets, engine.config.replace(precision="fp32"))
     assert result.history[1].total != fp32.history[1].total  # the precision really changed
+    # the first convolution (whose input is pixels) in fp32 even in the bf16 phase; the next in bf16
+    first, second = [], []
+    engine.network.stack[0].register_forward_hook(lambda _, args, out: first.append(out.dtype))
+    engine.network.stack[2].register_forward_hook(lambda _, args, out: second.append(out.dtype))
+    engine.stylize(synthetic_image(1, 64, 48), targets, engine.config.replace(iterations=3))
+    assert set(first) == {torch.float32} and torch.bfloat16 in second
     # the written image's loss is the fp32 objective's, exactly
     content = engine.to_input(fit_longest_side(synthetic_image(1, 64, 48), 40), "content")
     judge = Objective(engine.network, content, [targets.grams], [engine.config.replace(precision="fp32")])

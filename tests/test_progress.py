@@ -80,7 +80,8 @@ def test_time_left_comes_from_iterations_from_the_first_ones_on(caplog) -> None:
 
 def test_the_cost_of_a_run_is_said_before_it_starts_with_a_preview_when_it_is_long() -> None:
     from transforms.nst.config import StyleConfig
-    from transforms.plan import MEASURED_SECONDS_PER_ITERATION, cost_line
+    from transforms.plan import MEASURED_BF16_TIME_FACTOR, MEASURED_SECONDS_PER_ITERATION, cost_line
+    from transforms.progress import about
 
     cpu_512 = dict(MEASURED_SECONDS_PER_ITERATION["cpu: 2 cores (this project's CI machine)"])[512 * 512]
     line = cost_line(3, StyleConfig(image_size=512, iterations=500), "cpu")
@@ -89,3 +90,7 @@ def test_the_cost_of_a_run_is_said_before_it_starts_with_a_preview_when_it_is_lo
     assert "; --image_size 256 --iterations 200 previews in about" in line
     assert cost_line(1, StyleConfig(image_size=64, iterations=20), "cpu") == "1 pair x 20 iterations at 64 px on cpu: under a minute"
     assert cost_line(5, StyleConfig(image_size=0), "cpu") is None  # each content's own size: unknown yet
+    # bf16 where the device has it: the measured whole-pair factor
+    factor = MEASURED_BF16_TIME_FACTOR["cpu: 2 cores (this project's CI machine)"]
+    bf16 = cost_line(3, StyleConfig(image_size=512, iterations=500), "cpu", "bf16")
+    assert bf16.startswith(f"3 pairs x 500 iterations at 512 px on cpu: {about(factor * 3 * 500 * cpu_512)};")

@@ -39,6 +39,12 @@ MEASURED_SECONDS_PER_ITERATION: Final[dict[str, tuple[tuple[int, float], ...]]] 
 }
 
 
+# A whole pair's time with --precision auto resolved to bf16, over its time in fp32, as measured
+# (benchmarks/time_to_quality.py, 256 px, the first phase in bf16 and the last in fp32;
+# docs/performance.md). No GPU figure has been taken yet: there the fp32 figures stand.
+MEASURED_BF16_TIME_FACTOR: Final[dict[str, float]] = {"cpu: 2 cores (this project's CI machine)": 0.54}
+
+
 def seconds_per_iteration(device: str, pixels: int) -> float:
     """Linear in pixels between the measured sizes; proportional to pixels beyond them."""
     points = MEASURED_SECONDS_PER_ITERATION[device]
@@ -60,17 +66,19 @@ PREVIEW_ITERATIONS: Final = 200
 PREVIEW_WORTH_SECONDS: Final = 600.0
 
 
-def cost_line(pairs: int, config: StyleConfig, device_type: str) -> str | None:
+def cost_line(pairs: int, config: StyleConfig, device_type: str, precision: str = "fp32") -> str | None:
     """The run's cost before it starts, from measured seconds per iteration (one pair at a time,
-    square images: an upper bound for other shapes): ``3 pairs x 500 iterations at 512 px on
-    cpu: about 1 h 15 m; --image_size 256 --iterations 200 previews in about 7 m``. None when
-    the size comes from each content (image_size 0)."""
+    square images, every iteration run: an upper bound for other shapes and for pairs that
+    converge sooner): ``3 pairs x 500 iterations at 512 px on cpu: about 1 h 15 m; --image_size
+    256 --iterations 200 previews in about 7 m``. ``precision``: the one the pairs will run in
+    (``auto`` resolved). None when the size comes from each content (image_size 0)."""
     if not config.image_size or not pairs:
         return None
     device = next(d for d in MEASURED_SECONDS_PER_ITERATION if d.startswith("gpu" if device_type == "cuda" else "cpu"))
+    factor = MEASURED_BF16_TIME_FACTOR.get(device, 1.0) if precision == "bf16" else 1.0
 
     def seconds(stages: Iterable[tuple[int, int]]) -> float:
-        return pairs * sum(n * seconds_per_iteration(device, size * size) for size, n in stages)
+        return factor * pairs * sum(n * seconds_per_iteration(device, size * size) for size, n in stages)
 
     full = seconds(config.stages)
     line = f"{pairs} pair{'s' if pairs != 1 else ''} x {config.total_iterations} iterations at {config.image_size} px on {device_type}: {progress.about(full)}"

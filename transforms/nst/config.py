@@ -68,7 +68,7 @@ def blend_weights(count: int, weights: Sequence[float] | None) -> list[float]:
 
 
 # Convergence defaults, chosen by benchmarks/time_to_quality.py (docs/method.md: stopping).
-STOP_TOLERANCE: Final = 0.002
+STOP_TOLERANCE: Final = 0.005
 STOP_WINDOW: Final = 50
 
 # The largest input image decoded, in pixels (16 k x 16 k): far beyond what a style transfer can

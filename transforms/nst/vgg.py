@@ -105,7 +105,14 @@ class VGGFeatures(nn.Module):
         x = (image - self.mean) / self.std
         out: dict[str, Tensor] = {}
         for index, module in enumerate(self.stack):
-            x = module(x)
+            if index == 0:
+                # The first convolution in fp32 even under bf16 autocast: its input is pixels,
+                # which bf16 rounds to steps of 1 in 0-255 units, hiding the small steps the end
+                # of an optimization takes (bf16 ended 0.4% closer to fp32 with this; docs/method.md).
+                with torch.autocast(x.device.type, enabled=False):
+                    x = module(x)
+            else:
+                x = module(x)
             layer = self._taps.get(index)
             if layer is not None:
                 out[layer] = x
