@@ -7,7 +7,9 @@ that over the iterations, so there only the start is compared closely.
 
 from __future__ import annotations
 
+import contextlib
 import math
+from collections.abc import Iterator
 
 import pytest
 import torch
@@ -57,11 +59,29 @@ def assert_same_records(batched, alone, relative: float = 1e-9) -> None:
     assert difference.max() <= 1  # the same image, up to a rounding at the 8-bit boundary
 
 
+@contextlib.contextmanager
+def network_calls(engine: StyleTransfer) -> Iterator[list[tuple[int, torch.dtype]]]:
+    """(batch size, dtype of the deepest activation) of every forward of ``engine``'s network."""
+    calls: list[tuple[int, torch.dtype]] = []
+    handle = engine.network.register_forward_hook(
+        lambda _, args, out: calls.append((args[0].shape[0], next(reversed(out.values())).dtype))
+    )
+    try:
+        yield calls
+    finally:
+        handle.remove()
+
+
 @pytest.mark.parametrize("optimizer", ["lbfgs", "adam"])
 def test_a_batch_gives_each_pair_its_single_pair_result(engine, optimizer) -> None:
     batch = requests(engine, optimizer)
     seen: dict[int, list[int]] = {k: [] for k in range(len(batch))}
-    results = engine.stylize_batch(batch, callback=lambda k, record: seen[k].append(record.iteration))
+    with network_calls(engine) as calls:
+        results = engine.stylize_batch(batch, callback=lambda k, record: seen[k].append(record.iteration))
+    # The content targets, then the iterations at the full batch of 4: with L-BFGS a pair that
+    # finishes leaves once nothing waits (the 6-iteration pair after 6 iterations), with Adam
+    # (whose moments the batch shares) it rides along to the longest pair's 13th.
+    assert [n for n, _ in calls].count(4) == 1 + (6 if optimizer == "lbfgs" else 13)
     for k, (request, result) in enumerate(zip(batch, results, strict=True)):
         alone = engine.stylize(request.content, request.style, request.config, content_name=request.content_name)
         assert_same_records(result, alone)
@@ -108,11 +128,6 @@ def test_in_float32_a_batch_starts_exactly_where_single_pairs_start(weights_file
             assert mine.total == pytest.approx(theirs.total, rel=1e-5)
 
 
-def _network_dtypes(engine: StyleTransfer) -> list[tuple[int, torch.dtype]]:
-    """(batch size, dtype of the deepest activation) of every forward of ``engine``'s network."""
-    calls: list[tuple[int, torch.dtype]] = []
-    engine.network.register_forward_hook(lambda _, args, out: calls.append((args[0].shape[0], next(reversed(out.values())).dtype)))
-    return calls
 
 
 def test_bf16_keeps_the_targets_the_last_phase_and_the_written_scores_in_fp32(weights_file) -> None:
@@ -120,11 +135,11 @@ def test_bf16_keeps_the_targets_the_last_phase_and_the_written_scores_in_fp32(we
         weights=weights_file("vgg19"), weights_family="torchvision", image_size=40, iterations=10, device="cpu",
         precision="bf16",
     ))
-    calls = _network_dtypes(engine)
-    targets = engine.encode_styles([synthetic_image(11)])
-    assert calls == [(1, torch.float32)]  # style targets: fp32
-    calls.clear()
-    result = engine.stylize(synthetic_image(1, 64, 48), targets)
+    with network_calls(engine) as calls:
+        targets = engine.encode_styles([synthetic_image(11)])
+        assert calls == [(1, torch.float32)]  # style targets: fp32
+        calls.clear()
+        result = engine.stylize(synthetic_image(1, 64, 48), targets)
     assert result.precision == "bf16" and result.phase_starts == (8,)
     # content targets in fp32; iterations 0-7 in bf16; the last phase (8, 9) in fp32; the
     # written image scored in fp32 (the last iterate and the best one seen)
@@ -154,8 +169,8 @@ def test_a_batch_in_mixed_phases_runs_each_pair_at_its_own_precision(engine) -> 
     # then runs as two sub-batches put back in order. The float64 engine (which autocast leaves
     # in float64) checks that bookkeeping exactly: each pair's records are what it gets alone.
     batch = [StyleRequest(r.content, r.style, r.config.replace(precision="bf16")) for r in requests(engine, "lbfgs")[:3]]
-    calls = _network_dtypes(engine)
-    results = engine.stylize_batch(batch)
+    with network_calls(engine) as calls:
+        results = engine.stylize_batch(batch)
     assert (2, torch.float64) in calls and (1, torch.float64) in calls  # a split batch
     for request, result in zip(batch, results, strict=True):
         alone = engine.stylize(request.content, request.style, request.config)

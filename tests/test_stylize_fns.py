@@ -233,7 +233,7 @@ class FakeHandler:
     """An EngineHandler without torch: results made of the engine's torch-free records, so that
     the DoFn's own work (claims, batches, writes, failure stages, outcomes) is what is tested."""
 
-    max_batch = 32
+    group_pairs = 128
     share_tag = "fake"
 
     def __init__(self, batch_size: int = 2) -> None:

@@ -29,7 +29,7 @@ from transforms.limits import Limits
 from transforms.nst.config import StyleConfig
 from transforms.nst.images import decode_image, decoded_size, fitted_size
 from transforms.nst.memory import (
-    MAX_BATCH,
+    GROUP_PAIRS,
     Placement,
     auto_batch_size,
     batch_key,
@@ -106,7 +106,8 @@ class StyleTargetCache:
 class EngineHandler:
     """Loads and drives one StyleTransfer for the pipeline.
 
-    ``max_batch``: the most pairs a batch holds (groups of one batch key are sharded to about it).
+    ``group_pairs``: how many pairs a group of one batch key holds, on average (groups are
+    sharded to about it).
 
     Args:
         defaults: the job's engine settings (the network every pair shares).
@@ -114,7 +115,7 @@ class EngineHandler:
         batch_size: pairs per batch on a device; None: as many as fit (``auto_batch_size``).
     """
 
-    max_batch: Final = MAX_BATCH
+    group_pairs: Final = GROUP_PAIRS
 
     def __init__(self, defaults: StyleConfig, limits: Limits, batch_size: int | None = None) -> None:
         self.defaults = defaults

@@ -122,9 +122,9 @@ class PreparePairsFn(beam.DoFn):
             redoing = outputs.changes(prior.log, pair, signatures, settings.spec)
         elif prior.done:
             redoing = "--overwrite"
-        # Pairs of one batch key are spread over shards of about the largest batch, so that a
+        # Pairs of one batch key are spread over shards of about group_pairs, so that a
         # collection of one size is grouped into many groups that workers share, not one.
-        shards = max(1, math.ceil((self._settings.expected_pairs or 1) / self._handler.max_batch))
+        shards = max(1, math.ceil((self._settings.expected_pairs or 1) / self._handler.group_pairs))
         shard = zlib.crc32(pair.id.encode()) % shards
         yield f"{key} shard {shard}", Prepared(pair, signatures, work, output_size, repairing, redoing)
 

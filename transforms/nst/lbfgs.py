@@ -163,6 +163,20 @@ class LBFGS(torch.optim.Optimizer):
         state["count"] = torch.where(problems, 0, state["count"])
         state["step"] = torch.where(problems[:, None], 0.0, state["step"])
 
+    def keep(self, rows: Tensor) -> Tensor:
+        """Only the problems ``rows`` (indices, in order) go on: the parameter and every
+        problem's state shrink to them, each problem's history intact. Returns the new
+        parameter, the leaf to optimize from now on (a batch whose finished pairs left)."""
+        (param,) = self.param_groups[0]["params"]
+        kept = param.detach()[rows].clone().requires_grad_(True)
+        state = self.state.pop(param, {})
+        self.state[kept] = {key: value[rows] for key, value in state.items()}
+        self.param_groups[0]["params"] = [kept]
+        self.problems = len(rows)
+        self.bounded = self.bounded[rows]
+        self.active = self.active[rows]
+        return kept
+
     def _start(self, grad: Tensor, loss: Tensor, state: dict) -> None:
         p, size = grad.shape
         m = self.param_groups[0]["history_size"]

@@ -23,8 +23,12 @@ from transforms.nst.config import StyleConfig
 from transforms.nst.images import fitted_size
 from transforms.nst.lbfgs import LBFGS_HISTORY
 
-# Pairs per group of one batch key (on average), and the largest batch auto chooses.
+# The largest batch auto chooses.
 MAX_BATCH: Final = 32
+# Pairs per group of one batch key (on average): four of the largest batches, so that a group
+# streams through its batch's slots (each refilled as a pair finishes) and a big job still
+# spreads over many workers.
+GROUP_PAIRS: Final = 4 * MAX_BATCH
 # --batch_size auto on a CPU (docs/performance.md: batching gains little there).
 CPU_BATCH_SIZE: Final = 1
 

@@ -81,6 +81,12 @@ class Objective(nn.Module):
         self.tv_weight[row] = config.tv_weight
         self.use_tv = self.use_tv or bool(config.tv_weight)
 
+    def keep(self, rows: Sequence[int]) -> None:
+        """Only the pairs ``rows`` (in order) go on: every per-pair target and weight shrinks to them."""
+        for name, buffer in list(self.named_buffers(recurse=False)):  # the network's own are shared
+            setattr(self, name, buffer[list(rows)])
+        self.fp32_rows = [self.fp32_rows[row] for row in rows]
+
     def features(self, images: Tensor, rows: Sequence[int] | None = None, fp32: bool = False) -> dict[str, Tensor]:
         """The network's activations of ``images`` (the pairs ``rows``, default all), in the
         engine's dtype.

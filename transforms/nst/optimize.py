@@ -525,6 +525,17 @@ class StyleTransfer:
             yield from self._results(done, finished, objective, pixels, best, callback)
             for k in finished:
                 slots[k] = self._refill(k, next(waiting, None), objective, pixels, optimizer, best, iteration)
+            going = [k for k, slot in enumerate(slots) if slot is not None]
+            if going and len(going) < count and isinstance(optimizer, LBFGS):
+                # Nothing waits any more: the batch shrinks to the pairs still going, so that
+                # finished slots cost no forward pass. (Adam's finished pairs ride along: its
+                # batches are not refilled.)
+                kept = torch.tensor(going, device=self.device)
+                pixels = optimizer.keep(kept)
+                objective.keep(going)
+                best.keep(kept)
+                slots = [slots[k] for k in going]
+                count = len(going)
             optimizer.active = torch.tensor([slot is not None for slot in slots], device=self.device)
 
     def _start(self, entry: _Entry) -> Tensor:

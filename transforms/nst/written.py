@@ -38,6 +38,12 @@ class BestImages:
         self.iteration = torch.where(better, iteration, self.iteration)
         self.pixels.copy_(torch.where(better[:, None, None, None], pixels, self.pixels))
 
+    def keep(self, rows: Tensor) -> None:
+        """Only the pairs ``rows`` (indices, in order) go on."""
+        self.pixels = self.pixels[rows]
+        self.loss = self.loss[rows]
+        self.iteration = self.iteration[rows]
+
     @torch.no_grad()
     def forget(self, row: int) -> None:
         """Pair ``row`` is another pair now: nothing seen so far is its."""
