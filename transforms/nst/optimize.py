@@ -349,10 +349,11 @@ class StyleTransfer:
         admitted = self._admitted(pending, refused)
         batch = list(itertools.islice(admitted, slots))
         outcomes = self._optimize(batch, admitted, self.clock(), time_limit, callback) if batch else iter(())
-        for outcome in outcomes:
+        for outcome in itertools.chain([None], outcomes):  # None: the refusals of the first fill
             yield from refused
             refused.clear()
-            yield outcome
+            if outcome is not None:
+                yield outcome
         yield from refused
 
     def stylize_tiled(
@@ -609,6 +610,7 @@ class StyleTransfer:
                 stop_reason=slot.stop_reason,
                 precision=entry.precision,
             )
+
 
 def stylize(
     content: Image.Image,
