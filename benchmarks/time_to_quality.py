@@ -168,6 +168,11 @@ def loss_at(curve: list[list[float]], seconds: float) -> float:
     return seen[-1] if seen else math.inf
 
 
+def _key(pair: str, method: str, args: argparse.Namespace, device: str) -> str:
+    """A run's entry in the cache: what it ran, at which size and iterations, where, with which torch."""
+    return f"{pair} | {args.size} | {args.iterations} | {method} | {device} | torch {torch.__version__}"
+
+
 def _method_config(name: str, base: StyleConfig) -> StyleConfig:
     if name == "before":
         return base.replace(**{**BEFORE, "iterations": base.iterations})
@@ -213,7 +218,7 @@ def main() -> None:
         objective = Objective(engine.network, content_tensor, [targets.grams], [judge_config])
         size = tuple(content_tensor.shape[-2:])
         for method in methods:
-            key = f"{pair} | {args.size} | {args.iterations} | {method} | {device} | torch {torch.__version__}"
+            key = _key(pair, method, args, device)
             if key in cache:
                 continue
             if method == "torch":
@@ -224,15 +229,21 @@ def main() -> None:
             cache_path.parent.mkdir(parents=True, exist_ok=True)
             cache_path.write_text(json.dumps(cache))
             print(f"  ran {key}: {cache[key]['seconds']:.0f} s, judged {cache[key]['final']:.6g}", flush=True)
-    if all(f"| {args.size} | {args.iterations} | before |" in " ".join(cache) for _ in [0]):
-        _tables(cache, args, device, ["before", *[m for m in methods if m != "before"]])
+    _tables(cache, args, device, ["before", *[m for m in methods if m != "before"]])
 
 
 def _tables(cache: dict[str, Any], args: argparse.Namespace, device: str, methods: list[str]) -> None:
     def entry(pair: str, method: str) -> dict[str, Any]:
-        return cache[f"{pair} | {args.size} | {args.iterations} | {method} | {device} | torch {torch.__version__}"]
+        return cache[_key(pair, method, args, device)]
 
-    pairs = [f"{Path(c).stem} x {Path(s).stem}" for c, s in PAIRS[: args.pairs]]
+    # The pairs every method has a run of (the before run may come from an earlier invocation).
+    pairs = [
+        pair for pair in (f"{Path(c).stem} x {Path(s).stem}" for c, s in PAIRS[: args.pairs])
+        if all(_key(pair, method, args, device) in cache for method in methods)
+    ]
+    if not pairs:
+        print("\n(no pair has a run of every method yet, the before run included: no tables)")
+        return
     print("\n## Time to the before run's final loss (within 1%)\n")
     print("| pair | before: loss, s | " + " | ".join(f"{m}: s to 1% (x before), final / before, iterations, stop" for m in methods[1:]) + " |")
     print("|---" * (2 + len(methods) - 1) + "|")
