@@ -237,27 +237,27 @@ class EngineHandler:
         A pair over the time limit fails alone. ``tiling`` (tile px, overlap px): each request's
         last scale runs in tiles, one pair at a time.
         """
-        drawn: list[StyleRequest] = []
+        in_flight: dict[int, StyleRequest] = {}  # drawn, not finished: what an OOM leaves to redo
 
-        def draw() -> Iterator[StyleRequest]:
-            for request in requests:
-                drawn.append(request)
-                yield request
+        def draw() -> Iterator[tuple[int, StyleRequest]]:
+            for index, request in enumerate(requests):
+                in_flight[index] = request
+                yield index, request
 
         source = draw()
-        finished: set[int] = set()
         if tiling is None and slots > 1:
             try:
-                for index, result in engine.stylize_stream(source, slots, on_record, self.limits.pair_time_limit):
-                    finished.add(index)
+                stream = engine.stylize_stream((request for _, request in source), slots, on_record, self.limits.pair_time_limit)
+                for index, result in stream:
+                    del in_flight[index]
                     yield index, self._explained(result)
                 return
             except torch.cuda.OutOfMemoryError:
                 torch.cuda.empty_cache()
                 logger.warning("a batch of %d pairs ran out of GPU memory; running the rest one at a time", slots)
-        unfinished = [index for index in range(len(drawn)) if index not in finished]
-        for index in itertools.chain(unfinished, (len(drawn) - 1 for _ in source)):
-            yield index, self._alone(engine, drawn[index], lambda _, record, index=index: on_record(index, record), tiling)
+        for index, request in itertools.chain(list(in_flight.items()), source):
+            del in_flight[index]
+            yield index, self._alone(engine, request, lambda _, record, index=index: on_record(index, record), tiling)
 
     def _alone(
         self, engine: StyleTransfer, request: StyleRequest, on_record: BatchCallback, tiling: tuple[int, int] | None

@@ -138,11 +138,11 @@ def _failure(tracker: progress.Progress, pair: Pair, stage: Stage, exc: BaseExce
 
 @dataclass
 class _Running:
-    """A pair handed to the engine: its lease, its request, its progress."""
+    """A pair handed to the engine: its lease and its progress. (Its request, the decoded inputs,
+    is the engine's alone, so that it is freed as soon as the pair finishes.)"""
 
     prepared: Prepared
     lease: claims.Lease
-    request: StyleRequest
     # Iterations done so far, over all scales and tiles (for the progress display).
     done: int = 0
     # Iterations the pair runs at most: each scale's, each tile's too.
@@ -230,13 +230,14 @@ class StylizeBatchesFn(beam.DoFn):
                         not_run.append(pvalue.TaggedOutput(FAILURES, _failure(tracker, item.pair, Stage.WRITE, error)))
                         continue
                     started = self._start(engine, item, lease, budget, tiling, tracker)
-                    if not isinstance(started, _Running):
+                    if not isinstance(started, tuple):
                         release.close()
                         not_run.append(started)
                         continue
-                    started.release = release
-                    running.append(started)
-                    yield started.request
+                    entry, request = started
+                    entry.release = release
+                    running.append(entry)
+                    yield request
 
             def on_record(index: int, record: IterationRecord) -> None:
                 entry = running[index]
@@ -266,7 +267,7 @@ class StylizeBatchesFn(beam.DoFn):
         budget: int | None,
         tiling: tuple[int, int] | None,
         tracker: progress.Progress,
-    ) -> _Running | pvalue.TaggedOutput:
+    ) -> tuple[_Running, StyleRequest] | pvalue.TaggedOutput:
         """The pair ready to run, or its outcome when it does not run (claimed elsewhere, done
         meanwhile, an input that fails)."""
         pair = item.pair
@@ -286,7 +287,7 @@ class StylizeBatchesFn(beam.DoFn):
             stage = Stage.STYLIZE if isinstance(exc, MemoryError) else Stage.READ  # PairTooLargeError: a style too large
             return pvalue.TaggedOutput(FAILURES, _failure(tracker, pair, stage, exc))
         expected = self._handler.expected_iterations(pair, item.output_size, tiling)
-        return _Running(item, lease, request, iterations=expected)
+        return _Running(item, lease, iterations=expected), request
 
     def _finish(
         self, entry: _Running, result: StyleResult | Exception, seconds: float, batch_size: int, tracker: progress.Progress
