@@ -324,3 +324,34 @@ def test_the_dofns_batch_claim_write_and_record_each_stage_with_a_fake_handler(t
         assert log["image"]["bytes"] == (out / "images" / f"{pair_id}.png").stat().st_size and log["batch_size"] == 2
     # Every claim of this run is released; the other run's is left alone.
     assert sorted(p.name for p in (out / "claims").iterdir()) == ["elsewhere.json"]
+
+
+def test_after_running_out_of_gpu_memory_the_unfinished_and_the_rest_run_one_at_a_time() -> None:
+    # torch.cuda.OutOfMemoryError cannot be caused on a CPU: an engine double raises it from its
+    # stream after the first result, as a real batch does when it outgrows the GPU.
+    import torch
+
+    from transforms.handler import EngineHandler
+    from transforms.limits import Limits
+
+    class OutgrowingEngine:
+        def __init__(self) -> None:
+            self.drawn: list[str] = []
+            self.alone: list[str] = []
+
+        def stylize_stream(self, requests: Any, slots: int, callback: Any, time_limit: Any) -> Any:
+            for request in itertools.islice(requests, slots):
+                self.drawn.append(request)
+            yield 0, f"result of {self.drawn[0]}"
+            self.drawn.append(next(requests))  # the freed slot is refilled, then memory runs out
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory")
+
+        def stylize_batch(self, requests: list[str], callback: Any, time_limit: Any) -> list[str]:
+            self.alone.extend(requests)
+            return [f"result of {request}" for request in requests]
+
+    engine = OutgrowingEngine()
+    handler = EngineHandler(StyleConfig(weights="random"), Limits())
+    outcomes = list(handler.stylize(engine, iter(["a", "b", "c", "d", "e"]), 3, lambda index, record: None))
+    assert outcomes == [(0, "result of a"), (1, "result of b"), (2, "result of c"), (3, "result of d"), (4, "result of e")]
+    assert engine.drawn == ["a", "b", "c", "d"] and engine.alone == ["b", "c", "d", "e"]  # each pair once, none lost
