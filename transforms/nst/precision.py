@@ -1,8 +1,8 @@
-"""Which precision the network runs in on this device: ``auto`` resolved once per engine.
+"""Which precision the network runs in: ``auto`` resolved for each pair on the engine's device.
 
 bf16 convolutions are a device question, not a quality one (the parts that decide the result
-stay fp32; objective.py): measured 2.1x faster than fp32 on a CPU with AVX512-BF16/AMX, and over
-6x *slower* on an AVX2-only one, which emulates them. On a GPU, bf16 tensor cores arrived with
+stay fp32; objective.py, vgg.py): measured 2.3x faster than fp32 on a CPU with AVX512-BF16/AMX,
+and over 6x *slower* on an AVX2-only one, which emulates them. On a GPU, bf16 tensor cores came with
 compute capability 8.0 (A100); older GPUs emulate bf16 too. So ``auto`` is bf16 exactly where
 the device has bf16 arithmetic in hardware, read from what the device declares (CPU flags, CUDA
 capability), never assumed from the machine type.
