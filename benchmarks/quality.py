@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import math
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -43,9 +44,15 @@ PAIRS = (
 
 
 def run_reference(
-    engine: StyleTransfer, objective: Objective, start: torch.Tensor, iterations: int, kind: str
+    engine: StyleTransfer,
+    objective: Objective,
+    start: torch.Tensor,
+    iterations: int,
+    kind: str,
+    seen: Callable[[torch.Tensor], None] | None = None,
 ) -> tuple[list[float], torch.Tensor]:
-    """Optimize ``start`` (NCHW, family units) with a reference optimizer; the loss curve and image."""
+    """Optimize ``start`` (NCHW, family units) with a reference optimizer; the loss curve and
+    image. ``seen`` is called with the pixels of every evaluation (benchmarks/time_to_quality.py)."""
     pixels = start.detach().contiguous().requires_grad_(True)  # NCHW: torch's LBFGS flattens with view
     if kind == "torch":
         optimizer: torch.optim.Optimizer = torch.optim.LBFGS(
@@ -62,6 +69,8 @@ def run_reference(
         total = objective(pixels)[0, 0]
         total.backward()
         curve.append(total.item())
+        if seen is not None:
+            seen(pixels)
         return total
 
     for _ in range(iterations):

@@ -40,9 +40,9 @@ import torch
 from PIL import Image
 
 import transforms.nst.optimize as optimize_module
+from benchmarks.quality import run_reference
 from transforms.nst import StyleConfig, StyleTransfer
 from transforms.nst.images import fit_longest_side, image_to_tensor, tensor_to_image
-from transforms.nst.lbfgs import LBFGS_HISTORY
 from transforms.nst.objective import Objective
 from transforms.nst.precision import describe_device
 from transforms.nst.written import BestImages, as_written
@@ -109,27 +109,14 @@ def run_engine(engine: StyleTransfer, config: StyleConfig, content: Image.Image,
 
 
 def run_torch(engine: StyleTransfer, objective: Objective, start: torch.Tensor, iterations: int, every: int) -> dict[str, Any]:
-    """``torch.optim.LBFGS`` from ``start``, unconstrained as neural-style runs it."""
+    """``torch.optim.LBFGS`` from ``start``, unconstrained as neural-style runs it (quality.py's reference)."""
     snapshots = _Snapshots(every)
-    pixels = start.detach().contiguous().requires_grad_(True)
-    optimizer = torch.optim.LBFGS(
-        [pixels], lr=1, max_iter=1, history_size=LBFGS_HISTORY, tolerance_grad=-1, tolerance_change=-1
-    )
-
-    def closure() -> torch.Tensor:
-        optimizer.zero_grad()
-        total = objective(pixels)[0, 0]
-        total.backward()
-        snapshots.see(pixels, nchw=True)
-        return total
-
     snapshots.started = time.perf_counter()
-    for _ in range(iterations):
-        optimizer.step(closure)
+    _, pixels = run_reference(engine, objective, start, iterations, "torch", seen=lambda image: snapshots.see(image, nchw=True))
     if pixels.is_cuda:
         torch.cuda.synchronize(pixels.device)
     seconds = time.perf_counter() - snapshots.started
-    return {"snapshots": snapshots.images, "written": pixels.detach().clone(), "seconds": seconds,
+    return {"snapshots": snapshots.images, "written": pixels.clone(), "seconds": seconds,
             "iterations": iterations, "stopped": "iterations", "precision": "fp32"}
 
 
