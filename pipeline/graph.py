@@ -34,6 +34,7 @@ def build(p: beam.Pipeline, config: PipelineConfig, fail_job_if_failed: bool = F
         styles=config.styles,
         styles_per_content=config.styles_per_content,
         layout=config.layout,
+        output=config.output,
     )
     settings = StylizeSettings(
         config.output, config.overwrite, config.run_id, config.expected_pairs, config.spec, config.style.total_iterations

@@ -176,7 +176,8 @@ def _run(argv: list[str], wait: bool) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     config = dataclasses.replace(config, expected_pairs=expected)
-    temporaries, expired_claims = preflight.remove_leftovers(config.output)
+    # A dry run changes nothing on storage but plan.json: what killed runs left waits for a run.
+    temporaries, expired_claims = (0, 0) if config.dry_run else preflight.remove_leftovers(config.output)
     if temporaries or expired_claims:
         logging.getLogger(f"beam_style_transfer.{__name__}").info(
             "removed what killed runs left: %d temporary files, %d expired claims", temporaries, expired_claims

@@ -11,16 +11,19 @@ here); it builds no pipeline.
 
 from __future__ import annotations
 
+import logging
 import secrets
 from typing import Final
 
 from pipeline.config import PipelineConfig
 from transforms import claims, storage
-from transforms.manifest import read_manifest, validate_rows
+from transforms.manifest import outside_output, read_manifest, validate_rows
 from transforms.nst.config import INIT_MODES, StyleConfig
 from transforms.nst.vgg import VGGFeatures
 from transforms.nst.weights import load_features_state_dict
 from transforms.records import Pair
+
+logger = logging.getLogger(f"beam_style_transfer.{__name__}")  # the names logs had (docs/development.md)
 
 # A temporary file younger than this may be another run's write in progress; older ones were
 # left by a killed write (a write takes seconds).
@@ -28,6 +31,10 @@ STALE_TEMPORARY_SECONDS: Final = 900.0
 # What the output probe writes: about one result image, so that a disk too full for one fails
 # the job here instead of failing every pair.
 PROBE_BYTES: Final = 1 << 20
+# The folders the job writes pairs, claims, the index and run records in: each must be a real
+# folder where it exists. (failures/ is not among them: a run whose failures file cannot be
+# written puts the records in its summary.)
+OUTPUT_FOLDERS: Final = ("images", "logs", "claims", "index", "runs")
 
 
 class PreflightError(ValueError):
@@ -61,10 +68,17 @@ def check_output(output: str) -> None:
     Its name is a ``.tmp-`` one, so that a run killed before removing it leaves nothing that
     the next run's stale-temporary sweep does not remove.
     """
+    for folder in OUTPUT_FOLDERS:
+        location = storage.join(output, folder)
+        if storage.is_file_or_link(location):
+            raise PreflightError(
+                f"--output {output}: {location} is not a real folder (a file or a link); the job writes "
+                "only into real folders inside its output: move it away"
+            )
     probe = storage.join(output, f"{storage.TEMPORARY_PREFIX}preflight-{secrets.token_hex(4)}")
     try:
-        storage.write_atomic(probe, secrets.token_bytes(PROBE_BYTES))
-        storage.remove(probe)
+        storage.write_atomic(probe, secrets.token_bytes(PROBE_BYTES), inside=output)
+        storage.remove(probe, inside=output)
     except OSError as exc:
         raise PreflightError(f"--output {output}: cannot be written ({exc}); choose a writable folder") from exc
 
@@ -89,7 +103,7 @@ def check_manifest(config: PipelineConfig) -> int:
             f"--manifest {location}: no rows (a CSV manifest needs a header row and at least one "
             "data row; JSON Lines one object per line)"
         )
-    items = validate_rows(rows, storage.parent(location), config.style, config.limits)
+    items = validate_rows(rows, storage.parent(location), config.style, config.limits, output=config.output)
     return sum(isinstance(item, Pair) for item in items)
 
 
@@ -98,7 +112,7 @@ def remove_leftovers(output: str) -> tuple[int, int]:
     folder and the subfolders the tree layout makes) and expired claims (a run killed between
     writing a pair and releasing its claim). How many of each went."""
     removed = len(storage.remove_stale_temporaries(output, STALE_TEMPORARY_SECONDS))
-    for folder in ("images", "logs", "failures", "claims", "index", "runs"):
+    for folder in (*OUTPUT_FOLDERS, "failures"):
         removed += len(storage.remove_stale_temporaries(storage.join(output, folder), STALE_TEMPORARY_SECONDS, recursive=True))
     return removed, claims.remove_expired(output)
 
@@ -141,12 +155,20 @@ def check(config: PipelineConfig, workers_here: bool = True) -> int:
 
 
 def check_globs(config: PipelineConfig) -> int:
-    """Both globs match files, and there are as many styles as each content draws; the pairs."""
+    """Both globs match files outside the output, and there are as many styles as each content
+    draws; the pairs. Matches inside the output are left out, said in one line."""
     matches = {}
     for flag, pattern in (("--contents", config.contents), ("--styles", config.styles)):
-        matches[flag] = len(storage.glob(str(pattern)))
+        everything = storage.glob(str(pattern))
+        matches[flag] = len(outside_output(everything, config.output))
+        if len(everything) > matches[flag]:
+            logger.warning(
+                "%d files matching %s are inside --output %s and are left out: the job never reads its own outputs",
+                len(everything) - matches[flag], flag, config.output,
+            )
         if not matches[flag]:
-            raise PreflightError(f"{flag} {pattern!r}: no files match (check the pattern and quote it)")
+            where = " outside --output" if everything else ""
+            raise PreflightError(f"{flag} {pattern!r}: no files match{where} (check the pattern and quote it)")
     drawn = config.styles_per_content
     if drawn > matches["--styles"]:
         raise PreflightError(

@@ -95,7 +95,7 @@ def _bomb(folder: Path) -> str:
     return str(folder / "bomb.png")
 
 
-@_image("1000x1 sliver", "px after resizing")
+@_image("1000x1 sliver", "needs at least 16 px on each side")
 def _sliver(folder: Path) -> str:
     synthetic_image(5, 1000, 1).save(folder / "sliver.png")
     return str(folder / "sliver.png")

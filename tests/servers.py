@@ -20,6 +20,7 @@ import pytest
 
 from pipeline.main import run
 from transforms import claims, storage
+from transforms.index import read_index
 from tests.conftest import synthetic_image
 
 
@@ -146,10 +147,10 @@ def check_job_writes_resumes_and_repairs(fs: fsspec.AbstractFileSystem, scheme: 
     # No temporary, claim or stray objects next to the results.
     assert {p.rsplit("/", 1)[-1] for p in fs.find(f"{root}/out")} == {
         "one.png", "two.png", "one.json", "two.json", "summary.json", summary["failures_file"].rsplit("/", 1)[-1],
-        "report.html", "contact_sheet.png", f"{summary['run_id']}-00000-of-00001.jsonl",
+        "report.html", "contact_sheet.png", "index.json", f"{summary['run_id']}-00000.jsonl",
     }
     # The index lists exactly the pairs written, with their images' paths below the output.
-    index = [json.loads(line) for line in fs.cat_file(f"{root}/out/index/{summary['run_id']}-00000-of-00001.jsonl").splitlines()]
+    index = sorted(read_index(f"{url}/out"), key=lambda entry: entry["id"])
     assert [(entry["id"], entry["image"]) for entry in index] == [("one", "images/one.png"), ("two", "images/two.png")]
     # The report opens from the bucket: its links are relative and lead to objects beside it.
     page = Page(fs.cat_file(f"{root}/out/report.html").decode())
@@ -169,3 +170,7 @@ def check_job_writes_resumes_and_repairs(fs: fsspec.AbstractFileSystem, scheme: 
     assert hashlib.sha256(fs.cat_file(f"{root}/out/images/one.png")).hexdigest() == json.loads(
         fs.cat_file(f"{root}/out/logs/one.json")
     )["image"]["sha256"]
+    # The index was replaced whole at each run: the latest shards only, each image once.
+    run_id = json.loads(fs.cat_file(f"{root}/out/summary.json"))["run_id"]
+    assert [p.rsplit("/", 1)[-1] for p in fs.find(f"{root}/out/index")] == [f"{run_id}-00000.jsonl"]
+    assert sorted(entry["image"] for entry in read_index(f"{url}/out")) == ["images/one.png", "images/two.png"]

@@ -78,7 +78,8 @@ def test_a_tree_comes_back_as_a_tree_at_each_contents_own_size(dataset, weights_
     for entry in index:
         assert tuple(entry["size"]) == Image.open(out / entry["image"]).size and entry["final_loss"] > 0
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["counts"]["succeeded"] == len(index) and summary["index"].startswith("index/")
+    assert summary["counts"]["succeeded"] == len(index) == summary["index"]["images"]
+    assert all(shard.startswith("index/") for shard in summary["index"]["shards"])
 
 
 def test_the_styles_drawn_depend_only_on_the_seed_and_the_content(dataset, weights_file) -> None:

@@ -1,8 +1,8 @@
 """The house's import rules, as each module's docstring states them (docs/development.md).
 
     transforms/nst/   the engine: torch, torchvision, Pillow and itself; no Beam, no storage
-    transforms/       records, limits, claims, progress, devices, report, storage, outputs, tally
-                      and handler: no Beam; manifest, stylize, results, plan: Beam wiring; none
+    transforms/       records, limits, claims, progress, devices, report, storage, outputs, tally,
+                      index and handler: no Beam; manifest, stylize, results, plan: Beam wiring; none
                       imports pipeline/; stylize, results, outputs and manifest load no torch
     transforms/storage.py  the only module that imports fsspec
     pipeline/         the job: imports what it wires
@@ -21,7 +21,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 FILESYSTEMS = ("fsspec", "gcsfs", "s3fs", "adlfs")
-PLAIN = ("records", "limits", "claims", "progress", "devices", "report", "storage", "outputs", "handler", "tally")
+PLAIN = ("records", "limits", "claims", "progress", "devices", "report", "storage", "outputs", "handler", "tally", "index")
 
 
 def imports_of(source: str) -> set[str]:
@@ -105,7 +105,7 @@ def test_the_dofns_and_the_output_contract_load_no_torch() -> None:
     # The engine comes in through the handler (handler.py): the DoFns run with a fake one.
     code = (
         "import sys\n"
-        "import transforms.stylize, transforms.results, transforms.outputs, transforms.manifest\n"
+        "import transforms.stylize, transforms.results, transforms.outputs, transforms.manifest, transforms.index\n"
         "print('torch' in sys.modules)\n"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)

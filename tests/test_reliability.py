@@ -443,8 +443,8 @@ def test_an_unwritable_output_stops_the_job_before_any_pair(two_pairs, weights_f
 
 def test_a_summary_is_written_even_when_images_and_failures_cannot_be(two_pairs, weights_file, tmp_path, capsys) -> None:
     out = tmp_path / "out"
-    out.mkdir()
-    (out / "images").write_text("not a folder")
+    (out / "images" / "cat.png").mkdir(parents=True)  # a folder where each image goes
+    (out / "images" / "dog.png").mkdir()
     (out / "failures").write_text("not a folder")
     args = job_args(weights_file("vgg19"), out, f"--manifest={two_pairs}")
     assert run(args) == 0

@@ -17,7 +17,7 @@ def test_failed_local_write_keeps_the_old_file(tmp_path, monkeypatch) -> None:
     target = tmp_path / "x.png"
     storage.write_atomic(str(target), b"old")
 
-    def broken_replace(src: str, dst: str) -> None:
+    def broken_replace(src: str, dst: str, **_: object) -> None:
         raise OSError("disk full")
 
     monkeypatch.setattr(os, "replace", broken_replace)

@@ -116,18 +116,19 @@ def test_each_failure_is_recorded_at_its_stage_naming_its_input(weights_file, im
     ready, by_tag = prepare(job, [good, missing, sliver, broken_style, large, checked])
     monkeypatch.undo()
     failures = {f.id: f for f in by_tag["failures"]}
-    assert set(failures) == {"missing", "checked"} and not by_tag.get("skipped")
+    assert set(failures) == {"missing", "checked", "sliver"} and not by_tag.get("skipped")
     assert failures["missing"].stage == Stage.READ and "nowhere.png: no such file" in failures["missing"].error
     assert failures["checked"].stage == Stage.CHECK and "images/checked.png: the store refused" in failures["checked"].error
-
-    # The batch: an unreadable style at read; too small, and too large for the device's memory
-    # (4096 px in 10 MiB: not even tiles fit), at stylize. Each record names the input.
-    by_tag = sorted_outputs(list(job.stylize_fn().process(("key", ready))))
-    failures = {f.id: f for f in by_tag["failures"]}
-    assert set(failures) == {"sliver", "broken-style", "large"}
-    assert failures["broken-style"].stage == Stage.READ and "broken.png: not a readable image" in failures["broken-style"].error
+    # Too small for the network, from the header alone: nothing decoded, no style encoded.
     assert failures["sliver"].stage == Stage.STYLIZE and "ImageTooSmallError" in failures["sliver"].error
     assert str(images / "sliver.png") in failures["sliver"].error
+
+    # The batch: an unreadable style at read; too large for the device's memory (4096 px in
+    # 10 MiB: not even tiles fit), at stylize. Each record names the input.
+    by_tag = sorted_outputs(list(job.stylize_fn().process(("key", ready))))
+    failures = {f.id: f for f in by_tag["failures"]}
+    assert set(failures) == {"broken-style", "large"}
+    assert failures["broken-style"].stage == Stage.READ and "broken.png: not a readable image" in failures["broken-style"].error
     assert failures["large"].stage == Stage.STYLIZE and "PairTooLargeError" in failures["large"].error
     assert str(images / "cat.png") in failures["large"].error and "the largest image_size that fits" in failures["large"].error
     for failure in failures.values():
@@ -181,13 +182,14 @@ def test_a_failing_pair_does_not_stop_its_batch(weights_file, images, tmp_path) 
         {"id": "broken", "content": "dog.png", "style": "broken.png"},
         {"id": "dog", "content": "dog.png", "style": "tiles.png"},
     ])
-    ready, _ = prepare(job, items)
+    ready, prepared = prepare(job, items)
+    assert [f.id for f in prepared["failures"]] == ["sliver"]  # too small: known from its header
     by_tag = sorted_outputs(list(job.stylize_fn().process(("key", ready))))
-    assert sorted(f.id for f in by_tag["failures"]) == ["broken", "sliver"]
+    assert sorted(f.id for f in by_tag["failures"]) == ["broken"]
     assert sorted(outcome.id for outcome in by_tag["main"]) == ["cat", "dog"]
     for pair_id in ("cat", "dog"):
         log = json.loads((job.output / "logs" / f"{pair_id}.json").read_text())
-        assert log["batch_size"] == 3  # the sliver rode along and failed alone
+        assert log["batch_size"] == 2  # the broken style failed alone, before the batch took it
         assert Image.open(job.output / "images" / f"{pair_id}.png").size == (32, 24)
         assert log["final"]["total"] < log["history"]["total"][0]
     assert not (job.output / "claims").exists() or not any((job.output / "claims").iterdir())  # every claim released

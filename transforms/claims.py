@@ -87,15 +87,32 @@ def process_exists(pid: int) -> bool:
     return True
 
 
+class NotAClaimError(OSError):
+    """A file where a claim goes that this job did not write: it is left alone."""
+
+
 def _read(location: str) -> Claim | None:
-    """The claim at ``location``; None if it is gone. An unreadable claim counts as expired."""
+    """The claim at ``location``; None if it is gone.
+
+    Raises:
+        NotAClaimError: a file that does not parse as a claim (a user's note, a link, a folder).
+    """
     try:
         record = json.loads(storage.read_bytes(location, max_bytes=4096))
-        return Claim(str(record["run_id"]), float(record["expires_at"]), str(record["host"]), int(record["pid"]))
+        if not isinstance(record, dict) or set(record) != _FIELDS:
+            raise ValueError("not a claim's fields")
+        run_id, expires_at, host, pid = (record[name] for name in ("run_id", "expires_at", "host", "pid"))
+        if not (isinstance(run_id, str) and isinstance(host, str) and isinstance(pid, int)
+                and isinstance(expires_at, int | float) and not isinstance(expires_at, bool)):
+            raise ValueError("not a claim's types")
+        return Claim(run_id, float(expires_at), host, pid)
     except FileNotFoundError:
         return None
-    except (OSError, ValueError, KeyError, TypeError, RecursionError):
-        return Claim("unreadable", 0.0, "?", 0)
+    except (OSError, ValueError, RecursionError) as exc:
+        raise NotAClaimError(f"{location} is not a claim this job wrote ({exc}); move it away") from None
+
+
+_FIELDS: Final = frozenset(("run_id", "expires_at", "host", "pid"))
 
 
 def acquire(output: str, pair_id: str, run_id: str, seconds: float = TTL_SECONDS) -> Claim:
@@ -103,12 +120,16 @@ def acquire(output: str, pair_id: str, run_id: str, seconds: float = TTL_SECONDS
 
     A claim of the same run is the caller's (a runner retrying a bundle). An expired claim is
     removed and claimed anew.
+
+    Raises:
+        NotAClaimError: a file this job did not write is where the claim goes (left alone).
+        OSError: the claim cannot be written (a full disk, a link in the way).
     """
     location = claim_location(output, pair_id)
     mine = Claim(run_id, time.time() + seconds, socket.gethostname(), os.getpid(), held_by_caller=True)
     held: Claim | None = None
     for _ in range(3):
-        if storage.create_exclusive(location, mine.to_json()):
+        if storage.create_exclusive(location, mine.to_json(), inside=output):
             return mine
         held = _read(location)
         if held is None:
@@ -118,7 +139,7 @@ def acquire(output: str, pair_id: str, run_id: str, seconds: float = TTL_SECONDS
         if not held.expired:
             return held
         try:
-            storage.remove(location)  # expired: its run was killed or is gone
+            storage.remove(location, inside=output)  # expired: its run was killed or is gone
         except FileNotFoundError:
             pass
     return held or Claim("unknown", 0.0, "?", 0)
@@ -131,7 +152,7 @@ def renew_if_due(output: str, pair_id: str, claim: Claim, seconds: float = TTL_S
         return claim
     renewed = Claim(claim.run_id, time.time() + seconds, claim.host, claim.pid, held_by_caller=True)
     try:
-        storage.write_atomic(claim_location(output, pair_id), renewed.to_json())
+        storage.write_atomic(claim_location(output, pair_id), renewed.to_json(), inside=output)
     except OSError as exc:
         # The pair goes on: at worst another run takes the claim over once it expires, and the
         # digest check sorts out the outputs.
@@ -145,36 +166,56 @@ def remove_expired(output: str) -> int:
 
     A run killed after writing a pair but before releasing its claim leaves a claim nobody
     acquires again (later runs skip the finished pair), so each run sweeps them at its start.
+    Only files this job wrote and that parse as claims go: nothing else under ``claims/`` (a
+    note, a link, another program's file) is touched.
     """
     return _remove_where(output, lambda claim: claim.expired)
 
 
 def release_run(output: str, run_id: str) -> int:
     """Remove every claim of ``run_id`` under ``OUTPUT/claims`` (an interrupted run's, whose
-    worker processes were stopped before they could); how many went."""
-    return _remove_where(output, lambda claim: claim.run_id == run_id)
+    worker processes were stopped before they could), then the empty claim folders; how many
+    claims went."""
+    removed = _remove_where(output, lambda claim: claim.run_id == run_id)
+    remove_empty_folders(output)
+    return removed
+
+
+def remove_empty_folders(output: str) -> None:
+    """Remove the empty folders under ``OUTPUT/claims`` (the tree layout's class folders) and
+    ``claims/`` itself when nothing is left in it: the end of a run leaves no trace of claims."""
+    storage.remove_empty_folders(storage.join(output, FOLDER))
 
 
 def _remove_where(output: str, chosen: Callable[[Claim], bool]) -> int:
     removed = 0
+    # storage.find lists regular files only, and follows no link.
     for location in storage.find(storage.join(output, FOLDER)):
-        if posixpath.basename(location).startswith(storage.TEMPORARY_PREFIX):
-            continue  # another run's claim being created; stale ones go with the temporary sweep
-        held = _read(location)
+        name = posixpath.basename(location)
+        if name.startswith(storage.TEMPORARY_PREFIX) or not name.endswith(".json"):
+            continue  # another run's claim being created (stale ones go with the temporary sweep), or not a claim
+        try:
+            held = _read(location)
+        except NotAClaimError:
+            continue
         if held is not None and chosen(held):
-            with contextlib.suppress(FileNotFoundError, IsADirectoryError):
-                storage.remove(location)
+            with contextlib.suppress(FileNotFoundError):
+                storage.remove(location, inside=output)
                 removed += 1
     return removed
 
 
 def release(output: str, pair_id: str, run_id: str) -> None:
-    """Remove ``run_id``'s claim on ``pair_id``; another run's claim is left alone."""
+    """Remove ``run_id``'s claim on ``pair_id``; another run's claim, or a file that is not a
+    claim, is left alone."""
     location = claim_location(output, pair_id)
-    held = _read(location)
+    try:
+        held = _read(location)
+    except NotAClaimError:
+        return
     if held is not None and held.run_id == run_id:
         try:
-            storage.remove(location)
+            storage.remove(location, inside=output)
         except FileNotFoundError:
             pass
 

@@ -28,6 +28,7 @@ from transforms import devices, storage
 from transforms.limits import Limits
 from transforms.nst.config import StyleConfig
 from transforms.nst.images import decode_image, decoded_size, fitted_size
+from transforms.nst.layers import min_input_side
 from transforms.nst.memory import (
     GROUP_PAIRS,
     Placement,
@@ -40,6 +41,7 @@ from transforms.nst.memory import (
 from transforms.nst.optimize import StyleTransfer
 from transforms.nst.records import (
     BatchCallback,
+    ImageTooSmallError,
     NonFiniteLossError,
     StyleRequest,
     StyleResult,
@@ -131,16 +133,28 @@ class EngineHandler:
         return decoded_size(data, pair.content, self.limits.max_input_pixels)
 
     def resolve(self, pair: Pair, content_size: tuple[int, int]) -> Pair:
-        """``pair`` with ``image_size`` 0 made its content's own size, checked against the limits.
+        """``pair`` with ``image_size`` 0 made its content's own size, checked against the limits,
+        and every scale of its result checked against the network, from the header alone: a
+        thin or huge content fails here, before any image is decoded or style encoded.
 
         Raises:
             ValueError: that size is over ``--max_image_size`` (or its coarser scales do not fit it).
+            ImageTooSmallError: a side of the result, at some scale, under what the network needs.
         """
         config = pair.config.for_content(*content_size)
-        if config is pair.config:
-            return pair
-        self.limits.check(config)
-        return dataclasses.replace(pair, config=config)
+        if config is not pair.config:
+            self.limits.check(config)
+            pair = dataclasses.replace(pair, config=config)
+        smallest = min_input_side(config.model, config.content_layers + config.style_layers)
+        for size, _ in config.stages:
+            width, height = fitted_size(*content_size, size)
+            if min(width, height) < smallest:
+                raise ImageTooSmallError(
+                    f"{pair.content}: a {content_size[0]}x{content_size[1]} content gives a {width}x{height} px "
+                    f"result at {size} px; {config.model} needs at least {smallest} px on each side "
+                    "(raise image_size, or crop the image)"
+                )
+        return pair
 
     def batch_key(self, pair: Pair, content_size: tuple[int, int]) -> tuple[str, tuple[int, int]]:
         """The key of the pairs ``pair`` can share a batch with, and its result's (width, height)."""

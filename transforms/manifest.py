@@ -26,7 +26,7 @@ from apache_beam import pvalue
 from transforms import storage
 from transforms.limits import Limits
 from transforms.nst.config import StyleConfig, blend_weights, with_color_alias
-from transforms.records import MANIFEST_FORMATS, Failure, Pair, Stage, bounded
+from transforms.records import IMAGE_FORMATS, MANIFEST_FORMATS, Failure, Pair, Stage, bounded
 
 logger = logging.getLogger(f"beam_style_transfer.{__name__}")  # the names logs had (docs/development.md)
 
@@ -166,21 +166,52 @@ def safe_id(raw: str) -> str:
     return cleaned.encode()[:_MAX_ID_BYTES].decode("utf-8", "ignore")
 
 
-def tree_folder(content: str, root: str) -> str:
-    """``--output_layout tree``: the content's folder below ``root`` as an id prefix (``a/b/``),
-    each folder name made safe as an id is; "" for a content at the root or outside it.
-
-    Raises:
-        ValueError: a folder name that could write outside the output (``..``, a leading '.').
-    """
+def tree_folder(content: str, root: str) -> tuple[str, str]:
+    """``--output_layout tree``: (the content's folder below ``root``, as an id prefix ``a/b/``;
+    that folder as the input names it, the pair's label ``a/b``); ("", "") for a content at the
+    root or outside it. Each folder name is kept as it is unless it must change
+    (:func:`output_folder_name`)."""
     relative = storage.relative_path(content, root)
     if relative is None or "/" not in relative:
-        return ""
+        return "", ""
     folders = relative.split("/")[:-1]
-    try:
-        return "".join(f"{safe_id(name)}/" for name in folders)
-    except ValueError as exc:
-        raise ValueError(f"content folder {'/'.join(folders)!r} cannot be mirrored: {exc}") from None
+    return "".join(f"{output_folder_name(name)}/" for name in folders), "/".join(folders)
+
+
+# Characters a folder name cannot keep in the output: control characters; '\\' (a separator on
+# Windows); ':' ('::' chains filesystems in fsspec URLs), '#' and '?' (URL syntax); '%', the
+# escape itself, so that escaping stays one-to-one; lone surrogates (bytes that were not UTF-8).
+_UNSAFE_IN_FOLDER: Final = re.compile(r"[\x00-\x1f\x7f\\:#?%\ud800-\udfff]")
+# The longest folder name kept whole: filesystems limit a name to 255 bytes (object stores allow
+# longer ones, which are shortened).
+_MAX_FOLDER_BYTES: Final = 255
+
+
+def _escaped(match: re.Match[str]) -> str:
+    """``%XX`` for each UTF-8 byte of the character (a byte that was not UTF-8, as Python decodes
+    file names, is that byte); ``%uXXXX`` for any other lone surrogate (from a JSON manifest).
+    After '%' comes 'u' or a hex digit, so that no two names escape alike."""
+    character = match.group()
+    if "\ud800" <= character <= "\udfff" and not "\udc80" <= character <= "\udcff":
+        return f"%u{ord(character):04X}"
+    return "".join(f"%{byte:02X}" for byte in character.encode("utf-8", "surrogateescape"))
+
+
+def output_folder_name(name: str) -> str:
+    """The output folder for input folder ``name``: the same name (spaces, any script, case and
+    inner dots kept, so that a label reads as it did), except where it must change. Then the
+    change is one-to-one: characters no store or URL takes (``_UNSAFE_IN_FOLDER``) and a leading
+    '.' (hidden; ``.``/``..`` would leave the folder) are escaped as ``%XX`` of their UTF-8 bytes,
+    and a name still over 255 bytes keeps its first 200 bytes and a digest of the whole (a
+    collision of such a name with another is a failure of their rows: ``_folder_clashes``).
+    """
+    escaped = _UNSAFE_IN_FOLDER.sub(_escaped, name)
+    if escaped.startswith("."):
+        escaped = "%2E" + escaped[1:]
+    if len(escaped.encode()) > _MAX_FOLDER_BYTES:
+        digest = hashlib.sha256(name.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+        escaped = f"{escaped.encode()[:200].decode('utf-8', 'ignore')}~{digest}"
+    return escaped
 
 
 def chosen_styles(content_path: str, styles: list[str], count: int, seed: int) -> list[str]:
@@ -219,12 +250,19 @@ def _convert(column: str, value: Any) -> Any:
 
 
 def row_to_pair(
-    row: dict[str, Any], source: str, base_folder: str, defaults: StyleConfig, limits: Limits, tree_root: str | None = None
+    row: dict[str, Any],
+    source: str,
+    base_folder: str,
+    defaults: StyleConfig,
+    limits: Limits,
+    tree_root: str | None = None,
+    output: str | None = None,
 ) -> Pair:
     """Validate one row (its id not yet made unique) against the job's limits; with ``tree_root``
     (``--output_layout tree``) its id starts with the content's folder below that root.
 
-    Raises ValueError naming the problem (UnsafeLocationError for a location it may not read).
+    Raises ValueError naming the problem (UnsafeLocationError for a location it may not read; an
+    input inside ``output``, the job's own outputs).
     """
     unknown = sorted(set(row) - set(COLUMNS))
     if unknown:
@@ -258,10 +296,12 @@ def row_to_pair(
     limits.check(config)  # ValueError for an out-of-range value
     for location in (content, *styles, *([row_init] if row_init else [])):
         storage.check_location(location, limits.allowed_schemes)
+        if output is not None and storage.is_within(location, output):
+            raise ValueError(f"{bounded(location)} is inside --output {bounded(output)}: the job never reads its own outputs")
     raw_id = str(row["id"]) if str(row.get("id", "")).strip() else ""
-    folder = tree_folder(content, tree_root) if tree_root is not None else ""
+    folder, label = tree_folder(content, tree_root) if tree_root is not None else ("", None)
     pair_id = folder + safe_id(raw_id) if raw_id else ""
-    return Pair(pair_id, content, tuple(styles), config, weights, source, row, folder)
+    return Pair(pair_id, content, tuple(styles), config, weights, source, row, folder, label)
 
 
 def derive_id(pair: Pair) -> str:
@@ -275,16 +315,18 @@ def validate_rows(
     defaults: StyleConfig,
     limits: Limits,
     tree_root: str | None = None,
+    output: str | None = None,
 ) -> Iterator[Pair | Failure]:
     """Pairs with unique ids, and a Failure for every invalid row, in manifest order; with
-    ``tree_root``, ids keep the content's folders below it (``--output_layout tree``)."""
+    ``tree_root``, ids keep the content's folders below it (``--output_layout tree``), and
+    rows whose outputs would merge two input folders into one fail (:func:`_folder_clashes`)."""
     parsed: list[Pair | Failure] = []
     for source, row in rows:
         if isinstance(row, Exception):
             parsed.append(Failure.from_exception(Stage.MANIFEST, row, source))
             continue
         try:
-            parsed.append(row_to_pair(row, source, base_folder, defaults, limits, tree_root))
+            parsed.append(row_to_pair(row, source, base_folder, defaults, limits, tree_root, output))
         except ValueError as exc:
             parsed.append(Failure.from_exception(Stage.MANIFEST, exc, source, row=row))
     # Explicit ids are reserved first, so a derived id never takes a name a row asked for.
@@ -296,20 +338,58 @@ def validate_rows(
                 parsed[index] = Failure.from_exception(Stage.MANIFEST, error, item.source, item.id, item.row)
             else:
                 taken[item.id] = item.source
+    named: list[Pair | Failure] = []
     for item in parsed:
         if isinstance(item, Pair) and not item.id:
             try:
                 base = candidate = item.folder + derive_id(item)
             except ValueError as exc:  # a name with nothing usable (a dot-file, say): this row's failure
                 error = ValueError(f"no id can be made from the file names ({exc}); give the row an id")
-                yield Failure.from_exception(Stage.MANIFEST, error, item.source, row=item.row)
+                named.append(Failure.from_exception(Stage.MANIFEST, error, item.source, row=item.row))
                 continue
             suffix = 2
             while candidate in taken:
                 candidate, suffix = f"{base}-{suffix}", suffix + 1
             taken[candidate] = item.source
             item = dataclasses.replace(item, id=candidate)
-        yield item
+        named.append(item)
+    clashes = _folder_clashes([item for item in named if isinstance(item, Pair)])
+    for item in named:
+        if isinstance(item, Pair) and item.id in clashes:
+            yield Failure.from_exception(Stage.MANIFEST, ValueError(clashes[item.id]), item.source, item.id, item.row)
+        else:
+            yield item
+
+
+def _folder_clashes(pairs: list[Pair]) -> dict[str, str]:
+    """Pair id -> why its outputs cannot be written without merging labels: its output folder
+    (at any depth) would also be another input folder's (names shortened to the same digest
+    prefix), or one of its output files would take the name of an output folder."""
+    inputs_of: dict[str, set[str]] = {}  # output folder, at every depth -> the input folders it is
+    for pair in pairs:
+        if pair.label:
+            outputs, inputs = pair.folder.rstrip("/").split("/"), pair.label.split("/")
+            for depth in range(1, len(outputs) + 1):
+                inputs_of.setdefault("/".join(outputs[:depth]), set()).add("/".join(inputs[:depth]))
+    found = {}
+    for pair in pairs:
+        outputs = pair.folder.rstrip("/").split("/") if pair.label else []
+        merged = next((inputs_of[p] for p in ("/".join(outputs[:d]) for d in range(1, len(outputs) + 1)) if len(inputs_of[p]) > 1), None)
+        if merged:
+            first, second = sorted(merged)[:2]
+            found[pair.id] = (
+                f"input folders {bounded(first)!r} and {bounded(second)!r} would be one output folder: their labels "
+                "would merge; rename one"
+            )
+            continue
+        for name in (f"{pair.id}.{extension}" for extension in (*IMAGE_FORMATS.values(), "json")):
+            if name in inputs_of:
+                found[pair.id] = (
+                    f"its output {bounded(name)!r} would take the name of the output folder of input folder "
+                    f"{bounded(sorted(inputs_of[name])[0])!r}; rename one"
+                )
+                break
+    return found
 
 
 def _tagged(items: Iterator[Pair | Failure]) -> Iterator[Any]:
@@ -339,11 +419,12 @@ def read_manifest(location: str, declared_format: str | None, limits: Limits) ->
 
 
 class _ExpandManifestFn(beam.DoFn):
-    def __init__(self, fmt: str | None, defaults: StyleConfig, limits: Limits, layout: str) -> None:
+    def __init__(self, fmt: str | None, defaults: StyleConfig, limits: Limits, layout: str, output: str | None) -> None:
         self._fmt = fmt
         self._defaults = defaults
         self._limits = limits
         self._layout = layout
+        self._output = output
 
     def process(self, location: str) -> Iterator[Any]:
         try:
@@ -353,7 +434,7 @@ class _ExpandManifestFn(beam.DoFn):
             return
         base = storage.parent(location)
         tree_root = base if self._layout == "tree" else None
-        yield from _tagged(validate_rows(rows, base, self._defaults, self._limits, tree_root))
+        yield from _tagged(validate_rows(rows, base, self._defaults, self._limits, tree_root, self._output))
 
 
 def glob_rows(
@@ -370,19 +451,27 @@ def glob_rows(
     return rows
 
 
+def outside_output(matches: list[str], output: str | None) -> list[str]:
+    """``matches`` less those inside ``output``: the job never reads its own outputs
+    (``--contents 'data/**/*.jpg' --output data/stylized`` would otherwise stylize the last
+    run's results at every rerun). Pre-flight says how many were left out."""
+    return [match for match in matches if output is None or not storage.is_within(match, output)]
+
+
 class _ExpandGlobsFn(beam.DoFn):
-    def __init__(self, defaults: StyleConfig, limits: Limits, styles_per_content: int, layout: str) -> None:
+    def __init__(self, defaults: StyleConfig, limits: Limits, styles_per_content: int, layout: str, output: str | None) -> None:
         self._defaults = defaults
         self._limits = limits
         self._styles_per_content = styles_per_content
         self._layout = layout
+        self._output = output
 
     def process(self, patterns: tuple[str, str]) -> Iterator[Any]:
         contents_pattern, styles_pattern = patterns
         matches = {}
         for flag, pattern in (("--contents", contents_pattern), ("--styles", styles_pattern)):
             try:
-                matches[flag] = storage.glob(pattern)
+                matches[flag] = outside_output(storage.glob(pattern), self._output)
                 if not matches[flag]:
                     raise FileNotFoundError(f"no files match {flag} {pattern!r}")
             except OSError as exc:
@@ -397,7 +486,8 @@ class _ExpandGlobsFn(beam.DoFn):
 class ReadPairs(beam.PTransform):
     """Pairs from a manifest file, or from two globs: every content with every style, or with
     ``styles_per_content`` seeded choices of its own. ``layout`` "tree" keeps each content's
-    folder (below the manifest's folder or the contents glob's root) in its pair's id.
+    folder (below the manifest's folder or the contents glob's root) in its pair's id. Nothing
+    inside ``output`` is read: glob matches there are left out, manifest rows naming it fail.
 
     Outputs a ``DoOutputsTuple`` with ``pairs`` (Pair) and ``failures`` (Failure).
     """
@@ -412,6 +502,7 @@ class ReadPairs(beam.PTransform):
         styles: str | None = None,
         styles_per_content: int = 0,
         layout: str = "flat",
+        output: str | None = None,
     ) -> None:
         super().__init__()
         if bool(manifest) == bool(contents and styles):
@@ -423,16 +514,17 @@ class ReadPairs(beam.PTransform):
         self._manifest = manifest
         self._format = manifest_format
         self._globs = (contents, styles)
+        self._output = output
 
     def expand(self, pbegin: beam.pvalue.PBegin) -> pvalue.DoOutputsTuple:
         if self._manifest:
             return (
                 pbegin
                 | "ManifestLocation" >> beam.Create([self._manifest])
-                | "ParseManifest" >> beam.ParDo(_ExpandManifestFn(self._format, self._defaults, self._limits, self._layout)).with_outputs(FAILURES, main=PAIRS)
+                | "ParseManifest" >> beam.ParDo(_ExpandManifestFn(self._format, self._defaults, self._limits, self._layout, self._output)).with_outputs(FAILURES, main=PAIRS)
             )
         return (
             pbegin
             | "GlobPatterns" >> beam.Create([self._globs])
-            | "CrossProduct" >> beam.ParDo(_ExpandGlobsFn(self._defaults, self._limits, self._styles_per_content, self._layout)).with_outputs(FAILURES, main=PAIRS)
+            | "CrossProduct" >> beam.ParDo(_ExpandGlobsFn(self._defaults, self._limits, self._styles_per_content, self._layout, self._output)).with_outputs(FAILURES, main=PAIRS)
         )

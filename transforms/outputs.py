@@ -5,7 +5,7 @@ rerun tells a finished pair from one to redo, and how a finished pair is written
     OUTPUT/logs/<id>.json             inputs, resolved configuration, the history in columns, ...
     OUTPUT/failures/<run_id>.jsonl    one record per failed row or pair of that run
     OUTPUT/summary.json               counts, wall time, configuration of the latest run
-    OUTPUT/index/<run_id>-*.jsonl     one line per pair a run wrote (results.py)
+    OUTPUT/index.json, index/*.jsonl  one line per image in images/, for data loaders (index.py)
     OUTPUT/plan.json                  what --dry_run found to do
     OUTPUT/report.html                the latest run for people: thumbnails, loss curves, failures (report.py)
     OUTPUT/contact_sheet.png          content, style and result of the latest run's pairs
@@ -130,7 +130,8 @@ class PriorOutputs:
 
     state: str
     reason: str = ""
-    # stale only: the log of the earlier work, so that the caller can say what changed (changes)
+    # stale: the log of the earlier work, so that the caller can say what changed (changes);
+    # done: the verified log (its index line)
     log: dict[str, Any] | None = None
 
     @property
@@ -228,7 +229,7 @@ def inspect_outputs(output: str, pair_id: str, fingerprint: str, extension: str 
         return PriorOutputs("damaged", f"the image cannot be read ({exc})")
     if len(image) != log["image"]["bytes"] or storage.sha256(image) != log["image"]["sha256"]:
         return PriorOutputs("damaged", "the image does not match its log's digest (damaged, or written by another run)")
-    return PriorOutputs("done")
+    return PriorOutputs("done", log=log)
 
 
 def utc_iso(seconds: float) -> str:
@@ -375,6 +376,8 @@ def pair_log(
 
     log = {
         "id": pair.id,
+        # --output_layout tree: the content's folder as the input names it (the index's label).
+        "label": pair.label,
         "log_format": LOG_FORMAT,
         "inputs": {**pair_inputs(pair), "signatures": signatures, "source": pair.source},
         "config": config.to_dict(),
@@ -419,27 +422,24 @@ def pair_log(
     return log
 
 
-def index_entry(log: dict[str, Any]) -> dict[str, Any]:
-    """A finished pair's line in ``index/<run_id>-*.jsonl``: what a data loader needs."""
-    return {
-        "id": log["id"],
-        "content": log["inputs"]["content"],
-        "styles": log["inputs"]["styles"],
-        "image": log["image"]["path"],
-        "size": log["image"]["size"],
-        "final_loss": log["final"]["total"],
-    }
-
-
 def write_pair(output: str, pair_id: str, image: bytes, log: dict[str, Any], extension: str = "png") -> None:
     """The pair's image, then its log, each atomically: a log always describes an image that is
     there (a run stopped between the two leaves an image without a log, which a rerun redoes).
+    The image is read back and checked against its digest before the log is written; once both
+    are, the pair's images in other formats (an earlier run's, superseded) are removed: one
+    image per pair. Nothing is written through a link inside ``output``.
 
     Raises:
         OSError: naming the file that could not be written, and why.
     """
-    for location, data in ((image_location(output, pair_id, extension), image), (log_location(output, pair_id), to_json(log, compact=True))):
+    image_file = image_location(output, pair_id, extension)
+    for location, data in ((image_file, image), (log_location(output, pair_id), to_json(log, compact=True))):
         try:
-            storage.write_atomic(location, data)
+            storage.write_atomic(location, data, inside=output)
+            if location == image_file and storage.sha256(storage.read_bytes(location, len(data))) != storage.sha256(data):
+                raise OSError("it reads back other bytes than were written")
         except OSError as exc:
             raise OSError(exc.errno, f"{location}: {exc.strerror or exc}") from exc
+    for other in IMAGE_FORMATS.values():
+        if other != extension:
+            storage.remove_if_regular(image_location(output, pair_id, other), inside=output)

@@ -221,15 +221,15 @@ class PlanPairs(beam.PTransform):
         )
         limit = self._handler.limits.device_memory_gb
         budget = int(limit * 2**30) if limit is not None else None
-        location = outputs.plan_location(self._settings.output)
+        output = self._settings.output
         return (
             (prepared.ready, prepared[SKIPPED], prepared[FAILURES], read_failures)
             | "Everything" >> beam.Flatten()
             | "Plan" >> beam.CombineGlobally(_PlanFn(budget))
-            | "WritePlan" >> beam.Map(lambda tally: _write_plan(location, tally.report(self._batch_size)))
+            | "WritePlan" >> beam.Map(lambda tally: _write_plan(output, tally.report(self._batch_size)))
         )
 
 
-def _write_plan(location: str, plan: dict[str, Any]) -> dict[str, Any]:
-    storage.write_atomic(location, outputs.to_json(plan))
+def _write_plan(output: str, plan: dict[str, Any]) -> dict[str, Any]:
+    storage.write_atomic(outputs.plan_location(output), outputs.to_json(plan), inside=output)
     return plan

@@ -71,9 +71,13 @@ class Pair:
     style_weights: tuple[float, ...] | None = None
     source: str = ""
     row: dict[str, Any] = field(default_factory=dict, compare=False)
-    # --output_layout tree: the content's folder below the glob's root or the manifest's folder
-    # ("n01440764/", "" at the root or in the flat layout); ``id`` starts with it.
+    # --output_layout tree: the content's output folder below the glob's root or the manifest's
+    # folder ("n01440764/", "" at the root or in the flat layout); ``id`` starts with it.
     folder: str = ""
+    # --output_layout tree: that folder as the input names it ("n01440764", "" at the root), the
+    # pair's label in the index; None in the flat layout. The output folder keeps its name unless
+    # it must change (manifest.output_folder_name).
+    label: str | None = None
 
 
 class Stage(str, Enum):
@@ -129,8 +133,8 @@ class Outcome:
     seconds: float = 0.0
     # succeeded only: the pair's earlier outputs were damaged and have been replaced
     repaired: bool = False
-    # succeeded only: the written image's loss, the batch it ran in, and its line of the index
-    # (outputs.index_entry) for the data loaders
+    # succeeded only: the written image's loss and the batch it ran in; succeeded or skipped
+    # (done): its line of the index (index.line_from_log) for the data loaders
     final_loss: float | None = None
     batch_size: int = 0
     index: dict[str, Any] | None = None

@@ -1,14 +1,15 @@
-"""WriteResults: the run's index, failures, summary and report, once every pair is written.
+"""WriteResults: the index, the run's failures, summary and report, once every pair is written.
 
 Each pair's image and log are written by the stylize step as it finishes (outputs.py holds the
 layout and the log's schema). This step gathers the run in bounded memory, whatever its size:
 
-    OUTPUT/index/<run_id>-SSSSS-of-NNNNN.jsonl   one line per pair this run wrote, for data loaders
+    OUTPUT/index.json, index/*.jsonl             one line per image in images/ (index.py), replaced whole
     OUTPUT/failures/<run_id>.jsonl               every failed row or pair of the run
     OUTPUT/summary.json                          counts and timing (tally.py: combiners, no list of outcomes)
     OUTPUT/report.html, contact_sheet.png        totals, distributions, failures (capped), a sample of pairs
 
-Imports: Beam, outputs, storage, limits, records, report and tally; nothing of pipeline/, no torch.
+Imports: Beam, claims, index, outputs, storage, limits, records, report and tally; nothing of
+pipeline/, no torch.
 """
 
 from __future__ import annotations
@@ -17,21 +18,21 @@ import json
 import logging
 import math
 import time
-import zlib
 from collections.abc import Iterable, Iterator
-from typing import Any, Final
+from typing import Any
 
 import apache_beam as beam
 from apache_beam import pvalue
 from apache_beam.metrics import Metrics
 
-from transforms import report, storage
+from transforms import claims, index, report, storage
 from transforms.limits import Limits
 from transforms.outputs import (
     OutputSpec,
     failures_location,
     image_location,
     log_location,
+    log_problem,
     run_folder,
     summary_location,
     to_json,
@@ -41,14 +42,6 @@ from transforms.records import NAMESPACE, Failure, Outcome
 from transforms.tally import ReportChoice, Tally
 
 logger = logging.getLogger(f"beam_style_transfer.{__name__}")  # the names logs had (docs/development.md)
-
-# Lines per index shard, about: 100,000 lines of ~250 bytes are a 25 MB file.
-INDEX_LINES_PER_SHARD: Final = 100_000
-
-
-def index_location(output: str, run_id: str, shard: int, shards: int) -> str:
-    return storage.join(output, "index", f"{run_id}-{shard:05d}-of-{shards:05d}.jsonl")
-
 
 class _TallyFn(beam.CombineFn):
     """Outcomes -> one Tally (tally.py), merged across workers."""
@@ -82,24 +75,119 @@ class _ChooseForReportFn(beam.CombineFn):
         return ReportChoice.merged([choice]).outcomes()
 
 
+class _ListImagesFn(beam.DoFn):
+    """-> (pair id, (image path below OUTPUT, bytes)) of every image in ``OUTPUT/images``, listed
+    once every pair of the run is written (the ``written`` side input is that barrier)."""
+
+    def __init__(self, output: str) -> None:
+        self._output = output
+
+    def process(self, _: object, written: object) -> Iterator[tuple[str, tuple[str, int]]]:
+        for pair_id, image, size in index.listed_images(self._output):
+            yield pair_id, (image, size)
+
+
+class _PreviousLinesFn(beam.DoFn):
+    """-> (pair id, line) of the index being replaced; none when there is no pointer (an
+    earlier release's shards: each pair's log is read instead) or it cannot be read."""
+
+    def __init__(self, output: str) -> None:
+        self._output = output
+
+    def process(self, _: object, written: object) -> Iterator[tuple[str, dict[str, Any]]]:
+        try:
+            for line in index.read_index(self._output):
+                if isinstance(line, dict) and isinstance(line.get("id"), str):
+                    yield line["id"], line
+        except (OSError, ValueError, UnicodeDecodeError, RecursionError) as exc:
+            logger.info("the index being replaced is not read (%s): logs are read instead", exc)
+
+
+class _IndexLinesFn(beam.DoFn):
+    """(pair id, {listed, entries, previous}) -> (shard, line) of each of its images
+    (index.choose_lines); superseded images of pairs this run wrote or found done are removed."""
+
+    def __init__(self, output: str, shards: int, limits: Limits) -> None:
+        self._output = output
+        self._shards = shards
+        self._limits = limits
+
+    def process(self, element: tuple[str, dict[str, Iterable[Any]]]) -> Iterator[tuple[int, str]]:
+        pair_id, found = element
+        lines, superseded = index.choose_lines(
+            pair_id, list(found["listed"]), list(found["entries"]), list(found["previous"]), self._line_from_log
+        )
+        for image in superseded:
+            if storage.remove_if_regular(storage.join(self._output, image), inside=self._output):
+                logger.info("%s: removed %s, superseded by %s", pair_id, image, lines[0]["image"])
+        for line in lines:
+            yield index.shard_of(pair_id, self._shards), index.encode_line(line)
+
+    def _line_from_log(self, pair_id: str) -> dict[str, Any] | None:
+        try:
+            log = json.loads(storage.read_bytes(log_location(self._output, pair_id), self._limits.max_input_bytes))
+        except (OSError, ValueError, RecursionError):
+            return None
+        return index.usable_line(log) if log_problem(log, pair_id) is None else None
+
+
 class _WriteIndexShardFn(beam.DoFn):
-    """(shard, [line]) -> ``index/<run_id>-SSSSS-of-NNNNN.jsonl``, lines in id order.
+    """(shard, [line]) -> (``index/<run_id>-SSSSS.jsonl``, lines), lines in order. A shard is
+    rewritten whole if its bundle is retried, so a retry leaves no duplicate line."""
 
-    Written through storage.py like every other output (Beam's text sink speaks Beam's
-    filesystems, not fsspec's memory:// or az://); a shard is rewritten whole if its bundle is
-    retried, so a retry leaves no duplicate line.
-    """
-
-    def __init__(self, output: str, run_id: str, shards: int) -> None:
+    def __init__(self, output: str, run_id: str) -> None:
         self._output = output
         self._run_id = run_id
-        self._shards = shards
 
-    def process(self, element: tuple[int, Iterable[str]]) -> Iterator[str]:
+    def process(self, element: tuple[int, Iterable[str]]) -> Iterator[tuple[str, int]]:
         shard, lines = element
-        location = index_location(self._output, self._run_id, shard, self._shards)
-        storage.write_atomic(location, "".join(f"{line}\n" for line in sorted(lines)).encode())
-        yield location
+        ordered = sorted(lines)
+        location = index.shard_location(self._output, self._run_id, shard)
+        storage.write_atomic(location, "".join(f"{line}\n" for line in ordered).encode(), inside=self._output)
+        yield f"{index.FOLDER}/{location.rsplit('/', 1)[-1]}", len(ordered)
+
+
+class _SwitchIndexFn(beam.DoFn):
+    """Once every shard is written: the pointer switched to them (index.write_pointer)."""
+
+    def __init__(self, output: str, run_id: str) -> None:
+        self._output = output
+        self._run_id = run_id
+
+    def process(self, _: object, shards: list[tuple[str, int]]) -> Iterator[dict[str, Any]]:
+        yield index.write_pointer(self._output, self._run_id, [name for name, _ in shards], sum(n for _, n in shards))
+
+
+class WriteIndex(beam.PTransform):
+    """Outcomes -> the index rewritten whole, once every pair is written: a listing of
+    ``OUTPUT/images`` joined by pair id with this run's lines and the previous index's (logs
+    read only for images neither has), written as new shards, then switched to in one atomic
+    write. Output: the new pointer (one element)."""
+
+    def __init__(self, output: str, run_id: str, limits: Limits, expected_pairs: int | None) -> None:
+        super().__init__()
+        self._output = output
+        self._run_id = run_id
+        self._limits = limits
+        self._shards = max(1, math.ceil((expected_pairs or 1) / index.LINES_PER_SHARD))
+
+    def expand(self, outcomes: beam.PCollection) -> beam.PCollection:
+        pipeline = outcomes.pipeline
+        # One element once every outcome is in: each pair is written before its outcome exists.
+        written = pvalue.AsSingleton(outcomes | "Written" >> beam.combiners.Count.Globally())
+        start = pipeline | "IndexStart" >> beam.Create([None])
+        grouped = {
+            "listed": start | "ListImages" >> beam.ParDo(_ListImagesFn(self._output), written=written),
+            "entries": outcomes | "RunLines" >> beam.FlatMap(lambda o: [(o.id, o.index)] if o.index else []),
+            "previous": start | "PreviousLines" >> beam.ParDo(_PreviousLinesFn(self._output), written=written),
+        } | "ByPair" >> beam.CoGroupByKey()
+        shards = (
+            grouped
+            | "IndexLines" >> beam.ParDo(_IndexLinesFn(self._output, self._shards, self._limits))
+            | "GroupIndexShards" >> beam.GroupByKey()
+            | "WriteIndexShards" >> beam.ParDo(_WriteIndexShardFn(self._output, self._run_id))
+        )
+        return start | "SwitchIndex" >> beam.ParDo(_SwitchIndexFn(self._output, self._run_id), shards=pvalue.AsList(shards))
 
 
 class _WriteSummaryFn(beam.DoFn):
@@ -110,14 +198,16 @@ class _WriteSummaryFn(beam.DoFn):
         self._configuration = configuration
         self._failed = Metrics.counter(NAMESPACE, "rows_or_pairs_failed")
 
-    def process(self, tally: Tally, failures: list[Failure]) -> Iterator[dict[str, Any]]:
+    def process(self, tally: Tally, failures: list[Failure], pointer: dict[str, Any]) -> Iterator[dict[str, Any]]:
+        # Every pair is written or failed by now, and each released its claim as it ended.
+        claims.remove_empty_folders(self._output)
         ordered = sorted(failures, key=lambda f: (f.source, f.id or ""))
         failures_file, failures_error = None, None
         if failures:
             self._failed.inc(len(failures))
             failures_file = failures_location(self._output, self._run_id)
             try:
-                storage.write_atomic(failures_file, "".join(json.dumps(f.to_dict()) + "\n" for f in ordered).encode())
+                storage.write_atomic(failures_file, "".join(json.dumps(f.to_dict()) + "\n" for f in ordered).encode(), inside=self._output)
             except OSError as exc:
                 # The summary still goes out, with the records in it: nothing is lost.
                 failures_file, failures_error = None, f"{failures_file}: {type(exc).__name__}: {exc}"
@@ -137,7 +227,8 @@ class _WriteSummaryFn(beam.DoFn):
                 "total": sum(counts.values()) + len(failures),
             },
             "seconds_per_pair": tally.seconds_per_pair(),
-            "index": f"index/{self._run_id}-*.jsonl" if counts["succeeded"] else None,
+            # The whole output's index, as this run left it (index.py).
+            "index": {"pointer": index.POINTER, "images": pointer["images"], "shards": pointer["shards"]},
             "failures_file": failures_file,
             "configuration": self._configuration,
         }
@@ -145,8 +236,8 @@ class _WriteSummaryFn(beam.DoFn):
             summary["failures_file_error"] = failures_error
             summary["failures"] = [f.to_dict() for f in ordered]
         data = to_json(summary)
-        storage.write_atomic(summary_location(self._output, self._run_id), data)
-        storage.write_atomic(summary_location(self._output), data)
+        storage.write_atomic(summary_location(self._output, self._run_id), data, inside=self._output)
+        storage.write_atomic(summary_location(self._output), data, inside=self._output)
         yield summary
 
 
@@ -219,12 +310,12 @@ class _WriteReportFn(beam.DoFn):
         for folder, to_output in ((run_folder(self._output, run_id), "../../"), (self._output, "")):
             if sheet is not None:
                 try:
-                    storage.write_atomic(storage.join(folder, report.CONTACT_SHEET_NAME), sheet)
+                    storage.write_atomic(storage.join(folder, report.CONTACT_SHEET_NAME), sheet, inside=self._output)
                 except Exception as exc:  # noqa: BLE001
                     logger.warning("the contact sheet could not be written to %s: %s: %s", folder, type(exc).__name__, exc)
             try:
                 page = report.render_html(summary, entries, records, link, tally.sample, self._extension, to_output)
-                storage.write_atomic(storage.join(folder, report.REPORT_NAME), page.encode())
+                storage.write_atomic(storage.join(folder, report.REPORT_NAME), page.encode(), inside=self._output)
             except Exception as exc:  # noqa: BLE001
                 logger.warning("the report could not be written to %s: %s: %s", folder, type(exc).__name__, exc)
                 continue
@@ -248,7 +339,7 @@ class _FailIfFailedFn(beam.DoFn):
 
 
 class WriteResults(beam.PTransform):
-    """Writes the run's index, failures and summary, then the report.
+    """Writes the index (WriteIndex), then the run's failures and summary, then the report.
 
     Input: a dict with ``outcomes`` (Outcome: succeeded, skipped, claimed) and ``failures`` (a tuple
     of Failure PCollections from every stage). Output: the summary dict (one element), emitted
@@ -275,24 +366,17 @@ class WriteResults(beam.PTransform):
         self._run_id = run_id
         self._started = started
         self._configuration = configuration
-        self._index_shards = max(1, math.ceil((expected_pairs or 1) / INDEX_LINES_PER_SHARD))
+        self._expected_pairs = expected_pairs
 
     def expand(self, inputs: dict[str, Any]) -> beam.PCollection:
         outcomes = inputs["outcomes"]
         failures = inputs["failures"] | "AllFailures" >> beam.Flatten()
-        shards = self._index_shards
-        _ = (
-            outcomes
-            | "IndexLines" >> beam.FlatMap(
-                lambda o: [(zlib.crc32(o.id.encode()) % shards, json.dumps(o.index))] if o.index else []
-            )
-            | "GroupIndexShards" >> beam.GroupByKey()
-            | "WriteIndex" >> beam.ParDo(_WriteIndexShardFn(self._output, self._run_id, shards))
-        )
+        pointer = outcomes | "WriteIndex" >> WriteIndex(self._output, self._run_id, self._limits, self._expected_pairs)
         tally = outcomes | "Tally" >> beam.CombineGlobally(_TallyFn())
         summary = tally | "WriteSummary" >> beam.ParDo(
             _WriteSummaryFn(self._output, self._run_id, self._started, self._configuration),
             failures=pvalue.AsList(failures),
+            pointer=pvalue.AsSingleton(pointer),
         )
         entries = (
             outcomes

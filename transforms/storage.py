@@ -8,6 +8,8 @@ Imports: fsspec, and no other module does; no Beam, no torch.
 
 from __future__ import annotations
 
+import datetime
+import errno
 import hashlib
 import ipaddress
 import os
@@ -19,7 +21,7 @@ import tempfile
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager, suppress
-from typing import Final
+from typing import Any, Final
 from urllib.parse import urlsplit
 
 from fsspec.core import url_to_fs
@@ -239,35 +241,59 @@ def signature(location: str) -> str:
     return f"size={size};modified={modified}"
 
 
-def remove(location: str) -> None:
-    """Delete the file or object at ``location``."""
+def remove(location: str, inside: str | None = None) -> None:
+    """Delete the file or object at ``location`` (a link itself, never what it points at).
+
+    ``inside``: the output folder ``location`` lies in; on local disk no link between the two
+    is followed (:func:`write_atomic`).
+    """
     fs, path = url_to_fs(location)
+    if isinstance(fs, LocalFileSystem):
+        with _folder_inside(location, path, inside, create=False) as folder:
+            os.unlink(os.path.basename(path), dir_fd=folder)
+        return
     fs.rm_file(path)
     fs.invalidate_cache(path)
 
 
-def create_exclusive(location: str, data: bytes) -> bool:
+def remove_if_regular(location: str, inside: str) -> bool:
+    """Delete ``location`` if it is a regular file (never a link or a folder), reached from
+    ``inside`` without following links; whether it was there and went."""
+    fs, path = url_to_fs(location)
+    if not isinstance(fs, LocalFileSystem):
+        fs.invalidate_cache(path)
+        if not fs.isfile(path):
+            return False
+        fs.rm_file(path)
+        fs.invalidate_cache(path)
+        return True
+    try:
+        with _folder_inside(location, path, inside, create=False) as folder:
+            name = os.path.basename(path)
+            if not stat.S_ISREG(os.stat(name, dir_fd=folder, follow_symlinks=False).st_mode):
+                return False
+            os.unlink(name, dir_fd=folder)
+            return True
+    except (FileNotFoundError, NotADirectoryError, LinkInOutputError):
+        return False
+
+
+def create_exclusive(location: str, data: bytes, inside: str | None = None) -> bool:
     """Create ``location`` with ``data`` unless it exists; True if this call created it.
 
     Atomic on every store: a local file is written aside and hard-linked into place (a link
     fails if the name exists), an object is uploaded with a does-not-exist precondition (GCS's
     ``ifGenerationMatch=0``, S3's ``If-None-Match``, through fsspec's ``mode="create"``).
+    ``inside``: as for :func:`write_atomic`.
     """
     fs, path = url_to_fs(location)
     if isinstance(fs, LocalFileSystem):
-        folder = os.path.dirname(path)
-        os.makedirs(folder, exist_ok=True)
-        temporary = os.path.join(folder, f"{TEMPORARY_PREFIX}{secrets.token_hex(8)}-{os.path.basename(path)}")
-        try:  # the temporary goes however this ends, a full disk included
-            with open(temporary, "wb") as out:
-                out.write(data)
-            os.link(temporary, path)
-            return True
-        except FileExistsError:
-            return False
-        finally:
-            with suppress(FileNotFoundError):
-                os.unlink(temporary)
+        try:
+            return _link_new(location, path, data, inside)
+        except FileNotFoundError:
+            # The folder went between being opened and written in (the end-of-run sweep of
+            # empty claim folders): made again, once.
+            return _link_new(location, path, data, inside)
     fs.invalidate_cache(path)
     if fs.exists(path):
         # Cheap, and what decides on stores or emulators that ignore the precondition (the GCS
@@ -280,6 +306,22 @@ def create_exclusive(location: str, data: bytes) -> bool:
     finally:
         fs.invalidate_cache(path)
     return True
+
+
+def _link_new(location: str, path: str, data: bytes, inside: str | None) -> bool:
+    """create_exclusive on local disk: written aside, then hard-linked to its name."""
+    name = os.path.basename(path)
+    with _folder_inside(location, path, inside, create=True) as folder:
+        temporary = f"{TEMPORARY_PREFIX}{secrets.token_hex(8)}-{name}"
+        try:  # the temporary goes however this ends, a full disk included
+            _write_new(temporary, data, folder)
+            os.link(temporary, name, src_dir_fd=folder, dst_dir_fd=folder, follow_symlinks=False)
+            return True
+        except FileExistsError:
+            return False
+        finally:
+            with suppress(FileNotFoundError):
+                os.unlink(temporary, dir_fd=folder)
 
 
 def remove_stale_temporaries(folder: str, older_than_seconds: float, recursive: bool = False) -> list[str]:
@@ -307,14 +349,69 @@ def remove_stale_temporaries(folder: str, older_than_seconds: float, recursive: 
 
 
 def find(folder: str) -> list[str]:
-    """Every file below ``folder`` (none if it does not exist), as full URLs."""
+    """Every file below ``folder`` (none if it does not exist), as full URLs, sorted. On local
+    disk only regular files, and no link is followed: what a link points at is not the folder's."""
+    return [location for location, _ in listing(folder)]
+
+
+def listing(folder: str, with_modified: bool = False) -> list[tuple[str, float]]:
+    """(location, bytes) of every file below ``folder`` as :func:`find` lists them; with
+    ``with_modified``, (location, modification time in seconds since the epoch) instead.
+    One listing of the store (no request per file)."""
     fs, path = url_to_fs(folder)
+    if isinstance(fs, LocalFileSystem):
+        if os.path.islink(path) or not os.path.isdir(path):
+            return []
+        found = []
+        for root, _, files in os.walk(path):  # os.walk does not follow links to folders
+            for name in files:
+                entry = os.path.join(root, name)
+                with suppress(FileNotFoundError):  # removed meanwhile
+                    status = os.lstat(entry)
+                    if stat.S_ISREG(status.st_mode):
+                        found.append((entry, status.st_mtime if with_modified else status.st_size))
+        return sorted(found)
     fs.invalidate_cache()
     try:
-        found = fs.find(path)
+        details = fs.find(path, detail=True)
     except FileNotFoundError:
         return []
-    return [fs.unstrip_protocol(f) if has_protocol(folder) else f for f in found]
+    listed = []
+    for name, info in sorted(details.items()):
+        location = fs.unstrip_protocol(name) if has_protocol(folder) else name
+        listed.append((location, _modified(info) if with_modified else float(info.get("size") or 0)))
+    return listed
+
+
+def _modified(info: dict[str, Any]) -> float:
+    """An object's modification time from its listing entry (the stores name it differently); 0
+    when the store gives none."""
+    for key in ("mtime", "LastModified", "updated", "last_modified", "created"):
+        value = info.get(key)
+        if isinstance(value, int | float):
+            return float(value)
+        if isinstance(value, datetime.datetime):
+            return value.timestamp()
+        if isinstance(value, str):
+            with suppress(ValueError):
+                return datetime.datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+    return 0.0
+
+
+def remove_empty_folders(folder: str) -> int:
+    """Remove the empty folders below local ``folder``, and ``folder`` itself if it ends empty;
+    how many went. Links are neither followed nor removed; object stores have no folders."""
+    fs, path = url_to_fs(folder)
+    if not isinstance(fs, LocalFileSystem) or os.path.islink(path) or not os.path.isdir(path):
+        return 0
+    removed = 0
+    for root, _, _ in os.walk(path, topdown=False):
+        try:
+            os.rmdir(root)  # refused unless empty: a folder another run just wrote into stays
+            removed += 1
+        except OSError:
+            pass
+    return removed
 
 
 def glob(pattern: str) -> list[str]:
@@ -346,6 +443,14 @@ def relative_path(location: str, folder: str) -> str | None:
     return path[len(base) + 1 :] if path.startswith(base + "/") else None
 
 
+def is_within(location: str, folder: str) -> bool:
+    """Whether ``location`` lies below ``folder`` (links resolved on local disk: a path into
+    the output through a link is still in it)."""
+    if not has_protocol(location) and not has_protocol(folder):
+        location, folder = os.path.realpath(location), os.path.realpath(folder)
+    return relative_path(location, folder) is not None
+
+
 def _path_of(location: str) -> str:
     """``location``'s path as its filesystem names it, without making the filesystem (no
     credentials looked up): ``gs://b/x/../y`` -> ``b/y``, a relative local path made absolute."""
@@ -353,19 +458,108 @@ def _path_of(location: str) -> str:
     return posixpath.normpath(get_filesystem_class(protocol)._strip_protocol(location))
 
 
-def write_atomic(location: str, data: bytes) -> None:
+def write_atomic(location: str, data: bytes, inside: str | None = None) -> None:
     """Write ``data`` so that ``location`` never holds a partial object.
 
     Object stores (GCS, S3, memory) publish an object only when its upload completes, so one
     upload is atomic. A local file is written beside its target and renamed into place.
+
+    ``inside``: the output folder ``location`` lies in. On local disk every folder between the
+    two is opened without following links (and made where missing): a link there, put by
+    anyone, never carries a write outside the output (LinkInOutputError). The output folder
+    itself may be a link: that is the user's choice of where it lives. A link at the target's
+    own name is replaced, not followed. Object stores have no links.
+
+    Raises:
+        LinkInOutputError: a folder on the way is a link (or a file).
+        IsADirectoryError: a folder has the target's name.
     """
     fs, path = url_to_fs(location)
     if isinstance(fs, LocalFileSystem):
-        with _renamed_into_place(path) as temporary, open(temporary, "wb") as out:
-            out.write(data)
+        name = os.path.basename(path)
+        with _folder_inside(location, path, inside, create=True) as folder:
+            temporary = f"{TEMPORARY_PREFIX}{secrets.token_hex(8)}-{name}"
+            try:
+                _write_new(temporary, data, folder)
+                os.replace(temporary, name, src_dir_fd=folder, dst_dir_fd=folder)
+            except BaseException as exc:
+                with suppress(FileNotFoundError):
+                    os.unlink(temporary, dir_fd=folder)
+                if isinstance(exc, IsADirectoryError):
+                    raise IsADirectoryError(exc.errno, f"{location}: a folder has this name (move it away)") from None
+                raise
     else:
         fs.pipe_file(path, data)
         fs.invalidate_cache(path)
+
+
+class LinkInOutputError(OSError):
+    """A folder inside the output is a link (or a file): the job never writes through it."""
+
+
+def _write_new(name: str, data: bytes, folder: int) -> None:
+    """A new file ``name`` in the open ``folder`` holding ``data``. Created with 0o666 like any
+    new file, so the user's umask decides who may read it (mkstemp's 0o600 would hide outputs
+    from the rest of the team)."""
+    descriptor = os.open(name, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_NOFOLLOW, 0o666, dir_fd=folder)
+    with os.fdopen(descriptor, "wb") as out:
+        out.write(data)
+
+
+@contextmanager
+def _folder_inside(location: str, path: str, inside: str | None, create: bool) -> Iterator[int]:
+    """An open descriptor of local ``path``'s folder, reached from ``inside`` one folder at a
+    time without following links (made where missing with ``create``); without ``inside``, the
+    folder as the path names it."""
+    target_folder = os.path.dirname(os.path.abspath(path))
+    if inside is None:
+        if create:
+            os.makedirs(target_folder, exist_ok=True)
+        descriptor = os.open(target_folder, os.O_RDONLY | os.O_DIRECTORY)
+    else:
+        root = os.path.abspath(url_to_fs(inside)[1])
+        relative = os.path.relpath(target_folder, root)
+        if relative == os.curdir:
+            parts: list[str] = []
+        elif relative.split(os.sep)[0] == os.pardir:
+            raise LinkInOutputError(f"{location}: not inside {inside}")
+        else:
+            parts = relative.split(os.sep)
+        if create:
+            os.makedirs(root, exist_ok=True)
+        descriptor = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
+        for index, part in enumerate(parts):
+            try:
+                child = _open_subfolder(descriptor, part, create, join(inside, *parts[: index + 1]))
+            finally:
+                os.close(descriptor)
+            descriptor = child
+    try:
+        yield descriptor
+    finally:
+        os.close(descriptor)
+
+
+def _open_subfolder(parent: int, name: str, create: bool, shown: str) -> int:
+    """``name`` in the open folder ``parent``, opened without following a link (made first
+    where missing, with ``create``); ``shown``: its location, for the error."""
+    flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW
+    try:
+        try:
+            return os.open(name, flags, dir_fd=parent)
+        except FileNotFoundError:
+            if not create:
+                raise
+            with suppress(FileExistsError):  # another writer made it meanwhile
+                os.mkdir(name, dir_fd=parent)
+            return os.open(name, flags, dir_fd=parent)
+    except OSError as exc:
+        if exc.errno not in (errno.ELOOP, errno.ENOTDIR):
+            raise
+        kind = "a link" if stat.S_ISLNK(os.stat(name, dir_fd=parent, follow_symlinks=False).st_mode) else "a file"
+        raise LinkInOutputError(
+            exc.errno, f"{shown} is {kind}, not a folder: the job writes inside its output only through real folders"
+        ) from None
 
 
 def local_copy(location: str, cache_folder: str | None = None) -> str:
@@ -405,3 +599,15 @@ def _renamed_into_place(target: str) -> Iterator[str]:
     except BaseException:
         os.unlink(temporary)
         raise
+
+
+def is_file_or_link(location: str) -> bool:
+    """Whether something other than a real folder (a file, a link) holds ``location``'s name."""
+    fs, path = url_to_fs(location)
+    if isinstance(fs, LocalFileSystem):
+        try:
+            return not stat.S_ISDIR(os.lstat(path).st_mode)
+        except (FileNotFoundError, NotADirectoryError):  # nothing there, or the output itself is a file
+            return False
+    fs.invalidate_cache(path)
+    return fs.isfile(path)

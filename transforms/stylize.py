@@ -34,7 +34,7 @@ from apache_beam import pvalue
 from apache_beam.metrics import Metrics
 from apache_beam.utils import shared
 
-from transforms import claims, outputs, progress
+from transforms import claims, index, outputs, progress
 from transforms.records import NAMESPACE, Failure, Outcome, Pair, Stage
 
 if TYPE_CHECKING:
@@ -105,7 +105,8 @@ class PreparePairsFn(beam.DoFn):
             if prior.done and not settings.overwrite:
                 self._skipped.inc()
                 tracker.pair_finished(pair.id, "skipped", "already done")
-                yield pvalue.TaggedOutput(SKIPPED, Outcome(pair.id, "skipped"))
+                line = index.usable_line(prior.log) if prior.log is not None else None
+                yield pvalue.TaggedOutput(SKIPPED, Outcome(pair.id, "skipped", index=line))
                 return
             stage = Stage.READ
             content_size = self._handler.content_size(pair)
@@ -320,7 +321,7 @@ class StylizeBatchesFn(beam.DoFn):
             + (f"; {why}" if why else ""),
         )
         return Outcome(
-            pair.id, "succeeded", log["seconds"], repaired, result.final.total, batch_size, outputs.index_entry(log)
+            pair.id, "succeeded", log["seconds"], repaired, result.final.total, batch_size, index.line_from_log(log)
         )
 
 
