@@ -184,12 +184,14 @@ def test_the_index_lists_exactly_the_images_after_a_run_that_lost_its_index(weig
     for shard in (out / "index").iterdir():
         shard.unlink()
     (out / "index" / "notes.txt").write_text("mine")
+    earlier = out / "index" / "20261101T000000Z-abc123-00000-of-00001.jsonl"  # an earlier release's per-run shard
+    earlier.write_text('{"id": "gone", "image": "images/gone.png"}\n')
     # Both styles for each content: the killed run's four pairs are found done, four are new.
     assert run([*args, "--styles_per_content=2"]) == 0
     assert summary_of(out)["counts"]["skipped"] == 4
     images = images_on_disk(out)
     assert len(images) == 8 and index_images(out) == images  # both runs' images, each once
-    assert (out / "index" / "notes.txt").read_text() == "mine"
+    assert (out / "index" / "notes.txt").read_text() == "mine" and not earlier.exists()
     assert summary_of(out)["index"]["images"] == 8
     # A run of the first four only: the other four stay in the index (from the index it replaces).
     assert run(args) == 0

@@ -16,25 +16,25 @@ below the input root as the input names it, ``--output_layout tree``; null in th
 no log describes (a run stopped between its two writes, for a pair no later run included) has
 null ``content``, ``styles``, ``size`` and ``final_loss``.
 
-Imports: storage and outputs' file names; no Beam. :class:`StylizedImages` (a torch Dataset)
-imports torch when it is made.
+Imports: storage, records and Pillow; no Beam, no torch (:class:`StylizedImages` is a
+map-style dataset by protocol: ``torch.utils.data.DataLoader`` takes it as it is).
 """
 
 from __future__ import annotations
 
+import io
 import json
 import posixpath
 import re
 import time
 import zlib
 from collections.abc import Callable, Iterator, Sequence
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final
+
+from PIL import Image
 
 from transforms import storage
 from transforms.records import IMAGE_FORMATS
-
-if TYPE_CHECKING:
-    from PIL import Image
 
 POINTER: Final = "index.json"
 FOLDER: Final = "index"
@@ -47,8 +47,10 @@ MAX_SHARD_BYTES: Final = 1 << 30
 # A shard no pointer names is another run's being written, or a killed run's; only killed runs'
 # (older than this) are removed.
 ORPHAN_SHARD_SECONDS: Final = 900.0
-# Shards this job writes: ``<run_id>-SSSSS.jsonl``, and earlier releases' ``<run_id>-SSSSS-of-NNNNN.jsonl``.
-_SHARD_NAME: Final = re.compile(r"[^.].*-[0-9]{5}(-of-[0-9]{5})?\.jsonl")
+# Shards this job writes: ``<run_id>-SSSSS.jsonl``; earlier releases wrote every run's own
+# ``<run_id>-SSSSS-of-NNNNN.jsonl``, which the first index of this release replaces.
+_SHARD_NAME: Final = re.compile(r"[^.].*-[0-9]{5}\.jsonl")
+_EARLIER_SHARD_NAME: Final = re.compile(r"[^.].*-[0-9]{5}-of-[0-9]{5}\.jsonl")
 
 
 def pointer_location(output: str) -> str:
@@ -186,23 +188,26 @@ def write_pointer(output: str, run_id: str, shards: list[str], lines: int) -> di
     """Switch the index to ``shards`` (paths below OUTPUT) in one atomic write, then remove the
     shards the pointer named before and those of killed runs; the new pointer."""
     before = _safe_pointer(output)
+    named = set(shards)
     pointer = {
         "format": POINTER_FORMAT,
         "run_id": run_id,
-        "shards": sorted(shards),
+        "shards": sorted(named),
         "images": lines,
         "written_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     storage.write_atomic(pointer_location(output), (json.dumps(pointer, indent=2) + "\n").encode(), inside=output)
-    named = set(pointer["shards"])
     replaced = set(before["shards"]) if before else set()
     cutoff = time.time() - ORPHAN_SHARD_SECONDS
     for location, modified in storage.listing(storage.join(output, FOLDER), with_modified=True):
-        relative = f"{FOLDER}/{posixpath.basename(location)}"
-        if relative in named or not _SHARD_NAME.fullmatch(posixpath.basename(location)):
-            continue  # the index now, or not a shard of this job's (left alone)
-        if relative in replaced or before is None or modified < cutoff:
+        name = posixpath.basename(location)
+        if f"{FOLDER}/{name}" in named:
+            continue  # the index now
+        if _EARLIER_SHARD_NAME.fullmatch(name) or (
+            _SHARD_NAME.fullmatch(name) and (f"{FOLDER}/{name}" in replaced or modified < cutoff)
+        ):
             storage.remove_if_regular(location, inside=output)
+        # Anything else is not a shard of this job's, or another run's being written: left alone.
     return pointer
 
 
@@ -252,10 +257,6 @@ class StylizedImages:
         return len(self.rows)
 
     def __getitem__(self, index: int) -> tuple[Any, int]:
-        import io
-
-        from PIL import Image
-
         row = self.rows[index]
         with Image.open(io.BytesIO(storage.read_bytes(storage.join(self.output, row["image"])))) as opened:
             image = opened.convert("RGB")
