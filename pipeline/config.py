@@ -168,3 +168,57 @@ def check_quickly(argv: list[str]) -> None:
     config = PipelineConfig.from_flags(parsed, parsed.dry_run)
     if config.manifest and "://" not in config.manifest and not os.path.exists(config.manifest):
         raise ValueError(f"--manifest {config.manifest}: no such file")
+    check_runner(unknown)
+
+
+# The runners Beam knows (StandardOptions.ALL_KNOWN_RUNNERS; tests/test_cli.py checks this list
+# against the installed Beam), so that a wrong --runner is answered before Beam is imported.
+KNOWN_RUNNERS: Final = (
+    "DataflowRunner", "BundleBasedDirectRunner", "DirectRunner", "SwitchingDirectRunner", "InteractiveRunner",
+    "FlinkRunner", "FnApiRunner", "KafkaStreamsRunner", "PortableRunner", "PrismRunner", "SparkRunner",
+    "TestDirectRunner", "TestDataflowRunner",
+)
+_DATAFLOW_RUNNERS: Final = ("DataflowRunner", "TestDataflowRunner")
+
+
+def runner_named(name: str) -> str | None:
+    """The runner Beam takes ``--runner name`` for, as Beam resolves it (any case, "Runner" may be
+    left out: ``direct``, ``DataFlowRunner``); None for a runner class given by its module path.
+
+    Raises:
+        ValueError: a name Beam does not know, with the nearest one.
+    """
+    if "." in name:
+        return None  # "my.module.MyRunner": the user's own runner, imported by Beam
+    by_lower = {runner.lower(): runner for runner in KNOWN_RUNNERS}
+    found = by_lower.get(name.lower()) or by_lower.get(name.lower() + "runner")
+    if found:
+        return found
+    spelt = name.lower() if name.lower().endswith("runner") else name.lower() + "runner"
+    nearest = difflib.get_close_matches(spelt, list(by_lower), n=1, cutoff=0.6)
+    hint = f"; did you mean {by_lower[nearest[0]]}?" if nearest else f" (Beam's runners: {', '.join(KNOWN_RUNNERS)})"
+    raise ValueError(f"--runner {name}: not a runner Beam knows{hint}")
+
+
+def check_runner(beam_args: list[str]) -> None:
+    """``--runner`` names a runner Beam knows, and Dataflow's runners have what Dataflow needs
+    before anything is staged: ``--project``, ``--region`` and a temp location on a bucket
+    (``--temp_location``, or ``--staging_location``, which Beam uses for both).
+
+    Raises:
+        ValueError: naming the flag and the cure.
+    """
+    parser = _QuickParser(add_help=False, allow_abbrev=False)
+    for name in ("--runner", "--project", "--region", "--temp_location", "--staging_location"):
+        parser.add_argument(name)
+    given, _ = parser.parse_known_args(beam_args)
+    runner = runner_named(given.runner) if given.runner else None
+    if runner not in _DATAFLOW_RUNNERS:
+        return
+    for flag in ("project", "region"):
+        if not getattr(given, flag):
+            raise ValueError(f"--runner {given.runner} needs --{flag} (see docs/dataflow.md)")
+    location = given.temp_location or given.staging_location
+    if not location or not location.startswith("gs://"):
+        found = f", got {location!r}" if location else ""
+        raise ValueError(f"--runner {given.runner} needs --temp_location on a bucket (gs://BUCKET/tmp){found}")

@@ -190,7 +190,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="pairs optimized together on a device: a number, or auto (a GPU: as many as its free "
         "memory holds, up to 32; a CPU: 1)",
     )
-    _add_switch(job, "--verbose", "also show Beam's own log lines")
+    _add_switch(job, "--verbose", "also show Beam's own log lines, and a line for each pair skipped as done")
 
     limits = parser.add_argument_group("limits (what any manifest row may ask; docs/reliability.md)")
     limits.add_argument("--max_image_size", type=int, default=_LIMITS["max_image_size"], help="largest image_size (and image_size x style_scale) a job or row may ask for, px")

@@ -361,7 +361,8 @@ def _root_cause(exc: BaseException) -> str:
 
 
 def configure_logging(verbose: bool) -> None:
-    """Our log lines at INFO; Beam's only from WARNING up, unless ``--verbose``.
+    """Our log lines at INFO; Beam's only from WARNING up, and our per-pair skip lines not at
+    all, unless ``--verbose``.
 
     Beam logs dozens of INFO lines per run (type-hint conversions, its offline Prism attempt),
     some through the root logger, so the root stays at WARNING and our packages opt in.
@@ -372,12 +373,14 @@ def configure_logging(verbose: bool) -> None:
         # Beam logs an interrupted DoFn's traceback before re-raising; the run ends with one line.
         handler.addFilter(_not_an_interrupt)
     logging.getLogger().setLevel(logging.INFO if verbose else logging.WARNING)
-    logging.getLogger("beam_style_transfer").setLevel(logging.INFO)
+    # Per-pair lines of skipped pairs are DEBUG lines (a rerun of a dataset counts them instead).
+    logging.getLogger("beam_style_transfer").setLevel(logging.DEBUG if verbose else logging.INFO)
 
 
 class _ConsoleFormatter(logging.Formatter):
     """Our lines short (``14:02:11 cat succeeded: ...``, ``warning:`` where it is one), so the
-    news starts within ten characters; other libraries' lines in full, with where they come from."""
+    news starts within ten characters, and within 120 columns (progress.fit_line); other
+    libraries' lines in full, with where they come from."""
 
     def __init__(self) -> None:
         super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -390,7 +393,9 @@ class _ConsoleFormatter(logging.Formatter):
         if record.levelno >= logging.WARNING:
             stamp, _, message = line.partition(" ")
             line = f"{stamp} {record.levelname.lower()}: {message}"
-        return line
+        from transforms.progress import fit_line
+
+        return fit_line(line)
 
 
 def _not_an_interrupt(record: logging.LogRecord) -> bool:

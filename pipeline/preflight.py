@@ -148,9 +148,10 @@ def check(config: PipelineConfig, workers_here: bool = True) -> int:
             f"--init {config.style.init}: no such file (use {', '.join(INIT_MODES)} or an image URL)"
         )
     expected = check_manifest(config) if config.manifest else check_globs(config)
-    check_output(config.output)
     if not config.dry_run:  # a dry run loads no model
         check_weights(config.style)
+    # Last: the probe makes the output folder, which only a job that passed every check should.
+    check_output(config.output)
     return expected
 
 

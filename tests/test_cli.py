@@ -44,6 +44,12 @@ def test_a_mistyped_flag_is_an_error_naming_the_nearest(one_pair, weights_file, 
         (["--manifest", "{tmp}/nowhere.csv"], "--manifest {tmp}/nowhere.csv: no such file"),
         (["--output="], "--output is required"),
         (["--manifest", "{tmp}/in/manifest.csv", "--contents", "x/*.jpg"], "give --manifest, or --contents and --styles, not both"),
+        (["--runner", "DirectRuner"], "--runner DirectRuner: not a runner Beam knows; did you mean DirectRunner?"),
+        (["--runner=Dirct"], "--runner Dirct: not a runner Beam knows; did you mean DirectRunner?"),
+        (["--runner=DataFlowRunner"], "--runner DataFlowRunner needs --project"),
+        (["--runner=DataflowRunner", "--project=p"], "--runner DataflowRunner needs --region"),
+        (["--runner=dataflow", "--project=p", "--region=r"], "--runner dataflow needs --temp_location on a bucket"),
+        (["--runner=DataflowRunner", "--project=p", "--region=r", "--temp_location=/tmp/t"], "got '/tmp/t'"),
     ],
 )
 def test_the_usual_mistakes_are_answered_before_beam_and_torch_are_imported(one_pair, tmp_path, args, message) -> None:
@@ -57,6 +63,18 @@ def test_the_usual_mistakes_are_answered_before_beam_and_torch_are_imported(one_
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
     assert "LOADED [] 2" in result.stdout
     assert message.format(tmp=tmp_path) in result.stderr and result.stderr.startswith("usage: python -m pipeline")
+    assert not (tmp_path / "out").exists()  # nothing made: the output folder comes after pre-flight
+
+
+def test_the_runners_known_before_beam_is_imported_are_beams() -> None:
+    from apache_beam.options.pipeline_options import StandardOptions
+
+    from pipeline.config import KNOWN_RUNNERS, runner_named
+
+    assert sorted(KNOWN_RUNNERS) == sorted(StandardOptions.KNOWN_RUNNER_NAMES)
+    # As Beam resolves them: any case, "Runner" left out; a module path is the user's own runner.
+    assert runner_named("DataFlowRunner") == runner_named("dataflow") == "DataflowRunner"
+    assert runner_named("my_runners.MyRunner") is None
 
 
 def test_no_beam_flag_is_near_enough_to_ours_to_be_called_a_typo() -> None:
@@ -106,6 +124,7 @@ def test_beam_options_pass_through(one_pair, weights_file, tmp_path) -> None:
         (["--init={tmp}/missing.png"], "error: --init {tmp}/missing.png: no such file (use content, random, style or an image URL)"),
         (["--output={tmp}/a-file/out"], "error: --output {tmp}/a-file/out: cannot be written"),
         (["--manifest={tmp}/nope.csv"], "error: --manifest {tmp}/nope.csv: no such file"),
+        (["--weights={tmp}/a-file"], "error: --weights {tmp}/a-file: "),  # found after the output's check could run
     ],
 )
 def test_job_wide_mistakes_stop_before_any_pair(one_pair, weights_file, tmp_path, capsys, extra, message) -> None:
@@ -189,7 +208,7 @@ def test_every_failure_row_or_pair_is_on_the_console(weights_file, tmp_path, cap
     assert any(f"{manifest} line 3: row failed: ValueError: no style image" in w for w in warnings)
     assert any(w.startswith("gone failed: at read: FileNotFoundError:") and "gone.png: no such file" in w for w in warnings)
     finished = [r.getMessage() for r in caplog.records if r.name == "beam_style_transfer.transforms.progress"]
-    assert "2/2 pairs (1 succeeded, 0 skipped, 1 failed)" in finished[-1]
+    assert "| 2/2 pairs, 1 failed, " in finished[-1]
 
 
 @pytest.mark.parametrize(("value", "message"), [("0", "from 1 to 1024"), ("many", "auto or a number")])

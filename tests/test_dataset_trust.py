@@ -240,14 +240,14 @@ def test_a_format_change_leaves_one_image_per_pair(weights_file, tmp_path) -> No
 
 # --- 4. labels never merge ---------------------------------------------------------------------
 
-LONG = "é" * 100 + "x" * 51  # 251 bytes
+LONG = "é" * 100 + "x" * 54  # 254 bytes
 
 
 @pytest.mark.parametrize(
     "folders",
     [
         ["class c", "class_c"],
-        [LONG + "a", LONG[:-1] + "yb"],  # 252-byte names sharing their first 200 bytes
+        [LONG + "a", LONG[:-1] + "yb"],  # 255-byte names (a file name's most) sharing their first 253
         ["Ünïcode 北京", "Unicode 北京", "UNICODE 北京"],
         ["v1.0", "v1_0", "v1.0.", ".hidden"],
     ],

@@ -274,7 +274,7 @@ def test_beam_metrics_and_per_pair_log_lines(three_pairs, weights_file, tmp_path
     distributions = {m.key.metric.name: m.committed for m in metrics["distributions"]}
     assert distributions["pair_milliseconds"].count == 3 and distributions["pair_milliseconds"].min > 0
     assert distributions["final_loss_thousandths"].count == 3
-    lines = [r.getMessage() for r in caplog.records if "final loss" in r.getMessage()]
+    lines = [r.getMessage() for r in caplog.records if " succeeded: " in r.getMessage() and ", loss " in r.getMessage()]
     assert sorted(line.split(" succeeded: ")[0] for line in lines) == [
         "cat-waves", "cat__waves+tiles", "dog__tiles"
     ]

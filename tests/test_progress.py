@@ -25,12 +25,12 @@ def test_counts_rate_and_time_left(caplog) -> None:
     clock.now += 60
     progress.pair_finished("c", "failed", "at read: FileNotFoundError: c.png: no such file")
     # 2 pairs computed in 120 s -> 60 pairs/h; 7 left -> 7 minutes
-    assert progress.summary() == "3/10 pairs (1 succeeded, 1 skipped, 1 failed), 60 pairs/h, 0:07:00 left"
+    assert progress.summary() == "3/10 pairs, 1 skipped, 1 failed, 60 pairs/h, 0:07:00 left"
     messages = [(r.levelname, r.getMessage()) for r in caplog.records]
     assert messages[-1] == (
         "WARNING",
         "c failed: at read: FileNotFoundError: c.png: no such file | "
-        "3/10 pairs (1 succeeded, 1 skipped, 1 failed), 60 pairs/h, 0:07:00 left",
+        "3/10 pairs, 1 skipped, 1 failed, 60 pairs/h, 0:07:00 left",
     )
 
 
@@ -43,7 +43,7 @@ def test_heartbeat_reports_the_pair_in_progress_at_most_every_interval(caplog) -
         progress.iteration("cat", iteration, 500, 1234.5)
     lines = [r.getMessage() for r in caplog.records]
     assert len(lines) == 3
-    assert lines[0] == "cat at iteration 29/500, loss 1234 | 0 pairs (0 succeeded, 0 skipped, 0 failed)"
+    assert lines[0] == "cat at iteration 29/500, loss 1234 | 0 pairs"
 
 
 def test_live_bar_counts_pairs_and_shows_the_time_left_from_iterations(capsys) -> None:
@@ -69,7 +69,7 @@ def test_time_left_comes_from_iterations_from_the_first_ones_on(caplog) -> None:
         clock.now += 2  # 2 s an iteration
         progress.iteration("a", done, 100, 9.0)
     # 300 iterations to do, 10 done: 290 at 2 s each, before any pair has finished
-    assert progress.summary() == "0/3 pairs (0 succeeded, 0 skipped, 0 failed), 0:09:40 left"
+    assert progress.summary() == "0/3 pairs, 0:09:40 left"
     for done in range(11, 101):
         clock.now += 2
         progress.iteration("a", done, 100, 9.0)
@@ -94,3 +94,54 @@ def test_the_cost_of_a_run_is_said_before_it_starts_with_a_preview_when_it_is_lo
     factor = MEASURED_BF16_TIME_FACTOR["cpu: 2 cores (this project's CI machine)"]
     bf16 = cost_line(3, StyleConfig(image_size=512, iterations=500), "cpu", "bf16")
     assert bf16.startswith(f"3 pairs x 500 iterations at 512 px on cpu: {about(factor * 3 * 500 * cpu_512)};")
+
+
+def test_skipped_pairs_are_counted_in_one_line_not_listed(caplog) -> None:
+    caplog.set_level(logging.INFO, logger="beam_style_transfer.transforms.progress")
+    progress = Progress(expected=40, live=False, clock=Clock())
+    for n in range(36):
+        progress.pair_finished(f"p{n:02d}", "skipped", "already done")
+    progress.pair_finished("new", "succeeded", "1.0 s")
+    progress.close()
+    messages = [r.getMessage() for r in caplog.records]
+    assert not any("p05" in m for m in messages)  # no line per skipped pair at INFO
+    assert messages[-1] == "36 pairs skipped, already done (p00, p01, p02, ...); --verbose lists each"
+    assert sum("skipped" in m and "|" not in m for m in messages) == 1
+    caplog.clear()
+    caplog.set_level(logging.DEBUG, logger="beam_style_transfer.transforms.progress")
+    quiet = Progress(expected=1, live=False, clock=Clock())
+    quiet.pair_finished("only", "skipped", "already done")
+    quiet.close()
+    assert [r.getMessage().split(" |")[0] for r in caplog.records] == [
+        "only skipped: already done", "1 pair skipped, already done (only); --verbose lists each"
+    ]
+
+
+def test_console_lines_fit_120_columns_and_keep_the_reason() -> None:
+    from transforms.progress import CONSOLE_COLUMNS, fit_line
+
+    path = "/home/someone/datasets/imagenet/train/n01440764/" + "x" * 80 + ".JPEG"
+    line = f"12:00:00 warning: n01440764/x failed: at read: FileNotFoundError: {path}: no such file | 3/10 pairs, 1 failed"
+    fitted = fit_line(line)
+    assert len(fitted) <= CONSOLE_COLUMNS and "no such file" in fitted and "/home/someon...xxxxxxxxxxxxxx.JPEG:" in fitted
+    assert fit_line("short line") == "short line"
+    assert fit_line("a" * 200 + "\ntraceback line").split("\n") == ["a" * 12 + "..." + "a" * 20, "traceback line"]
+    assert len(fit_line("word " * 40)) == CONSOLE_COLUMNS  # many short words: cut at the end
+
+
+def test_a_terminal_of_no_columns_gets_plain_lines(monkeypatch) -> None:
+    import os
+
+    from transforms import progress as module
+
+    class Terminal:
+        def isatty(self) -> bool:
+            return True
+
+        def fileno(self) -> int:
+            return 2
+
+    monkeypatch.setattr(os, "get_terminal_size", lambda fd: os.terminal_size((0, 0)))
+    assert not module._is_terminal(Terminal())
+    monkeypatch.setattr(os, "get_terminal_size", lambda fd: os.terminal_size((120, 40)))
+    assert module._is_terminal(Terminal())

@@ -3,6 +3,9 @@
 One tracker per process and run, shared by the DoFns of that process (``for_run``). On a terminal
 it draws a live tqdm bar; elsewhere (a log file, a scheduler, a Dataflow worker) it writes plain
 log lines: one per finished pair, and one every ``heartbeat`` seconds for the pair in progress.
+Pairs skipped as already done are counted, not listed (a rerun of a dataset would print a line
+per image): one line when the run ends gives their count and the first few ids; each one's own
+line is a DEBUG line (``--verbose``).
 On Dataflow each worker reports its own pairs; the job-wide view is Dataflow's counters.
 
 Imports: tqdm, on a terminal only; no Beam, no torch, no storage.
@@ -11,6 +14,8 @@ Imports: tqdm, on a terminal only; no Beam, no torch, no storage.
 from __future__ import annotations
 
 import logging
+import os
+import re
 import sys
 import threading
 import time
@@ -33,12 +38,40 @@ def for_run(run_id: str, expected: int | None, iterations_per_pair: int | None =
         return tracker
 
 
+# Ids the closing line about skipped pairs names.
+SKIPPED_NAMED = 3
+# The widest console line of the job's own: a longer one is cut (the whole text is in the
+# failures file, the pair's log or the report).
+CONSOLE_COLUMNS = 120
+
+
+def fit_line(line: str) -> str:
+    """``line``'s first line within CONSOLE_COLUMNS characters: a long word (a path, a URL) keeps
+    its start and its end around "...", so that the reason after it stays in view; then what is
+    still over is cut. What follows a newline (a traceback, with --verbose) is kept as it is."""
+    first, newline, rest = line.partition("\n")
+    if len(first) > CONSOLE_COLUMNS:
+        first = re.sub(r"\S{36,}", lambda word: f"{word.group()[:12]}...{word.group()[-20:]}", first)
+    if len(first) > CONSOLE_COLUMNS:
+        first = first[: CONSOLE_COLUMNS - 3] + "..."
+    return first + newline + rest
+
+
 def end_run(run_id: str) -> None:
     """Close this process's tracker of ``run_id``, if any (its live bar ends its line)."""
     with _lock:
         tracker = _current.pop(run_id, None)
     if tracker is not None:
         tracker.close()
+
+
+def _is_terminal(stream: Any) -> bool:
+    """A terminal with a size: some CI and ``script`` setups are terminals of 0 columns, where
+    a live bar shows nothing at all; there the plain lines are written instead."""
+    try:
+        return bool(stream.isatty()) and os.get_terminal_size(stream.fileno()).columns > 0
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 def _duration(seconds: float) -> str:
@@ -83,6 +116,7 @@ class Progress:
         self.expected = expected
         self.iterations_per_pair = iterations_per_pair
         self.counts = {"succeeded": 0, "skipped": 0, "failed": 0, "claimed": 0}
+        self._first_skipped: list[str] = []
         # Pairs in progress -> iterations they have done; iterations run, since the first.
         self._in_progress: dict[str, int] = {}
         self._iterations_run = 0
@@ -93,25 +127,28 @@ class Progress:
         self._last_beat = self._started
         self._lock = threading.Lock()
         self._bar: Any = None
-        if live if live is not None else sys.stderr.isatty():
+        if live if live is not None else _is_terminal(sys.stderr):
             from tqdm import tqdm
 
-            self._bar = tqdm(total=expected, unit="pair", dynamic_ncols=True)
+            # One time left, ours (postfix): tqdm's own counts finished pairs only.
+            self._bar = tqdm(
+                total=expected, unit="pair", dynamic_ncols=True,
+                bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}, {rate_fmt}{postfix}]",
+            )
 
     @property
     def finished(self) -> int:
         return sum(self.counts.values())
 
     def summary(self) -> str:
-        """``3/30 pairs (2 succeeded, 1 skipped, 0 failed), 95 pairs/h, 0:17:03 left``."""
+        """``3/30 pairs, 1 skipped, 95 pairs/h, 0:17:03 left``: counts of skipped, failed and
+        claimed pairs only where there are some (every console line fits 120 columns)."""
         elapsed = self._clock() - self._started
         of = f"/{self.expected}" if self.expected is not None else ""
-        parts = [
-            f"{self.finished}{of} pairs ({self.counts['succeeded']} succeeded, "
-            f"{self.counts['skipped']} skipped, {self.counts['failed']} failed"
-            + (f", {self.counts['claimed']} claimed by another run" if self.counts["claimed"] else "")
-            + ")"
-        ]
+        parts = [f"{self.finished}{of} pairs"]
+        for status, shown in (("skipped", "skipped"), ("failed", "failed"), ("claimed", "claimed elsewhere")):
+            if self.counts[status]:
+                parts.append(f"{self.counts[status]} {shown}")
         computed = self.counts["succeeded"] + self.counts["failed"]
         rate = computed / elapsed * 3600 if computed and elapsed > 0 else None
         if rate is not None:
@@ -140,12 +177,16 @@ class Progress:
             self._in_progress.pop(pair_id, None)
             self._last_beat = self._clock()
             line = f"{pair_id} {status}{': ' + detail if detail else ''} | {self.summary()}"
+            if status == "skipped":
+                if len(self._first_skipped) < SKIPPED_NAMED:
+                    self._first_skipped.append(pair_id)
+                logger.debug("%s", line)
             if self._bar is not None:
                 self._bar.update(1)
                 self._bar.set_postfix_str(f"{self.counts['failed']} failed")
                 if status == "failed":
-                    self._bar.write(f"failed: {pair_id}: {detail}", file=sys.stderr)
-            else:
+                    self._bar.write(fit_line(f"failed: {pair_id}: {detail}"), file=sys.stderr)
+            elif status != "skipped":
                 (logger.warning if status == "failed" else logger.info)("%s", line)
 
     def iteration(self, pair_id: str, iteration: int, iterations: int, loss: float) -> None:
@@ -170,5 +211,13 @@ class Progress:
                 logger.info("%s at iteration %d/%d, loss %.4g | %s", pair_id, iteration, iterations, loss, self.summary())
 
     def close(self) -> None:
+        """End the live bar; say how many pairs were skipped as done, and which first."""
         if self._bar is not None:
             self._bar.close()
+        skipped = self.counts["skipped"]
+        if skipped:
+            more = ", ..." if skipped > len(self._first_skipped) else ""
+            logger.info(
+                "%d pair%s skipped, already done (%s%s); --verbose lists each",
+                skipped, "" if skipped == 1 else "s", ", ".join(self._first_skipped), more,
+            )

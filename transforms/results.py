@@ -96,6 +96,8 @@ class _PreviousLinesFn(beam.DoFn):
 
     def process(self, _: object, written: object) -> Iterator[tuple[str, dict[str, Any]]]:
         try:
+            if index.read_pointer(self._output) is None:
+                return  # the first index here
             for line in index.read_index(self._output):
                 if isinstance(line, dict) and isinstance(line.get("id"), str):
                     yield line["id"], line

@@ -315,10 +315,9 @@ class StylizeBatchesFn(beam.DoFn):
         self._pair_ms.update(int(seconds * 1000))
         self._final_loss.update(int(result.final.total * 1000))
         why = f"repaired ({prepared.repairing})" if repaired else f"redone ({prepared.redoing})" if prepared.redoing else ""
+        # The batch it ran in and the device are in its log and the report: the line stays short.
         tracker.pair_finished(
-            pair.id, "succeeded",
-            f"{seconds:.1f} s (a batch of {batch_size}), final loss {result.final.total:.6g} on {result.device}"
-            + (f"; {why}" if why else ""),
+            pair.id, "succeeded", f"{seconds:.1f} s, loss {result.final.total:.4g}" + (f"; {why}" if why else "")
         )
         return Outcome(
             pair.id, "succeeded", log["seconds"], repaired, result.final.total, batch_size, index.line_from_log(log)
