@@ -187,15 +187,20 @@ def _run(argv: list[str], wait: bool) -> int:
     fail_job_if_failed = config.strict and not workers_here
     if not wait:
         return _submit(options, config, fail_job_if_failed)
+    planned = None
     if workers_here and not config.dry_run and config.expected_pairs:
         from transforms.nst.precision import resolve_precision
-        from transforms.plan import cost_line
+        from transforms.plan import cost_line, estimated_seconds
 
         device = config.style.torch_device()
-        line = cost_line(config.expected_pairs, config.style, device.type, resolve_precision(config.style, device))
+        precision = resolve_precision(config.style, device)
+        # At each content's own size, a sample of headers says what the sizes are.
+        sizes = preflight.sample_content_sizes(config) if not config.style.image_size else []
+        planned = estimated_seconds(config.expected_pairs, config.style, device.type, precision, sizes)
+        line = cost_line(config.expected_pairs, config.style, device.type, precision, sizes)
         if line:
             print(line, flush=True)
-    tracker = progress.for_run(config.run_id, config.expected_pairs, config.style.total_iterations)
+    tracker = progress.for_run(config.run_id, config.expected_pairs, config.style.total_iterations, planned)
     try:
         with beam.Pipeline(options=options) as p:
             build(p, config, fail_job_if_failed)

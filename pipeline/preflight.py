@@ -5,13 +5,15 @@ init image that does not exist, an output that cannot be written) is found here 
 reported once, instead of as one failure record per pair after hours of work. Per-row and per-pair
 problems are not checked here: they keep their failure records.
 
-Imports: storage, the manifest reader, and the engine's weights and VGG (to load the weights once
-here); it builds no pipeline.
+Imports: storage, the manifest reader, and the engine's weights, VGG (to load the weights once
+here) and image headers (the sizes an estimate at each content's own size goes by); it builds
+no pipeline.
 """
 
 from __future__ import annotations
 
 import logging
+import random
 import secrets
 from typing import Final
 
@@ -19,6 +21,7 @@ from pipeline.config import PipelineConfig
 from transforms import claims, storage
 from transforms.manifest import outside_output, read_manifest, validate_rows
 from transforms.nst.config import INIT_MODES, StyleConfig
+from transforms.nst.images import decoded_size
 from transforms.nst.vgg import VGGFeatures
 from transforms.nst.weights import load_features_state_dict
 from transforms.records import Pair
@@ -153,6 +156,31 @@ def check(config: PipelineConfig, workers_here: bool = True) -> int:
     # Last: the probe makes the output folder, which only a job that passed every check should.
     check_output(config.output)
     return expected
+
+
+# Contents whose headers the estimate of a run at each content's own size reads.
+SIZES_SAMPLED: Final = 32
+
+
+def sample_content_sizes(config: PipelineConfig, sample: int = SIZES_SAMPLED) -> list[tuple[int, int]]:
+    """(width, height) of up to ``sample`` contents, a seeded choice, from their headers: what the
+    estimate of a run at each content's own size (``--image_size 0``) goes by. Contents that
+    cannot be read are left out here (they fail their pairs in the run)."""
+    if config.manifest:
+        rows = read_manifest(str(config.manifest), config.manifest_format, config.limits)
+        items = validate_rows(rows, storage.parent(str(config.manifest)), config.style, config.limits, output=config.output)
+        contents = sorted({item.content for item in items if isinstance(item, Pair)})
+    else:
+        contents = outside_output(storage.glob(str(config.contents)), config.output)
+    chosen = random.Random(0).sample(contents, min(sample, len(contents)))
+    sizes = []
+    for location in chosen:
+        try:
+            data = storage.read_bytes(location, config.limits.max_input_bytes)
+            sizes.append(decoded_size(data, location, config.limits.max_input_pixels))
+        except (OSError, ValueError):
+            continue
+    return sizes
 
 
 def check_globs(config: PipelineConfig) -> int:

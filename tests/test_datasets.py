@@ -58,9 +58,12 @@ def index_of(output: Path) -> list[dict]:
     return [json.loads(line) for path in sorted((output / "index").glob("*.jsonl")) for line in path.read_text().splitlines()]
 
 
-def test_a_tree_comes_back_as_a_tree_at_each_contents_own_size(dataset, weights_file) -> None:
+def test_a_tree_comes_back_as_a_tree_at_each_contents_own_size(dataset, weights_file, capsys) -> None:
     out = dataset / "out"
     assert run(dataset_args(weights_file("vgg19"), dataset, out)) == 0
+    # An estimate before the first pair, from the contents' headers (here all four are sampled).
+    first = capsys.readouterr().out.splitlines()[0]
+    assert first.startswith("8 pairs x 1 iterations at their own sizes (median 44x33 of 4 sampled) on cpu: ")
     images = written(out)
     assert len(images) == len(TREE) * 2
     for name, size in TREE.items():
@@ -194,3 +197,14 @@ def test_the_portable_runner_runs_the_job(dataset, weights_file) -> None:
     args = [a for a in args if not a.startswith("--runner")] + ["--runner=PortableRunner", "--job_endpoint=embed", "--environment_type=LOOPBACK"]
     assert run(args) == 0
     assert len(written(out)) == len(TREE) and len(index_of(out)) == len(TREE)
+
+
+def test_the_plan_says_device_time_as_people_read_it() -> None:
+    from transforms.plan import describe
+
+    plan = {
+        "pairs": {"to_do": 8, "skipped": 0, "failed": 0}, "iterations": 8, "batches": 8, "batch_groups": 4,
+        "sizes": {"40x30": 8}, "distinct_sizes": 1, "largest_pair_gib": 0.01, "tiled_pairs": 0,
+        "device_hours": {"cpu": 0.00216, "gpu": 0.2, "big gpu": 3.44, "farm": 1234.5},
+    }
+    assert describe(plan).splitlines()[-1] == "  estimated 8 s on cpu, 12 m on gpu, 3.4 h on big gpu, 1,234 h on farm"

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 
+import pytest
+
 from transforms.progress import Progress
 
 
@@ -80,7 +82,7 @@ def test_time_left_comes_from_iterations_from_the_first_ones_on(caplog) -> None:
 
 def test_the_cost_of_a_run_is_said_before_it_starts_with_a_preview_when_it_is_long() -> None:
     from transforms.nst.config import StyleConfig
-    from transforms.plan import MEASURED_BF16_TIME_FACTOR, MEASURED_SECONDS_PER_ITERATION, cost_line
+    from transforms.plan import MEASURED_BF16_TIME_FACTOR, MEASURED_SECONDS_PER_ITERATION, cost_line, seconds_per_iteration
     from transforms.progress import about
 
     cpu_512 = dict(MEASURED_SECONDS_PER_ITERATION["cpu: 2 cores (this project's CI machine)"])[512 * 512]
@@ -90,6 +92,12 @@ def test_the_cost_of_a_run_is_said_before_it_starts_with_a_preview_when_it_is_lo
     assert "; --image_size 256 --iterations 200 previews in about" in line
     assert cost_line(1, StyleConfig(image_size=64, iterations=20), "cpu") == "1 pair x 20 iterations at 64 px on cpu: under a minute"
     assert cost_line(5, StyleConfig(image_size=0), "cpu") is None  # each content's own size: unknown yet
+    # ... unless a sample of the contents' headers says it: the average of their costs.
+    sizes = [(500, 375), (640, 480), (320, 240)]
+    device = "cpu: 2 cores (this project's CI machine)"
+    per_pair = sum(500 * seconds_per_iteration(device, w * h) for w, h in sizes) / 3
+    line = cost_line(5, StyleConfig(image_size=0), "cpu", sizes=sizes)
+    assert line == f"5 pairs x 500 iterations at their own sizes (median 500x375 of 3 sampled) on cpu: {about(5 * per_pair)}"
     # bf16 where the device has it: the measured whole-pair factor
     factor = MEASURED_BF16_TIME_FACTOR["cpu: 2 cores (this project's CI machine)"]
     bf16 = cost_line(3, StyleConfig(image_size=512, iterations=500), "cpu", "bf16")
@@ -145,3 +153,21 @@ def test_a_terminal_of_no_columns_gets_plain_lines(monkeypatch) -> None:
     assert not module._is_terminal(Terminal())
     monkeypatch.setattr(os, "get_terminal_size", lambda fd: os.terminal_size((120, 40)))
     assert module._is_terminal(Terminal())
+
+
+def test_the_time_left_starts_from_the_plan_and_falls_as_the_measured_rate_takes_over() -> None:
+    clock = Clock()
+    progress = Progress(expected=4, iterations_per_pair=100, live=False, clock=clock, planned_seconds=800)
+    assert progress.summary() == "0/4 pairs, 0:13:20 left"  # the plan, before any iteration
+    clock.now += 30  # loading: the plan's time falls with the clock
+    assert progress.summary() == "0/4 pairs, 0:12:50 left"
+    shown = []
+    for step in range(1, 101):  # the first pair runs at 1 s an iteration: the plan said 2 s
+        clock.now += 1
+        progress.iteration("a", step, 100, 1.0)
+        shown.append(progress._seconds_left(None))
+    assert all(later < earlier for earlier, later in zip(shown, shown[1:], strict=False))  # it falls, every second
+    progress.pair_finished("a", "succeeded")
+    # A quarter of the work done: three quarters of the plan's 670 s left, and a quarter of the
+    # measured: 300 iterations at the 100 that ran in the 99 s since the first.
+    assert progress._seconds_left(None) == pytest.approx(0.75 * 670 + 0.25 * 300 * 99 / 100)

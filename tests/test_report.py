@@ -155,7 +155,10 @@ def test_loss_curve_leaves_out_rejected_trials_and_thins_long_histories() -> Non
     assert all(value < 1e12 for _, value in losses)
     assert losses[0] == (0, 1000.0) and losses[-1] == (1000, 1000.0 / 1001)
     assert len(losses) <= report.CURVE_POINTS + 1
-    assert report.loss_curve_svg(losses).count(",") == len(losses)
+    curve = report.loss_curve_svg(losses)
+    assert curve.split('points="')[1].count(",") == len(losses)
+    # The axes' values: highest and lowest loss, first and last iteration.
+    assert re.findall(r'<text class="axis"[^>]*>([^<]*)</text>', curve) == ["1e+03", "0.999", "0", "1000 it"]
 
 
 def test_a_thumbnail_refuses_an_image_over_the_pixel_limit() -> None:
@@ -175,6 +178,10 @@ def test_a_real_browser_renders_the_report(run_with_a_failure: Path, tmp_path: P
                          capture_output=True, text=True, timeout=120)
     assert dom.returncode == 0, dom.stderr
     assert set(Page(dom.stdout).rows) == {"cat-waves", "dog-waves"}
+    # Each loss curve carries its axes' values as the browser laid it out: 4 per curve, the last
+    # the iterations run (6, job_args).
+    values = re.findall(r'<text class="axis"[^>]*>([^<]*)</text>', dom.stdout)
+    assert len(values) == 8 and values[3] == values[7] == "6 it"
     subprocess.run([*command, f"--screenshot={shot}", (run_with_a_failure / "report.html").as_uri()],
                    capture_output=True, timeout=120, check=True)
     picture = Image.open(shot).convert("RGB")

@@ -16,7 +16,7 @@ from __future__ import annotations
 import bisect
 import math
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
 
@@ -66,25 +66,51 @@ PREVIEW_ITERATIONS: Final = 200
 PREVIEW_WORTH_SECONDS: Final = 600.0
 
 
-def cost_line(pairs: int, config: StyleConfig, device_type: str, precision: str = "fp32") -> str | None:
-    """The run's cost before it starts, from measured seconds per iteration (one pair at a time,
-    square images, every iteration run: an upper bound for other shapes and for pairs that
-    converge sooner): ``3 pairs x 500 iterations at 512 px on cpu: about 1 h 15 m; --image_size
-    256 --iterations 200 previews in about 7 m``. ``precision``: the one the pairs will run in
-    (``auto`` resolved). None when the size comes from each content (image_size 0)."""
-    if not config.image_size or not pairs:
-        return None
+def estimated_seconds(
+    pairs: int, config: StyleConfig, device_type: str, precision: str = "fp32", sizes: Sequence[tuple[int, int]] = ()
+) -> float | None:
+    """What ``pairs`` pairs cost on this device, from measured seconds per iteration (one pair at
+    a time, every iteration run: an upper bound for pairs that converge sooner): square images of
+    ``image_size``, or with ``image_size`` 0, the average of ``sizes`` (a sample of the contents'
+    own sizes, from their headers). None when nothing says the size."""
     device = next(d for d in MEASURED_SECONDS_PER_ITERATION if d.startswith("gpu" if device_type == "cuda" else "cpu"))
     factor = MEASURED_BF16_TIME_FACTOR.get(device, 1.0) if precision == "bf16" else 1.0
+    if config.image_size:
+        shapes = [(config.image_size, config.image_size)]
+    elif sizes:
+        shapes = list(sizes)
+    else:
+        return None
+    per_pair = sum(
+        n * seconds_per_iteration(device, w * h)
+        for width, height in shapes
+        for w, h, n in _stage_sizes(config.for_content(width, height), (width, height))
+    ) / len(shapes)
+    return factor * pairs * per_pair
 
-    def seconds(stages: Iterable[tuple[int, int]]) -> float:
-        return factor * pairs * sum(n * seconds_per_iteration(device, size * size) for size, n in stages)
 
-    full = seconds(config.stages)
-    line = f"{pairs} pair{'s' if pairs != 1 else ''} x {config.total_iterations} iterations at {config.image_size} px on {device_type}: {progress.about(full)}"
+def cost_line(
+    pairs: int, config: StyleConfig, device_type: str, precision: str = "fp32", sizes: Sequence[tuple[int, int]] = ()
+) -> str | None:
+    """The run's cost before it starts (:func:`estimated_seconds`): ``3 pairs x 500 iterations at
+    512 px on cpu: about 1 h 15 m; --image_size 256 --iterations 200 previews in about 7 m``, or
+    with ``image_size`` 0, ``... at their own sizes (median 500x375 of 32 sampled) ...``.
+    ``precision``: the one the pairs will run in (``auto`` resolved). None when nothing says the
+    size (image_size 0 and no sample)."""
+    full = estimated_seconds(pairs, config, device_type, precision, sizes) if pairs else None
+    if full is None:
+        return None
+    if config.image_size:
+        at = f"{config.image_size} px"
+    else:
+        middle = sorted(sizes, key=lambda size: size[0] * size[1])[len(sizes) // 2]
+        at = f"their own sizes (median {middle[0]}x{middle[1]} of {len(sizes)} sampled)"
+    line = f"{pairs} pair{'s' if pairs != 1 else ''} x {config.total_iterations} iterations at {at} on {device_type}: {progress.about(full)}"
     size, iterations = min(config.image_size, PREVIEW_SIZE), min(config.iterations, PREVIEW_ITERATIONS)
-    if full > PREVIEW_WORTH_SECONDS and (size, iterations) != (config.image_size, config.iterations) and not config.scales:
-        line += f"; --image_size {size} --iterations {iterations} previews in {progress.about(seconds([(size, iterations)]))}"
+    worth_a_preview = config.image_size and (size, iterations) != (config.image_size, config.iterations)
+    if full > PREVIEW_WORTH_SECONDS and worth_a_preview and not config.scales:
+        preview = estimated_seconds(pairs, config.replace(image_size=size, iterations=iterations), device_type, precision)
+        line += f"; --image_size {size} --iterations {iterations} previews in {progress.about(preview or 0.0)}"
     return line
 
 
@@ -162,10 +188,20 @@ def _stage_sizes(config: StyleConfig, output_size: tuple[int, int]) -> list[tupl
     ]
 
 
+def _duration(seconds: float) -> str:
+    """``8 s``, ``12 m``, ``3.4 h``, ``1,200 h``: device time as people read it."""
+    if seconds < 60:
+        return f"{seconds:.0f} s"
+    if seconds < 3600:
+        return f"{seconds / 60:.0f} m"
+    hours = seconds / 3600
+    return f"{hours:.1f} h" if hours < 10 else f"{hours:,.0f} h"
+
+
 def describe(plan: dict[str, Any]) -> str:
     """The plan in a few lines for the console."""
     pairs = plan["pairs"]
-    hours = ", ".join(f"{value:g} h on {device}" for device, value in plan["device_hours"].items())
+    hours = ", ".join(f"{_duration(value * 3600)} on {device}" for device, value in plan["device_hours"].items())
     sizes = ", ".join(f"{size} x{count}" for size, count in list(plan["sizes"].items())[:5])
     tiles = f", {plan['tiled_pairs']} in tiles" if plan["tiled_pairs"] else ""
     return (

@@ -28,13 +28,15 @@ _lock = threading.Lock()
 _current: dict[str, Progress] = {}
 
 
-def for_run(run_id: str, expected: int | None, iterations_per_pair: int | None = None) -> Progress:
+def for_run(
+    run_id: str, expected: int | None, iterations_per_pair: int | None = None, planned_seconds: float | None = None
+) -> Progress:
     """This process's tracker for ``run_id`` (a new run replaces the previous run's)."""
     with _lock:
         tracker = _current.get(run_id)
         if tracker is None:
             _current.clear()
-            tracker = _current[run_id] = Progress(expected, iterations_per_pair)
+            tracker = _current[run_id] = Progress(expected, iterations_per_pair, planned_seconds=planned_seconds)
         return tracker
 
 
@@ -95,7 +97,10 @@ class Progress:
     The time left comes from iterations, not from finished pairs alone: from the first iterations
     on, it is the work left (pairs not finished times ``iterations_per_pair``, less what the
     pairs in progress have done) at the rate iterations have run so far. Without
-    ``iterations_per_pair`` it is the pairs left at the rate pairs have finished.
+    ``iterations_per_pair`` it is the pairs left at the rate pairs have finished. With
+    ``planned_seconds`` (the estimate said before the run), the time left starts from it and
+    falls with the clock, and the measured rate takes over as the work gets done: the first
+    iterations' rate (small images first, a batch filling up) does not make it jump about.
 
     Args:
         expected: pairs the run expects (manifest rows or glob combinations), None if unknown.
@@ -112,9 +117,11 @@ class Progress:
         live: bool | None = None,
         heartbeat: float = 30.0,
         clock: Callable[[], float] = time.monotonic,
+        planned_seconds: float | None = None,
     ) -> None:
         self.expected = expected
         self.iterations_per_pair = iterations_per_pair
+        self.planned_seconds = planned_seconds
         self.counts = {"succeeded": 0, "skipped": 0, "failed": 0, "claimed": 0}
         self._first_skipped: list[str] = []
         # Pairs in progress -> iterations they have done; iterations run, since the first.
@@ -163,12 +170,20 @@ class Progress:
             return None
         pairs_left = max(self.expected - self.finished, 0)
         since_first = self._clock() - self._first_iteration_at if self._first_iteration_at is not None else 0.0
+        measured, done = None, 0.0
         if self.iterations_per_pair and self._iterations_run and since_first > 0:
             work_left = max(pairs_left * self.iterations_per_pair - sum(self._in_progress.values()), 0)
-            return work_left / (self._iterations_run / since_first)
-        if pairs_per_hour:
-            return pairs_left / pairs_per_hour * 3600
-        return None
+            measured = work_left / (self._iterations_run / since_first)
+            done = 1.0 - work_left / max(self.expected * self.iterations_per_pair, 1)
+        elif pairs_per_hour:
+            measured = pairs_left / pairs_per_hour * 3600
+            done = 1.0 - pairs_left / max(self.expected, 1)
+        if self.planned_seconds is None or not pairs_left:
+            return measured
+        planned = max(self.planned_seconds - (self._clock() - self._started), 0.0)
+        if measured is None:
+            return planned
+        return (1.0 - done) * planned + done * measured
 
     def pair_finished(self, pair_id: str, status: str, detail: str = "") -> None:
         """Count a pair (or a manifest row) as ``succeeded``, ``skipped``, ``failed`` or ``claimed``."""

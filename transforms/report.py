@@ -144,8 +144,9 @@ def losses_from_log(log: dict[str, Any]) -> tuple[tuple[int, float], ...]:
     return tuple((i, float(t)) for i, t in kept if math.isfinite(t) and t > 0)
 
 
-def loss_curve_svg(losses: Sequence[tuple[int, float]], width: int = 220, height: int = 64) -> str:
-    """log10(total loss) against iteration, as a small inline SVG (empty without two points)."""
+def loss_curve_svg(losses: Sequence[tuple[int, float]], width: int = 260, height: int = 72) -> str:
+    """log10(total loss) against iteration, as a small inline SVG (empty without two points), with
+    its axes' values: the highest and lowest loss on the left, the first and last iteration below."""
     if len(losses) < 2:
         return ""
     xs = [float(i) for i, _ in losses]
@@ -153,16 +154,27 @@ def loss_curve_svg(losses: Sequence[tuple[int, float]], width: int = 220, height
     x0, x1 = min(xs), max(xs) or 1.0
     y0, y1 = min(ys), max(ys)
     span_x, span_y = (x1 - x0) or 1.0, (y1 - y0) or 1.0
-    pad = 4
+    left, top, right, bottom = 44, 6, 6, 16  # room for the axes' values
+    plot_width, plot_height = width - left - right, height - top - bottom
     points = " ".join(
-        f"{pad + (x - x0) / span_x * (width - 2 * pad):.1f},{pad + (y1 - y) / span_y * (height - 2 * pad):.1f}"
-        for x, y in zip(xs, ys)
+        f"{left + (x - x0) / span_x * plot_width:.1f},{top + (y1 - y) / span_y * plot_height:.1f}"
+        for x, y in zip(xs, ys, strict=True)
     )
     label = f"loss {losses[0][1]:.3g} to {losses[-1][1]:.3g} over {int(x1)} iterations (log scale)"
+    axes = "".join(
+        f'<text class="axis" x="{x}" y="{y}" font-size="9" text-anchor="{anchor}">{html.escape(text)}</text>'
+        for x, y, anchor, text in (
+            (left - 3, top + 7, "end", f"{10 ** y1:.3g}"),
+            (left - 3, top + plot_height, "end", f"{10 ** y0:.3g}"),
+            (left, height - 3, "start", f"{int(x0)}"),
+            (width - right, height - 3, "end", f"{int(x1)} it"),
+        )
+    )
     return (
         f'<svg class="curve" width="{width}" height="{height}" viewBox="0 0 {width} {height}" role="img" '
         f'aria-label="{html.escape(label)}"><title>{html.escape(label)}</title>'
-        f'<polyline fill="none" stroke="#3366cc" stroke-width="1.5" points="{points}"/></svg>'
+        f'<path d="M{left},{top} V{top + plot_height} H{width - right}" fill="none" stroke="#999" stroke-width="0.5"/>'
+        f'{axes}<polyline fill="none" stroke="#3366cc" stroke-width="1.5" points="{points}"/></svg>'
     )
 
 
