@@ -113,7 +113,7 @@ def test_skipped_pairs_are_counted_in_one_line_not_listed(caplog) -> None:
     progress.close()
     messages = [r.getMessage() for r in caplog.records]
     assert not any("p05" in m for m in messages)  # no line per skipped pair at INFO
-    assert messages[-1] == "36 pairs skipped, already done (p00, p01, p02, ...); --verbose lists each"
+    assert messages[-1] == "36 pairs skipped, already done (--verbose lists each): p00, p01, p02, ..."
     assert sum("skipped" in m and "|" not in m for m in messages) == 1
     caplog.clear()
     caplog.set_level(logging.DEBUG, logger="beam_style_transfer.transforms.progress")
@@ -121,7 +121,7 @@ def test_skipped_pairs_are_counted_in_one_line_not_listed(caplog) -> None:
     quiet.pair_finished("only", "skipped", "already done")
     quiet.close()
     assert [r.getMessage().split(" |")[0] for r in caplog.records] == [
-        "only skipped: already done", "1 pair skipped, already done (only); --verbose lists each"
+        "only skipped: already done", "1 pair skipped, already done (--verbose lists each): only"
     ]
 
 

@@ -161,7 +161,7 @@ class Progress:
         if rate is not None:
             parts.append(f"{rate:.0f} pairs/h")
         left = self._seconds_left(rate)
-        if left is not None:
+        if left is not None and self.finished != self.expected:
             parts.append(f"{_duration(left)} left")
         return ", ".join(parts)
 
@@ -233,6 +233,6 @@ class Progress:
         if skipped:
             more = ", ..." if skipped > len(self._first_skipped) else ""
             logger.info(
-                "%d pair%s skipped, already done (%s%s); --verbose lists each",
+                "%d pair%s skipped, already done (--verbose lists each): %s%s",
                 skipped, "" if skipped == 1 else "s", ", ".join(self._first_skipped), more,
             )

@@ -144,7 +144,7 @@ def losses_from_log(log: dict[str, Any]) -> tuple[tuple[int, float], ...]:
     return tuple((i, float(t)) for i, t in kept if math.isfinite(t) and t > 0)
 
 
-def loss_curve_svg(losses: Sequence[tuple[int, float]], width: int = 260, height: int = 72) -> str:
+def loss_curve_svg(losses: Sequence[tuple[int, float]], width: int = 270, height: int = 72) -> str:
     """log10(total loss) against iteration, as a small inline SVG (empty without two points), with
     its axes' values: the highest and lowest loss on the left, the first and last iteration below."""
     if len(losses) < 2:
@@ -154,7 +154,7 @@ def loss_curve_svg(losses: Sequence[tuple[int, float]], width: int = 260, height
     x0, x1 = min(xs), max(xs) or 1.0
     y0, y1 = min(ys), max(ys)
     span_x, span_y = (x1 - x0) or 1.0, (y1 - y0) or 1.0
-    left, top, right, bottom = 44, 6, 6, 16  # room for the axes' values
+    left, top, right, bottom = 54, 6, 6, 16  # room for the axes' values
     plot_width, plot_height = width - left - right, height - top - bottom
     points = " ".join(
         f"{left + (x - x0) / span_x * plot_width:.1f},{top + (y1 - y) / span_y * plot_height:.1f}"
