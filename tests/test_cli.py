@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from pipeline.main import run
+from tests.conftest import synthetic_image
 from tests.test_pipeline import job_args, write_images
 
 
@@ -292,3 +293,27 @@ def test_a_content_that_is_its_own_style_is_warned_of(weights_file, tmp_path, ca
     assert run(args) == 0
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert warnings == [f"cat__cat: {tmp_path}/in/cat.png is its own style: the result will be the content, barely changed (loss near 0)"]
+
+
+@pytest.mark.slow  # two job processes
+def test_a_dataset_run_and_its_rerun_on_the_console(weights_file, tmp_path) -> None:
+    # As a newcomer sees it: an estimate first (each content's own size), short lines, and a
+    # rerun that says what it skipped in one line.
+    for index, folder in enumerate(["class one", "class two"] * 3):
+        (tmp_path / "train" / folder).mkdir(parents=True, exist_ok=True)
+        synthetic_image(index, 40 + index, 32).save(tmp_path / "train" / folder / f"photo_{index}.png")
+    write_images(tmp_path / "art", {"waves.png": 3})
+    args = [
+        sys.executable, "-m", "pipeline", f"--contents={tmp_path}/train/**/*.png", f"--styles={tmp_path}/art/*.png",
+        "--styles_per_content=1", "--output_layout=tree", "--image_size=0", f"--output={tmp_path / 'out'}",
+        f"--weights={weights_file('vgg19')}", "--weights_family=torchvision", "--iterations=2", "--runner=FnApiRunner",
+    ]
+    first = subprocess.run(args, capture_output=True, text=True, timeout=300, check=True)
+    assert first.stdout.splitlines()[0].startswith("6 pairs x 2 iterations at their own sizes (median 43x32 of 6 sampled) on cpu:")
+    ours = [line for line in (first.stdout + first.stderr).splitlines() if line[:2].isdigit() or line.startswith("6 pairs")]
+    assert len([line for line in ours if " succeeded: " in line]) == 6
+    assert all(len(line) <= 120 for line in ours), max(ours, key=len)
+    rerun = subprocess.run(args, capture_output=True, text=True, timeout=300, check=True)
+    skipped = [line for line in rerun.stderr.splitlines() if "skipped" in line]
+    assert len(skipped) == 1 and "6 pairs skipped, already done (--verbose lists each): class one/photo_0__waves" in skipped[0]
+    assert rerun.stdout.splitlines()[-2].startswith("0 succeeded, 6 skipped, 0 failed in ")

@@ -120,7 +120,7 @@ class _IndexLinesFn(beam.DoFn):
         )
         for image in superseded:
             if storage.remove_if_regular(storage.join(self._output, image), inside=self._output):
-                logger.info("%s: removed %s, superseded by %s", pair_id, image, lines[0]["image"])
+                logger.debug("%s: removed %s, superseded by %s", pair_id, image, lines[0]["image"])
         for line in lines:
             yield index.shard_of(pair_id, self._shards), index.encode_line(line)
 
