@@ -171,11 +171,11 @@ def _run(argv: list[str], wait: bool) -> int:
         return 2
     workers_here = _workers_here(options)
     try:
-        expected = preflight.check(config, workers_here=workers_here)
+        checked = preflight.check_job(config, workers_here=workers_here)
     except preflight.PreflightError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    config = dataclasses.replace(config, expected_pairs=expected)
+    config = dataclasses.replace(config, expected_pairs=checked.pairs)
     # A dry run changes nothing on storage but plan.json: what killed runs left waits for a run.
     temporaries, expired_claims = (0, 0) if config.dry_run else preflight.remove_leftovers(config.output)
     if temporaries or expired_claims:
@@ -194,8 +194,8 @@ def _run(argv: list[str], wait: bool) -> int:
 
         device = config.style.torch_device()
         precision = resolve_precision(config.style, device)
-        # At each content's own size, a sample of headers says what the sizes are.
-        sizes = preflight.sample_content_sizes(config) if not config.style.image_size else []
+        # At each content's own size, pre-flight's sample of headers says what the sizes are.
+        sizes = checked.content_sizes
         planned = estimated_seconds(config.expected_pairs, config.style, device.type, precision, sizes)
         line = cost_line(config.expected_pairs, config.style, device.type, precision, sizes)
         if line:

@@ -15,10 +15,12 @@ from __future__ import annotations
 import logging
 import random
 import secrets
+from dataclasses import dataclass
 from typing import Final
 
 from pipeline.config import PipelineConfig
 from transforms import claims, storage
+from transforms.limits import Limits
 from transforms.manifest import outside_output, read_manifest, validate_rows
 from transforms.nst.config import INIT_MODES, StyleConfig
 from transforms.nst.images import decoded_size
@@ -86,11 +88,11 @@ def check_output(output: str) -> None:
         raise PreflightError(f"--output {output}: cannot be written ({exc}); choose a writable folder") from exc
 
 
-def check_manifest(config: PipelineConfig) -> int:
+def check_manifest(config: PipelineConfig) -> tuple[int, list[str]]:
     """The manifest is a regular file of a known format with at least one data row.
 
-    Returns how many of its rows are valid pairs (for the progress display); invalid rows are
-    not an error here, they become failure records when the job reads them.
+    Returns how many of its rows are valid pairs (for the progress display), and their contents;
+    invalid rows are not an error here, they become failure records when the job reads them.
     """
     location = str(config.manifest)
     try:
@@ -107,7 +109,8 @@ def check_manifest(config: PipelineConfig) -> int:
             "data row; JSON Lines one object per line)"
         )
     items = validate_rows(rows, storage.parent(location), config.style, config.limits, output=config.output)
-    return sum(isinstance(item, Pair) for item in items)
+    contents = [item.content for item in items if isinstance(item, Pair)]
+    return len(contents), contents
 
 
 def remove_leftovers(output: str) -> tuple[int, int]:
@@ -120,14 +123,28 @@ def remove_leftovers(output: str) -> tuple[int, int]:
     return removed, claims.remove_expired(output)
 
 
+@dataclass(frozen=True)
+class Checked:
+    """What pre-flight found: the pairs the job expects (the manifest's valid rows, or the glob
+    combinations), and, for a run here at each content's own size (``--image_size 0``), the
+    (width, height) of a seeded sample of contents from their headers, which its estimate goes by."""
+
+    pairs: int
+    content_sizes: list[tuple[int, int]]
+
+
 def check(config: PipelineConfig, workers_here: bool = True) -> int:
+    """:func:`check_job`'s pairs: the number of pairs the job expects."""
+    return check_job(config, workers_here).pairs
+
+
+def check_job(config: PipelineConfig, workers_here: bool = True) -> Checked:
     """Every job-wide check; raises PreflightError on the first that fails.
 
     ``workers_here``: the pairs run on this machine (a local runner). Otherwise (Dataflow) the
     device is the workers', not the launcher's, and is not checked here.
 
-    Returns the number of pairs the job expects: the manifest's valid rows, or the glob
-    combinations.
+    Returns what it found (:class:`Checked`).
     """
     locations = {
         "--manifest": config.manifest, "--output": config.output, "--contents": config.contents,
@@ -150,57 +167,50 @@ def check(config: PipelineConfig, workers_here: bool = True) -> int:
         raise PreflightError(
             f"--init {config.style.init}: no such file (use {', '.join(INIT_MODES)} or an image URL)"
         )
-    expected = check_manifest(config) if config.manifest else check_globs(config)
+    expected, contents = check_manifest(config) if config.manifest else check_globs(config)
     if not config.dry_run:  # a dry run loads no model
         check_weights(config.style)
     # Last: the probe makes the output folder, which only a job that passed every check should.
     check_output(config.output)
-    return expected
+    estimated_here = workers_here and not config.dry_run and not config.style.image_size
+    return Checked(expected, sample_content_sizes(contents, config.limits) if estimated_here else [])
 
 
 # Contents whose headers the estimate of a run at each content's own size reads.
 SIZES_SAMPLED: Final = 32
 
 
-def sample_content_sizes(config: PipelineConfig, sample: int = SIZES_SAMPLED) -> list[tuple[int, int]]:
-    """(width, height) of up to ``sample`` contents, a seeded choice, from their headers: what the
-    estimate of a run at each content's own size (``--image_size 0``) goes by. Contents that
-    cannot be read are left out here (they fail their pairs in the run)."""
-    if config.manifest:
-        rows = read_manifest(str(config.manifest), config.manifest_format, config.limits)
-        items = validate_rows(rows, storage.parent(str(config.manifest)), config.style, config.limits, output=config.output)
-        contents = sorted({item.content for item in items if isinstance(item, Pair)})
-    else:
-        contents = outside_output(storage.glob(str(config.contents)), config.output)
-    chosen = random.Random(0).sample(contents, min(sample, len(contents)))
+def sample_content_sizes(contents: list[str], limits: Limits, sample: int = SIZES_SAMPLED) -> list[tuple[int, int]]:
+    """(width, height) of up to ``sample`` of ``contents``, a seeded choice, from their headers.
+    Contents that cannot be read are left out here (they fail their pairs in the run)."""
+    distinct = sorted(set(contents))
+    chosen = random.Random(0).sample(distinct, min(sample, len(distinct)))
     sizes = []
     for location in chosen:
         try:
-            data = storage.read_bytes(location, config.limits.max_input_bytes)
-            sizes.append(decoded_size(data, location, config.limits.max_input_pixels))
+            data = storage.read_bytes(location, limits.max_input_bytes)
+            sizes.append(decoded_size(data, location, limits.max_input_pixels))
         except (OSError, ValueError):
             continue
     return sizes
 
 
-def check_globs(config: PipelineConfig) -> int:
+def check_globs(config: PipelineConfig) -> tuple[int, list[str]]:
     """Both globs match files outside the output, and there are as many styles as each content
-    draws; the pairs. Matches inside the output are left out, said in one line."""
+    draws; the pairs, and the contents. Matches inside the output are left out, said in one line."""
     matches = {}
     for flag, pattern in (("--contents", config.contents), ("--styles", config.styles)):
         everything = storage.glob(str(pattern))
-        matches[flag] = len(outside_output(everything, config.output))
-        if len(everything) > matches[flag]:
+        matches[flag] = outside_output(everything, config.output)
+        if len(everything) > len(matches[flag]):
             logger.warning(
                 "%d files matching %s are inside --output %s and are left out: the job never reads its own outputs",
-                len(everything) - matches[flag], flag, config.output,
+                len(everything) - len(matches[flag]), flag, config.output,
             )
         if not matches[flag]:
             where = " outside --output" if everything else ""
             raise PreflightError(f"{flag} {pattern!r}: no files match{where} (check the pattern and quote it)")
-    drawn = config.styles_per_content
-    if drawn > matches["--styles"]:
-        raise PreflightError(
-            f"--styles_per_content {drawn}: --styles {config.styles!r} matches only {matches['--styles']} files"
-        )
-    return matches["--contents"] * (drawn or matches["--styles"])
+    drawn, styles = config.styles_per_content, len(matches["--styles"])
+    if drawn > styles:
+        raise PreflightError(f"--styles_per_content {drawn}: --styles {config.styles!r} matches only {styles} files")
+    return len(matches["--contents"]) * (drawn or styles), matches["--contents"]

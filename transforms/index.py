@@ -16,7 +16,7 @@ below the input root as the input names it, ``--output_layout tree``; null in th
 no log describes (a run stopped between its two writes, for a pair no later run included) has
 null ``content``, ``styles``, ``size`` and ``final_loss``.
 
-Imports: storage, records and Pillow; no Beam, no torch (:class:`StylizedImages` is a
+Imports: storage, outputs (a time stamp), records and Pillow; no Beam, no torch (:class:`StylizedImages` is a
 map-style dataset by protocol: ``torch.utils.data.DataLoader`` takes it as it is).
 """
 
@@ -34,6 +34,7 @@ from typing import Any, Final
 from PIL import Image
 
 from transforms import storage
+from transforms.outputs import utc_iso
 from transforms.records import IMAGE_FORMATS
 
 POINTER: Final = "index.json"
@@ -194,7 +195,7 @@ def write_pointer(output: str, run_id: str, shards: list[str], lines: int) -> di
         "run_id": run_id,
         "shards": sorted(named),
         "images": lines,
-        "written_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "written_at": utc_iso(time.time()),
     }
     storage.write_atomic(pointer_location(output), (json.dumps(pointer, indent=2) + "\n").encode(), inside=output)
     replaced = set(before["shards"]) if before else set()
@@ -229,6 +230,11 @@ def read_index(output: str) -> Iterator[dict[str, Any]]:
     pointer = read_pointer(output)
     if pointer is None:
         raise FileNotFoundError(f"{pointer_location(output)}: no index (has a run finished in {output}?)")
+    yield from lines_of(output, pointer)
+
+
+def lines_of(output: str, pointer: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    """The lines of the shards ``pointer`` names."""
     for shard in pointer["shards"]:
         for text in storage.read_bytes(storage.join(output, shard), MAX_SHARD_BYTES).decode().splitlines():
             if text.strip():

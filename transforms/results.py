@@ -96,8 +96,8 @@ class _PreviousLinesFn(beam.DoFn):
 
     def process(self, _: object, written: object) -> Iterator[tuple[str, dict[str, Any]]]:
         try:
-            lines = index.read_index(self._output) if index.read_pointer(self._output) is not None else iter(())
-            for line in lines:  # none for the first index here
+            pointer = index.read_pointer(self._output)
+            for line in index.lines_of(self._output, pointer) if pointer else ():  # none for the first index here
                 if isinstance(line, dict) and isinstance(line.get("id"), str):
                     yield line["id"], line
         except (OSError, ValueError, UnicodeDecodeError, RecursionError) as exc:

@@ -312,7 +312,7 @@ def _link_new(location: str, path: str, data: bytes, inside: str | None) -> bool
     """create_exclusive on local disk: written aside, then hard-linked to its name."""
     name = os.path.basename(path)
     with _folder_inside(location, path, inside, create=True) as folder:
-        temporary = f"{TEMPORARY_PREFIX}{secrets.token_hex(8)}-{name}"
+        temporary = _temporary_name(name)
         try:  # the temporary goes however this ends, a full disk included
             _write_new(temporary, data, folder)
             os.link(temporary, name, src_dir_fd=folder, dst_dir_fd=folder, follow_symlinks=False)
@@ -478,7 +478,7 @@ def write_atomic(location: str, data: bytes, inside: str | None = None) -> None:
     if isinstance(fs, LocalFileSystem):
         name = os.path.basename(path)
         with _folder_inside(location, path, inside, create=True) as folder:
-            temporary = f"{TEMPORARY_PREFIX}{secrets.token_hex(8)}-{name}"
+            temporary = _temporary_name(name)
             try:
                 _write_new(temporary, data, folder)
                 os.replace(temporary, name, src_dir_fd=folder, dst_dir_fd=folder)
@@ -495,6 +495,11 @@ def write_atomic(location: str, data: bytes, inside: str | None = None) -> None:
 
 class LinkInOutputError(OSError):
     """A folder inside the output is a link (or a file): the job never writes through it."""
+
+
+def _temporary_name(name: str) -> str:
+    """A file name beside ``name`` for writing it aside (``.tmp-`` names are the stale sweep's)."""
+    return f"{TEMPORARY_PREFIX}{secrets.token_hex(8)}-{name}"
 
 
 def _write_new(name: str, data: bytes, folder: int) -> None:
@@ -589,7 +594,7 @@ def _renamed_into_place(target: str) -> Iterator[str]:
     """
     folder = os.path.dirname(target)
     os.makedirs(folder, exist_ok=True)
-    temporary = os.path.join(folder, f"{TEMPORARY_PREFIX}{secrets.token_hex(8)}-{os.path.basename(target)}")
+    temporary = os.path.join(folder, _temporary_name(os.path.basename(target)))
     # Created with 0o666 like any new file, so the user's umask decides who may read it
     # (mkstemp's 0o600 would hide outputs from the rest of the team).
     os.close(os.open(temporary, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
