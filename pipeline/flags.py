@@ -44,13 +44,18 @@ def comma_floats(text: str) -> tuple[float, ...]:
     return tuple(float(part) for part in comma_names(text))
 
 
-def scale_list(text: str) -> tuple[tuple[int, int], ...]:
-    """``512:300,1024:200`` -> ((512, 300), (1024, 200)): size and iterations of each coarse scale."""
+def scale_list(text: str) -> tuple[tuple[int, int], ...] | None:
+    """``512:300,1024:200`` -> ((512, 300), (1024, 200)): size and iterations of each coarse
+    scale; ``auto`` -> None (the pyramid derived from --image_size); ``none`` -> () (one scale)."""
+    if text.strip().lower() == "auto":
+        return None
+    if text.strip().lower() == "none":
+        return ()
     scales = []
     for item in comma_names(text):
         size, colon, iterations = item.partition(":")
         if not (colon and size.isdigit() and iterations.isdigit()):
-            raise argparse.ArgumentTypeError(f"expected SIZE:ITERATIONS[,SIZE:ITERATIONS...], got {text!r}")
+            raise argparse.ArgumentTypeError(f"expected auto, none or SIZE:ITERATIONS[,SIZE:ITERATIONS...], got {text!r}")
         scales.append((int(size), int(iterations)))
     return tuple(scales)
 
@@ -167,10 +172,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     engine.add_argument("--seed", type=int, default=_DEFAULTS["seed"], help="seed of random init and random weights")
     engine.add_argument("--image_size", type=int, default=_DEFAULTS["image_size"], help="longest side of the output, px; 0: each content's own size")
     engine.add_argument(
-        "--scales", type=scale_list, default=(),
-        help="coarse-to-fine: SIZE:ITERATIONS of each coarser scale optimized before --image_size "
-        "(--iterations), e.g. 512:300,1024:100 with --image_size 2048; each starts from the previous "
-        "result, upscaled (docs/large-prints.md)",
+        "--scales", type=scale_list, default="auto",
+        help="coarse to fine: auto (halvings of --image_size down to 128-255 px, each for --iterations), "
+        "none (one scale, as Gatys et al.), or SIZE:ITERATIONS of each coarser scale optimized before "
+        "--image_size, e.g. 512:300,1024:100 with --image_size 2048; each starts from the previous "
+        "result, upscaled (docs/method.md: coarse to fine)",
     )
     engine.add_argument("--style_scale", type=float, default=_DEFAULTS["style_scale"], help="style image size relative to image_size")
     engine.add_argument(

@@ -52,7 +52,7 @@ _BY_TYPE: Final = {
     flags.switch: "true|false",
     flags.comma_names: rf"{_NAME}(,{_NAME})*",
     flags.comma_floats: rf"{_NUMBER}(,{_NUMBER})*",
-    flags.scale_list: r"[0-9]+:[0-9]+(,[0-9]+:[0-9]+)*",
+    flags.scale_list: r"auto|none|[0-9]+:[0-9]+(,[0-9]+:[0-9]+)*",
 }
 # The one flag every run needs (the inputs are --manifest, or --contents with --styles).
 REQUIRED: Final = ("output",)

@@ -22,13 +22,20 @@ def test_the_fingerprint_settings_keep_the_layout_of_earlier_releases() -> None:
         "optimizer", "original_colors", "pooling", "precision", "preprocessing", "seed", "style_layer_weights",
         "style_layers", "style_scale", "style_weight", "tv_weight", "weights", "weights_family",
     }
-    assert set(StyleConfig().fingerprint_settings()) == earlier
+    # One scale keeps the earlier layout exactly: --scales none skips what an earlier release
+    # made with its defaults, and so does the default pyramid where it has no coarser scale.
+    assert set(StyleConfig(scales=()).fingerprint_settings()) == earlier
+    assert StyleConfig(image_size=255).fingerprint_settings() == StyleConfig(image_size=255, scales=()).fingerprint_settings()
+    # The default pyramid really changes the picture: it is in the fingerprint as the scales
+    # that run, so a pair made at one scale is redone, and so is one made by another pyramid.
+    assert StyleConfig().fingerprint_settings()["scales"] == [(128, 500), (256, 500)]
+    assert StyleConfig(image_size=0).fingerprint_settings()["scales"] == "auto"
     assert StyleConfig(color_control="luminance").fingerprint_settings()["original_colors"] is True
     assert StyleConfig(color_control="histogram").fingerprint_settings()["color_control"] == "histogram"
     assert StyleConfig(scales=((256, 10),)).fingerprint_settings()["scales"] == [(256, 10)]
     # convergence stopping and precision auto: a pair finished by an earlier release (every
     # iteration, fp32) is not redone by default; asking for other settings redoes it
-    assert StyleConfig().fingerprint_settings() == StyleConfig(precision="fp32").fingerprint_settings()
+    assert StyleConfig(scales=()).fingerprint_settings() == StyleConfig(scales=(), precision="fp32").fingerprint_settings()
     assert StyleConfig(stop_tolerance=0).fingerprint_settings()["stop_tolerance"] == 0
     assert StyleConfig(stop_window=20).fingerprint_settings()["stop_window"] == 20
     assert StyleConfig(precision="bf16").fingerprint_settings()["precision"] == "bf16"

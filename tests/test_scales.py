@@ -11,6 +11,7 @@ from pipeline.flags import scale_list
 from pipeline.main import run
 from transforms.limits import Limits
 from transforms.nst import StyleConfig, StyleTransfer
+from transforms.nst.config import pyramid
 from transforms.nst.memory import batch_key
 from tests.conftest import synthetic_image
 from tests.test_engine import config
@@ -87,7 +88,8 @@ def test_pairs_of_other_scales_are_not_batched_together() -> None:
 
 def test_scales_flag() -> None:
     assert scale_list("256:300, 512:100") == ((256, 300), (512, 100)) and scale_list("") == ()
-    with pytest.raises(argparse.ArgumentTypeError, match=r"expected SIZE:ITERATIONS\[,SIZE:ITERATIONS...\], got '256x300'"):
+    assert scale_list("auto") is None and scale_list("None") == ()
+    with pytest.raises(argparse.ArgumentTypeError, match=r"expected auto, none or SIZE:ITERATIONS\[,SIZE:ITERATIONS...\], got '256x300'"):
         scale_list("256x300")
 
 
@@ -107,3 +109,49 @@ def test_the_job_logs_every_scale(tmp_path, weights_file) -> None:
     assert run(job_args(weights_file("vgg19"), out, f"--manifest={manifest}", "--scales=24:3")) == 0
     assert json.loads((out / "summary.json").read_text())["counts"]["succeeded"] == 1
     assert json.loads((out / "logs" / "cat__waves.json").read_text())["scales"][0]["size"] == [24, 18]
+
+
+def test_the_default_pyramid_halves_the_image_size_down_to_128_px() -> None:
+    assert pyramid(512, 500) == ((128, 500), (256, 500))
+    assert pyramid(1024, 80) == ((128, 80), (256, 80), (512, 80))
+    assert pyramid(300, 10) == ((150, 10),)
+    assert pyramid(255, 10) == () and pyramid(0, 10) == ()
+    assert StyleConfig().stages == ((128, 500), (256, 500), (512, 500))
+    # image_size 0: each content's own pyramid, once its size is known.
+    assert StyleConfig(image_size=0).for_content(600, 400).stages == ((150, 500), (300, 500), (600, 500))
+    # Another size or iteration count carries its own pyramid; given scales stay as given.
+    assert StyleConfig().replace(image_size=256, iterations=100).stages == ((128, 100), (256, 100))
+    assert StyleConfig(scales=()).stages == ((512, 500),)
+    assert StyleConfig(scales=((64, 10),), image_size=256).stages == ((64, 10), (256, 500))
+
+
+def test_an_upgrade_redoes_one_scale_pairs_unless_asked_for_one_scale(tmp_path, weights_file) -> None:
+    # A pair made at one scale (as an earlier release made every pair: its fingerprint keeps the
+    # earlier layout, test_outputs) is redone by the default pyramid, which makes another
+    # picture, and skipped by --scales none.
+    write_images(tmp_path / "in", {"cat.png": 1, "waves.png": 3})
+    manifest = tmp_path / "in" / "manifest.csv"
+    manifest.write_text("content,style\ncat.png,waves.png\n")
+    out = tmp_path / "out"
+
+    def job(*extra: str) -> tuple[str, dict]:
+        assert run(job_args(weights_file("vgg19"), out, f"--manifest={manifest}", "--iterations=2", *extra)) == 0
+        counts = json.loads((out / "summary.json").read_text())["counts"]
+        outcome = "skipped" if counts["skipped"] else "succeeded" if counts["succeeded"] else "failed"
+        return outcome, json.loads((out / "logs" / "cat__waves.json").read_text())
+
+    outcome, log = job("--image_size=300", "--scales=none")
+    assert outcome == "succeeded" and log["config"]["scales"] == [] and log["scales"] == []
+    assert job("--image_size=300", "--scales=none")[0] == "skipped"
+    outcome, log = job("--image_size=300")  # the default: auto
+    assert outcome == "succeeded" and log["config"]["scales"] == [[150, 2]]
+    assert [coarse["size"] for coarse in log["scales"]] == [[150, 112]] and log["image"]["size"] == [300, 225]
+    assert job("--image_size=300")[0] == "skipped"
+    # Under 256 px the pyramid has no coarser scale: the same picture, not redone.
+    assert job("--image_size=200", "--scales=none")[0] == "succeeded"
+    assert job("--image_size=200")[0] == "skipped"
+    # Each content's own size: its scales depend on the content, so "auto" is a setting of its
+    # own (redone once after an upgrade), and the log records the scales that ran.
+    outcome, log = job("--image_size=0")
+    assert outcome == "succeeded" and log["config"]["scales"] == [] and log["image"]["size"] == [64, 48]
+    assert job("--image_size=0")[0] == "skipped"

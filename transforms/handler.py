@@ -209,7 +209,7 @@ class EngineHandler:
         """Iterations a pair runs (for progress): each scale's, and the last scale's per tile."""
         config = pair.config
         tiles = len(tile_boxes(*output_size, *tiling)) if tiling else 1
-        return sum(n for _, n in config.scales) + tiles * config.iterations
+        return sum(n for _, n in config.coarse_scales) + tiles * config.iterations
 
     # -- inputs -----------------------------------------------------------------------------------
 

@@ -56,5 +56,5 @@ class Limits:
                 f"is over --max_image_size {self.max_image_size} (raise it where the memory is there)"
             )
         if config.total_iterations > self.max_iterations:
-            what = "iterations" if not config.scales else "iterations of all scales"
+            what = "iterations" if not config.coarse_scales else "iterations of all scales"
             raise ValueError(f"{what} {config.total_iterations} is over --max_iterations {self.max_iterations}")

@@ -155,8 +155,10 @@ def changes(log: dict[str, Any], pair: Pair, signatures: dict[str, str], spec: O
             found.append(f"input replaced: {', '.join(replaced[:3])}{' ...' if len(replaced) > 3 else ''}")
     # Both as the log writes them (config.to_dict, through JSON), so that only values differ.
     settings, recorded = json.loads(json.dumps(pair.config.to_dict(), default=str)), log.get("config") or {}
-    # image_size 0 is resolved per content before the log records it: not a change.
-    differing = [k for k, v in settings.items() if k in recorded and recorded[k] != v and not (k == "image_size" and v == 0)]
+    # image_size 0, and the pyramid derived from it, are resolved per content before the log
+    # records them: not a change.
+    per_content = [("image_size", 0), ("scales", "auto")]
+    differing = [k for k, v in settings.items() if k in recorded and recorded[k] != v and (k, v) not in per_content]
     differing += [k for k in settings if k not in recorded]
     if differing:
         shown = [f"{k} {_short_value(recorded.get(k))} -> {_short_value(settings[k])}" for k in differing[:3]]

@@ -71,6 +71,30 @@ def blend_weights(count: int, weights: Sequence[float] | None) -> list[float]:
 STOP_TOLERANCE: Final = 0.005
 STOP_WINDOW: Final = 50
 
+# The default pyramid (scales=None) starts at the last halving of image_size that is at least
+# PYRAMID_COARSEST px (128-255 px; docs/method.md: coarse to fine).
+PYRAMID_COARSEST: Final = 128
+
+
+def pyramid(image_size: int, iterations: int) -> tuple[tuple[int, int], ...]:
+    """The coarser scales the defaults run before ``image_size``: halvings of it down to the
+    last one of at least PYRAMID_COARSEST px, each for ``iterations`` (a pair stops sooner once
+    converged). Under 256 px there is none: one scale, as Gatys et al.
+
+    Deviation from Gatys et al., who optimize one scale: there the style loss sees the painting's
+    strokes only as texture at the picture's own size, and the result is the photo with brush
+    texture on top. A picture made first at 1/2 and 1/4 size takes the painting's large strokes
+    and colour fields, which the finer scales keep. Not under 128 px: at 64 px ``relu4_2`` holds
+    8x8 positions, too few to keep a face, and the painting covered it (docs/quality.md).
+    """
+    sizes: list[int] = []
+    size = image_size // 2
+    while size >= PYRAMID_COARSEST:
+        sizes.insert(0, size)
+        size //= 2
+    return tuple((size, iterations) for size in sizes)
+
+
 # The largest input image decoded, in pixels (16 k x 16 k): far beyond what a style transfer can
 # use, far below a decompression bomb. images.py enforces it; the pipeline's --max_input_pixels.
 MAX_INPUT_PIXELS: Final = 16384 * 16384
@@ -125,8 +149,9 @@ class StyleConfig:
     image_size: int = 512
     # Coarse-to-fine: (size, iterations) of each coarser scale optimized before the final
     # (image_size, iterations), each starting from the previous result upscaled, with style
-    # targets at its own size x style_scale. Empty: one scale, as Gatys et al.
-    scales: tuple[tuple[int, int], ...] = ()
+    # targets at its own size x style_scale. None: the pyramid derived from image_size
+    # (pyramid(), a deviation from Gatys et al.); empty: one scale, as Gatys et al.
+    scales: tuple[tuple[int, int], ...] | None = None
     style_scale: float = 1.0
     # "none", "luminance" (neural-style's original_colors) or "histogram": COLOR_CONTROLS.
     color_control: str = "none"
@@ -178,15 +203,16 @@ class StyleConfig:
             raise ValueError(f"stop_window must be a positive integer, got {self.stop_window!r}")
         if int(self.image_size) != self.image_size or self.image_size < 0:
             raise ValueError(f"image_size must be a positive integer, or 0 for each content's own size, got {self.image_size!r}")
-        scales = tuple((int(size), int(iterations)) for size, iterations in self.scales)
-        # With image_size 0 the last scale's size is known per content (for_content checks it).
-        sizes = [size for size, _ in scales] + ([self.image_size] if self.image_size else [])
-        if any(b <= a for a, b in zip(sizes, sizes[1:])) or any(size < 1 or n < 1 for size, n in scales):
-            raise ValueError(
-                f"scales must grow in size up to image_size {self.image_size}, each with iterations >= 1: "
-                + ",".join(f"{size}:{n}" for size, n in scales)
-            )
-        object.__setattr__(self, "scales", scales)
+        if self.scales is not None:
+            scales = tuple((int(size), int(iterations)) for size, iterations in self.scales)
+            # With image_size 0 the last scale's size is known per content (for_content checks it).
+            sizes = [size for size, _ in scales] + ([self.image_size] if self.image_size else [])
+            if any(b <= a for a, b in zip(sizes, sizes[1:])) or any(size < 1 or n < 1 for size, n in scales):
+                raise ValueError(
+                    f"scales must grow in size up to image_size {self.image_size}, each with iterations >= 1: "
+                    + ",".join(f"{size}:{n}" for size, n in scales)
+                )
+            object.__setattr__(self, "scales", scales)
         if self.learning_rate <= 0:
             raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}")
         if self.style_scale <= 0:
@@ -247,9 +273,15 @@ class StyleConfig:
         return self if self.image_size else self.replace(image_size=max(width, height))
 
     @property
+    def coarse_scales(self) -> tuple[tuple[int, int], ...]:
+        """(size, iterations) of each scale before the last: ``scales`` as given, or, when it is
+        None, the pyramid derived from ``image_size`` (none while that is 0, unresolved)."""
+        return pyramid(self.image_size, self.iterations) if self.scales is None else self.scales
+
+    @property
     def stages(self) -> tuple[tuple[int, int], ...]:
         """(size, iterations) of every scale, coarse to fine; the last is (image_size, iterations)."""
-        return (*self.scales, (self.image_size, self.iterations))
+        return (*self.coarse_scales, (self.image_size, self.iterations))
 
     @property
     def total_iterations(self) -> int:
@@ -284,7 +316,7 @@ class StyleConfig:
         so neither an upgrade nor a move to another device redoes a pair; a forced bf16 does.
         """
         data = self.to_dict()
-        if not data["scales"]:
+        if data["scales"] == []:
             del data["scales"]
         for name, default in (("stop_tolerance", STOP_TOLERANCE), ("stop_window", STOP_WINDOW)):
             if data[name] == default:
@@ -300,6 +332,9 @@ class StyleConfig:
     def to_dict(self) -> dict[str, object]:
         """JSON-ready view of every setting."""
         data = dataclasses.asdict(self)
+        # The scales that run, so that a log says what made its picture and a change to the
+        # pyramid's rule redoes the pairs it changes; "auto" only while image_size is 0.
+        data["scales"] = "auto" if self.scales is None and not self.image_size else self.coarse_scales
         data["style_layer_weights"] = list(self.layer_weights.values())
         data["preprocessing"] = self.family.to_dict()
         return {k: list(v) if isinstance(v, tuple) else v for k, v in data.items()}

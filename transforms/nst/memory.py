@@ -47,7 +47,7 @@ def batch_key(config: StyleConfig, content_size: tuple[int, int]) -> tuple[objec
         config.learning_rate if config.optimizer == "adam" else None,
         config.precision,
         config.iterations,
-        config.scales,
+        config.coarse_scales,
     )
 
 
@@ -107,7 +107,7 @@ def tile_plan(config: StyleConfig, output_size: tuple[int, int], budget: int | N
     width, height = output_size
     if budget is None:
         return None
-    for size, _ in config.scales:
+    for size, _ in config.coarse_scales:
         if estimated_pair_bytes(config, fitted_size(width, height, size)) > budget:
             return None
     tile = largest_fitting_size(functools.partial(estimated_pair_bytes, config), (1, 1), budget)  # a square's side

@@ -254,7 +254,7 @@ class StyleTransfer:
             content_name: what errors call the content image (its URL, say).
             time_limit: seconds this call may take; checked after every iteration (on the host:
                 no device synchronization beyond the one each iteration makes already).
-            coarse_styles: with ``config.scales``, targets for each coarser scale, encoded at
+            coarse_styles: with ``config.coarse_scales``, targets for each coarser scale, encoded at
                 its ``config.at_stage(i).style_size``.
 
         Raises:
@@ -299,7 +299,7 @@ class StyleTransfer:
             ValueError: the pairs do not share a size, an optimizer, a precision and scales.
         """
         started = self.clock()
-        stages = {(request.config or self.config).scales for request in requests}
+        stages = {(request.config or self.config).coarse_scales for request in requests}
         if len(stages) > 1:
             raise ValueError(f"a batch needs pairs of one set of scales; got {sorted(stages)}")
         if stages == {()}:
@@ -335,7 +335,7 @@ class StyleTransfer:
             return
         pending = itertools.chain([first], pending)
         config = first[1].config or self.config
-        if config.scales or config.optimizer != "lbfgs":
+        if config.coarse_scales or config.optimizer != "lbfgs":
             while chunk := list(itertools.islice(pending, slots)):
                 indices = [index for index, _ in chunk]
                 on_record = None if callback is None else (lambda k, record, indices=indices: callback(indices[k], record))
@@ -627,6 +627,6 @@ def stylize(
     targets = engine.encode_styles(styles, style_weights, config.style_size, colors_of=colors_of)
     coarse = tuple(
         engine.encode_styles(styles, style_weights, config.at_stage(stage).style_size, colors_of=colors_of)
-        for stage in range(len(config.scales))
+        for stage in range(len(config.coarse_scales))
     )
     return engine.stylize(content, targets, config, init_image=init_image, callback=callback, coarse_styles=coarse)

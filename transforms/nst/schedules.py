@@ -58,9 +58,9 @@ def coarse_to_fine(
             config = request.config or engine.config
             if outcomes[index] is not None:
                 continue
-            if len(request.coarse_styles) != len(config.scales):
+            if len(request.coarse_styles) != len(config.coarse_scales):
                 outcomes[index] = ValueError(
-                    f"{len(request.coarse_styles)} coarse style targets for {len(config.scales)} scales"
+                    f"{len(request.coarse_styles)} coarse style targets for {len(config.coarse_scales)} scales"
                 )
                 continue
             last = stage == len(stages) - 1
@@ -110,7 +110,7 @@ def tiled(
     config = request.config or engine.config
     coarse = _coarse_scales(engine, request, config, callback, started, time_limit)
     init_image = coarse[-1].image if coarse else request.init_image
-    last = config.at_stage(len(config.scales))
+    last = config.at_stage(len(config.coarse_scales))
     content = fit_longest_side(request.content, last.image_size)
     content_pixels = image_to_tensor(content)[0]
     scale = engine.family.pixel_scale
@@ -178,8 +178,8 @@ def _coarse_scales(
     time_limit: float | None,
 ) -> list[StyleResult]:
     """A tiled pair's coarser scales, whole, each from the previous one's result."""
-    if len(request.coarse_styles) != len(config.scales):
-        raise ValueError(f"{len(request.coarse_styles)} coarse style targets for {len(config.scales)} scales")
+    if len(request.coarse_styles) != len(config.coarse_scales):
+        raise ValueError(f"{len(request.coarse_styles)} coarse style targets for {len(config.coarse_scales)} scales")
     coarse: list[StyleResult] = []
     init_image = request.init_image
     for stage, targets in enumerate(request.coarse_styles):
