@@ -29,6 +29,7 @@ import ast
 import json
 import statistics
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -80,7 +81,7 @@ def stylize(engine: StyleTransfer, config: StyleConfig, content: Image.Image, st
     """One pair: its picture, its seconds and the iterations it ran at every scale."""
     started = time.perf_counter()
     targets = engine.encode_styles([style], size=config.style_size)
-    coarse = tuple(engine.encode_styles([style], size=config.at_stage(i).style_size) for i in range(len(config.scales)))
+    coarse = tuple(engine.encode_styles([style], size=config.at_stage(i).style_size) for i in range(len(config.coarse_scales)))
     result = engine.stylize(content, targets, config, coarse_styles=coarse)
     seconds = time.perf_counter() - started
     return result.image, seconds, result.final.iteration + sum(c.final.iteration for c in result.coarse)
@@ -102,6 +103,32 @@ def contact_sheet(folder: Path, setting: str, cell: int = 200) -> Path:
                 sheet.paste(fit_longest_side(Image.open(path).convert("RGB"), cell), (column * cell, label + row * cell))
     path = folder / f"{_file_name(setting)}.jpg"
     sheet.save(path, quality=88)
+    return path
+
+
+def comparison_sheet(
+    folder: Path, settings: list[str], photos: Sequence[str] = PHOTOS, paintings: Sequence[str] = PAINTINGS, cell: int = 170
+) -> Path:
+    """Paintings across; for each photo, one row per setting, the photo at the start of its first
+    row and the setting's name at the start of the others: the settings' pictures of a pair are
+    one above the other."""
+    label, rows = 18, [(content, setting) for content in photos for setting in settings]
+    sheet = Image.new("RGB", ((len(paintings) + 1) * cell, label + (len(rows) + 1) * cell), "white")
+    draw = ImageDraw.Draw(sheet)
+    draw.text((4, 2), f"each photo: {' / '.join(settings)} (rows); paintings across", fill="black")
+    for column, name in enumerate(paintings, start=1):
+        sheet.paste(fit_longest_side(painting(name), cell), (column * cell, label))
+    for row, (content, setting) in enumerate(rows, start=1):
+        top = label + row * cell
+        if setting == settings[0]:
+            sheet.paste(fit_longest_side(photo(content), cell), (0, top))
+        draw.text((4, top + cell - 14 if setting == settings[0] else top + 4), setting, fill="black" if setting != settings[0] else "white")
+        for column, name in enumerate(paintings, start=1):
+            path = folder / setting / f"{content}__{name}.png"
+            if path.exists():
+                sheet.paste(fit_longest_side(Image.open(path).convert("RGB"), cell), (column * cell, top))
+    path = folder / f"{'_vs_'.join(settings)}.jpg"
+    sheet.save(path, quality=82)
     return path
 
 
@@ -148,7 +175,11 @@ def main() -> None:
                 cache_path.write_text(json.dumps(cache, indent=1))
                 print(f"  {key}: {seconds:.0f} s, {iterations} iterations, style "
                       + " ".join(f"{s}={v:.2f}" for s, v in verdict.style.items()) + f", content {verdict.content:.2f}", flush=True)
+                contact_sheet(folder, _file_name(setting))  # after every picture: a run cut short keeps its sheet
         print(f"contact sheet: {contact_sheet(folder, _file_name(setting))}")
+    if len(args.settings) > 1:
+        sheet = comparison_sheet(folder, [_file_name(s) for s in args.settings], args.photos, args.paintings)
+        print(f"comparison sheet: {sheet}")
     _table(cache, args)
 
 

@@ -102,7 +102,8 @@ def main() -> None:
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     rows: list[list[Image.Image]] = []
     for size in args.sizes:
-        config = engine.config.replace(image_size=size, iterations=args.iterations)
+        # One scale: the optimizers are compared on the same single-scale problem.
+        config = engine.config.replace(image_size=size, iterations=args.iterations, scales=())
         for content_name, style_name in PAIRS[: args.pairs]:
             content = Image.open(EXAMPLES / content_name).convert("RGB")
             style = Image.open(EXAMPLES / style_name).convert("RGB")

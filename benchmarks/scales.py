@@ -63,7 +63,7 @@ def main() -> None:
     parser.add_argument("--save", type=Path, help="folder to write each run's image into (PAIR.one.png, PAIR.many.png)")
     args = parser.parse_args()
 
-    single = StyleConfig(image_size=args.size, iterations=args.iterations, device=args.device)
+    single = StyleConfig(image_size=args.size, iterations=args.iterations, device=args.device, scales=())
     staged = single.replace(iterations=args.fine, scales=args.coarse)
     engine = StyleTransfer(single)
     print(f"{engine.device}, {args.size} px: one scale x {args.iterations} vs "

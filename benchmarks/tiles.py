@@ -63,7 +63,7 @@ def main() -> None:
     # The style targets are measured too: at the last scale they are encoded whole, at the full
     # style size, however small the tiles (the pipeline checks them against the budget as well).
     started = time.perf_counter()
-    coarse = tuple(engine.encode_styles([style], size=config.at_stage(i).style_size) for i in range(len(config.scales)))
+    coarse = tuple(engine.encode_styles([style], size=config.at_stage(i).style_size) for i in range(len(config.coarse_scales)))
     targets = engine.encode_styles([style])
     style_estimate = estimated_style_bytes(fitted_size(*style.size, config.style_size)) / 2**30
     print(f"{engine.device}: style targets in {time.perf_counter() - started:.0f} s, {gained()} (estimate {style_estimate:.2f} GiB)")

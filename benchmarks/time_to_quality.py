@@ -1,12 +1,15 @@
-"""Time to a good picture: judged loss against wall time, one pair at a time, on real weights.
+"""Time to a good picture: the judge's figures and the judged loss against wall time, one pair at
+a time, on real weights.
 
-    python -m benchmarks.time_to_quality --size 256 --methods before default torch
+    python -m benchmarks.time_to_quality --size 256 --methods before one default torch
 
 Three photo x painting pairs (examples/images) on the embedded Caffe VGG19. Methods:
 
 - ``before``: the engine as the release before convergence stopping shipped it: fp32, 500
   iterations, no stop (``precision="fp32", stop_tolerance=0``);
-- ``default``: today's ``StyleConfig()`` defaults (precision ``auto``, convergence stop);
+- ``one``: today's defaults at one scale (``scales=()``): the defaults before coarse to fine;
+- ``default``: today's ``StyleConfig()`` defaults (coarse to fine, precision ``auto``,
+  convergence stop);
 - ``torch``: ``torch.optim.LBFGS(history_size=100, lr=1, max_iter=1)`` with no line search, for
   as many iterations as ``before`` runs: the reference optimizer of neural-style's PyTorch ports;
 - any ``name=field:value;field:value`` runs the engine with those StyleConfig fields changed
@@ -20,6 +23,12 @@ had seen by t (what it would have written, had it stopped there; the engine also
 image). Its result, as written, is the last point. The ``before`` run's final loss is the
 reference each method's "time to 1%" is measured against.
 
+A loss at the final size cannot see what coarse scales add (large strokes, colour fields), so
+every ``--judge_every``-th copy, and the result, also go to the judge (benchmarks/judge.py): the
+style distance at full size, 1/2 and 1/4, and the content distance. "Time to the look" is when a
+method's picture first reaches the ``before`` picture's mean style distance (over the three
+scales); the figures of each result are printed beside it.
+
 Results are kept per method and pair in ``--cache`` (JSON), so methods can be run at different
 times; ``--fresh`` recomputes. Prints Markdown tables and the CPU (or GPU) and its bf16 support.
 """
@@ -27,7 +36,6 @@ times; ``--fresh`` recomputes. Prints Markdown tables and the CPU (or GPU) and i
 from __future__ import annotations
 
 import argparse
-import ast
 import json
 import math
 import platform
@@ -40,6 +48,8 @@ import torch
 from PIL import Image
 
 import transforms.nst.optimize as optimize_module
+from benchmarks.grid import named_config
+from benchmarks.judge import SCALES, Judge
 from benchmarks.quality import run_reference
 from transforms.nst import StyleConfig, StyleTransfer
 from transforms.nst.images import fit_longest_side, image_to_tensor, tensor_to_image
@@ -88,7 +98,7 @@ def run_engine(engine: StyleTransfer, config: StyleConfig, content: Image.Image,
     """One pair with ``config``; its snapshots, written image, seconds and stop record."""
     snapshots = _Snapshots(every)
     targets = engine.encode_styles([style], size=config.style_size)
-    coarse = tuple(engine.encode_styles([style], size=config.at_stage(i).style_size) for i in range(len(config.scales)))
+    coarse = tuple(engine.encode_styles([style], size=config.at_stage(i).style_size) for i in range(len(config.coarse_scales)))
     original = optimize_module.BestImages
     optimize_module.BestImages = _engine_class(snapshots)  # type: ignore[misc]
     try:
@@ -130,18 +140,33 @@ def judge(objective: Objective, image: torch.Tensor, size: tuple[int, int], scal
     return objective(as_written(image, scale))[0, 0].item()
 
 
-def curve_of(run: dict[str, Any], objective: Objective, size: tuple[int, int], scale: float) -> dict[str, Any]:
-    """The run's best-so-far judged loss at each snapshot, and its written result as the last point."""
-    points, best = [], math.inf
-    for seconds, image in run["snapshots"]:
+def as_picture(image: torch.Tensor, size: tuple[int, int], scale: float) -> Image.Image:
+    """``image`` (NCHW, family units) as the picture it would be written as, at ``size`` (h, w)."""
+    picture = tensor_to_image(image.detach().float().cpu().clamp(0, scale) / scale)
+    return picture if picture.size == size[::-1] else picture.resize(size[::-1], Image.Resampling.LANCZOS)
+
+
+def curve_of(
+    run: dict[str, Any], objective: Objective, size: tuple[int, int], scale: float,
+    looks: tuple[Judge, Image.Image, Image.Image], judge_every: int,
+) -> dict[str, Any]:
+    """The run's best-so-far judged loss at each snapshot, and its written result as the last
+    point; the judge's mean style distance at every ``judge_every``-th snapshot and the result."""
+    judge_of, photo, painting = looks
+    points, best, look = [], math.inf, []
+    for index, (seconds, image) in enumerate(run["snapshots"]):
         loss = judge(objective, image, size, scale)
         best = min(best, loss) if math.isfinite(loss) else best
         points.append((seconds, best))
+        if index % judge_every == judge_every - 1:
+            look.append((seconds, judge_of(as_picture(image, size, scale), photo, painting).mean_style))
     final = judge(objective, run["written"], size, scale)
     points.append((run["seconds"], min(best, final)))
+    verdict = judge_of(as_picture(run["written"], size, scale), photo, painting)
+    look.append((run["seconds"], verdict.mean_style))
     return {"curve": points, "final": final, "seconds": run["seconds"], "iterations": run["iterations"],
             "stopped": run["stopped"], "precision": run["precision"], "records": run.get("records", []),
-            "phase_starts": run.get("phase_starts", ())}
+            "phase_starts": run.get("phase_starts", ()), "look": look, "verdict": verdict.to_dict()}
 
 
 def time_to(curve: list[list[float]], target: float) -> float | None:
@@ -157,21 +182,13 @@ def loss_at(curve: list[list[float]], seconds: float) -> float:
 
 def _key(pair: str, method: str, args: argparse.Namespace, device: str) -> str:
     """A run's entry in the cache: what it ran, at which size and iterations, where, with which torch."""
-    return f"{pair} | {args.size} | {args.iterations} | {method} | {device} | torch {torch.__version__}"
+    return f"{pair} | {args.size} | {args.iterations} | {method} | {device} | torch {torch.__version__} | judged"
 
 
 def _method_config(name: str, base: StyleConfig) -> StyleConfig:
     if name == "before":
-        return base.replace(**{**BEFORE, "iterations": base.iterations})
-    if name == "default":
-        return base
-    _, _, fields = name.partition("=")
-    changes: dict[str, Any] = {}
-    for item in fields.split(";"):
-        key, _, value = item.partition(":")
-        current = getattr(base, key)
-        changes[key] = ast.literal_eval(value) if isinstance(current, tuple) else type(current)(value)
-    return base.replace(**changes)
+        return base.replace(**{**BEFORE, "iterations": base.iterations, "scales": ()})
+    return named_config(name, base)
 
 
 def main() -> None:
@@ -180,6 +197,7 @@ def main() -> None:
     parser.add_argument("--methods", nargs="+", default=["before", "default", "torch"])
     parser.add_argument("--pairs", type=int, default=len(PAIRS))
     parser.add_argument("--every", type=int, default=5, help="evaluations between snapshots")
+    parser.add_argument("--judge_every", type=int, default=4, help="snapshots between the judge's looks")
     parser.add_argument("--iterations", type=int, default=BEFORE["iterations"], help="the before run's (and the most any method runs)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--cache", default="out/time_to_quality.json")
@@ -187,6 +205,7 @@ def main() -> None:
     args = parser.parse_args()
 
     engine = StyleTransfer(StyleConfig(device=args.device))
+    judge_of = Judge()
     base = StyleConfig(device=args.device, image_size=args.size, iterations=args.iterations)
     scale = engine.family.pixel_scale
     cache_path = Path(args.cache)
@@ -212,7 +231,7 @@ def main() -> None:
                 run = run_torch(engine, objective, content_tensor, args.iterations, args.every)
             else:
                 run = run_engine(engine, _method_config(method, base), content, style, args.every)
-            cache[key] = curve_of(run, objective, size, scale)
+            cache[key] = curve_of(run, objective, size, scale, (judge_of, content, style), args.judge_every)
             cache_path.parent.mkdir(parents=True, exist_ok=True)
             cache_path.write_text(json.dumps(cache))
             print(f"  ran {key}: {cache[key]['seconds']:.0f} s, judged {cache[key]['final']:.6g}", flush=True)
@@ -252,6 +271,29 @@ def _tables(cache: dict[str, Any], args: argparse.Namespace, device: str, method
         if values:
             print(f"\n{method}: time to 1% / before's time: median {statistics.median(values):.2f}, worst {max(values):.2f} "
                   f"({len(values)} of {len(pairs)} pairs reached it)")
+    print("\n## The judge: style distance at " + ", ".join(SCALES) + " / content distance of each result, and the time to the before picture's look\n")
+    print("| pair | " + " | ".join(methods) + " |")
+    print("|---" * (len(methods) + 1) + "|")
+    looks: dict[str, list[float]] = {m: [] for m in methods[1:]}
+    for pair in pairs:
+        before = entry(pair, "before")
+        target = statistics.fmean(before["verdict"]["style"].values())
+        cells = []
+        for method in methods:
+            run = entry(pair, method)
+            verdict = run["verdict"]
+            cell = " ".join(f"{v:.2f}" for v in verdict["style"].values()) + f" / {verdict['content']:.2f}"
+            if method != "before":
+                reached = time_to(run["look"], target)
+                if reached is not None:
+                    looks[method].append(reached / before["seconds"])
+                cell += ", look " + ("never" if reached is None else f"at {reached / before['seconds']:.2f}x")
+            cells.append(cell)
+        print(f"| {pair} | " + " | ".join(cells) + " |")
+    for method, values in looks.items():
+        if values:
+            print(f"\n{method}: time to the before picture's look / before's time: median {statistics.median(values):.2f}, "
+                  f"worst {max(values):.2f} ({len(values)} of {len(pairs)} pairs reached it)")
     print("\n## Loss at equal time, / the before run's final loss\n")
     fractions = (0.1, 0.2, 0.3, 0.4, 0.6, 0.8, 1.0)
     print("| pair | method | " + " | ".join(f"{f:.0%} of before's time" for f in fractions) + " |")

@@ -162,7 +162,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     engine.add_argument("--init", default=_DEFAULTS["init"], help="content, random, style, or an image URL")
     engine.add_argument("--optimizer", choices=OPTIMIZERS, default=_DEFAULTS["optimizer"], help="optimizer over the pixels")
     engine.add_argument("--learning_rate", type=float, default=_DEFAULTS["learning_rate"], help="Adam only")
-    engine.add_argument("--iterations", type=int, default=_DEFAULTS["iterations"], help="the most a pair runs, one forward+backward each")
+    engine.add_argument("--iterations", type=int, default=_DEFAULTS["iterations"], help="the most a pair runs at each scale, one forward+backward each")
     engine.add_argument(
         "--stop_tolerance", type=float, default=_DEFAULTS["stop_tolerance"],
         help="a pair stops once its loss improved by less than this fraction over --stop_window "

@@ -22,13 +22,15 @@ def test_the_fingerprint_settings_keep_the_layout_of_earlier_releases() -> None:
         "optimizer", "original_colors", "pooling", "precision", "preprocessing", "seed", "style_layer_weights",
         "style_layers", "style_scale", "style_weight", "tv_weight", "weights", "weights_family",
     }
-    # One scale keeps the earlier layout exactly: --scales none skips what an earlier release
-    # made with its defaults, and so does the default pyramid where it has no coarser scale.
+    # One scale keeps the earlier layout exactly: --scales none --iterations 500 skips what an
+    # earlier release made with its defaults, and so does the default pyramid where it has no
+    # coarser scale.
     assert set(StyleConfig(scales=()).fingerprint_settings()) == earlier
+    assert StyleConfig(scales=(), iterations=500).fingerprint_settings()["iterations"] == 500
     assert StyleConfig(image_size=255).fingerprint_settings() == StyleConfig(image_size=255, scales=()).fingerprint_settings()
     # The default pyramid really changes the picture: it is in the fingerprint as the scales
     # that run, so a pair made at one scale is redone, and so is one made by another pyramid.
-    assert StyleConfig().fingerprint_settings()["scales"] == [(128, 500), (256, 500)]
+    assert StyleConfig().fingerprint_settings()["scales"] == [(128, 200), (256, 200)]
     assert StyleConfig(image_size=0).fingerprint_settings()["scales"] == "auto"
     assert StyleConfig(color_control="luminance").fingerprint_settings()["original_colors"] is True
     assert StyleConfig(color_control="histogram").fingerprint_settings()["color_control"] == "histogram"

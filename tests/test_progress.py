@@ -86,7 +86,7 @@ def test_the_cost_of_a_run_is_said_before_it_starts_with_a_preview_when_it_is_lo
     from transforms.progress import about
 
     cpu_512 = dict(MEASURED_SECONDS_PER_ITERATION["cpu: 2 cores (this project's CI machine)"])[512 * 512]
-    line = cost_line(3, StyleConfig(image_size=512, iterations=500), "cpu")
+    line = cost_line(3, StyleConfig(image_size=512, iterations=500, scales=()), "cpu")
     minutes = round(3 * 500 * cpu_512 / 60)
     assert line.startswith(f"3 pairs x 500 iterations at 512 px on cpu: about {minutes // 60} h {minutes % 60:02d} m")
     assert "; --image_size 256 --iterations 200 previews in about" in line
@@ -96,11 +96,20 @@ def test_the_cost_of_a_run_is_said_before_it_starts_with_a_preview_when_it_is_lo
     sizes = [(500, 375), (640, 480), (320, 240)]
     device = "cpu: 2 cores (this project's CI machine)"
     per_pair = sum(500 * seconds_per_iteration(device, w * h) for w, h in sizes) / 3
-    line = cost_line(5, StyleConfig(image_size=0), "cpu", sizes=sizes)
+    line = cost_line(5, StyleConfig(image_size=0, scales=(), iterations=500), "cpu", sizes=sizes)
     assert line == f"5 pairs x 500 iterations at their own sizes (median 500x375 of 3 sampled) on cpu: {about(5 * per_pair)}"
+    # The default pyramid: every scale's iterations at its own size, each content its own pyramid
+    # (500 px: 250 first; 640 px: 160 and 320; 320 px: 160).
+    at = (128 * 128, 256 * 256, 512 * 512)
+    line = cost_line(3, StyleConfig(), "cpu")
+    assert line.startswith(f"3 pairs x 200 iterations at each of 128, 256 and 512 px on cpu: {about(3 * 200 * sum(seconds_per_iteration(device, a) for a in at))};")
+    pyramids = [(500 * 375, 250 * 188), (640 * 480, 320 * 240, 160 * 120), (320 * 240, 160 * 120)]
+    per_pair = sum(200 * seconds_per_iteration(device, a) for areas in pyramids for a in areas) / 3
+    line = cost_line(5, StyleConfig(image_size=0), "cpu", sizes=sizes)
+    assert line == f"5 pairs x 200 iterations at their own sizes (median 500x375 of 3 sampled), coarse to fine on cpu: {about(5 * per_pair)}"
     # bf16 where the device has it: the measured whole-pair factor
     factor = MEASURED_BF16_TIME_FACTOR["cpu: 2 cores (this project's CI machine)"]
-    bf16 = cost_line(3, StyleConfig(image_size=512, iterations=500), "cpu", "bf16")
+    bf16 = cost_line(3, StyleConfig(image_size=512, iterations=500, scales=()), "cpu", "bf16")
     assert bf16.startswith(f"3 pairs x 500 iterations at 512 px on cpu: {about(factor * 3 * 500 * cpu_512)};")
 
 

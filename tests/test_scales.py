@@ -116,13 +116,13 @@ def test_the_default_pyramid_halves_the_image_size_down_to_128_px() -> None:
     assert pyramid(1024, 80) == ((128, 80), (256, 80), (512, 80))
     assert pyramid(300, 10) == ((150, 10),)
     assert pyramid(255, 10) == () and pyramid(0, 10) == ()
-    assert StyleConfig().stages == ((128, 500), (256, 500), (512, 500))
+    assert StyleConfig().stages == ((128, 200), (256, 200), (512, 200))
     # image_size 0: each content's own pyramid, once its size is known.
-    assert StyleConfig(image_size=0).for_content(600, 400).stages == ((150, 500), (300, 500), (600, 500))
+    assert StyleConfig(image_size=0).for_content(600, 400).stages == ((150, 200), (300, 200), (600, 200))
     # Another size or iteration count carries its own pyramid; given scales stay as given.
     assert StyleConfig().replace(image_size=256, iterations=100).stages == ((128, 100), (256, 100))
-    assert StyleConfig(scales=()).stages == ((512, 500),)
-    assert StyleConfig(scales=((64, 10),), image_size=256).stages == ((64, 10), (256, 500))
+    assert StyleConfig(scales=()).stages == ((512, 200),)
+    assert StyleConfig(scales=((64, 10),), image_size=256).stages == ((64, 10), (256, 200))
 
 
 def test_an_upgrade_redoes_one_scale_pairs_unless_asked_for_one_scale(tmp_path, weights_file) -> None:

@@ -60,7 +60,7 @@ def seconds_per_iteration(device: str, pixels: int) -> float:
 
 
 # What a preview is offered at, when the job asked for more and would take longer than
-# PREVIEW_WORTH_SECONDS: a quarter of the pixels and 40% of the default iterations.
+# PREVIEW_WORTH_SECONDS: a quarter of the default's pixels, at most the default iterations.
 PREVIEW_SIZE: Final = 256
 PREVIEW_ITERATIONS: Final = 200
 PREVIEW_WORTH_SECONDS: Final = 600.0
@@ -100,12 +100,7 @@ def cost_line(
     full = estimated_seconds(pairs, config, device_type, precision, sizes) if pairs else None
     if full is None:
         return None
-    if config.image_size:
-        at = f"{config.image_size} px"
-    else:
-        middle = sorted(sizes, key=lambda size: size[0] * size[1])[len(sizes) // 2]
-        at = f"their own sizes (median {middle[0]}x{middle[1]} of {len(sizes)} sampled)"
-    line = f"{pairs} pair{'s' if pairs != 1 else ''} x {config.total_iterations} iterations at {at} on {device_type}: {progress.about(full)}"
+    line = f"{pairs} pair{'s' if pairs != 1 else ''} x {_iterations_at(config, sizes)} on {device_type}: {progress.about(full)}"
     size, iterations = min(config.image_size, PREVIEW_SIZE), min(config.iterations, PREVIEW_ITERATIONS)
     worth_a_preview = config.image_size and (size, iterations) != (config.image_size, config.iterations)
     if full > PREVIEW_WORTH_SECONDS and worth_a_preview and not config.scales:
@@ -176,6 +171,27 @@ class PlanTally:
             "tiled_pairs": self.tiled,
             "device_hours": {device: float(f"{seconds / 3600:.3g}") for device, seconds in self.device_seconds.items()},
         }
+
+
+def _iterations_at(config: StyleConfig, sizes: Sequence[tuple[int, int]]) -> str:
+    """``500 iterations at 512 px``; coarse to fine, ``500 iterations at each of 128, 256 and
+    512 px`` (or ``300 iterations at 512, 100 at 1024, then 50 at 2048 px``); with image_size 0,
+    ``500 iterations at their own sizes (median 500x375 of 32 sampled), coarse to fine``."""
+    if not config.image_size:
+        middle = sorted(sizes, key=lambda size: size[0] * size[1])[len(sizes) // 2]
+        own = f"{config.iterations} iterations at their own sizes (median {middle[0]}x{middle[1]} of {len(sizes)} sampled)"
+        if config.scales is None:
+            return own + ", coarse to fine"
+        return own + (" after " + ", ".join(f"{n} at {size}" for size, n in config.scales) + " px" if config.scales else "")
+    stages = config.stages
+    if len(stages) == 1:
+        return f"{config.iterations} iterations at {config.image_size} px"
+    listed = [str(size) for size, _ in stages]
+    if len({n for _, n in stages}) == 1:
+        return f"{config.iterations} iterations at each of {', '.join(listed[:-1])} and {listed[-1]} px"
+    counts = [f"{n} at {size}" for size, n in stages]
+    return f"{stages[0][1]} iterations at {stages[0][0]}, {', '.join(counts[1:-1]) + ', ' if len(counts) > 2 else ''}" \
+        + f"then {counts[-1]} px"
 
 
 def _stage_sizes(config: StyleConfig, output_size: tuple[int, int]) -> list[tuple[int, int, int]]:

@@ -48,7 +48,7 @@ FAILURES: Final = "failures"
 
 @dataclass(frozen=True)
 class StylizeSettings:
-    """What StylizePairs takes from the job's configuration (pipeline/options.py builds it)."""
+    """What StylizePairs takes from the job's configuration (pipeline/graph.py builds it)."""
 
     output: str
     overwrite: bool = False

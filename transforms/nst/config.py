@@ -78,8 +78,8 @@ PYRAMID_COARSEST: Final = 128
 
 def pyramid(image_size: int, iterations: int) -> tuple[tuple[int, int], ...]:
     """The coarser scales the defaults run before ``image_size``: halvings of it down to the
-    last one of at least PYRAMID_COARSEST px, each for ``iterations`` (a pair stops sooner once
-    converged). Under 256 px there is none: one scale, as Gatys et al.
+    last one of at least PYRAMID_COARSEST px, each for ``iterations``, as the last scale (a pair
+    stops sooner once converged). Under 256 px there is none: one scale, as Gatys et al.
 
     Deviation from Gatys et al., who optimize one scale: there the style loss sees the painting's
     strokes only as texture at the picture's own size, and the result is the photo with brush
@@ -137,8 +137,10 @@ class StyleConfig:
     optimizer: str = "lbfgs"
     # Adam's step size in [0, 1] pixel units (scaled to the family's); L-BFGS takes unit steps.
     learning_rate: float = 0.02
-    # The most iterations a pair runs (at the last scale); it stops sooner once converged.
-    iterations: int = 500
+    # The most iterations a pair runs at each scale; it stops sooner once converged. 200: with
+    # coarse to fine, more at the last scale undo what the coarse scales laid down
+    # (docs/method.md: coarse to fine); one scale converges at about 450 (--scales none).
+    iterations: int = 200
     # Convergence: a pair stops (or, with L-BFGS, restarts in range for its last phase) once its
     # best loss improved by less than stop_tolerance (relative) over its last stop_window
     # iterations; 0 runs every iteration, as Gatys et al. Defaults measured (docs/method.md).

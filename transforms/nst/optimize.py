@@ -321,11 +321,13 @@ class StyleTransfer:
         L-BFGS state, so the device stays full while pairs converge at different times; each
         pair's records and result are what :meth:`stylize` gives it alone. Requests are drawn
         from the iterable only when a slot is free, so a caller can prepare (read, claim) each
-        pair just in time. With Adam (whose moments the batch shares) or scales, the requests
-        run in batches of ``slots`` one after another.
+        pair just in time. With Adam (whose moments the batch shares) or coarse scales (the
+        default pyramid included), the requests run in batches of ``slots`` one after another,
+        each batch scale by scale, with no refill.
 
         A request that does not fit the batch (another size, optimizer or precision than the
-        first) fails alone with a ValueError. ``time_limit``: seconds each pair may take.
+        first) fails alone with a ValueError on the L-BFGS one-scale path; on the batches' path
+        it fails its whole batch of ``slots``. ``time_limit``: seconds each pair may take.
         """
         if slots < 1:
             raise ValueError(f"slots must be >= 1, got {slots}")
@@ -456,7 +458,8 @@ class StyleTransfer:
         callback: BatchCallback | None,
     ) -> Iterator[tuple[int, StyleResult | Exception]]:
         """The optimization of same-size pairs, ``batch`` at first; as each finishes, its result
-        is yielded and the next of ``waiting`` takes its slot (none: the slot stays empty)."""
+        is yielded and the next of ``waiting`` takes its slot. When nothing waits, an L-BFGS
+        batch shrinks to the pairs still going; Adam's finished slots stay in the batch, idle."""
         count, scale = len(batch), self.family.pixel_scale
         precision = batch[0].precision
         objective = Objective(
