@@ -155,3 +155,24 @@ def test_an_upgrade_redoes_one_scale_pairs_unless_asked_for_one_scale(tmp_path, 
     outcome, log = job("--image_size=0")
     assert outcome == "succeeded" and log["config"]["scales"] == [] and log["image"]["size"] == [64, 48]
     assert job("--image_size=0")[0] == "skipped"
+
+
+def test_the_default_pyramid_leaves_out_scales_a_thin_content_cannot_take(tmp_path, weights_file) -> None:
+    # 2000 x 40 px at its own size: 250, 500 and 1000 px would be coarser scales, but at 250 and
+    # 500 px the content is 5 and 10 px high, under the 16 px VGG19 needs. One scale makes this
+    # picture, so the default does too, from the coarsest scale that fits.
+    (tmp_path / "in").mkdir()
+    synthetic_image(1, 2000, 40).save(tmp_path / "in" / "banner.png")
+    synthetic_image(3).save(tmp_path / "in" / "waves.png")
+    manifest = tmp_path / "in" / "manifest.csv"
+    manifest.write_text("content,style\nbanner.png,waves.png\n")
+    out = tmp_path / "out"
+    assert run(job_args(weights_file("vgg19"), out, f"--manifest={manifest}", "--image_size=0", "--iterations=1")) == 0
+    log = json.loads((out / "logs" / "banner__waves.json").read_text())
+    assert log["config"]["scales"] == [[1000, 1]] and [s["size"] for s in log["scales"]] == [[1000, 20]]
+    assert log["image"]["size"] == [2000, 40]
+    # Scales asked for are not left out: the pair fails, naming the scale.
+    assert run(job_args(weights_file("vgg19"), out, f"--manifest={manifest}", "--image_size=0", "--iterations=1", "--scales=500:1")) == 0
+    assert json.loads((out / "summary.json").read_text())["counts"]["failed"] == 1
+    (failures,) = (out / "failures").glob("*.jsonl")
+    assert "gives a 500x10 px result at 500 px" in failures.read_text()

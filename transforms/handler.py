@@ -137,15 +137,25 @@ class EngineHandler:
         and every scale of its result checked against the network, from the header alone: a
         thin or huge content fails here, before any image is decoded or style encoded.
 
+        The default pyramid (``scales`` None) leaves out the coarser scales at which a thin
+        content would be under that size: one scale would make its picture, so the default must
+        not fail it. Scales that were asked for are checked like the last.
+
         Raises:
             ValueError: that size is over ``--max_image_size`` (or its coarser scales do not fit it).
             ImageTooSmallError: a side of the result, at some scale, under what the network needs.
         """
         config = pair.config.for_content(*content_size)
+        smallest = min_input_side(config.model, config.content_layers + config.style_layers)
+        if config.scales is None:
+            fitting = tuple(
+                (size, n) for size, n in config.coarse_scales if min(fitted_size(*content_size, size)) >= smallest
+            )
+            if fitting != config.coarse_scales:
+                config = config.replace(scales=fitting)
         if config is not pair.config:
             self.limits.check(config)
             pair = dataclasses.replace(pair, config=config)
-        smallest = min_input_side(config.model, config.content_layers + config.style_layers)
         for size, _ in config.stages:
             width, height = fitted_size(*content_size, size)
             if min(width, height) < smallest:

@@ -176,11 +176,12 @@ class PlanTally:
 def _iterations_at(config: StyleConfig, sizes: Sequence[tuple[int, int]]) -> str:
     """``500 iterations at 512 px``; coarse to fine, ``500 iterations at each of 128, 256 and
     512 px`` (or ``300 iterations at 512, 100 at 1024, then 50 at 2048 px``); with image_size 0,
-    ``500 iterations at their own sizes (median 500x375 of 32 sampled), coarse to fine``."""
+    ``500 iterations at their own sizes (median 500x375 of 32 sampled), coarse to fine`` (where
+    a sampled content is large enough for a coarser scale)."""
     if not config.image_size:
         middle = sorted(sizes, key=lambda size: size[0] * size[1])[len(sizes) // 2]
         own = f"{config.iterations} iterations at their own sizes (median {middle[0]}x{middle[1]} of {len(sizes)} sampled)"
-        if config.scales is None:
+        if config.scales is None and any(config.for_content(*size).coarse_scales for size in sizes):
             return own + ", coarse to fine"
         return own + (" after " + ", ".join(f"{n} at {size}" for size, n in config.scales) + " px" if config.scales else "")
     stages = config.stages
