@@ -83,9 +83,9 @@ def pyramid(image_size: int, iterations: int) -> tuple[tuple[int, int], ...]:
 
     Deviation from Gatys et al., who optimize one scale: there the style loss sees the painting's
     strokes only as texture at the picture's own size, and the result is the photo with brush
-    texture on top. A picture made first at 1/2 and 1/4 size takes the painting's large strokes
-    and colour fields, which the finer scales keep. Not under 128 px: at 64 px ``relu4_2`` holds
-    8x8 positions, too few to keep a face, and the painting covered it (docs/quality.md).
+    texture on top. A picture made first at 128-255 px takes the painting's large strokes and
+    colour fields, which the finer scales keep. Not under 128 px: at 64 px ``relu4_2`` holds 8x8
+    positions, too few to keep a face, and the painting covered it (docs/method.md).
     """
     sizes: list[int] = []
     size = image_size // 2
@@ -309,7 +309,9 @@ class StyleConfig:
     def fingerprint_settings(self) -> dict[str, object]:
         """:meth:`to_dict` as releases before scales and colour control wrote it, for the
         fingerprint that decides whether a finished pair is redone: upgrading must not redo
-        every pair. Settings added since appear only when they are set.
+        every pair. Settings added since appear only when they are set. ``scales`` appears
+        whenever a coarser scale runs, the default pyramid's included: it changes the picture,
+        so a pair made at one scale is redone (``--scales none`` keeps the earlier layout).
 
         Convergence stopping appears only when it differs from the defaults: a pair finished
         before it existed ran every iteration, which is at least as good, and is not redone;

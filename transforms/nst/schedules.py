@@ -59,9 +59,7 @@ def coarse_to_fine(
             if outcomes[index] is not None:
                 continue
             if len(request.coarse_styles) != len(config.coarse_scales):
-                outcomes[index] = ValueError(
-                    f"{len(request.coarse_styles)} coarse style targets for {len(config.coarse_scales)} scales"
-                )
+                outcomes[index] = ValueError(_coarse_targets_wanted(len(request.coarse_styles), config))
                 continue
             last = stage == len(stages) - 1
             members.append(index)
@@ -84,6 +82,16 @@ def coarse_to_fine(
         outcome if outcome is not None else dataclasses.replace(results[-1], coarse=tuple(results[:-1]))
         for outcome, results in zip(outcomes, done, strict=True)
     ]
+
+
+def _coarse_targets_wanted(given: int, config: StyleConfig) -> str:
+    """What a request with the wrong number of coarse style targets is told: what to pass."""
+    sizes = ", ".join(str(size) for size, _ in config.coarse_scales) or "none"
+    return (
+        f"{given} coarse style targets for {len(config.coarse_scales)} scales (coarser scales: {sizes} px): "
+        "pass coarse_styles encoded at each one's config.at_stage(i).style_size, "
+        "or scales=() for one scale (transforms.nst.stylize does this for you)"
+    )
 
 
 def tiled(
@@ -179,7 +187,7 @@ def _coarse_scales(
 ) -> list[StyleResult]:
     """A tiled pair's coarser scales, whole, each from the previous one's result."""
     if len(request.coarse_styles) != len(config.coarse_scales):
-        raise ValueError(f"{len(request.coarse_styles)} coarse style targets for {len(config.coarse_scales)} scales")
+        raise ValueError(_coarse_targets_wanted(len(request.coarse_styles), config))
     coarse: list[StyleResult] = []
     init_image = request.init_image
     for stage, targets in enumerate(request.coarse_styles):
