@@ -189,15 +189,22 @@ def _run(argv: list[str], wait: bool) -> int:
         return _submit(options, config, fail_job_if_failed)
     planned = None
     if workers_here and not config.dry_run and config.expected_pairs:
-        from transforms.nst.precision import resolve_precision
-        from transforms.plan import cost_line, estimated_seconds
+        from transforms.nst.precision import has_fast_bf16, resolve_precision
+        from transforms.plan import EMULATED_BF16_TIME_FACTOR, cost_line, estimated_seconds
 
         device = config.style.torch_device()
         precision = resolve_precision(config.style, device)
+        hardware = has_fast_bf16(device)
+        if precision == "bf16" and not hardware:
+            print(
+                f"warning: --precision bf16 on a {device.type} without bf16 in hardware: it is emulated, "
+                f"about {EMULATED_BF16_TIME_FACTOR:g}x slower than fp32 (--precision auto picks fp32 here)",
+                flush=True,
+            )
         # At each content's own size, pre-flight's sample of headers says what the sizes are.
         sizes = checked.content_sizes
-        planned = estimated_seconds(config.expected_pairs, config.style, device.type, precision, sizes)
-        line = cost_line(config.expected_pairs, config.style, device.type, precision, sizes)
+        planned = estimated_seconds(config.expected_pairs, config.style, device.type, precision, sizes, hardware)
+        line = cost_line(config.expected_pairs, config.style, device.type, precision, sizes, hardware)
         if line:
             print(line, flush=True)
     tracker = progress.for_run(config.run_id, config.expected_pairs, config.style.total_iterations, planned)

@@ -317,3 +317,24 @@ def test_a_dataset_run_and_its_rerun_on_the_console(weights_file, tmp_path) -> N
     skipped = [line for line in rerun.stderr.splitlines() if "skipped" in line]
     assert len(skipped) == 1 and "6 pairs skipped, already done (--verbose lists each): class one/photo_0__waves" in skipped[0]
     assert rerun.stdout.splitlines()[-2].startswith("0 succeeded, 6 skipped, 0 failed in ")
+
+
+def test_bf16_forced_on_a_cpu_that_emulates_it_is_warned_of(one_pair, weights_file, tmp_path, capsys, monkeypatch) -> None:
+    # On a CPU without bf16 instructions, bf16 is emulated (measured over 6x slower than fp32):
+    # --precision auto picks fp32 there; a forced bf16 gets one warning line (and an estimate at
+    # the emulated cost: test_progress).
+    from transforms.nst import precision
+    from transforms.plan import EMULATED_BF16_TIME_FACTOR
+
+    monkeypatch.setattr(precision, "_cpu_info", lambda: ("an AVX2 CPU", frozenset({"avx2", "fma"})))
+    args = job_args(weights_file("vgg19"), tmp_path / "out", f"--manifest={one_pair}", "--iterations=2")
+    assert run(args) == 0
+    auto = capsys.readouterr().out.splitlines()
+    assert run([*args, "--precision=bf16", "--overwrite=true"]) == 0
+    bf16 = capsys.readouterr().out.splitlines()
+    assert bf16[0] == (
+        f"warning: --precision bf16 on a cpu without bf16 in hardware: it is emulated, about "
+        f"{EMULATED_BF16_TIME_FACTOR:g}x slower than fp32 (--precision auto picks fp32 here)"
+    )
+    assert bf16[1].startswith("1 pair x 2 iterations at 48 px on cpu")
+    assert auto[0].startswith("1 pair x 2 iterations at 48 px on cpu")

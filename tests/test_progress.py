@@ -110,6 +110,13 @@ def test_the_cost_of_a_run_is_said_before_it_starts_with_a_preview_when_it_is_lo
     # bf16 where the device has it: the measured whole-pair factor
     factor = MEASURED_BF16_TIME_FACTOR["cpu: 2 cores (this project's CI machine)"]
     bf16 = cost_line(3, StyleConfig(image_size=512, iterations=500, scales=()), "cpu", "bf16")
+    # bf16 forced where the device emulates it: the emulated cost, preview included.
+    from transforms.plan import EMULATED_BF16_TIME_FACTOR
+
+    emulated = cost_line(3, StyleConfig(image_size=512, iterations=500, scales=()), "cpu", "bf16", bf16_in_hardware=False)
+    assert emulated.startswith(f"3 pairs x 500 iterations at 512 px on cpu: {about(EMULATED_BF16_TIME_FACTOR * 3 * 500 * cpu_512)};")
+    preview = EMULATED_BF16_TIME_FACTOR * 3 * 200 * seconds_per_iteration(device, 256 * 256)
+    assert emulated.endswith(f"--image_size 256 --iterations 200 previews in {about(preview)}")
     assert bf16.startswith(f"3 pairs x 500 iterations at 512 px on cpu: {about(factor * 3 * 500 * cpu_512)};")
 
 

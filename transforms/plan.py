@@ -43,6 +43,9 @@ MEASURED_SECONDS_PER_ITERATION: Final[dict[str, tuple[tuple[int, float], ...]]] 
 # (benchmarks/time_to_quality.py, 256 px, the first phase in bf16 and the last in fp32;
 # docs/performance.md). No GPU figure has been taken yet: there the fp32 figures stand.
 MEASURED_BF16_TIME_FACTOR: Final[dict[str, float]] = {"cpu: 2 cores (this project's CI machine)": 0.54}
+# bf16 forced on a device that emulates it (no bf16 arithmetic in hardware): measured over 6x
+# slower than fp32 on an AVX2-only AMD EPYC (docs/method.md: precision).
+EMULATED_BF16_TIME_FACTOR: Final = 6.0
 
 
 def seconds_per_iteration(device: str, pixels: int) -> float:
@@ -67,14 +70,24 @@ PREVIEW_WORTH_SECONDS: Final = 600.0
 
 
 def estimated_seconds(
-    pairs: int, config: StyleConfig, device_type: str, precision: str = "fp32", sizes: Sequence[tuple[int, int]] = ()
+    pairs: int,
+    config: StyleConfig,
+    device_type: str,
+    precision: str = "fp32",
+    sizes: Sequence[tuple[int, int]] = (),
+    bf16_in_hardware: bool = True,
 ) -> float | None:
     """What ``pairs`` pairs cost on this device, from measured seconds per iteration (one pair at
     a time, every iteration run: an upper bound for pairs that converge sooner): square images of
     ``image_size``, or with ``image_size`` 0, the average of ``sizes`` (a sample of the contents'
     own sizes, from their headers). None when nothing says the size."""
     device = next(d for d in MEASURED_SECONDS_PER_ITERATION if d.startswith("gpu" if device_type == "cuda" else "cpu"))
-    factor = MEASURED_BF16_TIME_FACTOR.get(device, 1.0) if precision == "bf16" else 1.0
+    if precision != "bf16":
+        factor = 1.0
+    elif bf16_in_hardware:
+        factor = MEASURED_BF16_TIME_FACTOR.get(device, 1.0)
+    else:
+        factor = EMULATED_BF16_TIME_FACTOR
     if config.image_size:
         shapes = [(config.image_size, config.image_size)]
     elif sizes:
@@ -90,21 +103,29 @@ def estimated_seconds(
 
 
 def cost_line(
-    pairs: int, config: StyleConfig, device_type: str, precision: str = "fp32", sizes: Sequence[tuple[int, int]] = ()
+    pairs: int,
+    config: StyleConfig,
+    device_type: str,
+    precision: str = "fp32",
+    sizes: Sequence[tuple[int, int]] = (),
+    bf16_in_hardware: bool = True,
 ) -> str | None:
     """The run's cost before it starts (:func:`estimated_seconds`): ``3 pairs x 500 iterations at
     512 px on cpu: about 1 h 15 m; --image_size 256 --iterations 200 previews in about 7 m``, or
     with ``image_size`` 0, ``... at their own sizes (median 500x375 of 32 sampled) ...``.
     ``precision``: the one the pairs will run in (``auto`` resolved). None when nothing says the
-    size (image_size 0 and no sample)."""
-    full = estimated_seconds(pairs, config, device_type, precision, sizes) if pairs else None
+    size (image_size 0 and no sample). ``bf16_in_hardware`` False: bf16 was forced on a device
+    that emulates it, and costs what emulation costs."""
+    full = estimated_seconds(pairs, config, device_type, precision, sizes, bf16_in_hardware) if pairs else None
     if full is None:
         return None
     line = f"{pairs} pair{'s' if pairs != 1 else ''} x {_iterations_at(config, sizes)} on {device_type}: {progress.about(full)}"
     size, iterations = min(config.image_size, PREVIEW_SIZE), min(config.iterations, PREVIEW_ITERATIONS)
     worth_a_preview = config.image_size and (size, iterations) != (config.image_size, config.iterations)
     if full > PREVIEW_WORTH_SECONDS and worth_a_preview and not config.scales:
-        preview = estimated_seconds(pairs, config.replace(image_size=size, iterations=iterations), device_type, precision)
+        preview = estimated_seconds(
+            pairs, config.replace(image_size=size, iterations=iterations), device_type, precision, (), bf16_in_hardware
+        )
         line += f"; --image_size {size} --iterations {iterations} previews in {progress.about(preview or 0.0)}"
     return line
 
