@@ -15,7 +15,8 @@ from pipeline.main import run
 from tests.conftest import synthetic_image
 from transforms.handler import EngineHandler
 from transforms.limits import Limits
-from transforms.manifest import chosen_styles
+from transforms.manifest import chosen_styles, glob_rows, validate_rows
+from transforms.nst import StyleConfig
 from transforms.records import Failure, Outcome, Stage
 from transforms.report import FAILURES_SHOWN
 from transforms.results import WriteResults
@@ -208,3 +209,16 @@ def test_the_plan_says_device_time_as_people_read_it() -> None:
         "device_hours": {"cpu": 0.00216, "gpu": 0.2, "big gpu": 3.44, "farm": 1234.5},
     }
     assert describe(plan).splitlines()[-1] == "  estimated 8 s on cpu, 12 m on gpu, 3.4 h on big gpu, 1,234 h on farm"
+
+
+def test_styles_that_vanish_after_pre_flight_fail_each_contents_row_not_the_job() -> None:
+    # Pre-flight saw two styles for --styles_per_content 2; by the time the globs are expanded one
+    # is gone. Each content's row fails with the reason, and the job goes on (it used to raise
+    # "Sample larger than population" and stop the job).
+    rows = glob_rows(["data/a/x.jpg", "data/b/y.jpg"], ["art/s1.jpg"], "data", 2, 0)
+    results = list(validate_rows(rows, ".", StyleConfig(weights="random"), Limits()))
+    assert [type(r) for r in results] == [Failure, Failure]
+    assert [r.source for r in results] == ["data/a/x.jpg", "data/b/y.jpg"]
+    assert all("--styles matches 1 files now, fewer than --styles_per_content 2" in r.error for r in results)
+    # Enough styles: a row per chosen style, as before.
+    assert len(glob_rows(["data/a/x.jpg"], ["art/s1.jpg", "art/s2.jpg"], "data", 2, 0)) == 2

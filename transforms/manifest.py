@@ -439,10 +439,17 @@ class _ExpandManifestFn(beam.DoFn):
 
 def glob_rows(
     contents: list[str], styles: list[str], root: str, styles_per_content: int, seed: int
-) -> list[tuple[str, dict[str, Any]]]:
+) -> list[tuple[str, dict[str, Any] | Exception]]:
     """Manifest rows for two globs' matches: every content with every style, or with
-    ``styles_per_content`` styles of its own (``chosen_styles``)."""
-    rows = []
+    ``styles_per_content`` styles of its own (``chosen_styles``). Pre-flight checked that there
+    are enough styles; if some vanished since, each content's row fails, naming the count."""
+    rows: list[tuple[str, dict[str, Any] | Exception]] = []
+    if styles_per_content > len(styles):
+        short = FileNotFoundError(
+            f"--styles matches {len(styles)} files now, fewer than --styles_per_content {styles_per_content} "
+            "(styles were removed after the job started)"
+        )
+        return [(content, short) for content in contents]
     for content in contents:
         chosen = styles
         if styles_per_content:
