@@ -291,7 +291,9 @@ def test_a_content_that_is_its_own_style_is_warned_of(weights_file, tmp_path, ca
     write_images(tmp_path / "in", {"cat.png": 1, "waves.png": 3})
     args = job_args(weights_file("vgg19"), tmp_path / "out", f"--contents={tmp_path}/in/cat.png", f"--styles={tmp_path}/in/*.png")
     assert run(args) == 0
-    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    # Ours only: Beam warns of type hints on the root logger when a process builds its first
+    # pipelines, which depends on the tests that ran before.
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING and r.name.startswith("beam_style_transfer")]
     assert warnings == [f"cat__cat: {tmp_path}/in/cat.png is its own style: the result will be the content, barely changed (loss near 0)"]
 
 

@@ -402,3 +402,25 @@ def test_a_job_killed_with_sigkill_and_rerun_has_an_index_of_exactly_its_images(
     assert summary_of(out)["counts"]["skipped"] >= finished - 1  # at most one pair was cut between its writes
     images = images_on_disk(out)
     assert len(images) == 12 and index_images(out) == images
+
+
+def test_a_name_that_is_not_utf8_reaches_every_output_escaped(weights_file, tmp_path, capsys) -> None:
+    # A folder and a file whose names' bytes are not UTF-8 (Latin-1 'classe ä', 'photo ö'), as
+    # old archives hold them: the job used to fail in its index step ("surrogates not allowed")
+    # and write no report. Now the image goes under an escaped name every store accepts, and the
+    # index, the report and the console show the names escaped.
+    make_tree(tmp_path, {}, styles=1)
+    folder = os.path.join(os.fsencode(tmp_path / "in"), b"cl\xe4ss")
+    os.makedirs(folder)
+    synthetic_image(1, 40, 30).save(os.fsdecode(os.path.join(folder, b"ph\xf6to.png")))
+    out = tmp_path / "out"
+    assert run(job(weights_file("vgg19"), tmp_path, out)) == 0
+    console = capsys.readouterr().out
+    assert "1 succeeded, 0 skipped, 0 failed" in console
+    assert images_on_disk(out) == ["images/cl%E4ss/ph_to__s1.png"]
+    (line,) = read_index(str(out))
+    assert line["label"] == "cl\\xe4ss" and line["content"].endswith("in/cl\\xe4ss/ph\\xf6to.png")
+    page = (out / "report.html").read_text(encoding="utf-8")
+    assert "ph\\xf6to.png" in page and "could not be written" not in console
+    assert run(job(weights_file("vgg19"), tmp_path, out)) == 0
+    assert "0 succeeded, 1 skipped, 0 failed" in capsys.readouterr().out

@@ -35,7 +35,7 @@ from PIL import Image
 
 from transforms import storage
 from transforms.outputs import utc_iso
-from transforms.records import IMAGE_FORMATS
+from transforms.records import IMAGE_FORMATS, shown_escaped
 
 POINTER: Final = "index.json"
 FOLDER: Final = "index"
@@ -68,15 +68,16 @@ def label_of(pair_id: str) -> str | None:
 
 
 def line_from_log(log: dict[str, Any]) -> dict[str, Any]:
-    """A finished pair's index line, from its log (outputs.pair_log)."""
+    """A finished pair's index line, from its log (outputs.pair_log). Names that were not UTF-8
+    (a file or folder name's bytes) are shown escaped: the index is UTF-8 JSON."""
     image = log["image"]
     label = log["label"] if "label" in log else label_of(log["id"])  # logs before labels: the output folder
     return {
         "id": log["id"],
         "image": image["path"],
-        "label": label,
-        "content": log["inputs"]["content"],
-        "styles": log["inputs"]["styles"],
+        "label": shown_escaped(label) if isinstance(label, str) else label,
+        "content": shown_escaped(log["inputs"]["content"]),
+        "styles": [shown_escaped(style) for style in log["inputs"]["styles"]],
         "size": image["size"],
         "final_loss": log["final"]["total"],
         "bytes": image["bytes"],

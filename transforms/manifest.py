@@ -218,7 +218,8 @@ def chosen_styles(content_path: str, styles: list[str], count: int, seed: int) -
     """``count`` distinct styles for one content, drawn from ``styles`` by a choice that depends
     only on ``seed``, the content's path (below the glob's root) and the style set: the same on
     every worker, in every rerun, and whatever order the runner visits contents in."""
-    digest = hashlib.sha256(f"{seed}\0{content_path}".encode()).digest()
+    # surrogateescape: a name whose bytes are not UTF-8 is hashed as its bytes (valid names as before).
+    digest = hashlib.sha256(f"{seed}\0{content_path}".encode("utf-8", "surrogateescape")).digest()
     return random.Random(int.from_bytes(digest[:8], "big")).sample(sorted(styles), count)
 
 

@@ -30,7 +30,7 @@ def bounded(value: Any) -> Any:
     """``value`` as a failure record may hold it: text cut to ``RECORDED_CHARS`` characters,
     undecodable bytes escaped, lists and mappings cut to their first items, all recursively."""
     if isinstance(value, str):
-        value = bounded_surrogates(value)
+        value = shown_escaped(value)
         return value if len(value) <= RECORDED_CHARS else f"{value[:RECORDED_CHARS]}... ({len(value)} characters)"
     if isinstance(value, list | tuple):
         return [bounded(item) for item in value[:20]]
@@ -42,16 +42,21 @@ def bounded(value: Any) -> Any:
 def bounded_message(text: str) -> str:
     """An error message whose every word (a path, a URL, a value) is ``bounded``, and whose
     whole is at most ten times that: the reason stays readable, the input is not copied."""
-    text = _LONG_WORD.sub(lambda match: bounded(match.group()), bounded_surrogates(text))
+    text = _LONG_WORD.sub(lambda match: bounded(match.group()), shown_escaped(text))
     limit = 10 * RECORDED_CHARS
     return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
 
 
-def bounded_surrogates(text: str) -> str:
-    """``text`` with bytes that were not UTF-8 (lone surrogates) escaped as ``\\xNN``."""
-    if any("\ud800" <= ch <= "\udfff" for ch in text):
-        return text.encode("utf-8", "backslashreplace").decode("utf-8", "replace")
-    return text
+def shown_escaped(text: str) -> str:
+    """``text`` as every output can hold it (UTF-8: files, JSON, Beam's coders, the console):
+    bytes of a name that were not UTF-8 (lone surrogates U+DC80-U+DCFF, from
+    ``surrogateescape``) as ``\\xNN``, any other lone surrogate as ``\\uXXXX``."""
+    if not any("\ud800" <= ch <= "\udfff" for ch in text):
+        return text
+    return "".join(
+        f"\\x{ord(ch) - 0xDC00:02x}" if "\udc80" <= ch <= "\udcff" else f"\\u{ord(ch):04x}" if "\ud800" <= ch <= "\udfff" else ch
+        for ch in text
+    )
 
 
 @dataclass(frozen=True)

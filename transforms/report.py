@@ -29,6 +29,7 @@ from typing import Any, Final
 
 from PIL import Image, ImageDraw
 
+from transforms.records import shown_escaped
 from transforms.tally import Figures
 
 THUMBNAIL_PX: Final = 128
@@ -92,24 +93,26 @@ def entry_from_log(
     ``picture(location)`` of the content, each style and the ``result`` image.
 
     A picture that cannot be had leaves a note, never an error: the report shows what there is.
+    Names that were not UTF-8 are shown escaped (the page is UTF-8); pictures are read by the
+    names as they are.
     """
     inputs = log.get("inputs") if isinstance(log.get("inputs"), dict) else {}
-    content = str(inputs.get("content", ""))
-    styles = tuple(str(s) for s in inputs.get("styles") or ())
+    locations = [str(inputs.get("content", "")), *(str(s) for s in inputs.get("styles") or ())]
+    content, *styles = (shown_escaped(location) for location in locations)
     thumbnails: dict[str, bytes] = {}
     notes = []
-    for key, location in ((content, content), *((s, s) for s in styles), ("result", result)):
+    for key, location in (*zip([content, *styles], locations, strict=True), ("result", result)):
         try:
             thumbnails[key] = picture(location)
         except Exception as exc:  # noqa: BLE001 - a report shows what it can
-            notes.append(f"{location}: {type(exc).__name__}: {exc}")
+            notes.append(shown_escaped(f"{location}: {type(exc).__name__}: {exc}"))
     final = log.get("final") if isinstance(log.get("final"), dict) else {}
     seconds = log.get("seconds")
     return ReportEntry(
         id=pair_id,
         status=status,
         content=content,
-        styles=styles,
+        styles=tuple(styles),
         seconds=float(seconds) if isinstance(seconds, (int, float)) else None,
         losses=losses_from_log(log),
         final_loss=final.get("total") if isinstance(final.get("total"), (int, float)) else None,
