@@ -22,6 +22,7 @@ from typing import Any, Final
 
 import apache_beam as beam
 from apache_beam import pvalue
+from apache_beam.typehints.decorators import no_annotations
 
 from transforms import storage
 from transforms.limits import Limits
@@ -524,6 +525,7 @@ class ReadPairs(beam.PTransform):
         self._globs = (contents, styles)
         self._output = output
 
+    @no_annotations  # for readers and mypy: Beam 2.78 warns on the console of hints that are not PCollections
     def expand(self, pbegin: beam.pvalue.PBegin) -> pvalue.DoOutputsTuple:
         if self._manifest:
             return (

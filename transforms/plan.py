@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
 
 import apache_beam as beam
+from apache_beam.typehints.decorators import no_annotations
 
 from transforms import outputs, progress, storage
 from transforms.nst.config import StyleConfig
@@ -288,6 +289,7 @@ class PlanPairs(beam.PTransform):
         self._handler = handler
         self._batch_size = batch_size
 
+    @no_annotations  # for readers and mypy: Beam 2.78 warns on the console of hints that are not PCollections
     def expand(self, inputs: tuple[beam.PCollection, beam.PCollection]) -> beam.PCollection:
         pairs, read_failures = inputs
         prepared = pairs | "Prepare" >> beam.ParDo(PreparePairsFn(self._settings, self._handler)).with_outputs(

@@ -24,6 +24,7 @@ from typing import Any
 import apache_beam as beam
 from apache_beam import pvalue
 from apache_beam.metrics import Metrics
+from apache_beam.typehints.decorators import no_annotations
 
 from transforms import claims, index, report, storage
 from transforms.limits import Limits
@@ -369,6 +370,7 @@ class WriteResults(beam.PTransform):
         self._configuration = configuration
         self._expected_pairs = expected_pairs
 
+    @no_annotations  # for readers and mypy: Beam 2.78 warns on the console of hints that are not PCollections
     def expand(self, inputs: dict[str, Any]) -> beam.PCollection:
         outcomes = inputs["outcomes"]
         failures = inputs["failures"] | "AllFailures" >> beam.Flatten()

@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any, Final
 import apache_beam as beam
 from apache_beam import pvalue
 from apache_beam.metrics import Metrics
+from apache_beam.typehints.decorators import no_annotations
 from apache_beam.utils import shared
 
 from transforms import claims, index, outputs, progress
@@ -332,6 +333,7 @@ class StylizePairs(beam.PTransform):
         self._settings = settings
         self._handler = handler
 
+    @no_annotations  # for readers and mypy: Beam 2.78 warns on the console of hints that are not PCollections
     def expand(self, pairs: beam.PCollection) -> dict[str, Any]:
         prepared = pairs | "Prepare" >> beam.ParDo(PreparePairsFn(self._settings, self._handler)).with_outputs(
             SKIPPED, FAILURES, main="ready"
