@@ -9,10 +9,11 @@ example paintings (The Starry Night, The Scream, The Shipwreck, Woman with a Hat
 them to stress what a studio meets: ``shipwreck_faded``, The Shipwreck with its contrast cut to a
 third around its mean (a low-contrast painting: a faded canvas, a pastel), and ``starry_sky``, the
 top left quarter of The Starry Night (one swirl filling the frame: strokes as large as the
-picture). Settings (each a StyleConfig from the defaults at ``--size`` and ``--iterations``):
+picture). Settings (each a StyleConfig from the defaults at ``--size``, with ``--iterations``
+where it is given):
 
-- ``default``: the defaults as they ship;
-- ``one``: one scale (``scales=()``), the defaults before coarse to fine;
+- ``default``: the defaults as they ship (coarse to fine, 200 iterations a scale);
+- ``one``: one scale (``scales=()``), the defaults before coarse to fine (500 iterations);
 - ``NAME=field:value;field:value``: those fields changed (``c2f=scales:((64,100),(128,100))``).
 
 Each picture is written to ``OUT/SIZE/SETTING/PHOTO__PAINTING.png`` and judged (benchmarks/judge.py)
@@ -44,6 +45,8 @@ from transforms.nst.precision import describe_device
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "images"
 PHOTOS = ("astronaut", "cat", "coffee", "tubingen")
 PAINTINGS = ("starry_night", "the_scream", "shipwreck", "woman_with_hat", "shipwreck_faded", "starry_sky")
+# One scale's iterations in the defaults before coarse to fine.
+ONE_SCALE_ITERATIONS = 500
 
 
 def painting(name: str) -> Image.Image:
@@ -60,13 +63,16 @@ def photo(name: str) -> Image.Image:
     return Image.open(EXAMPLES / f"{name}.jpg").convert("RGB")
 
 
-def named_config(spec: str, base: StyleConfig) -> StyleConfig:
-    """``default``, ``one`` (one scale) or ``NAME=field:value;...`` applied to ``base``; a tuple or
-    None field's value is a Python literal."""
+def named_config(spec: str, base: StyleConfig, iterations: int | None = None) -> StyleConfig:
+    """``default``, ``one`` (one scale, as the defaults before coarse to fine) or
+    ``NAME=field:value;...`` applied to ``base`` (a tuple or None field's value is a Python
+    literal); ``iterations``, where given, for every setting."""
+    if spec == "one":
+        return base.replace(scales=(), iterations=iterations or ONE_SCALE_ITERATIONS)
+    if iterations is not None:
+        base = base.replace(iterations=iterations)
     if spec == "default":
         return base
-    if spec == "one":
-        return base.replace(scales=())
     _, _, fields = spec.partition("=")
     changes: dict[str, Any] = {}
     for item in fields.split(";"):
@@ -139,7 +145,7 @@ def _file_name(setting: str) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", type=int, default=StyleConfig().image_size)
-    parser.add_argument("--iterations", type=int, default=StyleConfig().iterations)
+    parser.add_argument("--iterations", type=int, help="for every setting (default: each setting's own)")
     parser.add_argument("--settings", nargs="+", default=["one", "default"])
     parser.add_argument("--photos", nargs="+", default=list(PHOTOS), choices=PHOTOS)
     parser.add_argument("--paintings", nargs="+", default=list(PAINTINGS), choices=PAINTINGS)
@@ -148,19 +154,19 @@ def main() -> None:
     parser.add_argument("--rejudge", action="store_true", help="judge the pictures already written again (after a change to the judge)")
     args = parser.parse_args()
 
-    base = StyleConfig(device=args.device, image_size=args.size, iterations=args.iterations)
+    base = StyleConfig(device=args.device, image_size=args.size)
     engine = StyleTransfer(base)
     judge = Judge()
     folder = args.out / str(args.size)
     cache_path = folder / "results.json"
     cache: dict[str, Any] = json.loads(cache_path.read_text()) if cache_path.exists() else {}
     print(f"# {describe_device(engine.device)}; torch {torch.__version__}; {args.size} px, "
-          f"{args.iterations} iterations at most; judged in fp32 on {engine.config.weights} {engine.config.model}")
+          f"{args.iterations or 'each setting its own'} iterations at most; judged in fp32 on {engine.config.weights} {engine.config.model}")
     for setting in args.settings:
-        config = named_config(setting, base)
+        config = named_config(setting, base, args.iterations)
         for content in args.photos:
             for name in args.paintings:
-                key = f"{_file_name(setting)} | {content}__{name} | {args.iterations}"
+                key = f"{_file_name(setting)} | {content}__{name} | {args.iterations or 'own'}"
                 if key in cache:
                     if args.rejudge:
                         written = Image.open(folder / _file_name(setting) / f"{content}__{name}.png").convert("RGB")
@@ -192,13 +198,13 @@ def _table(cache: dict[str, Any], args: argparse.Namespace) -> None:
         for name in args.paintings:
             cells = []
             for setting in settings:
-                entry = cache.get(f"{setting} | {content}__{name} | {args.iterations}")
+                entry = cache.get(f"{setting} | {content}__{name} | {args.iterations or 'own'}")
                 cells.append("" if entry is None else " ".join(f"{v:.2f}" for v in entry["style"].values()) + f" / {entry['content']:.2f}")
             print(f"| {content} x {name} | " + " | ".join(cells) + " |")
     print("\n| setting | pairs | median style " + " | median style ".join(SCALES) + " | median content | median s per pair | median iterations |")
     print("|---" * (5 + len(SCALES)) + "|")
     for setting in settings:
-        entries = [v for k, v in cache.items() if k.startswith(f"{setting} | ") and k.endswith(f" | {args.iterations}")]
+        entries = [v for k, v in cache.items() if k.startswith(f"{setting} | ") and k.endswith(f" | {args.iterations or 'own'}")]
         if not entries:
             continue
         styles = [f"{statistics.median(e['style'][s] for e in entries):.2f}" for s in SCALES]

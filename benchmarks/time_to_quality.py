@@ -185,10 +185,11 @@ def _key(pair: str, method: str, args: argparse.Namespace, device: str) -> str:
     return f"{pair} | {args.size} | {args.iterations} | {method} | {device} | torch {torch.__version__} | judged"
 
 
-def _method_config(name: str, base: StyleConfig) -> StyleConfig:
+def _method_config(name: str, base: StyleConfig, iterations: int) -> StyleConfig:
     if name == "before":
-        return base.replace(**{**BEFORE, "iterations": base.iterations, "scales": ()})
-    return named_config(name, base)
+        return base.replace(**{**BEFORE, "iterations": iterations, "scales": ()})
+    # one: as before, with today's precision and stop; default and the rest: their own iterations.
+    return named_config(name, base, iterations if name == "one" else None)
 
 
 def main() -> None:
@@ -198,7 +199,7 @@ def main() -> None:
     parser.add_argument("--pairs", type=int, default=len(PAIRS))
     parser.add_argument("--every", type=int, default=5, help="evaluations between snapshots")
     parser.add_argument("--judge_every", type=int, default=4, help="snapshots between the judge's looks")
-    parser.add_argument("--iterations", type=int, default=BEFORE["iterations"], help="the before run's (and the most any method runs)")
+    parser.add_argument("--iterations", type=int, default=BEFORE["iterations"], help="the before and one runs' (default and the rest run their own)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--cache", default="out/time_to_quality.json")
     parser.add_argument("--fresh", action="store_true", help="recompute cached runs")
@@ -206,7 +207,7 @@ def main() -> None:
 
     engine = StyleTransfer(StyleConfig(device=args.device))
     judge_of = Judge()
-    base = StyleConfig(device=args.device, image_size=args.size, iterations=args.iterations)
+    base = StyleConfig(device=args.device, image_size=args.size)
     scale = engine.family.pixel_scale
     cache_path = Path(args.cache)
     cache: dict[str, Any] = json.loads(cache_path.read_text()) if cache_path.exists() and not args.fresh else {}
@@ -230,7 +231,7 @@ def main() -> None:
             if method == "torch":
                 run = run_torch(engine, objective, content_tensor, args.iterations, args.every)
             else:
-                run = run_engine(engine, _method_config(method, base), content, style, args.every)
+                run = run_engine(engine, _method_config(method, base, args.iterations), content, style, args.every)
             cache[key] = curve_of(run, objective, size, scale, (judge_of, content, style), args.judge_every)
             cache_path.parent.mkdir(parents=True, exist_ok=True)
             cache_path.write_text(json.dumps(cache))
