@@ -3,8 +3,8 @@
 Beam and the job's modules are imported inside :func:`run`, after ``--help`` has been answered:
 importing them (and torch with them) takes seconds, and the help should not.
 
-Imports: flags at import time; Beam, the rest of pipeline/, progress, storage and outputs' file
-locations only inside run().
+Imports: flags at import time; Beam, the rest of pipeline/, claims, progress, storage, plan (the
+cost line), the engine's precision and outputs' file locations only inside run().
 """
 
 from __future__ import annotations

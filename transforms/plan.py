@@ -7,8 +7,8 @@ pair), merged across workers by a combiner; ``PlanTally.report`` is what ``OUTPU
 holds. Device-hours come from measured seconds per iteration (docs/performance.md),
 interpolated by pixels: an estimate for one pair at a time on those devices.
 
-Imports: Beam, stylize's prepare step, outputs, storage, records and the engine's memory
-planning (torch, no model); nothing of pipeline/.
+Imports: Beam, stylize's prepare step, outputs, progress, storage, records, the engine's config
+and its memory planning (torch, no model); nothing of pipeline/.
 """
 
 from __future__ import annotations
