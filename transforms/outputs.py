@@ -17,8 +17,7 @@ and settings, and the image on storage matches the log's digest. Anything else i
 
 Read by the stylize step (skip checks, logs, writes) and the results step (summary, report).
 
-Imports: storage, records, report (its file names) and the engine's torch-free records; no Beam,
-no torch.
+Imports: storage, records and the engine's torch-free records; no Beam, no torch, no HTML.
 """
 
 from __future__ import annotations
@@ -38,12 +37,14 @@ from typing import Any, Final
 
 from PIL import Image
 
-from transforms import report, storage
+from transforms import storage
 from transforms.nst.records import IterationRecord, StyleResult
 from transforms.records import IMAGE_FORMATS, Pair
 
 # Packages whose versions every log records.
 _PACKAGES: Final = ("torch", "torchvision", "apache-beam", "pillow", "fsspec", "beam-style-transfer")
+# The report page's file name, in OUTPUT/ and in each run's folder (report.py renders it).
+REPORT_NAME: Final = "report.html"
 # The log's layout: 2 holds the history in columns (1, a list of records, is still read).
 LOG_FORMAT: Final = 2
 
@@ -117,7 +118,7 @@ def plan_location(output: str) -> str:
 
 def report_location(output: str, run_id: str | None = None) -> str:
     """The latest run's report page, or with ``run_id`` that run's own."""
-    return storage.join(run_folder(output, run_id) if run_id else output, report.REPORT_NAME)
+    return storage.join(run_folder(output, run_id) if run_id else output, REPORT_NAME)
 
 
 @dataclass(frozen=True)

@@ -49,7 +49,6 @@ CURVE_POINTS: Final = 120
 FAILURES_SHOWN: Final = 200
 HISTOGRAM_BINS: Final = 24
 
-REPORT_NAME: Final = "report.html"
 CONTACT_SHEET_NAME: Final = "contact_sheet.png"
 
 

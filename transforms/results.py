@@ -29,6 +29,7 @@ from apache_beam.typehints.decorators import no_annotations
 from transforms import claims, index, report, storage
 from transforms.limits import Limits
 from transforms.outputs import (
+    REPORT_NAME,
     OutputSpec,
     failures_location,
     image_location,
@@ -317,12 +318,12 @@ class _WriteReportFn(beam.DoFn):
                     logger.warning("the contact sheet could not be written to %s: %s: %s", folder, type(exc).__name__, exc)
             try:
                 page = report.render_html(summary, entries, records, link, tally.sample, self._extension, to_output)
-                storage.write_atomic(storage.join(folder, report.REPORT_NAME), page.encode(), inside=self._output)
+                storage.write_atomic(storage.join(folder, REPORT_NAME), page.encode(), inside=self._output)
             except Exception as exc:  # noqa: BLE001
                 logger.warning("the report could not be written to %s: %s: %s", folder, type(exc).__name__, exc)
                 continue
             if to_output:  # the run's own page
-                yield storage.join(folder, report.REPORT_NAME)
+                yield storage.join(folder, REPORT_NAME)
 
 
 class StrictFailure(RuntimeError):
