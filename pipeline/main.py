@@ -3,15 +3,15 @@
 Beam and the job's modules are imported inside :func:`run`, after ``--help`` has been answered:
 importing them (and torch with them) takes seconds, and the help should not.
 
-Imports: flags at import time; Beam, the rest of pipeline/, claims, progress, storage, plan (the
-cost line), the engine's precision and outputs' file locations only inside run().
+Imports: flags and job_errors at import time; Beam, the rest of pipeline/, claims, progress,
+storage, reading, plan (the cost line), the engine's precision and outputs' file locations only
+inside run().
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import logging
 import os
 import re
@@ -24,7 +24,7 @@ import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
-from pipeline import flags
+from pipeline import flags, job_errors
 
 if TYPE_CHECKING:
     from apache_beam.options.pipeline_options import PipelineOptions
@@ -67,9 +67,9 @@ def run(argv: list[str] | None = None, wait: bool = True) -> int:
     except ValueError as exc:
         print(f"usage: {flags.usage()}\nerror: {exc}", file=sys.stderr)
         return 2
-    with _private_temp_folder(), _signals_as_interrupts():
+    with _private_temp_folder() as system_temp, _signals_as_interrupts():
         try:
-            return _run(argv, wait)
+            return _run(argv, wait, system_temp)
         except KeyboardInterrupt as exc:  # before the pipeline ran: the imports, the pre-flight checks
             signum = _interruption(exc) or signal.SIGINT
             print(f"interrupted by {signal.Signals(signum).name} before any pair ran; nothing was written", file=sys.stderr)
@@ -111,20 +111,22 @@ def _signals_as_interrupts() -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def _private_temp_folder() -> Iterator[None]:
-    """Point every temporary file of the run into one folder, removed when the run ends.
+def _private_temp_folder() -> Iterator[str]:
+    """Point every temporary file of the run into one folder, removed when the run ends; yields
+    the system's temp folder, for what must outlive the run (job_errors.write_trace).
 
     Beam's DirectRunner leaves empty ``beam-temp*`` and ``tmp*`` folders in the system temp folder
     at each run; they all land here instead, and go with it. A run killed with SIGKILL cannot
     remove its folder: the folder's name holds its process id, and the next run removes the
     folders of processes that are gone.
     """
-    _remove_folders_of_dead_runs(tempfile.gettempdir())
+    system = tempfile.gettempdir()
+    _remove_folders_of_dead_runs(system)
     folder = tempfile.mkdtemp(prefix=f"{_RUN_FOLDER_PREFIX}{os.getpid()}-")
     saved = tempfile.tempdir, os.environ.get("TMPDIR")
     tempfile.tempdir, os.environ["TMPDIR"] = folder, folder
     try:
-        yield
+        yield system
     finally:
         tempfile.tempdir = saved[0]
         if saved[1] is None:
@@ -153,14 +155,14 @@ def _remove_folders_of_dead_runs(parent: str) -> None:
                     shutil.rmtree(entry.path, ignore_errors=True)
 
 
-def _run(argv: list[str], wait: bool) -> int:
+def _run(argv: list[str], wait: bool, system_temp: str) -> int:
     import apache_beam as beam
-    from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions
+    from apache_beam.options.pipeline_options import PipelineOptions
 
     from pipeline import preflight
     from pipeline.graph import build
     from pipeline.options import check_arguments, config_from_options
-    from transforms import claims, progress
+    from transforms import progress
 
     try:
         check_arguments(argv)
@@ -208,41 +210,45 @@ def _run(argv: list[str], wait: bool) -> int:
         if line:
             print(line, flush=True)
     tracker = progress.for_run(config.run_id, config.expected_pairs, config.style.total_iterations, planned)
-    try:
-        with beam.Pipeline(options=options) as p:
-            build(p, config, fail_job_if_failed)
-        if config.dry_run:
-            return _print_plan(config)
-    except BaseException as exc:  # noqa: BLE001 - a job-level failure: one line, its own exit status
-        interrupt = _interruption(exc)
-        if interrupt is not None:
-            # One line, not Beam's traceback: what is written is complete (atomic writes), the
-            # claims of unfinished pairs are released, and a rerun picks up the rest. Worker
-            # processes (--direct_running_mode multi_processing) cannot release theirs: they were
-            # stopped when the signal came, and their claims, this run's, are released here.
-            claims.release_run(config.output, config.run_id)
-            counts = tracker.counts
-            # Pairs that run in worker processes are counted there, not here.
-            in_workers = options.view_as(DirectOptions).direct_running_mode == "multi_processing"
-            finished = "" if in_workers else (
-                f": {_pairs(counts['succeeded'])} finished in this run "
-                f"({counts['skipped']} skipped, {counts['failed']} failed)"
-            )
-            print(
-                f"interrupted by {signal.Signals(interrupt).name}{finished}; rerun the same command to resume",
-                file=sys.stderr,
-            )
-            return 128 + interrupt
-        if not isinstance(exc, Exception):
-            raise
-        if not (config.strict and _summary_counts_failures(config)):
-            logging.getLogger(f"beam_style_transfer.{__name__}").debug("job failed", exc_info=True)
-            print(f"error: the job failed: {_root_cause(exc)}", file=sys.stderr)
-            return 3
-        # The job ended failed on purpose (--strict on remote workers): report it as usual, exit 1.
-    finally:
-        progress.end_run(config.run_id)
-    return _final_report(config)
+    # Any failure from here on, the runner's or reading back what it wrote, ends in one line.
+    with job_errors.runner_errors_held() as held:
+        try:
+            try:
+                with beam.Pipeline(options=options) as p:
+                    build(p, config, fail_job_if_failed)
+            finally:
+                progress.end_run(config.run_id)  # its live bar ends its line before ours come
+            return _print_plan(config) if config.dry_run else _final_report(config)
+        except BaseException as exc:  # noqa: BLE001 - a job-level failure: one line, its own exit status
+            interrupt = _interruption(exc)
+            if interrupt is not None:
+                return _interrupted(interrupt, config, options, tracker.counts)
+            if not isinstance(exc, Exception):
+                raise
+            if not (config.strict and _summary_counts_failures(config)):
+                print(job_errors.failed_line(exc, config.output, config.run_id, held, system_temp), file=sys.stderr)
+                return 3
+        # The job ended failed on purpose (--strict on remote workers): reported as usual, exit 1.
+        return _final_report(config)
+
+
+def _interrupted(signum: int, config: PipelineConfig, options: PipelineOptions, counts: dict[str, int]) -> int:
+    """One line, not Beam's traceback: what is written is complete (atomic writes), the claims
+    of unfinished pairs are released, and a rerun picks up the rest. Worker processes
+    (--direct_running_mode multi_processing) cannot release theirs: they were stopped when the
+    signal came, and their claims, this run's, are released here."""
+    from apache_beam.options.pipeline_options import DirectOptions
+
+    from transforms import claims
+
+    claims.release_run(config.output, config.run_id)
+    # Pairs that run in worker processes are counted there, not here.
+    in_workers = options.view_as(DirectOptions).direct_running_mode == "multi_processing"
+    finished = "" if in_workers else (
+        f": {_pairs(counts['succeeded'])} finished in this run ({counts['skipped']} skipped, {counts['failed']} failed)"
+    )
+    print(f"interrupted by {signal.Signals(signum).name}{finished}; rerun the same command to resume", file=sys.stderr)
+    return 128 + signum
 
 
 def _stop_worker_processes() -> None:
@@ -294,22 +300,22 @@ def _submit(options: PipelineOptions, config: PipelineConfig, fail_job_if_failed
 
 def _print_plan(config: PipelineConfig) -> int:
     """The dry run's plan on the console (plan.json has it whole)."""
-    from transforms import plan, storage
-    from transforms.outputs import plan_location
+    from transforms import plan, reading
+    from transforms.outputs import MAX_RUN_RECORD_BYTES, plan_location
 
-    print(plan.describe(json.loads(storage.read_bytes(plan_location(config.output)))))
+    print(plan.describe(reading.read_json(plan_location(config.output), MAX_RUN_RECORD_BYTES, inside=config.output)))
     print(f"plan: {plan_location(config.output)}")
     return 0
 
 
 def _final_report(config: PipelineConfig) -> int:
     """The run's one-line result, where its report and failures are; the exit status."""
-    from transforms import storage
-    from transforms.outputs import report_location, summary_location
+    from transforms import reading, storage
+    from transforms.outputs import MAX_RUN_RECORD_BYTES, report_location, summary_location
 
     # This run's own summary and report: the latest ones may be an earlier run's, when this
     # run could not replace them.
-    summary = json.loads(storage.read_bytes(summary_location(config.output, config.run_id)))
+    summary = reading.read_json(summary_location(config.output, config.run_id), MAX_RUN_RECORD_BYTES, inside=config.output)
     counts = summary["counts"]
     extras = [f"{counts[k]} {k.replace('_', ' ')}" for k in ("repaired", "claimed_elsewhere") if counts[k]]
     print(
@@ -350,11 +356,11 @@ def _summary_counts_failures(config: PipelineConfig) -> bool:
     """Whether this run's summary is written and counts failed rows or pairs: then the job ended
     failed on purpose (--strict's last step raises only after the summary is written; runners
     re-raise a worker's exception wrapped, or as text only, so the summary is what is read)."""
-    from transforms import storage
-    from transforms.outputs import summary_location
+    from transforms import reading
+    from transforms.outputs import MAX_RUN_RECORD_BYTES, summary_location
 
     try:
-        summary = json.loads(storage.read_bytes(summary_location(config.output, config.run_id)))
+        summary = reading.read_json(summary_location(config.output, config.run_id), MAX_RUN_RECORD_BYTES, inside=config.output)
     except (OSError, ValueError):
         return False
     return summary.get("run_id") == config.run_id and bool(summary.get("counts", {}).get("failed"))
@@ -362,14 +368,6 @@ def _summary_counts_failures(config: PipelineConfig) -> bool:
 
 def _pairs(count: int) -> str:
     return f"{count} pair{'' if count == 1 else 's'}"
-
-
-def _root_cause(exc: BaseException) -> str:
-    """The innermost message: runners wrap a worker's exception in several layers."""
-    while exc.__cause__ is not None:
-        exc = exc.__cause__
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[-1] if text else ''}"
 
 
 def configure_logging(verbose: bool) -> None:

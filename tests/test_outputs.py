@@ -80,15 +80,18 @@ def test_a_pair_is_written_image_first_and_a_failed_write_names_its_file(tmp_pat
         ("image", "damaged", "does not match its log's digest"),
         ("longer image", "damaged", "cannot be read"),  # read no further than the log's size
         ("log", "damaged", "not valid JSON"),
-        ("deep log", "damaged", "not valid JSON"),  # nested too deep to parse: redone, not failed
+        ("deep log", "damaged", "nested too deeply"),  # redone, not failed
         ("no log", "damaged", "an image without a log"),
         ("fingerprint", "stale", "other inputs or settings"),
     ],
 )
 def test_the_skip_check_trusts_only_a_complete_matching_pair(tmp_path, damage, state, reason) -> None:
     png = b"an image"
-    log = {"id": "p", "fingerprint": "f1", "image": {"sha256": storage.sha256(png), "bytes": len(png)},
-           "history": [{"total": 1.0}], "final": {"total": 1.0}}
+    log = {  # what a skip check reads of a log (logs.log_problem)
+        "id": "p", "fingerprint": "f1", "inputs": {"content": "c.png", "styles": ["s.png"]},
+        "image": {"path": "images/p.png", "size": [1, 1], "sha256": storage.sha256(png), "bytes": len(png)},
+        "history": {"iteration": [0, 1], "total": [2.0, 1.0]}, "final": {"iteration": 1, "total": 1.0},
+    }
     outputs.write_pair(str(tmp_path), "p", png, log)
     if damage == "image":
         (tmp_path / "images" / "p.png").write_bytes(b"an imagE")

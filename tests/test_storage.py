@@ -29,13 +29,13 @@ def test_failed_local_write_keeps_the_old_file(tmp_path, monkeypatch) -> None:
 def test_memory_filesystem_round_trip_and_glob() -> None:
     storage.write_atomic("memory://bucket/a/1.png", b"x")
     storage.write_atomic("memory://bucket/a/2.png", b"y")
-    assert storage.read_bytes("memory://bucket/a/2.png") == b"y"
+    assert storage.read_bytes("memory://bucket/a/2.png", 10) == b"y"
     found = storage.glob("memory://bucket/a/*.png")
     assert [storage.stem(f) for f in found] == ["1", "2"]
-    assert [storage.read_bytes(f) for f in found] == [b"x", b"y"]
+    assert [storage.read_bytes(f, 10) for f in found] == [b"x", b"y"]
     assert storage.exists("memory://bucket/a/1.png") and not storage.exists("memory://bucket/a/3.png")
     with pytest.raises(FileNotFoundError, match="memory://bucket/none: no such file"):
-        storage.read_bytes("memory://bucket/none")
+        storage.read_bytes("memory://bucket/none", 10)
 
 
 def test_local_copy_downloads_remote_once(tmp_path) -> None:

@@ -12,7 +12,7 @@ minutes. Whatever slips through (a clock far off, a holder stalled for longer th
 runs taking over one expired claim at the same instant) is caught by the next run's verified
 skip check: an image and a log from different runs do not match the log's digest, and are redone.
 
-Imports: storage only; no Beam, no torch.
+Imports: storage and reading; no Beam, no torch.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from typing import Final
 
-from transforms import storage
+from transforms import reading, storage
 
 logger = logging.getLogger(f"beam_style_transfer.{__name__}")  # the names logs had (docs/development.md)
 
@@ -91,14 +91,15 @@ class NotAClaimError(OSError):
     """A file where a claim goes that this job did not write: it is left alone."""
 
 
-def _read(location: str) -> Claim | None:
-    """The claim at ``location``; None if it is gone.
+def _read(location: str, output: str) -> Claim | None:
+    """The claim at ``location`` (below ``output``); None if it is gone.
 
     Raises:
-        NotAClaimError: a file that does not parse as a claim (a user's note, a link, a folder).
+        NotAClaimError: a file that does not parse as a claim (a user's note, a link, a folder,
+            a file over 4 KiB or JSON past the reader's caps: reading.py).
     """
     try:
-        record = json.loads(storage.read_bytes(location, max_bytes=4096))
+        record = reading.read_json(location, _MAX_CLAIM_BYTES, inside=output)
         if not isinstance(record, dict) or set(record) != _FIELDS:
             raise ValueError("not a claim's fields")
         run_id, expires_at, host, pid = (record[name] for name in ("run_id", "expires_at", "host", "pid"))
@@ -108,11 +109,13 @@ def _read(location: str) -> Claim | None:
         return Claim(run_id, float(expires_at), host, pid)
     except FileNotFoundError:
         return None
-    except (OSError, ValueError, RecursionError) as exc:
+    except (OSError, ValueError) as exc:
         raise NotAClaimError(f"{location} is not a claim this job wrote ({exc}); move it away") from None
 
 
 _FIELDS: Final = frozenset(("run_id", "expires_at", "host", "pid"))
+# A claim is about 150 bytes.
+_MAX_CLAIM_BYTES: Final = 4096
 
 
 def acquire(output: str, pair_id: str, run_id: str, seconds: float = TTL_SECONDS) -> Claim:
@@ -131,7 +134,7 @@ def acquire(output: str, pair_id: str, run_id: str, seconds: float = TTL_SECONDS
     for _ in range(3):
         if storage.create_exclusive(location, mine.to_json(), inside=output):
             return mine
-        held = _read(location)
+        held = _read(location, output)
         if held is None:
             continue  # released between our attempt and the read: try again
         if held.run_id == run_id:
@@ -195,7 +198,7 @@ def _remove_where(output: str, chosen: Callable[[Claim], bool]) -> int:
         if name.startswith(storage.TEMPORARY_PREFIX) or not name.endswith(".json"):
             continue  # another run's claim being created (stale ones go with the temporary sweep), or not a claim
         try:
-            held = _read(location)
+            held = _read(location, output)
         except NotAClaimError:
             continue
         if held is not None and chosen(held):
@@ -210,7 +213,7 @@ def release(output: str, pair_id: str, run_id: str) -> None:
     claim, is left alone."""
     location = claim_location(output, pair_id)
     try:
-        held = _read(location)
+        held = _read(location, output)
     except NotAClaimError:
         return
     if held is not None and held.run_id == run_id:

@@ -16,7 +16,7 @@ below the input root as the input names it, ``--output_layout tree``; null in th
 no log describes (a run stopped between its two writes, for a pair no later run included) has
 null ``content``, ``styles``, ``size`` and ``final_loss``.
 
-Imports: storage, outputs (a time stamp), records and Pillow; no Beam, no torch (:class:`StylizedImages` is a
+Imports: storage, reading, outputs (a time stamp), records and Pillow; no Beam, no torch (:class:`StylizedImages` is a
 map-style dataset by protocol: ``torch.utils.data.DataLoader`` takes it as it is).
 """
 
@@ -33,7 +33,7 @@ from typing import Any, Final
 
 from PIL import Image
 
-from transforms import storage
+from transforms import reading, storage
 from transforms.outputs import utc_iso
 from transforms.records import IMAGE_FORMATS, shown_escaped
 
@@ -43,8 +43,12 @@ FOLDER: Final = "index"
 POINTER_FORMAT: Final = 1
 # Lines per shard, about: 100,000 lines of ~300 bytes are a 30 MB file.
 LINES_PER_SHARD: Final = 100_000
-# The largest pointer or shard a reader takes (a shard of 100,000 lines is about 30 MB).
+# The largest shard a reader takes (a shard of 100,000 lines is about 30 MB), and pointer (it
+# names one shard per 100,000 images).
 MAX_SHARD_BYTES: Final = 1 << 30
+MAX_POINTER_BYTES: Final = 16 * 2**20
+# The keys of every line, in the order lines are written.
+LINE_KEYS: Final = ("id", "image", "label", "content", "styles", "size", "final_loss", "bytes")
 # A shard no pointer names is another run's being written, or a killed run's; only killed runs'
 # (older than this) are removed.
 ORPHAN_SHARD_SECONDS: Final = 900.0
@@ -52,6 +56,7 @@ ORPHAN_SHARD_SECONDS: Final = 900.0
 # ``<run_id>-SSSSS-of-NNNNN.jsonl``, which the first index of this release replaces.
 _SHARD_NAME: Final = re.compile(r"[^.].*-[0-9]{5}\.jsonl")
 _EARLIER_SHARD_NAME: Final = re.compile(r"[^.].*-[0-9]{5}-of-[0-9]{5}\.jsonl")
+_SHARD_PATH: Final = re.compile(rf"{FOLDER}/[^./][^/]*-[0-9]{{5}}\.jsonl")
 
 
 def pointer_location(output: str) -> str:
@@ -68,7 +73,7 @@ def label_of(pair_id: str) -> str | None:
 
 
 def line_from_log(log: dict[str, Any]) -> dict[str, Any]:
-    """A finished pair's index line, from its log (outputs.pair_log). Names that were not UTF-8
+    """A finished pair's index line, from its verified log (logs.read_log). Names that were not UTF-8
     (a file or folder name's bytes) are shown escaped: the index is UTF-8 JSON."""
     image = log["image"]
     label = log["label"] if "label" in log else label_of(log["id"])  # logs before labels: the output folder
@@ -82,16 +87,6 @@ def line_from_log(log: dict[str, Any]) -> dict[str, Any]:
         "final_loss": log["final"]["total"],
         "bytes": image["bytes"],
     }
-
-
-def usable_line(log: dict[str, Any]) -> dict[str, Any] | None:
-    """:func:`line_from_log`, or None for a log without what a line needs (outputs.log_problem
-    checks the digest and the history, not the inputs)."""
-    try:
-        line = line_from_log(log)
-    except (KeyError, TypeError):
-        return None
-    return line if isinstance(line["image"], str) and isinstance(line["bytes"], int) else None
 
 
 def unlogged_line(pair_id: str, image: str, size_bytes: int) -> dict[str, Any]:
@@ -176,12 +171,13 @@ def read_pointer(output: str) -> dict[str, Any] | None:
         ValueError: a pointer that is not this job's, or of a newer layout.
     """
     try:
-        pointer = json.loads(storage.read_bytes(pointer_location(output), MAX_SHARD_BYTES))
+        pointer = reading.read_json(pointer_location(output), MAX_POINTER_BYTES, inside=output)
     except FileNotFoundError:
         return None
-    if not isinstance(pointer, dict) or not isinstance(pointer.get("shards"), list):
-        raise ValueError(f"{pointer_location(output)} is not an index pointer")
-    if pointer.get("format", 0) > POINTER_FORMAT:
+    shards = pointer.get("shards") if isinstance(pointer, dict) else None
+    if not isinstance(shards, list) or not all(isinstance(s, str) and _SHARD_PATH.fullmatch(s) for s in shards):
+        raise reading.DamagedError(f"{pointer_location(output)} is not an index pointer (no list of shards in {FOLDER}/)")
+    if not isinstance(pointer.get("format", 0), int) or pointer.get("format", 0) > POINTER_FORMAT:
         raise ValueError(f"{pointer_location(output)} has format {pointer['format']}: upgrade beam-style-transfer to read it")
     return pointer
 
@@ -235,11 +231,48 @@ def read_index(output: str) -> Iterator[dict[str, Any]]:
 
 
 def lines_of(output: str, pointer: dict[str, Any]) -> Iterator[dict[str, Any]]:
-    """The lines of the shards ``pointer`` names."""
+    """The lines of the shards ``pointer`` names, each checked (:func:`line_problem`).
+
+    Raises:
+        DamagedError: a shard over its cap or a link, or a line that is not an index line,
+            naming the shard and the line.
+    """
     for shard in pointer["shards"]:
-        for text in storage.read_bytes(storage.join(output, shard), MAX_SHARD_BYTES).decode().splitlines():
+        location = storage.join(output, shard)
+        try:
+            data = storage.read_bytes(location, MAX_SHARD_BYTES, inside=output)
+        except (storage.InputRefusedError, storage.LinkInOutputError) as exc:
+            raise reading.DamagedError(str(exc)) from None
+        for number, text in enumerate(data.decode("utf-8", "surrogateescape").splitlines(), start=1):
             if text.strip():
-                yield json.loads(text)
+                where = f"{location} line {number}"
+                line = reading.parse_json(text, where)
+                problem = line_problem(line)
+                if problem:
+                    raise reading.DamagedError(f"{where}: {problem}")
+                yield line
+
+
+def line_problem(line: object) -> str | None:
+    """Why a parsed line is not an index line as :func:`line_from_log` or :func:`unlogged_line`
+    makes it, or None."""
+    if not isinstance(line, dict) or set(line) != set(LINE_KEYS):
+        return f"not an index line (the keys {', '.join(LINE_KEYS)})"
+    texts = [line["content"], *(line["styles"] if isinstance(line["styles"], list) else [0])]
+    if not (isinstance(line["id"], str) and isinstance(line["image"], str) and isinstance(line["label"], str | None)):
+        return "id, image and label are not text"
+    if line["content"] is not None and not all(isinstance(text, str) for text in texts):
+        return "content and styles are not text"
+    size, loss, size_bytes = line["size"], line["final_loss"], line["bytes"]
+    if size is not None and not (isinstance(size, list) and len(size) == 2 and all(_is_count(side) for side in size)):
+        return "size is not a width and a height"
+    if not (loss is None or isinstance(loss, int | float) and not isinstance(loss, bool)) or not _is_count(size_bytes):
+        return "final_loss or bytes is not a number"
+    return None
+
+
+def _is_count(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
 class StylizedImages:
@@ -265,6 +298,6 @@ class StylizedImages:
 
     def __getitem__(self, index: int) -> tuple[Any, int]:
         row = self.rows[index]
-        with Image.open(io.BytesIO(storage.read_bytes(storage.join(self.output, row["image"])))) as opened:
+        with Image.open(io.BytesIO(storage.read_bytes(storage.join(self.output, row["image"]), row["bytes"], inside=self.output))) as opened:
             image = opened.convert("RGB")
         return (self.transform(image) if self.transform else image), self.class_to_idx[row["label"] or ""]

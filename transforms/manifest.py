@@ -3,7 +3,7 @@
 A manifest is read whole by one DoFn: ids must be unique across the file, and derived ids need
 every row in view. Invalid rows become Failure records; they never stop the other rows.
 
-Imports: Beam, storage, limits, records and the torch-free StyleConfig; nothing of pipeline/.
+Imports: Beam, storage, reading, limits, records and the torch-free StyleConfig; nothing of pipeline/.
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ import csv
 import dataclasses
 import hashlib
 import io
-import json
 import logging
 import random
 import re
@@ -24,7 +23,7 @@ import apache_beam as beam
 from apache_beam import pvalue
 from apache_beam.typehints.decorators import no_annotations
 
-from transforms import storage
+from transforms import reading, storage
 from transforms.limits import Limits
 from transforms.nst.config import StyleConfig, blend_weights, with_color_alias
 from transforms.records import IMAGE_FORMATS, MANIFEST_FORMATS, Failure, Pair, Stage, bounded
@@ -93,15 +92,9 @@ def parse_rows(data: bytes, location: str, fmt: str) -> Iterator[tuple[str, dict
             continue
         source = f"{location} line {number}"
         try:
-            row = json.loads(line)
-        except RecursionError:
-            yield source, ValueError("not usable JSON (nested too deeply to parse)")
-            continue
-        except json.JSONDecodeError as exc:
-            yield source, ValueError(f"not valid JSON ({exc})")
-            continue
-        except ValueError as exc:  # valid, but over Python's limit on an integer's digits
-            yield source, ValueError(f"not usable JSON ({exc})")
+            row = reading.parse_json(line, source)
+        except reading.DamagedError as exc:
+            yield source, ValueError(str(exc).removeprefix(f"{source}: "))
             continue
         if not isinstance(row, dict):
             yield source, ValueError(f"expected a JSON object, got {type(row).__name__}")

@@ -17,7 +17,7 @@ and settings, and the image on storage matches the log's digest. Anything else i
 
 Read by the stylize step (skip checks, logs, writes) and the results step (summary, report).
 
-Imports: storage, records and the engine's torch-free records; no Beam, no torch, no HTML.
+Imports: storage, reading, logs, records and the engine's torch-free records; no Beam, no torch, no HTML.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ from typing import Any, Final
 
 from PIL import Image
 
-from transforms import storage
+from transforms import logs, reading, storage
 from transforms.nst.records import IterationRecord, StyleResult
 from transforms.records import IMAGE_FORMATS, Pair
 
@@ -47,6 +47,9 @@ _PACKAGES: Final = ("torch", "torchvision", "apache-beam", "pillow", "fsspec", "
 REPORT_NAME: Final = "report.html"
 # The log's layout: 2 holds the history in columns (1, a list of records, is still read).
 LOG_FORMAT: Final = 2
+# The largest summary or plan the launcher reads back (a summary may carry every failure record
+# of a run whose failures file could not be written).
+MAX_RUN_RECORD_BYTES: Final = 256 * 2**20
 
 
 @dataclass(frozen=True)
@@ -175,57 +178,29 @@ def _short_value(value: Any) -> str:
     return text if len(text) <= 40 else text[:37] + "..."
 
 
-def log_problem(log: object, pair_id: str) -> str | None:
-    """Why a parsed log is not a complete record of a finished pair, or None."""
-    if not isinstance(log, dict):
-        return "the log is not a JSON object"
-    if log.get("id") != pair_id:
-        return f"the log is for id {log.get('id')!r}"
-    image = log.get("image")
-    if not isinstance(image, dict) or not isinstance(image.get("sha256"), str) or not isinstance(image.get("bytes"), int):
-        return "the log has no image digest"
-    history, final = log.get("history"), log.get("final")
-    if isinstance(history, list):  # LOG_FORMAT 1: one record per iteration
-        ends_with_final = bool(history) and history[-1] == final
-    else:
-        columns = history if isinstance(history, dict) else {}
-        totals, iterations = columns.get("total"), columns.get("iteration")
-        ends_with_final = (
-            isinstance(final, dict) and isinstance(totals, list) and isinstance(iterations, list)
-            and len(totals) == len(iterations) > 0
-            and (iterations[-1], totals[-1]) == (final.get("iteration"), final.get("total"))
-        )
-    if not ends_with_final:
-        return "the log's history is missing or does not end with the final record"
-    return None
-
-
 def inspect_outputs(output: str, pair_id: str, fingerprint: str, extension: str = "png") -> PriorOutputs:
-    """Check a pair's outputs against its log, reading the image to compare its digest.
+    """Check a pair's outputs against its log (logs.read_log: its size, its JSON and its schema),
+    reading the image to compare its digest.
 
-    The image is read only up to the size its log recorded: whoever can write the output folder
-    cannot make a rerun read without bound.
+    The image is read only up to the size its log recorded, which the schema bounds by the
+    image's width and height, and neither is read through a link inside ``output``: whoever can
+    write the output folder cannot make a rerun read without bound.
     """
     image_file = image_location(output, pair_id, extension)
     try:
-        raw = storage.read_bytes(log_location(output, pair_id))
+        log = logs.read_log(log_location(output, pair_id), pair_id, inside=output)
     except FileNotFoundError:
         if storage.exists(image_file):
             return PriorOutputs("damaged", "an image without a log (a run stopped between the two writes)")
         return PriorOutputs("absent")
+    except reading.DamagedError as exc:
+        return PriorOutputs("damaged", str(exc).removeprefix(f"{log_location(output, pair_id)}: "))
     except OSError as exc:
         return PriorOutputs("damaged", f"the log cannot be read ({exc})")
-    try:
-        log = json.loads(raw)
-    except (ValueError, RecursionError):
-        return PriorOutputs("damaged", "the log is not valid JSON (cut short?)")
-    if isinstance(log, dict) and log.get("fingerprint") != fingerprint:
+    if log["fingerprint"] != fingerprint:
         return PriorOutputs("stale", "made from other inputs or settings", log)
-    problem = log_problem(log, pair_id)
-    if problem:
-        return PriorOutputs("damaged", problem)
     try:
-        image = storage.read_bytes(image_file, max_bytes=log["image"]["bytes"])
+        image = storage.read_bytes(image_file, log["image"]["bytes"], inside=output)
     except FileNotFoundError:
         return PriorOutputs("damaged", "the image is missing")
     except OSError as exc:
@@ -439,7 +414,7 @@ def write_pair(output: str, pair_id: str, image: bytes, log: dict[str, Any], ext
     for location, data in ((image_file, image), (log_location(output, pair_id), to_json(log, compact=True))):
         try:
             storage.write_atomic(location, data, inside=output)
-            if location == image_file and storage.sha256(storage.read_bytes(location, len(data))) != storage.sha256(data):
+            if location == image_file and storage.sha256(storage.read_bytes(location, len(data), inside=output)) != storage.sha256(data):
                 raise OSError("it reads back other bytes than were written")
         except OSError as exc:
             raise OSError(exc.errno, f"{location}: {exc.strerror or exc}") from exc

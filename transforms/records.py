@@ -5,7 +5,7 @@ Imports: the engine's torch-free StyleConfig only; no Beam, no storage.
 
 from __future__ import annotations
 
-import re
+import math
 from dataclasses import asdict, dataclass, field
 from enum import Enum
 from typing import Any, ClassVar, Final
@@ -23,28 +23,74 @@ NAMESPACE: Final = "style_transfer"
 # The longest text a failure record copies from its input (a path, a field, a value): longer
 # ones are cut, saying how long they were (docs/reliability.md).
 RECORDED_CHARS: Final = 200
-_LONG_WORD: Final = re.compile(r"\S{%d,}" % (RECORDED_CHARS + 1))
+# An error message: our words around at most a few such fields.
+RECORDED_MESSAGE_CHARS: Final = 2 * RECORDED_CHARS
+# Lists and mappings in a record: at most this many levels, and this many values in all (the
+# first ones, in order); what is left out is said.
+RECORDED_DEPTH: Final = 4
+RECORDED_VALUES: Final = 60
 
 
 def bounded(value: Any) -> Any:
-    """``value`` as a failure record may hold it: text cut to ``RECORDED_CHARS`` characters,
-    undecodable bytes escaped, lists and mappings cut to their first items, all recursively."""
-    if isinstance(value, str):
-        value = shown_escaped(value)
-        return value if len(value) <= RECORDED_CHARS else f"{value[:RECORDED_CHARS]}... ({len(value)} characters)"
-    if isinstance(value, list | tuple):
-        return [bounded(item) for item in value[:20]]
-    if isinstance(value, dict):
-        return {bounded(k): bounded(v) for k, v in list(value.items())[:40]}
-    return value
+    """``value`` as a record may hold it, whatever its type (docs/reliability.md): text cut to
+    ``RECORDED_CHARS`` characters at any character, undecodable bytes escaped; an integer longer
+    than that shown cut with its digit count; lists and mappings cut to ``RECORDED_DEPTH``
+    levels and ``RECORDED_VALUES`` values in all. Never raises and never recurses deeper than
+    ``RECORDED_DEPTH``, whatever a manifest row or a log holds."""
+    left = [RECORDED_VALUES]
+
+    def cut(value: Any, depth: int) -> Any:
+        if value is None or isinstance(value, bool | float):
+            return value
+        if isinstance(value, int):
+            return _bounded_integer(value)
+        if isinstance(value, str):
+            return _bounded_text(value)
+        if isinstance(value, list | tuple | dict):
+            kind = "mapping" if isinstance(value, dict) else "list"
+            if depth >= RECORDED_DEPTH:
+                return f"(a {kind} of {len(value)} nested deeper than {RECORDED_DEPTH} levels)"
+            items = iter(value.items()) if isinstance(value, dict) else iter(value)
+            kept: list[Any] = []
+            while left[0] > 0 and len(kept) < len(value):
+                left[0] -= 1
+                kept.append(next(items))
+            if isinstance(value, dict):
+                shown: Any = {str(cut(k, RECORDED_DEPTH)): cut(v, depth + 1) for k, v in kept}
+                if len(kept) < len(value):
+                    shown["..."] = f"{len(value) - len(kept)} more of {len(value)}"
+                return shown
+            listed = [cut(item, depth + 1) for item in kept]
+            return listed + ([f"... {len(value) - len(kept)} more of {len(value)}"] if len(kept) < len(value) else [])
+        return _bounded_text(f"{type(value).__name__}: {value}")
+
+    return cut(value, 0)
+
+
+def _bounded_text(text: str) -> str:
+    text = shown_escaped(text)
+    return text if len(text) <= RECORDED_CHARS else f"{text[:RECORDED_CHARS]}... ({len(text)} characters)"
+
+
+def _bounded_integer(value: int) -> int | str:
+    try:
+        digits = str(value)
+    except ValueError:  # over Python's limit on the digits str() gives (4,300)
+        about = int((abs(value).bit_length() - 1) * math.log10(2)) + 1
+        return f"an integer of about {about:,} digits"
+    if len(digits) <= RECORDED_CHARS:
+        return value
+    return f"{digits[:RECORDED_CHARS]}... ({len(digits.lstrip('-')):,} digits)"
 
 
 def bounded_message(text: str) -> str:
-    """An error message whose every word (a path, a URL, a value) is ``bounded``, and whose
-    whole is at most ten times that: the reason stays readable, the input is not copied."""
-    text = _LONG_WORD.sub(lambda match: bounded(match.group()), shown_escaped(text))
-    limit = 10 * RECORDED_CHARS
-    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
+    """An error message as a record holds it: at most ``RECORDED_MESSAGE_CHARS`` characters, cut
+    at any character. A longer one keeps its beginning (the error's kind, what failed) and its
+    end (usually the reason, after the input it names), saying how long it was."""
+    text = shown_escaped(text)
+    if len(text) <= RECORDED_MESSAGE_CHARS:
+        return text
+    return f"{text[:RECORDED_MESSAGE_CHARS - 130]} ...({len(text):,} characters)... {text[-100:]}"
 
 
 def shown_escaped(text: str) -> str:

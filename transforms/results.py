@@ -1,14 +1,14 @@
 """WriteResults: the index, the run's failures, summary and report, once every pair is written.
 
 Each pair's image and log are written by the stylize step as it finishes (outputs.py holds the
-layout and the log's schema). This step gathers the run in bounded memory, whatever its size:
+layout, logs.py the log's schema). This step gathers the run in bounded memory, whatever its size:
 
     OUTPUT/index.json, index/*.jsonl             one line per image in images/ (index.py), replaced whole
     OUTPUT/failures/<run_id>.jsonl               every failed row or pair of the run
     OUTPUT/summary.json                          counts and timing (tally.py: combiners, no list of outcomes)
     OUTPUT/report.html, contact_sheet.png        totals, distributions, failures (capped), a sample of pairs
 
-Imports: Beam, claims, index, outputs, storage, limits, records, report and tally; nothing of
+Imports: Beam, claims, index, logs, outputs, reading, storage, limits, records, report and tally; nothing of
 pipeline/, no torch.
 """
 
@@ -26,7 +26,7 @@ from apache_beam import pvalue
 from apache_beam.metrics import Metrics
 from apache_beam.typehints.decorators import no_annotations
 
-from transforms import claims, index, report, storage
+from transforms import claims, index, logs, reading, report, storage
 from transforms.limits import Limits
 from transforms.outputs import (
     REPORT_NAME,
@@ -34,13 +34,12 @@ from transforms.outputs import (
     failures_location,
     image_location,
     log_location,
-    log_problem,
     run_folder,
     summary_location,
     to_json,
     utc_iso,
 )
-from transforms.records import NAMESPACE, Failure, Outcome
+from transforms.records import NAMESPACE, Failure, Outcome, bounded_message
 from transforms.tally import ReportChoice, Tally
 
 logger = logging.getLogger(f"beam_style_transfer.{__name__}")  # the names logs had (docs/development.md)
@@ -110,10 +109,9 @@ class _IndexLinesFn(beam.DoFn):
     """(pair id, {listed, entries, previous}) -> (shard, line) of each of its images
     (index.choose_lines); superseded images of pairs this run wrote or found done are removed."""
 
-    def __init__(self, output: str, shards: int, limits: Limits) -> None:
+    def __init__(self, output: str, shards: int) -> None:
         self._output = output
         self._shards = shards
-        self._limits = limits
 
     def process(self, element: tuple[str, dict[str, Iterable[Any]]]) -> Iterator[tuple[int, str]]:
         pair_id, found = element
@@ -128,10 +126,10 @@ class _IndexLinesFn(beam.DoFn):
 
     def _line_from_log(self, pair_id: str) -> dict[str, Any] | None:
         try:
-            log = json.loads(storage.read_bytes(log_location(self._output, pair_id), self._limits.max_input_bytes))
-        except (OSError, ValueError, RecursionError):
+            log = logs.read_log(log_location(self._output, pair_id), pair_id, inside=self._output)
+        except (OSError, reading.DamagedError):
             return None
-        return index.usable_line(log) if log_problem(log, pair_id) is None else None
+        return index.line_from_log(log)
 
 
 class _WriteIndexShardFn(beam.DoFn):
@@ -186,7 +184,7 @@ class WriteIndex(beam.PTransform):
         } | "ByPair" >> beam.CoGroupByKey()
         shards = (
             grouped
-            | "IndexLines" >> beam.ParDo(_IndexLinesFn(self._output, self._shards, self._limits))
+            | "IndexLines" >> beam.ParDo(_IndexLinesFn(self._output, self._shards))
             | "GroupIndexShards" >> beam.GroupByKey()
             | "WriteIndexShards" >> beam.ParDo(_WriteIndexShardFn(self._output, self._run_id))
         )
@@ -274,9 +272,9 @@ class _ReportEntryFn(beam.DoFn):
             yield report.ReportEntry(outcome.id, "claimed elsewhere", note="another run is computing it")
             return
         try:
-            log = json.loads(storage.read_bytes(log_location(self._output, outcome.id)))
-        except Exception as exc:  # noqa: BLE001 - a report shows what it can
-            yield report.ReportEntry(outcome.id, outcome.status, note=f"log unreadable: {type(exc).__name__}: {exc}")
+            log = logs.read_log(log_location(self._output, outcome.id), outcome.id, inside=self._output)
+        except (OSError, reading.DamagedError) as exc:  # a report shows what it can
+            yield report.ReportEntry(outcome.id, outcome.status, note=bounded_message(f"log unreadable: {exc}"))
             return
         yield report.entry_from_log(
             outcome.id, outcome.status, log, image_location(self._output, outcome.id, self._extension), self._picture,

@@ -157,34 +157,47 @@ def _check_public_host(location: str, url: str) -> None:
             )
 
 
-def read_bytes(location: str, max_bytes: int | None = None) -> bytes:
-    """The whole object at ``location``, which must be a regular file or object.
+def read_bytes(location: str, max_bytes: int, inside: str | None = None) -> bytes:
+    """The whole object at ``location``, which must be a regular file or object of at most
+    ``max_bytes`` (every read has a cap: whoever can write a file the job reads cannot make it
+    read without bound).
 
     A FIFO, a device such as /dev/zero, or a folder is refused without reading from it (a FIFO
-    is opened non-blocking, so a missing writer cannot hang the job), and so is anything over
-    ``max_bytes``; the size is checked before the read and again on what was read.
+    is opened non-blocking, so a missing writer cannot hang the job); the size is checked before
+    the read and again on what was read. With ``inside`` (the output folder, for the job's own
+    outputs), no link between it and the file is followed, the file's own name included.
 
     Raises:
         FileNotFoundError: naming ``location``.
         InputRefusedError: not a regular file, or over ``max_bytes``.
+        LinkInOutputError: ``inside`` is given and a link is on the way.
     """
     fs, path = url_to_fs(location)
     try:
         if isinstance(fs, LocalFileSystem):
-            return _read_local(location, path, max_bytes)
+            return _read_local(location, path, max_bytes, inside)
         info = fs.info(path)
         if info.get("type") != "file":
             raise InputRefusedError(f"{location}: not a regular file (a {info.get('type')})")
         _check_size(location, info.get("size") or 0, max_bytes)
-        data = fs.cat_file(path) if max_bytes is None else fs.cat_file(path, start=0, end=max_bytes + 1)
+        data = fs.cat_file(path, start=0, end=max_bytes + 1)
     except FileNotFoundError as exc:
         raise FileNotFoundError(f"{location}: no such file") from exc
     _check_size(location, len(data), max_bytes)
     return data
 
 
-def _read_local(location: str, path: str, max_bytes: int | None) -> bytes:
-    descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+def _read_local(location: str, path: str, max_bytes: int, inside: str | None) -> bytes:
+    if inside is None:
+        descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    else:
+        with _folder_inside(location, path, inside, create=False) as folder:
+            try:
+                descriptor = os.open(os.path.basename(path), os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW, dir_fd=folder)
+            except OSError as exc:
+                if exc.errno != errno.ELOOP:
+                    raise
+                raise LinkInOutputError(exc.errno, f"{location} is a link: the job reads its outputs only as it wrote them") from None
     try:
         status = os.fstat(descriptor)  # of what was opened: no swap between a check and the read
         if not stat.S_ISREG(status.st_mode):
@@ -195,13 +208,13 @@ def _read_local(location: str, path: str, max_bytes: int | None) -> bytes:
         os.close(descriptor)
         raise
     with os.fdopen(descriptor, "rb") as file:
-        data = file.read() if max_bytes is None else file.read(max_bytes + 1)
+        data = file.read(max_bytes + 1)
     _check_size(location, len(data), max_bytes)
     return data
 
 
-def _check_size(location: str, size: int, max_bytes: int | None) -> None:
-    if max_bytes is not None and size > max_bytes:
+def _check_size(location: str, size: int, max_bytes: int) -> None:
+    if size > max_bytes:
         raise InputRefusedError(f"{location}: {size} bytes is over the limit of {max_bytes} bytes")
 
 

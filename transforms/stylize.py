@@ -106,7 +106,7 @@ class PreparePairsFn(beam.DoFn):
             if prior.done and not settings.overwrite:
                 self._skipped.inc()
                 tracker.pair_finished(pair.id, "skipped", "already done")
-                line = index.usable_line(prior.log) if prior.log is not None else None
+                line = index.line_from_log(prior.log) if prior.log is not None else None
                 yield pvalue.TaggedOutput(SKIPPED, Outcome(pair.id, "skipped", index=line))
                 return
             stage = Stage.READ

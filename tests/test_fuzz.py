@@ -1,0 +1,226 @@
+"""Property-based fuzzing of everything the job reads that someone else may have written: manifest
+rows (CSV and JSON Lines), logs, claims and file names as bytes (issue 31).
+
+The properties: the reader, the skip check, the index and the report never raise; each bad input
+becomes its own failure record (bounded, UTF-8) or "damaged". CI runs them derandomized with a
+budget of about a minute (the ``ci`` profile); a long run draws many more examples:
+
+    HYPOTHESIS_PROFILE=long .venv/bin/python -m pytest tests/test_fuzz.py -p no:cacheprovider
+
+(``FUZZ_EXAMPLES`` sets how many per property, 20,000 by default; docs/reliability.md).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from pipeline.main import run
+from transforms import claims, index, logs, outputs, reading, report
+from transforms.limits import Limits
+from transforms.manifest import COLUMNS, glob_rows, parse_rows, validate_rows
+from transforms.nst.config import StyleConfig
+from transforms.records import RECORDED_MESSAGE_CHARS, Failure, Pair, bounded
+from tests.test_pipeline import job_args, write_images
+
+settings.register_profile(
+    "ci", max_examples=150, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow]
+)
+settings.register_profile(
+    "long", max_examples=int(os.environ.get("FUZZ_EXAMPLES", "20000")), deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+PROFILE = os.environ.get("HYPOTHESIS_PROFILE", "ci")
+settings.load_profile(PROFILE)
+
+# Any JSON value: what a row, a log field or a claim may hold.
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=40),
+    lambda inner: st.lists(inner, max_size=5) | st.dictionaries(st.text(max_size=10), inner, max_size=5),
+    max_leaves=25,
+)
+# What a line of text in a file may be: JSON-ish text, deep nesting, long numbers, any Unicode.
+hostile_text = st.one_of(
+    st.text(max_size=200),
+    st.integers(min_value=1, max_value=2000).map(lambda n: "[" * n + "]" * n),
+    st.integers(min_value=1, max_value=600).map(lambda n: "9" * n),
+    json_values.map(json.dumps),
+)
+DEFAULTS = StyleConfig(weights="random")
+
+
+def _record_is_bounded_utf8(failure: Failure) -> None:
+    text = json.dumps(failure.to_dict(), ensure_ascii=False)
+    text.encode("utf-8")  # no lone surrogate: every store and coder takes it
+    assert len(failure.error) <= RECORDED_MESSAGE_CHARS
+    assert len(text) < 12_000, text[:300]
+
+
+def _rows_become_pairs_or_records(data: bytes, fmt: str, tmp: str) -> None:
+    rows = list(parse_rows(data, f"{tmp}/m.{fmt}", fmt))
+    for item in validate_rows(rows, tmp, DEFAULTS, Limits(), tree_root=tmp, output=f"{tmp}/out"):
+        if isinstance(item, Failure):
+            _record_is_bounded_utf8(item)
+        else:
+            assert isinstance(item, Pair) and item.id and not item.id.startswith(".")
+            item.id.encode("utf-8")
+
+
+# --- manifest rows ------------------------------------------------------------------------------
+
+@given(st.lists(st.one_of(
+    st.dictionaries(st.sampled_from([*COLUMNS, "extra", ""]), json_values, max_size=6).map(json.dumps),
+    st.builds(lambda c, v: json.dumps({"content": "/d/a.png", "style": "/d/s.png", c: None}).replace("null", v),
+              st.sampled_from([*COLUMNS, "x"]), hostile_text),
+    hostile_text,
+), max_size=6))
+def test_any_json_lines_manifest_is_read_row_by_row(lines) -> None:
+    data = "\n".join(lines).encode("utf-8", "surrogatepass")
+    _rows_become_pairs_or_records(data, "jsonl", "/d")
+
+
+@given(st.lists(st.lists(st.text(max_size=30) | hostile_text, max_size=6), max_size=6), st.binary(max_size=64))
+def test_any_csv_manifest_is_read_row_by_row(cells, noise) -> None:
+    header = "content,style,style_weight,image_size,seed,id\n"
+    body = "\n".join(",".join(row) for row in cells)
+    _rows_become_pairs_or_records(header.encode() + body.encode("utf-8", "surrogatepass") + noise, "csv", "/d")
+
+
+# --- file names as bytes ----------------------------------------------------------------------
+
+byte_names = st.binary(min_size=1, max_size=60).filter(lambda b: b"/" not in b and b"\0" not in b and b not in (b".", b".."))
+
+
+@given(st.lists(byte_names, min_size=1, max_size=5, unique=True))
+def test_any_file_name_becomes_a_pair_or_a_record(tmp_path_factory, names) -> None:
+    folder = tmp_path_factory.mktemp("names")
+    contents = []
+    for name in names:
+        path = os.path.join(os.fsencode(folder), name)
+        Path(os.fsdecode(path)).write_bytes(b"")
+        contents.append(os.fsdecode(path))
+    rows = glob_rows(contents, [f"{folder}/s.png"], str(folder), 0, 0)
+    for item in validate_rows(rows, str(folder), DEFAULTS, Limits(), tree_root=str(folder)):
+        if isinstance(item, Failure):
+            _record_is_bounded_utf8(item)
+        else:
+            item.id.encode("utf-8")  # the id is a name every store accepts
+            line = index.encode_line({"id": item.id, "content": item.content})
+            line.encode("ascii")
+
+
+# --- the reader and the record bound -----------------------------------------------------------
+
+@given(st.binary(max_size=300) | hostile_text.map(str.encode))
+def test_the_reader_returns_json_or_says_damaged(data) -> None:
+    try:
+        value = reading.parse_json(data, "f.json")
+    except reading.DamagedError as exc:
+        assert str(exc).startswith("f.json: ")
+        return
+    json.dumps(bounded(value))
+
+
+@given(json_values | st.integers() | st.text())
+def test_any_value_is_bounded_to_a_small_record(value) -> None:
+    assert len(json.dumps(bounded(value))) < 20_000
+
+
+# --- logs: mutations of a real one --------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory, weights_file) -> dict[str, Any]:
+    """One real job's output: its folder, and the log of its pair ``cat`` as written."""
+    folder = tmp_path_factory.mktemp("finished")
+    write_images(folder / "in", {"cat.png": 1, "waves.png": 3})
+    manifest = folder / "in" / "manifest.csv"
+    manifest.write_text("id,content,style\ncat,cat.png,waves.png\n")
+    out = folder / "out"
+    assert run(job_args(weights_file("vgg19"), out, f"--manifest={manifest}")) == 0
+    return {"out": out, "log": (out / "logs" / "cat.json").read_bytes()}
+
+
+def _paths(value: Any, prefix: tuple = ()) -> list[tuple]:
+    found = [prefix]
+    if isinstance(value, dict):
+        for key, child in value.items():
+            found += _paths(child, (*prefix, key))
+    elif isinstance(value, list):
+        for position, child in enumerate(value[:3]):
+            found += _paths(child, (*prefix, position))
+    return found
+
+
+@st.composite
+def mutated_logs(draw: st.DrawFn, original: bytes) -> bytes:
+    kind = draw(st.sampled_from(["replace", "delete", "cut", "flip"]))
+    if kind == "cut":
+        return original[: draw(st.integers(0, len(original) - 1))]
+    if kind == "flip":
+        position = draw(st.integers(0, len(original) - 1))
+        return original[:position] + bytes([draw(st.integers(0, 255))]) + original[position + 1:]
+    log = json.loads(original)
+    path = draw(st.sampled_from(_paths(log)[1:]))
+    *parents, last = path
+    target = log
+    for key in parents:
+        target = target[key]
+    if kind == "delete":
+        del target[last]
+        return json.dumps(log).encode()
+    value = draw(json_values | hostile_text.map(lambda text: (_RAW, text)))
+    if not isinstance(value, tuple):
+        target[last] = value
+        return json.dumps(log).encode()
+    # Raw text where the value was: numbers of any length, nesting beyond the reader's caps.
+    target[last] = _RAW
+    return json.dumps(log).replace(json.dumps(_RAW), value[1], 1).encode()
+
+
+_RAW = "raw text goes here"
+
+
+@settings(suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(data=st.data())
+def test_any_log_is_done_or_redone_never_an_error(finished, data) -> None:
+    out, original = finished["out"], finished["log"]
+    mutated = data.draw(mutated_logs(original))
+    (out / "logs" / "cat.json").write_bytes(mutated)
+    try:
+        fingerprint = json.loads(original)["fingerprint"]
+        prior = outputs.inspect_outputs(str(out), "cat", fingerprint)
+        assert prior.state in ("done", "stale", "damaged")
+        if prior.log is not None:  # a log the skip check accepted: every reader of it takes it
+            assert logs.log_problem(prior.log, "cat") is None
+            index.line_from_log(prior.log)
+            report.losses_from_log(prior.log)
+            report.entry_from_log("cat", "skipped", prior.log, str(out / "images" / "cat.png"), lambda _: b"")
+    finally:
+        (out / "logs" / "cat.json").write_bytes(original)
+
+
+# --- claims -------------------------------------------------------------------------------------
+
+@settings(suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.binary(max_size=300) | json_values.map(lambda v: json.dumps(v).encode()) | st.fixed_dictionaries(
+    {"run_id": json_values, "expires_at": json_values, "host": json_values, "pid": json_values}
+).map(lambda v: json.dumps(v).encode()))
+def test_any_claim_file_is_a_claim_or_left_alone(tmp_path, data) -> None:
+    (tmp_path / "claims").mkdir(exist_ok=True)
+    location = tmp_path / "claims" / "p.json"
+    location.write_bytes(data)
+    try:
+        held = claims.acquire(str(tmp_path), "p", "run-b")
+    except claims.NotAClaimError as exc:
+        assert "is not a claim this job wrote" in str(exc)
+        assert location.read_bytes() == data  # left alone
+    else:
+        assert isinstance(held, claims.Claim)
+    claims.remove_expired(str(tmp_path))
+    location.unlink(missing_ok=True)
