@@ -1,8 +1,8 @@
 """The house's import rules, as each module's docstring states them (docs/development.md).
 
     transforms/nst/   the engine: torch, torchvision, Pillow and itself; no Beam, no storage
-    transforms/       records, limits, claims, progress, devices, report, storage, outputs, tally,
-                      index and handler: no Beam; manifest, stylize, results, plan: Beam wiring; none
+    transforms/       records, limits, claims, progress, devices, report, storage, reading, logs,
+                      outputs, tally, index and handler: no Beam; manifest, stylize, results, plan: Beam wiring; none
                       imports pipeline/; stylize, results, outputs and manifest load no torch
     transforms/storage.py  the only module that imports fsspec
     pipeline/         the job: imports what it wires
@@ -21,7 +21,10 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 FILESYSTEMS = ("fsspec", "gcsfs", "s3fs", "adlfs")
-PLAIN = ("records", "limits", "claims", "progress", "devices", "report", "storage", "outputs", "handler", "tally", "index")
+PLAIN = (
+    "records", "limits", "claims", "progress", "devices", "report", "storage", "reading", "logs", "outputs", "handler",
+    "tally", "index",
+)
 
 
 def imports_of(source: str) -> set[str]:

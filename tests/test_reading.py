@@ -247,3 +247,28 @@ def test_a_job_that_fails_at_its_summary_ends_with_one_line_and_a_trace_file(two
     assert expected_folder in trace.parents and trace.name.endswith("error.log")
     text = trace.read_text()
     assert "Traceback" in text and "WriteSummary" in text and "No space left on device" in text
+
+
+# --- inputs that vanish between planning and reading ------------------------------------------
+
+@pytest.mark.parametrize("vanishing", ["manifest", "content"])
+def test_inputs_that_vanish_after_pre_flight_fail_their_rows_not_the_job(two_pairs, weights_file, tmp_path, monkeypatch, vanishing) -> None:
+    from pipeline import preflight
+
+    checked_job = preflight.check_job
+
+    def check_then_remove(*args, **kwargs):
+        checked = checked_job(*args, **kwargs)
+        (two_pairs if vanishing == "manifest" else tmp_path / "in" / "cat.png").unlink()
+        return checked
+
+    monkeypatch.setattr(preflight, "check_job", check_then_remove)
+    out = tmp_path / "out"
+    assert run(job_args(weights_file("vgg19"), out, f"--manifest={two_pairs}")) == 0
+    failures = [json.loads(line) for line in Path(summary_of(out)["failures_file"]).read_text().splitlines()]
+    if vanishing == "manifest":
+        assert [(f["stage"], f["source"]) for f in failures] == [("manifest", str(two_pairs))]
+        assert "no such file" in failures[0]["error"]
+    else:
+        assert [(f["stage"], f["id"]) for f in failures] == [("read", "cat")]
+        assert [p.stem for p in (out / "images").iterdir()] == ["dog"]
