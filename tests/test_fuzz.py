@@ -196,6 +196,9 @@ def test_any_log_is_done_or_redone_never_an_error(finished, data) -> None:
         fingerprint = json.loads(original)["fingerprint"]
         prior = outputs.inspect_outputs(str(out), "cat", fingerprint)
         assert prior.state in ("done", "stale", "damaged")
+        if prior.state == "stale":  # the console says what changed
+            pair = Pair("cat", "/in/cat.png", ("/in/waves.png",), DEFAULTS)
+            assert outputs.changes(prior.log, pair, {"/in/cat.png": "x"}, outputs.OutputSpec())
         if prior.log is not None:  # a log the skip check accepted: every reader of it takes it
             assert logs.log_problem(prior.log, "cat") is None
             index.line_from_log(prior.log)

@@ -105,14 +105,10 @@ def _inputs_problem(log: dict[str, Any]) -> str | None:
 def _history_problem(log: dict[str, Any]) -> str | None:
     history, final = log.get("history"), log.get("final")
     missing = "the log's history is missing or does not end with the final record"
-    if not (isinstance(final, dict) and _is_int(final.get("iteration"), 0) and _is_loss(final.get("total"))):
+    if not _is_record(final):
         return missing
     if isinstance(history, list):  # LOG_FORMAT 1: one record per iteration
-        records_fine = all(
-            isinstance(r, dict) and _is_int(r.get("iteration"), 0) and _is_loss(r.get("total"))
-            and isinstance(r.get("rejected", False), bool)
-            for r in history
-        )
+        records_fine = all(_is_record(r) and isinstance(r.get("rejected", False), bool) for r in history)
         return None if records_fine and history and history[-1] == final else missing
     if not isinstance(history, dict):
         return missing
@@ -132,6 +128,11 @@ def _history_problem(log: dict[str, Any]) -> str | None:
     if not isinstance(totals, list) or (iterations[-1], totals[-1]) != (final["iteration"], final["total"]):
         return missing
     return None
+
+
+def _is_record(value: object) -> bool:
+    """An iteration's record as a log writes it: its iteration and its total loss, at least."""
+    return isinstance(value, dict) and _is_int(value.get("iteration"), 0) and "total" in value and _is_loss(value["total"])
 
 
 def _is_int(value: object, low: int, high: float = math.inf) -> bool:
