@@ -2,12 +2,12 @@
 rows (CSV and JSON Lines), logs, claims and file names as bytes (issue 31).
 
 The properties: the reader, the skip check, the index and the report never raise; each bad input
-becomes its own failure record (bounded, UTF-8) or "damaged". CI runs them derandomized with a
-budget of about a minute (the ``ci`` profile); a long run draws many more examples:
+becomes its own failure record (bounded, UTF-8) or "damaged". The default test run draws 150
+examples a property, derandomized (the ``ci`` profile); ``.ci/run`` runs them again with
+``FUZZ_EXAMPLES=1500``, about a minute, still derandomized so that a failure reproduces. A long
+run draws new examples each time (docs/reliability.md):
 
-    HYPOTHESIS_PROFILE=long .venv/bin/python -m pytest tests/test_fuzz.py -p no:cacheprovider
-
-(``FUZZ_EXAMPLES`` sets how many per property, 20,000 by default; docs/reliability.md).
+    HYPOTHESIS_PROFILE=long FUZZ_EXAMPLES=30000 python -m pytest tests/test_fuzz.py --hypothesis-show-statistics
 """
 
 from __future__ import annotations
@@ -29,15 +29,14 @@ from transforms.nst.config import StyleConfig
 from transforms.records import RECORDED_MESSAGE_CHARS, Failure, Pair, bounded
 from tests.test_pipeline import job_args, write_images
 
-settings.register_profile(
-    "ci", max_examples=150, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow]
-)
-settings.register_profile(
-    "long", max_examples=int(os.environ.get("FUZZ_EXAMPLES", "20000")), deadline=None,
-    suppress_health_check=[HealthCheck.too_slow],
-)
 PROFILE = os.environ.get("HYPOTHESIS_PROFILE", "ci")
-settings.load_profile(PROFILE)
+EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "150" if PROFILE == "ci" else "20000"))
+# Each property's settings (not a loaded profile: the other modules' hypothesis tests keep theirs).
+# The fixtures a property uses are a folder it restores or empties itself: safe to share.
+fuzz = settings(
+    max_examples=EXAMPLES, deadline=None, derandomize=PROFILE == "ci",
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
 
 # Any JSON value: what a row, a log field or a claim may hold.
 json_values = st.recursive(
@@ -74,6 +73,7 @@ def _rows_become_pairs_or_records(data: bytes, fmt: str, tmp: str) -> None:
 
 # --- manifest rows ------------------------------------------------------------------------------
 
+@fuzz
 @given(st.lists(st.one_of(
     st.dictionaries(st.sampled_from([*COLUMNS, "extra", ""]), json_values, max_size=6).map(json.dumps),
     st.builds(lambda c, v: json.dumps({"content": "/d/a.png", "style": "/d/s.png", c: None}).replace("null", v),
@@ -85,6 +85,7 @@ def test_any_json_lines_manifest_is_read_row_by_row(lines) -> None:
     _rows_become_pairs_or_records(data, "jsonl", "/d")
 
 
+@fuzz
 @given(st.lists(st.lists(st.text(max_size=30) | hostile_text, max_size=6), max_size=6), st.binary(max_size=64))
 def test_any_csv_manifest_is_read_row_by_row(cells, noise) -> None:
     header = "content,style,style_weight,image_size,seed,id\n"
@@ -97,6 +98,7 @@ def test_any_csv_manifest_is_read_row_by_row(cells, noise) -> None:
 byte_names = st.binary(min_size=1, max_size=60).filter(lambda b: b"/" not in b and b"\0" not in b and b not in (b".", b".."))
 
 
+@fuzz
 @given(st.lists(byte_names, min_size=1, max_size=5, unique=True))
 def test_any_file_name_becomes_a_pair_or_a_record(tmp_path_factory, names) -> None:
     folder = tmp_path_factory.mktemp("names")
@@ -117,6 +119,7 @@ def test_any_file_name_becomes_a_pair_or_a_record(tmp_path_factory, names) -> No
 
 # --- the reader and the record bound -----------------------------------------------------------
 
+@fuzz
 @given(st.binary(max_size=300) | hostile_text.map(str.encode))
 def test_the_reader_returns_json_or_says_damaged(data) -> None:
     try:
@@ -127,6 +130,7 @@ def test_the_reader_returns_json_or_says_damaged(data) -> None:
     json.dumps(bounded(value))
 
 
+@fuzz
 @given(json_values | st.integers() | st.text())
 def test_any_value_is_bounded_to_a_small_record(value) -> None:
     assert len(json.dumps(bounded(value))) < 20_000
@@ -186,7 +190,7 @@ def mutated_logs(draw: st.DrawFn, original: bytes) -> bytes:
 _RAW = "raw text goes here"
 
 
-@settings(suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@fuzz
 @given(data=st.data())
 def test_any_log_is_done_or_redone_never_an_error(finished, data) -> None:
     out, original = finished["out"], finished["log"]
@@ -210,7 +214,7 @@ def test_any_log_is_done_or_redone_never_an_error(finished, data) -> None:
 
 # --- claims -------------------------------------------------------------------------------------
 
-@settings(suppress_health_check=[HealthCheck.function_scoped_fixture])
+@fuzz
 @given(st.binary(max_size=300) | json_values.map(lambda v: json.dumps(v).encode()) | st.fixed_dictionaries(
     {"run_id": json_values, "expires_at": json_values, "host": json_values, "pid": json_values}
 ).map(lambda v: json.dumps(v).encode()))
