@@ -260,7 +260,9 @@ class _ReportEntryFn(beam.DoFn):
         cached = self._cache.get(location)
         if cached is not None:
             return cached
-        data = storage.read_bytes(location, self._limits.max_input_bytes)
+        # The result image is the job's own output: read as written, never through a link.
+        inside = self._output if storage.is_within(location, self._output) else None
+        data = storage.read_bytes(location, self._limits.max_input_bytes, inside=inside)
         picture = report.thumbnail(data, self._limits.max_input_pixels)
         if len(self._cache) >= self.STYLE_CACHE_SIZE:
             self._cache.pop(next(iter(self._cache)))
