@@ -37,7 +37,7 @@ Imports: torch only.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor
@@ -163,18 +163,19 @@ class LBFGS(torch.optim.Optimizer):
         state["count"] = torch.where(problems, 0, state["count"])
         state["step"] = torch.where(problems[:, None], 0.0, state["step"])
 
-    def keep(self, rows: Tensor) -> Tensor:
+    def keep(self, rows: Sequence[int]) -> Tensor:
         """Only the problems ``rows`` (indices, in order) go on: the parameter and every
         problem's state shrink to them, each problem's history intact. Returns the new
         parameter, the leaf to optimize from now on (a batch whose finished pairs left)."""
         (param,) = self.param_groups[0]["params"]
-        kept = param.detach()[rows].clone().requires_grad_(True)
+        index = torch.tensor(rows, device=param.device)
+        kept = param.detach()[index].clone().requires_grad_(True)
         state = self.state.pop(param, {})
-        self.state[kept] = {key: value[rows] for key, value in state.items()}
+        self.state[kept] = {key: value[index] for key, value in state.items()}
         self.param_groups[0]["params"] = [kept]
         self.problems = len(rows)
-        self.bounded = self.bounded[rows]
-        self.active = self.active[rows]
+        self.bounded = self.bounded[index]
+        self.active = self.active[index]
         return kept
 
     def _start(self, grad: Tensor, loss: Tensor, state: dict) -> None:

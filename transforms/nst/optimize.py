@@ -19,17 +19,15 @@ import itertools
 import math
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
 
 import torch
 from PIL import Image
 from torch import Tensor
 
-from transforms.nst import schedules
+from transforms.nst import scheduler, schedules
 from transforms.nst.adam import MaskedAdam
 from transforms.nst.color import match_colors
 from transforms.nst.config import StyleConfig, blend_weights
-from transforms.nst.convergence import ConvergenceTest
 from transforms.nst.images import fit_longest_side, image_to_tensor, tensor_to_image
 from transforms.nst.lbfgs import LBFGS, LBFGS_HISTORY
 from transforms.nst.losses import gram_matrix
@@ -49,73 +47,6 @@ from transforms.nst.records import (
 from transforms.nst.vgg import VGGFeatures
 from transforms.nst.weights import load_features_state_dict
 from transforms.nst.written import BestImages, as_written, written_images
-
-# The last fraction of L-BFGS iterations, run with the pixels kept in range (see _optimize).
-IN_RANGE_FRACTION = 0.2
-
-
-@dataclass(frozen=True)
-class _Entry:
-    """A request checked against the engine and ready to join a batch."""
-
-    index: int  # its position among the requests
-    request: StyleRequest
-    config: StyleConfig
-    content: Tensor  # (1, 3, H, W), the network's input
-    precision: str  # resolved: fp32 or bf16
-
-    @property
-    def batch_shape(self) -> tuple[object, ...]:
-        """What every pair of one batch shares: size, optimizer (and Adam's rate), precision."""
-        config = self.config
-        return (tuple(self.content.shape), config.optimizer, config.learning_rate if config.optimizer == "adam" else None, self.precision)
-
-
-@dataclass
-class _Slot:
-    """A pair in a running batch: its own iteration count, phases, records and stop."""
-
-    entry: _Entry
-    started: float  # the clock reading its records' seconds and its time limit count from
-    first_batch_iteration: int  # the batch's iteration at its first evaluation
-    iteration: int = 0  # updates applied so far (= records so far)
-    history: list[IterationRecord] = field(default_factory=list)
-    phase_starts: list[int] = field(default_factory=list)
-    stop_reason: str = ""
-    failure: Exception | None = None  # why it has no result (a time limit)
-    # L-BFGS's last phase (the pixels kept in range) begins here at the latest, or as soon as
-    # the first phase converges; Adam has one phase (None).
-    last_phase_from: int | None = field(init=False)
-    convergence: ConvergenceTest = field(init=False)
-
-    def __post_init__(self) -> None:
-        config = self.entry.config
-        n = config.iterations
-        self.last_phase_from = n - round(n * IN_RANGE_FRACTION) if config.optimizer == "lbfgs" else None
-        self.convergence = ConvergenceTest(config.stop_tolerance, config.stop_window)
-
-    def begins_last_phase(self) -> bool:
-        """Whether the next iteration starts L-BFGS's last phase (restarted, in range)."""
-        if self.iteration != self.last_phase_from or self.phase_starts:
-            return False
-        self.phase_starts.append(self.iteration)
-        self.convergence.restart()
-        return True
-
-    def advance(self, loss: float) -> bool:
-        """Count the iteration whose loss was just recorded; True when the pair is done."""
-        self.iteration += 1
-        converged = self.convergence.converged(loss)
-        if self.iteration >= self.entry.config.iterations:
-            self.stop_reason = "iterations"
-            return True
-        if not converged:
-            return False
-        if self.last_phase_from is not None and not self.phase_starts:
-            self.last_phase_from = self.iteration  # the first phase has converged: on to the last
-            return False
-        self.stop_reason = "converged"
-        return True
 
 
 class StyleTransfer:
@@ -145,12 +76,11 @@ class StyleTransfer:
         # 2-core CPU, slightly on an H100 (where NCHW wins at 1024 px); see docs/performance.md.
         # Every tensor entering the network takes this layout.
         self.memory_format = torch.channels_last
-        state = load_features_state_dict(
-            self.config.model, weights_file or self.config.weights, self.config.seed
-        )
+        state = load_features_state_dict(self.config.model, weights_file or self.config.weights, self.config.seed)
         layers = self.config.content_layers + self.config.style_layers
         network = VGGFeatures(self.config.model, layers, state, self.family, self.config.pooling)
-        self.network = network.to(self.device, dtype, memory_format=self.memory_format)
+        # torch's stubs lack the (device, dtype, memory_format) overload that Module.to takes.
+        self.network = network.to(self.device, dtype, memory_format=self.memory_format)  # type: ignore[call-overload]
 
     def to_input(self, image: Image.Image, what: str) -> Tensor:
         """``image`` as an NCHW tensor in the family's pixel units, checked against the network."""
@@ -331,16 +261,18 @@ class StyleTransfer:
         """
         if slots < 1:
             raise ValueError(f"slots must be >= 1, got {slots}")
-        pending = iter(enumerate(requests))
-        first = next(pending, None)
+        drawn = iter(enumerate(requests))
+        first = next(drawn, None)
         if first is None:
             return
-        pending = itertools.chain([first], pending)
+        pending = itertools.chain([first], drawn)
         config = first[1].config or self.config
         if config.coarse_scales or config.optimizer != "lbfgs":
             while chunk := list(itertools.islice(pending, slots)):
                 indices = [index for index, _ in chunk]
-                on_record = None if callback is None else (lambda k, record, indices=indices: callback(indices[k], record))
+                on_record = (
+                    None if callback is None else (lambda k, record, indices=indices: callback(indices[k], record))
+                )
                 try:
                     results = self.stylize_batch([request for _, request in chunk], on_record, time_limit)
                 except ValueError as exc:  # a chunk that cannot share a batch: each of its pairs fails
@@ -348,9 +280,9 @@ class StyleTransfer:
                 yield from zip(indices, results, strict=True)
             return
         refused: list[tuple[int, Exception]] = []  # requests that cannot join the batch, and why
-        admitted = self._admitted(pending, refused)
-        batch = list(itertools.islice(admitted, slots))
-        outcomes = self._optimize(batch, admitted, self.clock(), time_limit, callback) if batch else iter(())
+        waiting = scheduler.admitted(pending, self._entry, refused)
+        batch = list(itertools.islice(waiting, slots))
+        outcomes = self._optimize(batch, waiting, self.clock(), time_limit, callback) if batch else iter(())
         for outcome in itertools.chain([None], outcomes):  # None: the refusals of the first fill
             yield from refused
             refused.clear()
@@ -378,19 +310,20 @@ class StyleTransfer:
         """One scale of a batch: the single-scale optimization every schedule wraps. ``started``:
         the :attr:`clock` reading the batch's records and ``time_limit`` count from."""
         outcomes: list[StyleResult | Exception | None] = [None] * len(requests)
-        batch: list[_Entry] = []
+        batch: list[scheduler.Entry] = []
         for index, request in enumerate(requests):
             try:
                 batch.append(self._entry(index, request))
             except ValueError as exc:  # ImageTooSmallError is a ValueError
                 outcomes[index] = exc
+        for entry in batch:  # the caller grouped them: a pair that does not fit fails the batch
+            scheduler.check_admission(entry, batch[0].batch_shape)
         if batch:
-            self._check_batch(batch)
             for index, outcome in self._optimize(batch, iter(()), started, time_limit, callback):
                 outcomes[index] = outcome
         return [outcome for outcome in outcomes if outcome is not None]
 
-    def _entry(self, index: int, request: StyleRequest) -> _Entry:
+    def _entry(self, index: int, request: StyleRequest) -> scheduler.Entry:
         """The request checked against this engine, with its content image as the network's input."""
         config = request.config or self.config
         self._check_network(config.network_key())
@@ -403,38 +336,7 @@ class StyleTransfer:
                 f"{config.style_size} px (image_size x style_scale)"
             )
         content = self.to_input(fit_longest_side(request.content, config.image_size), request.content_name)
-        return _Entry(index, request, config, content, resolve_precision(config, self.device, self.dtype))
-
-    def _admitted(
-        self, pending: Iterator[tuple[int, StyleRequest]], refused: list[tuple[int, Exception]]
-    ) -> Iterator[_Entry]:
-        """The requests of a stream that can join its batch, drawn one at a time; the others
-        are appended to ``refused`` with why."""
-        shape: tuple[object, ...] | None = None
-        for index, request in pending:
-            try:
-                entry = self._entry(index, request)
-                if shape is None:
-                    shape = entry.batch_shape
-                elif entry.batch_shape != shape:
-                    raise ValueError(
-                        "a batch needs pairs of one size, one optimizer and one precision; this pair has "
-                        f"{entry.batch_shape}, the batch {shape}"
-                    )
-            except ValueError as exc:
-                refused.append((index, exc))
-                continue
-            yield entry
-
-    @staticmethod
-    def _check_batch(batch: Sequence[_Entry]) -> None:
-        shapes = {tuple(entry.content.shape) for entry in batch}
-        optimizers = {entry.batch_shape[1:] for entry in batch}
-        if len(shapes) > 1 or len(optimizers) > 1:
-            raise ValueError(
-                f"a batch needs pairs of one size, one optimizer and one precision; got sizes "
-                f"{sorted(shapes)} and (optimizer, learning rate, precision) {sorted(optimizers, key=str)}"
-            )
+        return scheduler.Entry(index, request, config, content, resolve_precision(config, self.device, self.dtype))
 
     def _optimizer(self, pixels: Tensor, config: StyleConfig) -> LBFGS | MaskedAdam:
         """The batch's optimizer (Adam runs as the references run it)."""
@@ -451,141 +353,137 @@ class StyleTransfer:
 
     def _optimize(
         self,
-        batch: list[_Entry],
-        waiting: Iterator[_Entry],
+        entries: list[scheduler.Entry],
+        waiting: Iterator[scheduler.Entry],
         started: float,
         time_limit: float | None,
         callback: BatchCallback | None,
     ) -> Iterator[tuple[int, StyleResult | Exception]]:
-        """The optimization of same-size pairs, ``batch`` at first; as each finishes, its result
-        is yielded and the next of ``waiting`` takes its slot. When nothing waits, an L-BFGS
-        batch shrinks to the pairs still going; Adam's finished slots stay in the batch, idle."""
-        count, scale = len(batch), self.family.pixel_scale
-        precision = batch[0].precision
+        """The optimization of same-size pairs, ``entries`` at first; as each finishes, its
+        result is yielded and the next of ``waiting`` takes its slot (scheduler.py: refill, and
+        the shrink of an L-BFGS batch when nothing waits)."""
         objective = Objective(
-            self.network, torch.cat([e.content for e in batch]), [e.request.style.grams for e in batch],
-            [e.config for e in batch], precision,
+            self.network,
+            torch.cat([e.content for e in entries]),
+            [e.request.style.grams for e in entries],
+            [e.config for e in entries],
+            entries[0].precision,
         )
         # The optimized parameter is a contiguous NHWC tensor: L-BFGS flattens each pair's
         # pixels, and its NCHW permutation is exactly the channels_last layout the network wants.
-        pixels = torch.cat([self._start(e) for e in batch]).requires_grad_(True)
-        optimizer = self._optimizer(pixels, batch[0].config)
-        best = BestImages(pixels)
-        slots: list[_Slot | None] = [_Slot(entry, started, 0) for entry in batch]
+        pixels = torch.cat([self._start(e) for e in entries]).requires_grad_(True)
+        batch = scheduler.RunningBatch(
+            objective,
+            pixels,
+            self._optimizer(pixels, entries[0].config),
+            BestImages(pixels),
+            [scheduler.Slot(entry, started, 0) for entry in entries],
+            self.clock,
+        )
         latest: list[Tensor] = []  # the loss parts of the step's one evaluation
         iteration = 0  # of the batch, for BestImages; each slot counts its own
 
         def closure() -> Tensor:
-            optimizer.zero_grad(set_to_none=True)
-            parts = objective(pixels.permute(0, 3, 1, 2))
+            batch.optimizer.zero_grad(set_to_none=True)
+            parts = batch.objective(batch.pixels.permute(0, 3, 1, 2))
             parts[:, 0].sum().backward()  # the pairs are independent: each gets its own gradient
-            best.update(parts[:, 0].detach(), pixels, optimizer.active, iteration)
+            batch.best.update(parts[:, 0].detach(), batch.pixels, batch.optimizer.active, iteration)
             latest[:] = [parts.detach()]
             return parts[:, 0]
 
-        while any(slots):
-            restarting = [slot is not None and slot.begins_last_phase() for slot in slots]
-            if any(restarting):
-                # Deviation: Gatys et al. and neural-style leave the pixels unconstrained and clamp
-                # the result, which cost 15-55% of the written image's loss in our measurements.
-                # Projecting from the start diverged on one of three real pairs (a clamped
-                # overshoot the guard cannot see), so each pair's last phase restarts L-BFGS from
-                # the clamped image with the pixels kept in range (docs/method.md).
-                # With bf16 the last phase runs in fp32: bf16 activations cannot resolve its small
-                # steps (bf16 throughout ended 2.3% above fp32 on a real pair, bf16 up to here
-                # 0.4%; docs/method.md: precision).
-                objective.fp32_rows = [fp32 or now for fp32, now in zip(objective.fp32_rows, restarting, strict=True)]
-                mask = torch.tensor(restarting, device=self.device)
-                with torch.no_grad():
-                    pixels.copy_(torch.where(mask[:, None, None, None], pixels.clamp(0, scale), pixels))
-                optimizer.restart(mask, bounded=True)
-            optimizer.step(closure)  # both optimizers evaluate the closure exactly once
+        while any(batch.slots):
+            self._switch_phase(batch)
+            batch.optimizer.step(closure)  # both optimizers evaluate the closure exactly once
             iteration += 1
-            # One device->host copy per iteration for the whole batch. Reading it one iteration
-            # late (asynchronous copy + event) was measured on an H100 and did not help at 512 px.
-            rows = torch.cat([latest[0].double(), optimizer.last_rejected.reshape(count, 1).double()], dim=1).tolist()
-            now = self.clock()
-            finished: list[int] = []
-            for k, slot in enumerate(slots):
-                if slot is None:
-                    continue
-                record = IterationRecord.from_values(
-                    slot.iteration, rows[k][:-1], slot.entry.config.style_layers, now - slot.started, bool(rows[k][-1])
-                )
-                slot.history.append(record)
-                if callback is not None:
-                    callback(slot.entry.index, record)
-                if slot.advance(record.total):
-                    finished.append(k)
-                elif time_limit is not None and now - slot.started > time_limit:
-                    slot.failure = TimeLimitError(
-                        f"over the time limit of {time_limit:g} s at iteration {slot.iteration} of "
-                        f"{slot.entry.config.iterations}" + ("" if count == 1 else f" (in a batch of {count} pairs)")
-                    )
-                    finished.append(k)
+            finished = self._record(batch, latest[0], callback, time_limit)
             if not finished:
                 continue
-            done = [slots[k] for k in finished]
-            yield from self._results(done, finished, objective, pixels, best, callback)
+            done = [slot for k in finished if (slot := batch.slots[k]) is not None]
+            yield from self._results(done, finished, batch, callback)
             for k in finished:
-                slots[k] = self._refill(k, next(waiting, None), objective, pixels, optimizer, best, iteration)
-            going = [k for k, slot in enumerate(slots) if slot is not None]
-            if going and len(going) < count and isinstance(optimizer, LBFGS):
-                # Nothing waits any more: the batch shrinks to the pairs still going, so that
-                # finished slots cost no forward pass. (Adam's finished pairs ride along: its
-                # batches are not refilled.)
-                kept = torch.tensor(going, device=self.device)
-                pixels = optimizer.keep(kept)
-                objective.keep(going)
-                best.keep(kept)
-                slots = [slots[k] for k in going]
-                count = len(going)
-            optimizer.active = torch.tensor([slot is not None for slot in slots], device=self.device)
+                entry = next(waiting, None)
+                batch.refill(k, entry, None if entry is None else self._start(entry), iteration)
+            batch.shrink()
+            batch.mark_active()
 
-    def _start(self, entry: _Entry) -> Tensor:
+    def _switch_phase(self, batch: scheduler.RunningBatch) -> None:
+        """The pairs whose L-BFGS last phase begins now restart from the clamped image, kept in range.
+
+        Deviation: Gatys et al. and neural-style leave the pixels unconstrained and clamp the
+        result, which cost 15-55% of the written image's loss in our measurements. Projecting
+        from the start diverged on one of three real pairs (a clamped overshoot the guard cannot
+        see), so each pair's last phase restarts L-BFGS from the clamped image with the pixels
+        kept in range (docs/method.md). With bf16 the last phase runs in fp32: bf16 activations
+        cannot resolve its small steps (bf16 throughout ended 2.3% above fp32 on a real pair,
+        bf16 up to here 0.4%; docs/method.md: precision).
+        """
+        restarting = [slot is not None and slot.begins_last_phase() for slot in batch.slots]
+        if not any(restarting) or not isinstance(batch.optimizer, LBFGS):  # Adam has one phase
+            return
+        objective = batch.objective
+        objective.fp32_rows = [fp32 or now for fp32, now in zip(objective.fp32_rows, restarting, strict=True)]
+        mask = torch.tensor(restarting, device=self.device)
+        with torch.no_grad():
+            batch.pixels.copy_(
+                torch.where(mask[:, None, None, None], batch.pixels.clamp(0, self.family.pixel_scale), batch.pixels)
+            )
+        batch.optimizer.restart(mask, bounded=True)
+
+    def _record(
+        self, batch: scheduler.RunningBatch, parts: Tensor, callback: BatchCallback | None, time_limit: float | None
+    ) -> list[int]:
+        """Each pair's record of the iteration just made; the rows of the pairs that finished
+        (done, or over ``time_limit``)."""
+        count = len(batch.slots)
+        # One device->host copy per iteration for the whole batch. Reading it one iteration
+        # late (asynchronous copy + event) was measured on an H100 and did not help at 512 px.
+        rejected = batch.optimizer.last_rejected
+        if rejected is None:
+            raise RuntimeError("the optimizer has not stepped")
+        rows = torch.cat([parts.double(), rejected.reshape(count, 1).double()], dim=1).tolist()
+        now = self.clock()
+        finished: list[int] = []
+        for k, slot in enumerate(batch.slots):
+            if slot is None:
+                continue
+            record = IterationRecord.from_values(
+                slot.iteration, rows[k][:-1], slot.entry.config.style_layers, now - slot.started, bool(rows[k][-1])
+            )
+            slot.history.append(record)
+            if callback is not None:
+                callback(slot.entry.index, record)
+            if slot.advance(record.total):
+                finished.append(k)
+            elif time_limit is not None and now - slot.started > time_limit:
+                slot.failure = TimeLimitError(
+                    f"over the time limit of {time_limit:g} s at iteration {slot.iteration} of "
+                    f"{slot.entry.config.iterations}" + ("" if count == 1 else f" (in a batch of {count} pairs)")
+                )
+                finished.append(k)
+        return finished
+
+    def _start(self, entry: scheduler.Entry) -> Tensor:
         """A pair's starting pixels: (1, H, W, 3), family units, contiguous."""
         start = self.initial_image(entry.content, entry.request.style, entry.config, entry.request.init_image)
         return start.permute(0, 2, 3, 1).contiguous()
 
-    def _refill(
-        self,
-        k: int,
-        entry: _Entry | None,
-        objective: Objective,
-        pixels: Tensor,
-        optimizer: LBFGS | MaskedAdam,
-        best: BestImages,
-        iteration: int,
-    ) -> _Slot | None:
-        """Slot ``k`` handed to ``entry``, a waiting pair, as if its batch had just begun (its
-        first evaluation is the batch's ``iteration``); or empty."""
-        if entry is None:
-            return None
-        objective.replace_pair(k, entry.content, entry.request.style.grams, entry.config)
-        with torch.no_grad():
-            pixels[k] = self._start(entry)[0]
-        optimizer.restart(torch.arange(pixels.shape[0], device=self.device) == k, bounded=False)
-        best.forget(k)
-        return _Slot(entry, self.clock(), iteration)
-
     def _results(
-        self,
-        done: list[_Slot],
-        rows: list[int],
-        objective: Objective,
-        pixels: Tensor,
-        best: BestImages,
-        callback: BatchCallback | None,
+        self, done: list[scheduler.Slot], rows: list[int], batch: scheduler.RunningBatch, callback: BatchCallback | None
     ) -> Iterator[tuple[int, StyleResult | Exception]]:
         """The finished pairs' results from their written images and records, or why they have none."""
         index = torch.tensor(rows, device=self.device)
         configs = [slot.entry.config for slot in done]
         content = torch.cat([slot.entry.content for slot in done])
         output, final_rows, take_last = written_images(
-            objective, pixels.detach()[index].permute(0, 3, 1, 2), best.pixels[index].permute(0, 3, 1, 2), content,
-            configs, self.family.pixel_scale, rows,
+            batch.objective,
+            batch.pixels.detach()[index].permute(0, 3, 1, 2),
+            batch.best.pixels[index].permute(0, 3, 1, 2),
+            content,
+            configs,
+            self.family.pixel_scale,
+            rows,
         )
-        chosen_iterations = best.iteration[index].tolist()
+        chosen_iterations = batch.best.iteration[index].tolist()
         for k, slot in enumerate(done):
             entry = slot.entry
             if slot.failure is not None:
@@ -594,24 +492,32 @@ class StyleTransfer:
             seconds = self.clock() - slot.started
             final = IterationRecord.from_values(slot.iteration, final_rows[k], entry.config.style_layers, seconds)
             if not math.isfinite(final.total):
-                yield entry.index, NonFiniteLossError(
-                    f"{entry.request.content_name}: loss is {final.total}: no image seen in {slot.iteration} "
-                    "iterations had a finite loss (non-finite weights or inputs?)"
+                yield (
+                    entry.index,
+                    NonFiniteLossError(
+                        f"{entry.request.content_name}: loss is {final.total}: no image seen in {slot.iteration} "
+                        "iterations had a finite loss (non-finite weights or inputs?)"
+                    ),
                 )
                 continue
             slot.history.append(final)
             if callback is not None:
                 callback(entry.index, final)
-            yield entry.index, StyleResult(
-                image=tensor_to_image(output[k : k + 1] / self.family.pixel_scale),
-                history=slot.history,
-                final=final,
-                chosen_iteration=slot.iteration if take_last[k] else chosen_iterations[k] - slot.first_batch_iteration,
-                device=str(self.device),
-                seconds=seconds,
-                phase_starts=tuple(slot.phase_starts),
-                stop_reason=slot.stop_reason,
-                precision=entry.precision,
+            yield (
+                entry.index,
+                StyleResult(
+                    image=tensor_to_image(output[k : k + 1] / self.family.pixel_scale),
+                    history=slot.history,
+                    final=final,
+                    chosen_iteration=slot.iteration
+                    if take_last[k]
+                    else chosen_iterations[k] - slot.first_batch_iteration,
+                    device=str(self.device),
+                    seconds=seconds,
+                    phase_starts=tuple(slot.phase_starts),
+                    stop_reason=slot.stop_reason,
+                    precision=entry.precision,
+                ),
             )
 
 

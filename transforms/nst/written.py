@@ -38,11 +38,12 @@ class BestImages:
         self.iteration = torch.where(better, iteration, self.iteration)
         self.pixels.copy_(torch.where(better[:, None, None, None], pixels, self.pixels))
 
-    def keep(self, rows: Tensor) -> None:
+    def keep(self, rows: Sequence[int]) -> None:
         """Only the pairs ``rows`` (indices, in order) go on."""
-        self.pixels = self.pixels[rows]
-        self.loss = self.loss[rows]
-        self.iteration = self.iteration[rows]
+        index = torch.tensor(rows, device=self.pixels.device)
+        self.pixels = self.pixels[index]
+        self.loss = self.loss[index]
+        self.iteration = self.iteration[index]
 
     @torch.no_grad()
     def forget(self, row: int) -> None:

@@ -1,0 +1,179 @@
+"""Which pairs hold the device's slots while a batch of one scale runs: who may join it (one
+admission check), a finished slot handed to the next waiting pair (refill), and a batch that
+shrinks to the pairs still going when nothing waits. The optimizer's room (optimize.py) runs the
+method over whatever rows are here; this room decides the rows.
+
+Every per-pair state of a running batch holds one row per slot, and each takes part in the same
+two moves: a row passes to another pair, and only some rows go on (``keep(rows)``, rows in
+order). :class:`RunningBatch` makes both moves on all of them at once: the objective (targets and
+weights), the optimizer (L-BFGS's history, Adam's moments) and the best images seen.
+
+Imports: torch and the engine's own modules; no Beam, no storage.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+
+from transforms.nst.adam import MaskedAdam
+from transforms.nst.config import StyleConfig
+from transforms.nst.convergence import ConvergenceTest
+from transforms.nst.lbfgs import LBFGS
+from transforms.nst.objective import Objective
+from transforms.nst.records import IterationRecord, StyleRequest
+from transforms.nst.written import BestImages
+
+# The last fraction of L-BFGS iterations, run with the pixels kept in range (optimize.py).
+IN_RANGE_FRACTION = 0.2
+
+
+@dataclass(frozen=True)
+class Entry:
+    """A request checked against the engine and ready to join a batch."""
+
+    index: int  # its position among the requests
+    request: StyleRequest
+    config: StyleConfig
+    content: Tensor  # (1, 3, H, W), the network's input
+    precision: str  # resolved: fp32 or bf16
+
+    @property
+    def batch_shape(self) -> tuple[object, ...]:
+        """What every pair of one batch shares: size, optimizer (and Adam's rate), precision."""
+        config = self.config
+        return (
+            tuple(self.content.shape),
+            config.optimizer,
+            config.learning_rate if config.optimizer == "adam" else None,
+            self.precision,
+        )
+
+
+def check_admission(entry: Entry, batch_shape: tuple[object, ...]) -> None:
+    """The one admission check: ``entry`` may join a batch of ``batch_shape``.
+
+    Raises:
+        ValueError: naming what differs.
+    """
+    if entry.batch_shape != batch_shape:
+        raise ValueError(
+            "a batch needs pairs of one size, one optimizer and one precision; this pair has "
+            f"{entry.batch_shape}, the batch {batch_shape}"
+        )
+
+
+def admitted(
+    pending: Iterator[tuple[int, StyleRequest]],
+    make_entry: Callable[[int, StyleRequest], Entry],
+    refused: list[tuple[int, Exception]],
+) -> Iterator[Entry]:
+    """The requests of a stream that can join its batch (the first one's shape), drawn one at a
+    time; the others are appended to ``refused`` with why."""
+    shape: tuple[object, ...] | None = None
+    for index, request in pending:
+        try:
+            entry = make_entry(index, request)
+            shape = shape or entry.batch_shape
+            check_admission(entry, shape)
+        except ValueError as exc:  # ImageTooSmallError is a ValueError
+            refused.append((index, exc))
+            continue
+        yield entry
+
+
+@dataclass
+class Slot:
+    """A pair in a running batch: its own iteration count, phases, records and stop."""
+
+    entry: Entry
+    started: float  # the clock reading its records' seconds and its time limit count from
+    first_batch_iteration: int  # the batch's iteration at its first evaluation
+    iteration: int = 0  # updates applied so far (= records so far)
+    history: list[IterationRecord] = field(default_factory=list)
+    phase_starts: list[int] = field(default_factory=list)
+    stop_reason: str = ""
+    failure: Exception | None = None  # why it has no result (a time limit)
+    # L-BFGS's last phase (the pixels kept in range) begins here at the latest, or as soon as
+    # the first phase converges; Adam has one phase (None).
+    last_phase_from: int | None = field(init=False)
+    convergence: ConvergenceTest = field(init=False)
+
+    def __post_init__(self) -> None:
+        config = self.entry.config
+        n = config.iterations
+        self.last_phase_from = n - round(n * IN_RANGE_FRACTION) if config.optimizer == "lbfgs" else None
+        self.convergence = ConvergenceTest(config.stop_tolerance, config.stop_window)
+
+    def begins_last_phase(self) -> bool:
+        """Whether the next iteration starts L-BFGS's last phase (restarted, in range)."""
+        if self.iteration != self.last_phase_from or self.phase_starts:
+            return False
+        self.phase_starts.append(self.iteration)
+        self.convergence.restart()
+        return True
+
+    def advance(self, loss: float) -> bool:
+        """Count the iteration whose loss was just recorded; True when the pair is done."""
+        self.iteration += 1
+        converged = self.convergence.converged(loss)
+        if self.iteration >= self.entry.config.iterations:
+            self.stop_reason = "iterations"
+            return True
+        if not converged:
+            return False
+        if self.last_phase_from is not None and not self.phase_starts:
+            self.last_phase_from = self.iteration  # the first phase has converged: on to the last
+            return False
+        self.stop_reason = "converged"
+        return True
+
+
+@dataclass
+class RunningBatch:
+    """The rows of a batch on the device: its slots (None: empty), and the per-pair state that
+    keeps a row for each. ``pixels`` is the optimized leaf (NHWC), which a shrink replaces.
+    Refill and shrink move every row together; what an iteration does is optimize.py's."""
+
+    objective: Objective
+    pixels: Tensor
+    optimizer: LBFGS | MaskedAdam
+    best: BestImages
+    slots: list[Slot | None]
+    # The engine's clock (StyleTransfer.clock): a refilled pair's records count from its start.
+    clock: Callable[[], float]
+
+    def refill(self, row: int, entry: Entry | None, start: Tensor | None, iteration: int) -> None:
+        """Slot ``row`` handed to ``entry``, a waiting pair, as if its batch had just begun at
+        the batch's ``iteration``: its targets, its ``start`` pixels (1, H, W, 3), a fresh
+        optimizer row, no best image yet, its own count from now; or left empty (``entry`` None)."""
+        if entry is None or start is None:
+            self.slots[row] = None
+            return
+        if not isinstance(self.optimizer, LBFGS):
+            raise TypeError("only an L-BFGS batch is refilled: Adam's moments are the whole batch's")
+        self.objective.replace_pair(row, entry.content, entry.request.style.grams, entry.config)
+        with torch.no_grad():
+            self.pixels[row] = start[0]
+        self.optimizer.restart(torch.arange(self.pixels.shape[0], device=self.pixels.device) == row, bounded=False)
+        self.best.forget(row)
+        self.slots[row] = Slot(entry, self.clock(), iteration)
+
+    def shrink(self) -> None:
+        """When nothing waits any more, an L-BFGS batch keeps only the pairs still going, so that
+        finished slots cost no forward pass. (Adam's finished pairs ride along: its moments are
+        the batch's, and its batches are never refilled.)"""
+        going = [row for row, slot in enumerate(self.slots) if slot is not None]
+        if not going or len(going) == len(self.slots) or not isinstance(self.optimizer, LBFGS):
+            return
+        self.pixels = self.optimizer.keep(going)
+        self.objective.keep(going)
+        self.best.keep(going)
+        self.slots = [self.slots[row] for row in going]
+
+    def mark_active(self) -> None:
+        """The optimizer updates, and the best images track, only the slots that hold a pair."""
+        self.optimizer.active = torch.tensor([slot is not None for slot in self.slots], device=self.pixels.device)
