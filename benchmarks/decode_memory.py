@@ -50,7 +50,9 @@ def make_inputs(folder: Path, side: int) -> dict[str, Path]:
 
 
 def measure(path: Path, size: int, way: str) -> float:
-    result = subprocess.run([sys.executable, "-c", _MEASURE, str(path), str(size), way], capture_output=True, text=True, check=True)
+    result = subprocess.run(
+        [sys.executable, "-c", _MEASURE, str(path), str(size), way], capture_output=True, text=True, check=True
+    )
     return float(json.loads(result.stdout)["mib"])
 
 
@@ -65,7 +67,9 @@ def main() -> None:
         print("|---|---:|---:|---:|---:|")
         for name, path in inputs.items():
             whole, needed = measure(path, args.size, "whole"), measure(path, args.size, "needed")
-            print(f"| {name} | {path.stat().st_size / 1024:,.0f} KiB | {whole:,.0f} MiB | {needed:,.0f} MiB | {needed / whole:.2f} |")
+            print(
+                f"| {name} | {path.stat().st_size / 1024:,.0f} KiB | {whole:,.0f} MiB | {needed:,.0f} MiB | {needed / whole:.2f} |"
+            )
 
 
 if __name__ == "__main__":

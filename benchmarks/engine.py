@@ -12,6 +12,7 @@ Weights are random (speed does not depend on their values).
 from __future__ import annotations
 
 import argparse
+import itertools
 import statistics
 import time
 import warnings
@@ -61,7 +62,7 @@ def engine_ms(engine: StyleTransfer, size: int, iterations: int, optimizer: str)
     targets = engine.encode_styles([style], size=size)
     result = engine.stylize(content, targets, config)
     stamps = [r.seconds for r in result.history]
-    gaps = [later - earlier for earlier, later in zip(stamps[warmup:], stamps[warmup + 1 :])]
+    gaps = [later - earlier for earlier, later in itertools.pairwise(stamps[warmup:])]
     return 1000 * statistics.median(gaps)
 
 
@@ -79,7 +80,9 @@ def main() -> None:
     engine = StyleTransfer(StyleConfig(model=args.model, weights="random", device=str(device)))
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
     print(f"# {args.model}, {name}, torch {torch.__version__}")
-    print("| size | bare NCHW ms | bare channels_last ms | engine L-BFGS ms | engine Adam ms | L-BFGS / bare | Adam / bare |")
+    print(
+        "| size | bare NCHW ms | bare channels_last ms | engine L-BFGS ms | engine Adam ms | L-BFGS / bare | Adam / bare |"
+    )
     print("|---|---|---|---|---|---|---|")
     for size in args.sizes:
         nchw = bare_ms(engine, size, torch.contiguous_format, args.iterations)
@@ -88,8 +91,7 @@ def main() -> None:
         runs = {opt: engine_ms(engine, size, args.iterations, opt) for opt in args.optimizers}
         lbfgs, adam = runs.get("lbfgs", float("nan")), runs.get("adam", float("nan"))
         print(
-            f"| {size} | {nchw:.1f} | {nhwc:.1f} | {lbfgs:.1f} | {adam:.1f} "
-            f"| {lbfgs / bare:.3f} | {adam / bare:.3f} |",
+            f"| {size} | {nchw:.1f} | {nhwc:.1f} | {lbfgs:.1f} | {adam:.1f} | {lbfgs / bare:.3f} | {adam / bare:.3f} |",
             flush=True,
         )
 

@@ -34,7 +34,9 @@ def main() -> None:
     log = json.loads((args.output / "logs" / f"{pairs[0][0]}.json").read_text())
     config = log["config"]
     scales = " then ".join(str(size) for size, _ in config["scales"])
-    settings = f"{config['image_size']} px, {config['iterations']} iterations" + (f", from {scales} px" if scales else "")
+    settings = f"{config['image_size']} px, {config['iterations']} iterations" + (
+        f", from {scales} px" if scales else ""
+    )
     label, cell = 20, args.cell
     sheet = Image.new("RGB", (3 * cell, label + len(pairs) * cell), "white")
     draw = ImageDraw.Draw(sheet)

@@ -22,7 +22,14 @@ CASES = {
     "--image_size abc": ["--manifest", "examples/manifest.csv", "--output", "out/x", "--image_size", "abc"],
     "a missing manifest": ["--manifest", "nowhere.csv", "--output", "out/x"],
     "no --output": ["--manifest", "examples/manifest.csv"],
-    "a bad Beam flag value (Beam's parser)": ["--manifest", "examples/manifest.csv", "--output", "out/x", "--direct_running_mode", "bogus"],
+    "a bad Beam flag value (Beam's parser)": [
+        "--manifest",
+        "examples/manifest.csv",
+        "--output",
+        "out/x",
+        "--direct_running_mode",
+        "bogus",
+    ],
 }
 
 

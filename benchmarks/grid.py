@@ -83,11 +83,15 @@ def named_config(spec: str, base: StyleConfig, iterations: int | None = None) ->
     return base.replace(**changes)
 
 
-def stylize(engine: StyleTransfer, config: StyleConfig, content: Image.Image, style: Image.Image) -> tuple[Image.Image, float, int]:
+def stylize(
+    engine: StyleTransfer, config: StyleConfig, content: Image.Image, style: Image.Image
+) -> tuple[Image.Image, float, int]:
     """One pair: its picture, its seconds and the iterations it ran at every scale."""
     started = time.perf_counter()
     targets = engine.encode_styles([style], size=config.style_size)
-    coarse = tuple(engine.encode_styles([style], size=config.at_stage(i).style_size) for i in range(len(config.coarse_scales)))
+    coarse = tuple(
+        engine.encode_styles([style], size=config.at_stage(i).style_size) for i in range(len(config.coarse_scales))
+    )
     result = engine.stylize(content, targets, config, coarse_styles=coarse)
     seconds = time.perf_counter() - started
     return result.image, seconds, result.final.iteration + sum(c.final.iteration for c in result.coarse)
@@ -106,14 +110,20 @@ def contact_sheet(folder: Path, setting: str, cell: int = 200) -> Path:
         for column, name in enumerate(PAINTINGS, start=1):
             path = folder / setting / f"{content}__{name}.png"
             if path.exists():
-                sheet.paste(fit_longest_side(Image.open(path).convert("RGB"), cell), (column * cell, label + row * cell))
+                sheet.paste(
+                    fit_longest_side(Image.open(path).convert("RGB"), cell), (column * cell, label + row * cell)
+                )
     path = folder / f"{_file_name(setting)}.jpg"
     sheet.save(path, quality=88)
     return path
 
 
 def comparison_sheet(
-    folder: Path, settings: list[str], photos: Sequence[str] = PHOTOS, paintings: Sequence[str] = PAINTINGS, cell: int = 170
+    folder: Path,
+    settings: list[str],
+    photos: Sequence[str] = PHOTOS,
+    paintings: Sequence[str] = PAINTINGS,
+    cell: int = 170,
 ) -> Path:
     """Paintings across; for each photo, one row per setting, the photo at the start of its first
     row and the setting's name at the start of the others: the settings' pictures of a pair are
@@ -128,7 +138,11 @@ def comparison_sheet(
         top = label + row * cell
         if setting == settings[0]:
             sheet.paste(fit_longest_side(photo(content), cell), (0, top))
-        draw.text((4, top + cell - 14 if setting == settings[0] else top + 4), setting, fill="black" if setting != settings[0] else "white")
+        draw.text(
+            (4, top + cell - 14 if setting == settings[0] else top + 4),
+            setting,
+            fill="black" if setting != settings[0] else "white",
+        )
         for column, name in enumerate(paintings, start=1):
             path = folder / setting / f"{content}__{name}.png"
             if path.exists():
@@ -151,7 +165,9 @@ def main() -> None:
     parser.add_argument("--paintings", nargs="+", default=list(PAINTINGS), choices=PAINTINGS)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--out", type=Path, default=Path("out/grid"))
-    parser.add_argument("--rejudge", action="store_true", help="judge the pictures already written again (after a change to the judge)")
+    parser.add_argument(
+        "--rejudge", action="store_true", help="judge the pictures already written again (after a change to the judge)"
+    )
     args = parser.parse_args()
 
     base = StyleConfig(device=args.device, image_size=args.size)
@@ -160,8 +176,10 @@ def main() -> None:
     folder = args.out / str(args.size)
     cache_path = folder / "results.json"
     cache: dict[str, Any] = json.loads(cache_path.read_text()) if cache_path.exists() else {}
-    print(f"# {describe_device(engine.device)}; torch {torch.__version__}; {args.size} px, "
-          f"{args.iterations or 'each setting its own'} iterations at most; judged in fp32 on {engine.config.weights} {engine.config.model}")
+    print(
+        f"# {describe_device(engine.device)}; torch {torch.__version__}; {args.size} px, "
+        f"{args.iterations or 'each setting its own'} iterations at most; judged in fp32 on {engine.config.weights} {engine.config.model}"
+    )
     for setting in args.settings:
         config = named_config(setting, base, args.iterations)
         for content in args.photos:
@@ -177,10 +195,19 @@ def main() -> None:
                 (folder / _file_name(setting)).mkdir(parents=True, exist_ok=True)
                 image.save(folder / _file_name(setting) / f"{content}__{name}.png")
                 verdict = judge(image, photo(content), painting(name))
-                cache[key] = {"seconds": seconds, "iterations": iterations, "stages": [list(s) for s in config.stages], **verdict.to_dict()}
+                cache[key] = {
+                    "seconds": seconds,
+                    "iterations": iterations,
+                    "stages": [list(s) for s in config.stages],
+                    **verdict.to_dict(),
+                }
                 cache_path.write_text(json.dumps(cache, indent=1))
-                print(f"  {key}: {seconds:.0f} s, {iterations} iterations, style "
-                      + " ".join(f"{s}={v:.2f}" for s, v in verdict.style.items()) + f", content {verdict.content:.2f}", flush=True)
+                print(
+                    f"  {key}: {seconds:.0f} s, {iterations} iterations, style "
+                    + " ".join(f"{s}={v:.2f}" for s, v in verdict.style.items())
+                    + f", content {verdict.content:.2f}",
+                    flush=True,
+                )
                 contact_sheet(folder, _file_name(setting))  # after every picture: a run cut short keeps its sheet
         print(f"contact sheet: {contact_sheet(folder, _file_name(setting))}")
     if len(args.settings) > 1:
@@ -191,7 +218,11 @@ def main() -> None:
 
 def _table(cache: dict[str, Any], args: argparse.Namespace) -> None:
     settings = [_file_name(s) for s in args.settings]
-    print(f"\n## {args.size} px: style distance at " + ", ".join(SCALES) + " / content distance (lower: more painted / closer to the photo)\n")
+    print(
+        f"\n## {args.size} px: style distance at "
+        + ", ".join(SCALES)
+        + " / content distance (lower: more painted / closer to the photo)\n"
+    )
     print("| pair | " + " | ".join(settings) + " |")
     print("|---" * (len(settings) + 1) + "|")
     for content in args.photos:
@@ -199,18 +230,33 @@ def _table(cache: dict[str, Any], args: argparse.Namespace) -> None:
             cells = []
             for setting in settings:
                 entry = cache.get(f"{setting} | {content}__{name} | {args.iterations or 'own'}")
-                cells.append("" if entry is None else " ".join(f"{v:.2f}" for v in entry["style"].values()) + f" / {entry['content']:.2f}")
+                cells.append(
+                    ""
+                    if entry is None
+                    else " ".join(f"{v:.2f}" for v in entry["style"].values()) + f" / {entry['content']:.2f}"
+                )
             print(f"| {content} x {name} | " + " | ".join(cells) + " |")
-    print("\n| setting | pairs | median style " + " | median style ".join(SCALES) + " | median content | median s per pair | median iterations |")
+    print(
+        "\n| setting | pairs | median style "
+        + " | median style ".join(SCALES)
+        + " | median content | median s per pair | median iterations |"
+    )
     print("|---" * (5 + len(SCALES)) + "|")
     for setting in settings:
-        entries = [v for k, v in cache.items() if k.startswith(f"{setting} | ") and k.endswith(f" | {args.iterations or 'own'}")]
+        entries = [
+            v
+            for k, v in cache.items()
+            if k.startswith(f"{setting} | ") and k.endswith(f" | {args.iterations or 'own'}")
+        ]
         if not entries:
             continue
         styles = [f"{statistics.median(e['style'][s] for e in entries):.2f}" for s in SCALES]
-        print(f"| {setting} | {len(entries)} | " + " | ".join(styles)
-              + f" | {statistics.median(e['content'] for e in entries):.2f} | {statistics.median(e['seconds'] for e in entries):.1f}"
-              + f" | {statistics.median(e['iterations'] for e in entries):.0f} |")
+        print(
+            f"| {setting} | {len(entries)} | "
+            + " | ".join(styles)
+            + f" | {statistics.median(e['content'] for e in entries):.2f} | {statistics.median(e['seconds'] for e in entries):.1f}"
+            + f" | {statistics.median(e['iterations'] for e in entries):.0f} |"
+        )
 
 
 if __name__ == "__main__":

@@ -42,7 +42,9 @@ def main() -> None:
     records["history"] = [record.to_dict() for record in result.history]  # LOG_FORMAT 1
     old = len(to_json(records))
     new, thinned = log_bytes(OutputSpec()), log_bytes(OutputSpec(log_every=args.every))
-    print(f"{args.iterations} iterations at {args.size} px, final loss {result.final.total:.4g}; image {len(image)} bytes")
+    print(
+        f"{args.iterations} iterations at {args.size} px, final loss {result.final.total:.4g}; image {len(image)} bytes"
+    )
     print(f"log as records (format 1, indented): {old} bytes")
     print(f"log as columns (format 2, default):  {new} bytes ({new / old:.2f} of format 1)")
     print(f"columns, --log_every {args.every}:          {thinned} bytes ({thinned / old:.3f} of format 1)")

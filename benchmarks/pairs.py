@@ -19,6 +19,7 @@ Figures, not assertions.
 from __future__ import annotations
 
 import argparse
+import functools
 import itertools
 import statistics
 import sys
@@ -32,6 +33,7 @@ from transforms.nst import StyleConfig, StyleRequest, StyleTransfer
 from transforms.nst.lbfgs import LBFGS_HISTORY
 from transforms.nst.memory import estimated_pair_bytes
 from transforms.nst.objective import Objective
+from transforms.nst.records import StyleTargets
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "images"
 CONTENTS = ("cat.jpg", "astronaut.jpg", "coffee.jpg")
@@ -76,8 +78,9 @@ def torch_lbfgs_pair(engine: StyleTransfer, request: StyleRequest) -> float:
     started = time.perf_counter()
     objective = Objective(engine.network, content, [request.style.grams], [config])
     pixels = content.detach().clone().contiguous().requires_grad_(True)
-    optimizer = torch.optim.LBFGS([pixels], lr=1, max_iter=1, history_size=LBFGS_HISTORY,
-                                  tolerance_grad=-1, tolerance_change=-1)
+    optimizer = torch.optim.LBFGS(
+        [pixels], lr=1, max_iter=1, history_size=LBFGS_HISTORY, tolerance_grad=-1, tolerance_change=-1
+    )
 
     def closure() -> torch.Tensor:
         optimizer.zero_grad()
@@ -89,6 +92,20 @@ def torch_lbfgs_pair(engine: StyleTransfer, request: StyleRequest) -> float:
         optimizer.step(closure)
     synchronize(engine.device)
     return time.perf_counter() - started
+
+
+def _request(
+    combos: list[tuple[str, str]],
+    targets: dict[str, StyleTargets],
+    base: StyleConfig,
+    size: int,
+    index: int,
+    precision: str,
+) -> StyleRequest:
+    """Pair ``index`` of the size's combinations, at ``precision``."""
+    content_name, style_name = combos[index % len(combos)]
+    content = ImageOps.fit(Image.open(EXAMPLES / content_name).convert("RGB"), (size, size * 3 // 4))
+    return StyleRequest(content, targets[style_name], base.replace(precision=precision), content_name=content_name)
 
 
 def main() -> None:
@@ -109,14 +126,22 @@ def main() -> None:
     engine = StyleTransfer(StyleConfig(device=args.device))
     device = engine.device
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
-    print(f"# vgg19 (caffe weights) on {name}; torch {torch.__version__}; {args.iterations} L-BFGS iterations at most, "
-          f"stop_tolerance {args.stop_tolerance:g}, {args.rounds} pair(s) per slot")
-    print("| size | precision | batch | pairs | s | pairs per hour | peak MiB | estimate MiB | final / single fp32 (median, worst) |")
+    print(
+        f"# vgg19 (caffe weights) on {name}; torch {torch.__version__}; {args.iterations} L-BFGS iterations at most, "
+        f"stop_tolerance {args.stop_tolerance:g}, {args.rounds} pair(s) per slot"
+    )
+    print(
+        "| size | precision | batch | pairs | s | pairs per hour | peak MiB | estimate MiB | final / single fp32 (median, worst) |"
+    )
     print("|---|---|---|---|---|---|---|---|---|")
     for size in sizes:
         # One scale: the fixed work per pair that pairs per hour are stated for, as other tools count it.
         base = StyleConfig(
-            device=args.device, image_size=size, iterations=args.iterations, stop_tolerance=args.stop_tolerance, scales=()
+            device=args.device,
+            image_size=size,
+            iterations=args.iterations,
+            stop_tolerance=args.stop_tolerance,
+            scales=(),
         )
         combos = list(itertools.product(CONTENTS, STYLES))
         targets = {
@@ -124,17 +149,16 @@ def main() -> None:
             for style in STYLES
         }
 
-        def request(index: int, precision: str) -> StyleRequest:
-            content_name, style_name = combos[index % len(combos)]
-            content = ImageOps.fit(Image.open(EXAMPLES / content_name).convert("RGB"), (size, size * 3 // 4))
-            return StyleRequest(content, targets[style_name], base.replace(precision=precision), content_name=content_name)
+        request = functools.partial(_request, combos, targets, base, size)
 
         reference: dict[int, float] = {}  # pair index -> final loss of its single-pair fp32 run
         for precision in precisions:
             for batch in batch_sizes:
                 requests = [request(i, precision) for i in range(batch * args.rounds)]
                 warm = request(0, precision)
-                engine.stylize_batch([StyleRequest(warm.content, warm.style, warm.config.replace(iterations=5))])  # kernels, allocator
+                engine.stylize_batch(
+                    [StyleRequest(warm.content, warm.style, warm.config.replace(iterations=5))]
+                )  # kernels, allocator
                 synchronize(device)
                 peak_memory_reset(device)
                 started = time.perf_counter()
@@ -142,7 +166,9 @@ def main() -> None:
                 synchronize(device)
                 seconds = time.perf_counter() - started
                 peak = peak_memory_mib(device)
-                estimate = batch * estimated_pair_bytes(base.replace(precision=precision), requests[0].content.size) / 2**20
+                estimate = (
+                    batch * estimated_pair_bytes(base.replace(precision=precision), requests[0].content.size) / 2**20
+                )
                 finals = [rescore(engine, r, results[i].image) for i, r in enumerate(requests)]
                 for i in range(min(len(requests), len(combos))):
                     if i not in reference:
@@ -156,7 +182,9 @@ def main() -> None:
                 )
         if not args.no_reference:
             seconds = torch_lbfgs_pair(engine, request(0, "fp32"))
-            print(f"| {size} | torch.optim.LBFGS fp32 | 1 | 1 | {seconds:.2f} | {3600 / seconds:.0f} | | | |", flush=True)
+            print(
+                f"| {size} | torch.optim.LBFGS fp32 | 1 | 1 | {seconds:.2f} | {3600 / seconds:.0f} | | | |", flush=True
+            )
 
 
 if __name__ == "__main__":

@@ -31,8 +31,7 @@ from PIL import Image, ImageDraw
 
 from transforms.nst import StyleConfig, StyleTransfer
 from transforms.nst.images import fit_longest_side, tensor_to_image
-from transforms.nst.lbfgs import LBFGS
-from transforms.nst.lbfgs import LBFGS_HISTORY
+from transforms.nst.lbfgs import LBFGS, LBFGS_HISTORY
 from transforms.nst.objective import Objective
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "images"
@@ -56,8 +55,12 @@ def run_reference(
     pixels = start.detach().contiguous().requires_grad_(True)  # NCHW: torch's LBFGS flattens with view
     if kind == "torch":
         optimizer: torch.optim.Optimizer = torch.optim.LBFGS(
-            [pixels], lr=1, max_iter=1, history_size=LBFGS_HISTORY,
-            tolerance_grad=-1, tolerance_change=-1,
+            [pixels],
+            lr=1,
+            max_iter=1,
+            history_size=LBFGS_HISTORY,
+            tolerance_grad=-1,
+            tolerance_change=-1,
         )
     else:
         bounds = (0.0, engine.family.pixel_scale) if kind == "projected" else None
@@ -96,9 +99,13 @@ def main() -> None:
     args = parser.parse_args()
 
     engine = StyleTransfer(StyleConfig(device=args.device))
-    print(f"# {engine.config.model}, weights {engine.config.weights} ({engine.family.name} family), "
-          f"{engine.device}, {args.iterations} iterations, losses of the written image")
-    print("| pair | size | ours total | content | style | iters to 1% | unbounded / ours | projected / ours | torch / ours | torch diverged | s ours |")
+    print(
+        f"# {engine.config.model}, weights {engine.config.weights} ({engine.family.name} family), "
+        f"{engine.device}, {args.iterations} iterations, losses of the written image"
+    )
+    print(
+        "| pair | size | ours total | content | style | iters to 1% | unbounded / ours | projected / ours | torch / ours | torch diverged | s ours |"
+    )
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     rows: list[list[Image.Image]] = []
     for size in args.sizes:
@@ -134,8 +141,14 @@ def main() -> None:
             )
             scale = engine.family.pixel_scale
             torch_image = tensor_to_image(engine.as_written(scores["torch_image"]) / scale)
-            rows.append([fit_longest_side(content, 256), fit_longest_side(style, 256),
-                         fit_longest_side(ours.image, 256), fit_longest_side(torch_image, 256)])
+            rows.append(
+                [
+                    fit_longest_side(content, 256),
+                    fit_longest_side(style, 256),
+                    fit_longest_side(ours.image, 256),
+                    fit_longest_side(torch_image, 256),
+                ]
+            )
             _contact_sheet(rows, Path(args.sheet))  # after every row: a long run can be looked at early
     print(f"contact sheet: {args.sheet}")
 

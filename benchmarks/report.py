@@ -18,8 +18,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from transforms import report
 from tests.conftest import synthetic_image
+from transforms import report
 
 
 def _jpeg(seed: int, width: int, height: int) -> bytes:
@@ -42,7 +42,11 @@ def entries(pairs: int, styles: int) -> list[report.ReportEntry]:
             "seconds": 30.0 + index % 7,
         }
         pictures = {content: _jpeg(index, 160, 120), style: style_pictures[style], "result": _jpeg(index + 1, 160, 120)}
-        made.append(report.entry_from_log(f"pair-{index:05d}", "succeeded", log, "result", lambda loc: pictures[loc]))
+        made.append(
+            report.entry_from_log(
+                f"pair-{index:05d}", "succeeded", log, "result", lambda loc, pictures=pictures: pictures[loc]
+            )
+        )
     return made
 
 
@@ -54,7 +58,10 @@ def main() -> None:
     args = parser.parse_args()
 
     made = entries(args.pairs, args.styles)
-    failures = [{"id": f"bad-{i}", "stage": "read", "source": f"m.csv line {i}", "error": "FileNotFoundError: x"} for i in range(20)]
+    failures = [
+        {"id": f"bad-{i}", "stage": "read", "source": f"m.csv line {i}", "error": "FileNotFoundError: x"}
+        for i in range(20)
+    ]
     summary = {"run_id": "bench", "counts": {"succeeded": args.pairs}, "wall_seconds": 1.0, "configuration": {}}
     html_times, sheet_times = [], []
     for _ in range(args.repeats):
@@ -66,7 +73,9 @@ def main() -> None:
         sheet_times.append(time.perf_counter() - started)
     assert sheet is not None
     print(f"{args.pairs} pairs, {args.styles} styles")
-    print(f"report.html: {len(page.encode()) / 2**20:.1f} MiB, rendered in {statistics.median(html_times):.2f} s (median of {args.repeats})")
+    print(
+        f"report.html: {len(page.encode()) / 2**20:.1f} MiB, rendered in {statistics.median(html_times):.2f} s (median of {args.repeats})"
+    )
     print(f"contact_sheet.png: {len(sheet) / 2**20:.1f} MiB, drawn in {statistics.median(sheet_times):.2f} s")
 
     chromium = shutil.which("chromium")
@@ -76,16 +85,31 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "report.html"
         path.write_text(page)
-        flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 f"--user-data-dir={folder}/profile", "--window-size=1200,900"]
+        flags = [
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            f"--user-data-dir={folder}/profile",
+            "--window-size=1200,900",
+        ]
         times = []
         for _ in range(args.repeats):
             started = time.perf_counter()
-            subprocess.run([chromium, *flags, f"--screenshot={folder}/shot.png", path.as_uri()],
-                           capture_output=True, check=True, timeout=600)
+            subprocess.run(
+                [chromium, *flags, f"--screenshot={folder}/shot.png", path.as_uri()],
+                capture_output=True,
+                check=True,
+                timeout=600,
+            )
             times.append(time.perf_counter() - started)
-        print(f"chromium: opened and drew the first screen in {statistics.median(times):.2f} s (median, process start included)")
+        print(
+            f"chromium: opened and drew the first screen in {statistics.median(times):.2f} s (median, process start included)"
+        )
 
 
 if __name__ == "__main__":

@@ -110,9 +110,17 @@ def measure(pairs: int, runner: str, kills: int = 0, seed: int = 0) -> dict[str,
         make_dataset(root, pairs)
         out = root / "out"
         args = [
-            *RUNNERS[runner], f"--contents={root}/train/**/*.png", f"--styles={root}/styles/*.png",
-            "--styles_per_content=1", "--output_layout=tree", f"--output={out}", f"--weights={root}/vgg19.pth",
-            "--weights_family=torchvision", "--image_size=32", "--iterations=1", "--log_every=50",
+            *RUNNERS[runner],
+            f"--contents={root}/train/**/*.png",
+            f"--styles={root}/styles/*.png",
+            "--styles_per_content=1",
+            "--output_layout=tree",
+            f"--output={out}",
+            f"--weights={root}/vgg19.pth",
+            "--weights_family=torchvision",
+            "--image_size=32",
+            "--iterations=1",
+            "--log_every=50",
         ]
         choice = random.Random(seed)
         killed_seconds = 0.0

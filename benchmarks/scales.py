@@ -36,7 +36,9 @@ def _pairs(content: Path | None, style: Path | None) -> list[tuple[str, Image.Im
     pairs = []
     for row in rows:
         pair_id, content, style = row.split(",")
-        pairs.append((pair_id, Image.open(EXAMPLES / content).convert("RGB"), Image.open(EXAMPLES / style).convert("RGB")))
+        pairs.append(
+            (pair_id, Image.open(EXAMPLES / content).convert("RGB"), Image.open(EXAMPLES / style).convert("RGB"))
+        )
     return pairs
 
 
@@ -66,12 +68,16 @@ def main() -> None:
     single = StyleConfig(image_size=args.size, iterations=args.iterations, device=args.device, scales=())
     staged = single.replace(iterations=args.fine, scales=args.coarse)
     engine = StyleTransfer(single)
-    print(f"{engine.device}, {args.size} px: one scale x {args.iterations} vs "
-          f"{','.join(f'{s}:{n}' for s, n in args.coarse)} then {args.fine} at {args.size}")
+    print(
+        f"{engine.device}, {args.size} px: one scale x {args.iterations} vs "
+        f"{','.join(f'{s}:{n}' for s, n in args.coarse)} then {args.fine} at {args.size}"
+    )
     ratios = []
     for pair_id, content, style in _pairs(args.content, args.style):
         targets = engine.encode_styles([style])
-        coarse = tuple(engine.encode_styles([style], size=staged.at_stage(i).style_size) for i in range(len(staged.scales)))
+        coarse = tuple(
+            engine.encode_styles([style], size=staged.at_stage(i).style_size) for i in range(len(staged.scales))
+        )
         peaks = []
         for run in ("one", "many"):
             if torch.cuda.is_available():
@@ -84,7 +90,9 @@ def main() -> None:
                 peaks.append(torch.cuda.max_memory_allocated() / 2**30)
         if peaks:
             estimate = estimated_pair_bytes(single, one.image.size) / 2**30
-            print(f"{pair_id:18s} GPU peak: one scale {peaks[0]:.2f} GiB, coarse to fine {peaks[1]:.2f} GiB; estimate {estimate:.2f} GiB")
+            print(
+                f"{pair_id:18s} GPU peak: one scale {peaks[0]:.2f} GiB, coarse to fine {peaks[1]:.2f} GiB; estimate {estimate:.2f} GiB"
+            )
         if args.save is not None:
             args.save.mkdir(parents=True, exist_ok=True)
             one.image.save(args.save / f"{pair_id}.one.png")

@@ -20,11 +20,11 @@ import time
 from pathlib import Path
 
 from transforms import storage
+from transforms.handler import EngineHandler
 from transforms.limits import Limits
 from transforms.nst import StyleConfig
-from transforms.records import Pair
-from transforms.handler import EngineHandler
 from transforms.outputs import fingerprint, image_location, input_signatures, log_location, to_json
+from transforms.records import Pair
 from transforms.stylize import PreparePairsFn, StylizeSettings
 
 
@@ -35,8 +35,16 @@ def main() -> None:
     parser.add_argument("--image_kb", type=int, default=450, help="size of each output image (a 512 px PNG: 400-500)")
     parser.add_argument("--iterations", type=int, default=500, help="records in each log's history")
     args = parser.parse_args()
-    record = {"iteration": 0, "total": 1.0e7, "content": 2.0e6, "style": 8.0e6, "tv": 0.0, "seconds": 1.0,
-              "rejected": False, "style_layers": {f"relu{i}_1": 1.6e6 for i in range(1, 6)}}
+    record = {
+        "iteration": 0,
+        "total": 1.0e7,
+        "content": 2.0e6,
+        "style": 8.0e6,
+        "tv": 0.0,
+        "seconds": 1.0,
+        "rejected": False,
+        "style_layers": {f"relu{i}_1": 1.6e6 for i in range(1, 6)},
+    }
     history = [{**record, "iteration": i} for i in range(args.iterations + 1)]
     config = StyleConfig(weights="random")
     with tempfile.TemporaryDirectory() as folder:
@@ -48,12 +56,22 @@ def main() -> None:
         output = str(root / "out")
         pairs = []
         for index in range(args.pairs):
-            pair = Pair(f"p{index}", str(root / "in" / f"c{index % args.contents}.jpg"), (str(root / "in" / "style.jpg"),), config)
+            pair = Pair(
+                f"p{index}",
+                str(root / "in" / f"c{index % args.contents}.jpg"),
+                (str(root / "in" / "style.jpg"),),
+                config,
+            )
             work = fingerprint(pair, input_signatures(pair))
             png = os.urandom(args.image_kb * 1024)
             storage.write_atomic(image_location(output, pair.id), png)
-            log = {"id": pair.id, "fingerprint": work, "image": {"sha256": storage.sha256(png), "bytes": len(png)},
-                   "history": history, "final": history[-1]}
+            log = {
+                "id": pair.id,
+                "fingerprint": work,
+                "image": {"sha256": storage.sha256(png), "bytes": len(png)},
+                "history": history,
+                "final": history[-1],
+            }
             storage.write_atomic(log_location(output, pair.id), to_json(log))
             pairs.append(pair)
         fn = PreparePairsFn(StylizeSettings(output), EngineHandler(config, Limits()))
@@ -64,9 +82,11 @@ def main() -> None:
             rounds.append(time.perf_counter() - started)
         assert all(o.tag == "skipped" for o in outcomes), "every pair should be skipped"
     median = statistics.median(rounds)
-    print(f"{args.pairs} done pairs ({args.image_kb} KB images, {args.iterations}-record logs), local disk: "
-          f"median {median:.2f} s per rerun check "
-          f"({median / args.pairs * 1e3:.3f} ms per pair; rounds {', '.join(f'{r:.2f}' for r in rounds)} s)")
+    print(
+        f"{args.pairs} done pairs ({args.image_kb} KB images, {args.iterations}-record logs), local disk: "
+        f"median {median:.2f} s per rerun check "
+        f"({median / args.pairs * 1e3:.3f} ms per pair; rounds {', '.join(f'{r:.2f}' for r in rounds)} s)"
+    )
 
 
 if __name__ == "__main__":

@@ -19,11 +19,11 @@ from pathlib import Path
 
 from PIL import Image
 
+from benchmarks.pairs import peak_memory_mib, peak_memory_reset
 from pipeline.flags import scale_list
 from transforms.nst import StyleConfig, StyleRequest, StyleTransfer
 from transforms.nst.images import fitted_size
 from transforms.nst.memory import estimated_pair_bytes, estimated_style_bytes, tile_plan
-from benchmarks.pairs import peak_memory_mib, peak_memory_reset
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "images"
 
@@ -47,7 +47,9 @@ def main() -> None:
     needed = estimated_pair_bytes(config, output_size)
     # As the pipeline decides: whole when the estimate fits, else tiles if they can do.
     plan = None if needed <= budget else tile_plan(config, output_size, budget)
-    print(f"{output_size[0]}x{output_size[1]}: whole image needs about {needed / 2**30:.1f} GiB (estimate); budget {args.memory_gb:g} GiB")
+    print(
+        f"{output_size[0]}x{output_size[1]}: whole image needs about {needed / 2**30:.1f} GiB (estimate); budget {args.memory_gb:g} GiB"
+    )
     if needed > budget and plan is None:
         print("refused: tiles would not do (a coarser scale does not fit, or the tiles would be tiny)")
         return
@@ -63,14 +65,22 @@ def main() -> None:
     # The style targets are measured too: at the last scale they are encoded whole, at the full
     # style size, however small the tiles (the pipeline checks them against the budget as well).
     started = time.perf_counter()
-    coarse = tuple(engine.encode_styles([style], size=config.at_stage(i).style_size) for i in range(len(config.coarse_scales)))
+    coarse = tuple(
+        engine.encode_styles([style], size=config.at_stage(i).style_size) for i in range(len(config.coarse_scales))
+    )
     targets = engine.encode_styles([style])
     style_estimate = estimated_style_bytes(fitted_size(*style.size, config.style_size)) / 2**30
-    print(f"{engine.device}: style targets in {time.perf_counter() - started:.0f} s, {gained()} (estimate {style_estimate:.2f} GiB)")
+    print(
+        f"{engine.device}: style targets in {time.perf_counter() - started:.0f} s, {gained()} (estimate {style_estimate:.2f} GiB)"
+    )
     request = StyleRequest(content, targets, config, content_name=str(args.content), coarse_styles=coarse)
     peak_memory_reset(engine.device)
     started = time.perf_counter()
-    result = engine.stylize(content, targets, config, content_name=str(args.content), coarse_styles=coarse) if plan is None else engine.stylize_tiled(request, *plan)
+    result = (
+        engine.stylize(content, targets, config, content_name=str(args.content), coarse_styles=coarse)
+        if plan is None
+        else engine.stylize_tiled(request, *plan)
+    )
     seconds = time.perf_counter() - started
     tiles = "whole" if plan is None else f"{result.tiles} tiles of {plan[0]} px (overlap {plan[1]})"
     print(

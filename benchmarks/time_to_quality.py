@@ -94,11 +94,15 @@ def _engine_class(snapshots: _Snapshots) -> type[BestImages]:
     return Watched
 
 
-def run_engine(engine: StyleTransfer, config: StyleConfig, content: Image.Image, style: Image.Image, every: int) -> dict[str, Any]:
+def run_engine(
+    engine: StyleTransfer, config: StyleConfig, content: Image.Image, style: Image.Image, every: int
+) -> dict[str, Any]:
     """One pair with ``config``; its snapshots, written image, seconds and stop record."""
     snapshots = _Snapshots(every)
     targets = engine.encode_styles([style], size=config.style_size)
-    coarse = tuple(engine.encode_styles([style], size=config.at_stage(i).style_size) for i in range(len(config.coarse_scales)))
+    coarse = tuple(
+        engine.encode_styles([style], size=config.at_stage(i).style_size) for i in range(len(config.coarse_scales))
+    )
     original = optimize_module.BestImages
     optimize_module.BestImages = _engine_class(snapshots)  # type: ignore[misc]
     try:
@@ -111,23 +115,37 @@ def run_engine(engine: StyleTransfer, config: StyleConfig, content: Image.Image,
         optimize_module.BestImages = original  # type: ignore[misc]
     written = image_to_tensor(result.image) * engine.family.pixel_scale
     return {
-        "snapshots": snapshots.images, "written": written, "seconds": seconds,
+        "snapshots": snapshots.images,
+        "written": written,
+        "seconds": seconds,
         "iterations": result.final.iteration + sum(c.final.iteration for c in result.coarse),
-        "stopped": result.stop_reason, "precision": result.precision,
-        "records": [(r.seconds, r.total) for r in result.history[:-1]], "phase_starts": result.phase_starts,
+        "stopped": result.stop_reason,
+        "precision": result.precision,
+        "records": [(r.seconds, r.total) for r in result.history[:-1]],
+        "phase_starts": result.phase_starts,
     }
 
 
-def run_torch(engine: StyleTransfer, objective: Objective, start: torch.Tensor, iterations: int, every: int) -> dict[str, Any]:
+def run_torch(
+    engine: StyleTransfer, objective: Objective, start: torch.Tensor, iterations: int, every: int
+) -> dict[str, Any]:
     """``torch.optim.LBFGS`` from ``start``, unconstrained as neural-style runs it (quality.py's reference)."""
     snapshots = _Snapshots(every)
     snapshots.started = time.perf_counter()
-    _, pixels = run_reference(engine, objective, start, iterations, "torch", seen=lambda image: snapshots.see(image, nchw=True))
+    _, pixels = run_reference(
+        engine, objective, start, iterations, "torch", seen=lambda image: snapshots.see(image, nchw=True)
+    )
     if pixels.is_cuda:
         torch.cuda.synchronize(pixels.device)
     seconds = time.perf_counter() - snapshots.started
-    return {"snapshots": snapshots.images, "written": pixels.clone(), "seconds": seconds,
-            "iterations": iterations, "stopped": "iterations", "precision": "fp32"}
+    return {
+        "snapshots": snapshots.images,
+        "written": pixels.clone(),
+        "seconds": seconds,
+        "iterations": iterations,
+        "stopped": "iterations",
+        "precision": "fp32",
+    }
 
 
 @torch.no_grad()
@@ -147,8 +165,12 @@ def as_picture(image: torch.Tensor, size: tuple[int, int], scale: float) -> Imag
 
 
 def curve_of(
-    run: dict[str, Any], objective: Objective, size: tuple[int, int], scale: float,
-    looks: tuple[Judge, Image.Image, Image.Image], judge_every: int,
+    run: dict[str, Any],
+    objective: Objective,
+    size: tuple[int, int],
+    scale: float,
+    looks: tuple[Judge, Image.Image, Image.Image],
+    judge_every: int,
 ) -> dict[str, Any]:
     """The run's best-so-far judged loss at each snapshot, and its written result as the last
     point; the judge's mean style distance at every ``judge_every``-th snapshot and the result."""
@@ -164,9 +186,18 @@ def curve_of(
     points.append((run["seconds"], min(best, final)))
     verdict = judge_of(as_picture(run["written"], size, scale), photo, painting)
     look.append((run["seconds"], verdict.mean_style))
-    return {"curve": points, "final": final, "seconds": run["seconds"], "iterations": run["iterations"],
-            "stopped": run["stopped"], "precision": run["precision"], "records": run.get("records", []),
-            "phase_starts": run.get("phase_starts", ()), "look": look, "verdict": verdict.to_dict()}
+    return {
+        "curve": points,
+        "final": final,
+        "seconds": run["seconds"],
+        "iterations": run["iterations"],
+        "stopped": run["stopped"],
+        "precision": run["precision"],
+        "records": run.get("records", []),
+        "phase_starts": run.get("phase_starts", ()),
+        "look": look,
+        "verdict": verdict.to_dict(),
+    }
 
 
 def time_to(curve: list[list[float]], target: float) -> float | None:
@@ -199,7 +230,12 @@ def main() -> None:
     parser.add_argument("--pairs", type=int, default=len(PAIRS))
     parser.add_argument("--every", type=int, default=5, help="evaluations between snapshots")
     parser.add_argument("--judge_every", type=int, default=4, help="snapshots between the judge's looks")
-    parser.add_argument("--iterations", type=int, default=BEFORE["iterations"], help="the before and one runs' (default and the rest run their own)")
+    parser.add_argument(
+        "--iterations",
+        type=int,
+        default=BEFORE["iterations"],
+        help="the before and one runs' (default and the rest run their own)",
+    )
     parser.add_argument("--device", default="auto")
     parser.add_argument("--cache", default="out/time_to_quality.json")
     parser.add_argument("--fresh", action="store_true", help="recompute cached runs")
@@ -212,8 +248,10 @@ def main() -> None:
     cache_path = Path(args.cache)
     cache: dict[str, Any] = json.loads(cache_path.read_text()) if cache_path.exists() and not args.fresh else {}
     device = describe_device(engine.device)
-    print(f"# {device}; torch {torch.__version__}, {platform.python_implementation()} {platform.python_version()}; "
-          f"{args.size} px, {engine.config.model} {engine.config.weights}; judged in fp32 as written")
+    print(
+        f"# {device}; torch {torch.__version__}, {platform.python_implementation()} {platform.python_version()}; "
+        f"{args.size} px, {engine.config.model} {engine.config.weights}; judged in fp32 as written"
+    )
     methods = list(dict.fromkeys(args.methods))  # "before" may come from the cache, run earlier
     for content_name, style_name in PAIRS[: args.pairs]:
         pair = f"{Path(content_name).stem} x {Path(style_name).stem}"
@@ -245,14 +283,19 @@ def _tables(cache: dict[str, Any], args: argparse.Namespace, device: str, method
 
     # The pairs every method has a run of (the before run may come from an earlier invocation).
     pairs = [
-        pair for pair in (f"{Path(c).stem} x {Path(s).stem}" for c, s in PAIRS[: args.pairs])
+        pair
+        for pair in (f"{Path(c).stem} x {Path(s).stem}" for c, s in PAIRS[: args.pairs])
         if all(_key(pair, method, args, device) in cache for method in methods)
     ]
     if not pairs:
         print("\n(no pair has a run of every method yet, the before run included: no tables)")
         return
     print("\n## Time to the before run's final loss (within 1%)\n")
-    print("| pair | before: loss, s | " + " | ".join(f"{m}: s to 1% (x before), final / before, iterations, stop" for m in methods[1:]) + " |")
+    print(
+        "| pair | before: loss, s | "
+        + " | ".join(f"{m}: s to 1% (x before), final / before, iterations, stop" for m in methods[1:])
+        + " |"
+    )
     print("|---" * (2 + len(methods) - 1) + "|")
     ratios: dict[str, list[float]] = {m: [] for m in methods[1:]}
     for pair in pairs:
@@ -266,13 +309,21 @@ def _tables(cache: dict[str, Any], args: argparse.Namespace, device: str, method
             if reached is not None:
                 ratios[method].append(reached / before["seconds"])
             reach = "never" if reached is None else f"{reached:.0f} s ({reached / before['seconds']:.2f}x)"
-            cells.append(f"{reach}, {run['final'] / before['final']:.4f}, {run['iterations']}, {run['stopped']} ({run['precision']})")
+            cells.append(
+                f"{reach}, {run['final'] / before['final']:.4f}, {run['iterations']}, {run['stopped']} ({run['precision']})"
+            )
         print(f"| {pair} | " + " | ".join(cells) + " |")
     for method, values in ratios.items():
         if values:
-            print(f"\n{method}: time to 1% / before's time: median {statistics.median(values):.2f}, worst {max(values):.2f} "
-                  f"({len(values)} of {len(pairs)} pairs reached it)")
-    print("\n## The judge: style distance at " + ", ".join(SCALES) + " / content distance of each result, and the time to the before picture's look\n")
+            print(
+                f"\n{method}: time to 1% / before's time: median {statistics.median(values):.2f}, worst {max(values):.2f} "
+                f"({len(values)} of {len(pairs)} pairs reached it)"
+            )
+    print(
+        "\n## The judge: style distance at "
+        + ", ".join(SCALES)
+        + " / content distance of each result, and the time to the before picture's look\n"
+    )
     print("| pair | " + " | ".join(methods) + " |")
     print("|---" * (len(methods) + 1) + "|")
     looks: dict[str, list[float]] = {m: [] for m in methods[1:]}
@@ -293,8 +344,10 @@ def _tables(cache: dict[str, Any], args: argparse.Namespace, device: str, method
         print(f"| {pair} | " + " | ".join(cells) + " |")
     for method, values in looks.items():
         if values:
-            print(f"\n{method}: time to the before picture's look / before's time: median {statistics.median(values):.2f}, "
-                  f"worst {max(values):.2f} ({len(values)} of {len(pairs)} pairs reached it)")
+            print(
+                f"\n{method}: time to the before picture's look / before's time: median {statistics.median(values):.2f}, "
+                f"worst {max(values):.2f} ({len(values)} of {len(pairs)} pairs reached it)"
+            )
     print("\n## Loss at equal time, / the before run's final loss\n")
     fractions = (0.1, 0.2, 0.3, 0.4, 0.6, 0.8, 1.0)
     print("| pair | method | " + " | ".join(f"{f:.0%} of before's time" for f in fractions) + " |")

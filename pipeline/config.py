@@ -17,8 +17,8 @@ from typing import Any, Final, NoReturn
 
 from pipeline import flags
 from transforms.limits import Limits
-from transforms.outputs import OutputSpec
 from transforms.nst.config import StyleConfig, with_color_alias
+from transforms.outputs import OutputSpec
 
 # How alike an unknown flag must be to one of ours to be called a typo before Beam's own flags
 # are known (check_quickly); tests/test_cli.py checks that no Beam flag comes this close.
@@ -78,7 +78,9 @@ class PipelineConfig:
         if self.styles_per_content < 0:
             raise ValueError(f"--styles_per_content must be 0 (every style) or more, got {self.styles_per_content}")
         if self.styles_per_content and self.manifest:
-            raise ValueError("--styles_per_content draws styles for --contents and --styles; a manifest names its pairs")
+            raise ValueError(
+                "--styles_per_content draws styles for --contents and --styles; a manifest names its pairs"
+            )
         if self.batch_size is not None and not 1 <= self.batch_size <= 1024:
             raise ValueError(f"--batch_size must be auto or a number from 1 to 1024, got {self.batch_size}")
         if not self.run_id:
@@ -90,7 +92,7 @@ class PipelineConfig:
         """The config of parsed flags: Beam's options view (options.config_from_options) or an
         argparse namespace (check_quickly). Raises ValueError naming the bad flag or value."""
         style_fields = {f.name for f in dataclasses.fields(StyleConfig)} | {"original_colors"}
-        style = StyleConfig(**with_color_alias({name: getattr(view, name) for name in style_fields}))
+        style = StyleConfig(**with_color_alias({name: getattr(view, name) for name in style_fields}))  # type: ignore[arg-type]
         if not 0 < view.max_input_mb < float("inf"):
             raise ValueError(f"--max_input_mb must be a finite number > 0, got {view.max_input_mb}")
         limits = Limits(
@@ -174,9 +176,19 @@ def check_quickly(argv: list[str]) -> None:
 # The runners Beam knows (StandardOptions.ALL_KNOWN_RUNNERS; tests/test_cli.py checks this list
 # against the installed Beam), so that a wrong --runner is answered before Beam is imported.
 KNOWN_RUNNERS: Final = (
-    "DataflowRunner", "BundleBasedDirectRunner", "DirectRunner", "SwitchingDirectRunner", "InteractiveRunner",
-    "FlinkRunner", "FnApiRunner", "KafkaStreamsRunner", "PortableRunner", "PrismRunner", "SparkRunner",
-    "TestDirectRunner", "TestDataflowRunner",
+    "DataflowRunner",
+    "BundleBasedDirectRunner",
+    "DirectRunner",
+    "SwitchingDirectRunner",
+    "InteractiveRunner",
+    "FlinkRunner",
+    "FnApiRunner",
+    "KafkaStreamsRunner",
+    "PortableRunner",
+    "PrismRunner",
+    "SparkRunner",
+    "TestDirectRunner",
+    "TestDataflowRunner",
 )
 _DATAFLOW_RUNNERS: Final = ("DataflowRunner", "TestDataflowRunner")
 

@@ -37,7 +37,12 @@ def build(p: beam.Pipeline, config: PipelineConfig, fail_job_if_failed: bool = F
         output=config.output,
     )
     settings = StylizeSettings(
-        config.output, config.overwrite, config.run_id, config.expected_pairs, config.spec, config.style.total_iterations
+        config.output,
+        config.overwrite,
+        config.run_id,
+        config.expected_pairs,
+        config.spec,
+        config.style.total_iterations,
     )
     handler = EngineHandler(config.style, config.limits, config.batch_size)
     # Pairs come out of one manifest-reading worker; spread them over all workers.
@@ -49,6 +54,12 @@ def build(p: beam.Pipeline, config: PipelineConfig, fail_job_if_failed: bool = F
         "outcomes": stylized["outcomes"],
         "failures": (read[MANIFEST_FAILURES], stylized["failures"]),
     } | "WriteResults" >> WriteResults(
-        config.output, config.run_id, config.started, config.to_dict(), config.limits, config.spec, fail_job_if_failed,
+        config.output,
+        config.run_id,
+        config.started,
+        config.to_dict(),
+        config.limits,
+        config.spec,
+        fail_job_if_failed,
         config.expected_pairs,
     )

@@ -67,7 +67,9 @@ def failed_line(exc: BaseException, output: str, run_id: str, held: list[str], f
     return f"error: the job failed: {root_cause(exc)}{trace}"
 
 
-def write_trace(exc: BaseException | None, output: str, run_id: str, held: list[str], fallback_folder: str) -> str | None:
+def write_trace(
+    exc: BaseException | None, output: str, run_id: str, held: list[str], fallback_folder: str
+) -> str | None:
     """The held-back lines and ``exc``'s whole chain in ``OUTPUT/runs/<run_id>/error.log``, or in
     ``fallback_folder`` (the system's temp folder: the run's private one goes with the run) as
     ``style-transfer-<run_id>-error.log`` when the output cannot take it; where it went (None:

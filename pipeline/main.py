@@ -72,7 +72,10 @@ def run(argv: list[str] | None = None, wait: bool = True) -> int:
             return _run(argv, wait, system_temp)
         except KeyboardInterrupt as exc:  # before the pipeline ran: the imports, the pre-flight checks
             signum = _interruption(exc) or signal.SIGINT
-            print(f"interrupted by {signal.Signals(signum).name} before any pair ran; nothing was written", file=sys.stderr)
+            print(
+                f"interrupted by {signal.Signals(signum).name} before any pair ran; nothing was written",
+                file=sys.stderr,
+            )
             return 128 + signum
 
 
@@ -219,7 +222,7 @@ def _run(argv: list[str], wait: bool, system_temp: str) -> int:
             finally:
                 progress.end_run(config.run_id)  # its live bar ends its line before ours come
             return _print_plan(config) if config.dry_run else _final_report(config)
-        except BaseException as exc:  # noqa: BLE001 - a job-level failure: one line, its own exit status
+        except BaseException as exc:
             interrupt = _interruption(exc)
             if interrupt is not None:
                 return _interrupted(interrupt, config, options, tracker.counts)
@@ -244,8 +247,12 @@ def _interrupted(signum: int, config: PipelineConfig, options: PipelineOptions, 
     claims.release_run(config.output, config.run_id)
     # Pairs that run in worker processes are counted there, not here.
     in_workers = options.view_as(DirectOptions).direct_running_mode == "multi_processing"
-    finished = "" if in_workers else (
-        f": {_pairs(counts['succeeded'])} finished in this run ({counts['skipped']} skipped, {counts['failed']} failed)"
+    finished = (
+        ""
+        if in_workers
+        else (
+            f": {_pairs(counts['succeeded'])} finished in this run ({counts['skipped']} skipped, {counts['failed']} failed)"
+        )
     )
     print(f"interrupted by {signal.Signals(signum).name}{finished}; rerun the same command to resume", file=sys.stderr)
     return 128 + signum
@@ -315,7 +322,9 @@ def _final_report(config: PipelineConfig) -> int:
 
     # This run's own summary and report: the latest ones may be an earlier run's, when this
     # run could not replace them.
-    summary = reading.read_json(summary_location(config.output, config.run_id), MAX_RUN_RECORD_BYTES, inside=config.output)
+    summary = reading.read_json(
+        summary_location(config.output, config.run_id), MAX_RUN_RECORD_BYTES, inside=config.output
+    )
     counts = summary["counts"]
     extras = [f"{counts[k]} {k.replace('_', ' ')}" for k in ("repaired", "claimed_elsewhere") if counts[k]]
     print(
@@ -360,7 +369,9 @@ def _summary_counts_failures(config: PipelineConfig) -> bool:
     from transforms.outputs import MAX_RUN_RECORD_BYTES, summary_location
 
     try:
-        summary = reading.read_json(summary_location(config.output, config.run_id), MAX_RUN_RECORD_BYTES, inside=config.output)
+        summary = reading.read_json(
+            summary_location(config.output, config.run_id), MAX_RUN_RECORD_BYTES, inside=config.output
+        )
     except (OSError, ValueError):
         return False
     return summary.get("run_id") == config.run_id and bool(summary.get("counts", {}).get("failed"))

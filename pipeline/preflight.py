@@ -119,7 +119,9 @@ def remove_leftovers(output: str) -> tuple[int, int]:
     writing a pair and releasing its claim). How many of each went."""
     removed = len(storage.remove_stale_temporaries(output, STALE_TEMPORARY_SECONDS))
     for folder in (*OUTPUT_FOLDERS, "failures"):
-        removed += len(storage.remove_stale_temporaries(storage.join(output, folder), STALE_TEMPORARY_SECONDS, recursive=True))
+        removed += len(
+            storage.remove_stale_temporaries(storage.join(output, folder), STALE_TEMPORARY_SECONDS, recursive=True)
+        )
     return removed, claims.remove_expired(output)
 
 
@@ -147,7 +149,9 @@ def check_job(config: PipelineConfig, workers_here: bool = True) -> Checked:
     Returns what it found (:class:`Checked`).
     """
     locations = {
-        "--manifest": config.manifest, "--output": config.output, "--contents": config.contents,
+        "--manifest": config.manifest,
+        "--output": config.output,
+        "--contents": config.contents,
         "--styles": config.styles,
         "--init": config.style.init_location,
         "--weights": config.style.weights_location,
@@ -164,9 +168,7 @@ def check_job(config: PipelineConfig, workers_here: bool = True) -> Checked:
     except ValueError as exc:
         raise PreflightError(f"--device {config.style.device}: {exc} (use --device auto or cpu)") from exc
     if config.style.init_location is not None and not storage.exists(config.style.init_location):
-        raise PreflightError(
-            f"--init {config.style.init}: no such file (use {', '.join(INIT_MODES)} or an image URL)"
-        )
+        raise PreflightError(f"--init {config.style.init}: no such file (use {', '.join(INIT_MODES)} or an image URL)")
     expected, contents = check_manifest(config) if config.manifest else check_globs(config)
     if not config.dry_run:  # a dry run loads no model
         check_weights(config.style)
@@ -205,7 +207,9 @@ def check_globs(config: PipelineConfig) -> tuple[int, list[str]]:
         if len(everything) > len(matches[flag]):
             logger.warning(
                 "%d files matching %s are inside --output %s and are left out: the job never reads its own outputs",
-                len(everything) - len(matches[flag]), flag, config.output,
+                len(everything) - len(matches[flag]),
+                flag,
+                config.output,
             )
         if not matches[flag]:
             where = " outside --output" if everything else ""

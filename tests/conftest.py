@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from PIL import Image
 from torchvision import models
 
 
@@ -43,22 +42,6 @@ def full_vgg16_weights(tmp_path_factory: pytest.TempPathFactory) -> str:
     """A full-model (features + classifier) VGG16 state dict, torchvision's layout."""
     path = tmp_path_factory.mktemp("weights-full") / "vgg16-random-full.pth"
     return str(_save_random_weights(path, "vgg16", features_only=False))
-
-
-def synthetic_image(seed: int, width: int = 64, height: int = 48) -> Image.Image:
-    """A smooth-plus-noise RGB test picture, different for each seed."""
-    generator = torch.Generator().manual_seed(seed)
-    ys = torch.linspace(0, 1, height).view(height, 1)
-    xs = torch.linspace(0, 1, width).view(1, width)
-    phase = torch.rand(3, generator=generator) * 6.28
-    frequency = 2 + torch.rand(3, generator=generator) * 6
-    channels = [
-        0.5 + 0.35 * torch.sin(frequency[c] * (xs + ys * (c + 1)) * 3.14 + phase[c])
-        for c in range(3)
-    ]
-    pixels = torch.stack(channels) + 0.1 * torch.rand(3, height, width, generator=generator)
-    data = (pixels.clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).contiguous()
-    return Image.frombytes("RGB", (width, height), bytes(data.flatten().tolist()))
 
 
 @pytest.fixture(autouse=True)

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.conftest import synthetic_image
+from tests.helpers import synthetic_image
 
 
 @dataclass(frozen=True)
@@ -203,13 +203,27 @@ def write_jsonl_row_manifest(folder: Path) -> tuple[Path, dict[int, tuple[str, s
         if name:
             failing[len(lines)] = (name, phrase)
 
-    row('{"content": "%s", "style": "%s", "seed": %s}' % (ok, style, "9" * 5000), "5,000-digit integer", "not usable json")
+    row(
+        '{{"content": "{}", "style": "{}", "seed": {}}}'.format(ok, style, "9" * 5000),
+        "5,000-digit integer",
+        "not usable json",
+    )
     row("[" * 100_000, "100,000 nested [", "nested too deeply")
-    row('{"content": "%s", "style": "%s", "init": %s}' % (ok, style, '{"a": ' * 50_000 + "1" + "}" * 50_000), "nested object", "nested too deeply")
+    row(
+        '{{"content": "{}", "style": "{}", "init": {}}}'.format(ok, style, '{"a": ' * 50_000 + "1" + "}" * 50_000),
+        "nested object",
+        "nested too deeply",
+    )
     row(json.dumps({"id": "_.tmp-evil", "content": ok, "style": style}), "id cleaning into .tmp-", "hidden file name")
-    row(json.dumps({"id": "<.hidden", "content": ok, "style": style}), "id cleaning into a dot-file", "hidden file name")
+    row(
+        json.dumps({"id": "<.hidden", "content": ok, "style": style}), "id cleaning into a dot-file", "hidden file name"
+    )
     row(json.dumps({"content": dot_file, "style": style}), "dot-file content, no id", "give the row an id")
-    row(json.dumps({"id": "long", "content": str(long_path), "style": style}), "2,800-character path", "file name too long")
+    row(
+        json.dumps({"id": "long", "content": str(long_path), "style": style}),
+        "2,800-character path",
+        "file name too long",
+    )
     row(json.dumps({"content": accented, "style": style}))
     row(json.dumps({"id": "北京", "content": ok, "style": style}))
     manifest = folder / "rows.jsonl"
@@ -235,6 +249,7 @@ def write_image_manifest(folder: Path) -> tuple[Path, dict[str, str]]:
 
 
 # --- whole manifests: each must stop the job (exit 2) before anything runs -------------------
+
 
 def write_bad_manifests(folder: Path) -> dict[str, tuple[Path, str]]:
     """{case name: (manifest location, phrase of the error)}."""

@@ -19,9 +19,9 @@ import fsspec
 import pytest
 
 from pipeline.main import run
+from tests.helpers import synthetic_image
 from transforms import claims, storage
 from transforms.index import read_index
-from tests.conftest import synthetic_image
 
 
 def free_port() -> int:
@@ -91,7 +91,9 @@ def check_exclusive_creation_and_claims(fs: fsspec.AbstractFileSystem, root: str
     assert claims.acquire(output, "p", "run-b", seconds=60)
 
 
-def check_a_create_that_loses_the_race_is_refused(fs: fsspec.AbstractFileSystem, location: str, filesystem: type) -> None:
+def check_a_create_that_loses_the_race_is_refused(
+    fs: fsspec.AbstractFileSystem, location: str, filesystem: type
+) -> None:
     """Two runs both see no claim, then both upload: the store's precondition (If-None-Match, or
     adlfs's mode="create") lets only the first through. ``filesystem`` is the fsspec class whose
     existence check is made to miss the first object."""
@@ -106,7 +108,9 @@ def check_a_create_that_loses_the_race_is_refused(fs: fsspec.AbstractFileSystem,
     assert fs.cat_file(location) == b"first"
 
 
-def check_job_writes_resumes_and_repairs(fs: fsspec.AbstractFileSystem, scheme: str, root: str, weights_file: str) -> None:
+def check_job_writes_resumes_and_repairs(
+    fs: fsspec.AbstractFileSystem, scheme: str, root: str, weights_file: str
+) -> None:
     """The whole job on the store, weights there too: two pairs (one with two styles) and a bad
     row, nothing stray beside the outputs, a report whose links work from the bucket, a rerun that
     skips both pairs, and a damaged image found by its digest and redone. ``root`` is a folder
@@ -125,8 +129,13 @@ def check_job_writes_resumes_and_repairs(fs: fsspec.AbstractFileSystem, scheme: 
     fs.invalidate_cache()
     url = f"{scheme}://{root}"
     args = [
-        "--runner=FnApiRunner", f"--manifest={url}/in/manifest.csv", f"--output={url}/out",
-        f"--weights={url}/models/vgg19.pth", "--weights_family=torchvision", "--image_size=48", "--iterations=5",
+        "--runner=FnApiRunner",
+        f"--manifest={url}/in/manifest.csv",
+        f"--output={url}/out",
+        f"--weights={url}/models/vgg19.pth",
+        "--weights_family=torchvision",
+        "--image_size=48",
+        "--iterations=5",
         "--batch_size=2",
     ]
     assert run(args) == 0
@@ -141,13 +150,28 @@ def check_job_writes_resumes_and_repairs(fs: fsspec.AbstractFileSystem, scheme: 
     # The store's own version token (generation or ETag), not a modification time.
     assert log["inputs"]["signatures"][f"{url}/in/content.png"].lower().startswith(("etag=", "generation="))
     summary = json.loads(fs.cat_file(f"{root}/out/summary.json"))
-    assert summary["counts"] == {"succeeded": 2, "skipped": 0, "failed": 1, "claimed_elsewhere": 0, "repaired": 0, "total": 3}
+    assert summary["counts"] == {
+        "succeeded": 2,
+        "skipped": 0,
+        "failed": 1,
+        "claimed_elsewhere": 0,
+        "repaired": 0,
+        "total": 3,
+    }
     failure = json.loads(fs.cat_file(summary["failures_file"]))
     assert failure["id"] == "bad" and "missing.png: no such file" in failure["error"]
     # No temporary, claim or stray objects next to the results.
     assert {p.rsplit("/", 1)[-1] for p in fs.find(f"{root}/out")} == {
-        "one.png", "two.png", "one.json", "two.json", "summary.json", summary["failures_file"].rsplit("/", 1)[-1],
-        "report.html", "contact_sheet.png", "index.json", f"{summary['run_id']}-00000.jsonl",
+        "one.png",
+        "two.png",
+        "one.json",
+        "two.json",
+        "summary.json",
+        summary["failures_file"].rsplit("/", 1)[-1],
+        "report.html",
+        "contact_sheet.png",
+        "index.json",
+        f"{summary['run_id']}-00000.jsonl",
     }
     # The index lists exactly the pairs written, with their images' paths below the output.
     index = sorted(read_index(f"{url}/out"), key=lambda entry: entry["id"])
@@ -167,9 +191,10 @@ def check_job_writes_resumes_and_repairs(fs: fsspec.AbstractFileSystem, scheme: 
     fs.invalidate_cache()
     counts = json.loads(fs.cat_file(f"{root}/out/summary.json"))["counts"]
     assert counts["repaired"] == 1 and counts["succeeded"] == 1 and counts["skipped"] == 1
-    assert hashlib.sha256(fs.cat_file(f"{root}/out/images/one.png")).hexdigest() == json.loads(
-        fs.cat_file(f"{root}/out/logs/one.json")
-    )["image"]["sha256"]
+    assert (
+        hashlib.sha256(fs.cat_file(f"{root}/out/images/one.png")).hexdigest()
+        == json.loads(fs.cat_file(f"{root}/out/logs/one.json"))["image"]["sha256"]
+    )
     # The index was replaced whole at each run: the latest shards only, each image once.
     run_id = json.loads(fs.cat_file(f"{root}/out/summary.json"))["run_id"]
     assert [p.rsplit("/", 1)[-1] for p in fs.find(f"{root}/out/index")] == [f"{run_id}-00000.jsonl"]

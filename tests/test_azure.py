@@ -35,8 +35,15 @@ def az(tmp_path_factory: pytest.TempPathFactory) -> Iterator[fsspec.AbstractFile
     """Azurite's blob service on 127.0.0.1, and adlfs pointed at it through fsspec's own configuration."""
     port = free_port()
     folder = tmp_path_factory.mktemp("azurite")
-    command = [AZURITE, "--inMemoryPersistence", "--blobHost", "127.0.0.1", "--blobPort", str(port),
-               "--skipApiVersionCheck"]
+    command = [
+        AZURITE,
+        "--inMemoryPersistence",
+        "--blobHost",
+        "127.0.0.1",
+        "--blobPort",
+        str(port),
+        "--skipApiVersionCheck",
+    ]
     with serving(command, port, folder / "azurite.log", "the Azurite blob server"):
         # What a user sets (or FSSPEC_AZ_CONNECTION_STRING / AZURE_STORAGE_CONNECTION_STRING).
         connection = (

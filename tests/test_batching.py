@@ -14,18 +14,25 @@ from collections.abc import Iterator
 import pytest
 import torch
 
+from tests.helpers import synthetic_image
 from transforms.nst import ImageTooSmallError, NonFiniteLossError, StyleConfig, StyleTransfer, TimeLimitError
 from transforms.nst.images import fit_longest_side
 from transforms.nst.objective import Objective
 from transforms.nst.records import StyleRequest, StyleTargets
-from tests.conftest import synthetic_image
 
 
 @pytest.fixture(scope="module")
 def engine(weights_file) -> StyleTransfer:
-    return StyleTransfer(StyleConfig(
-        weights=weights_file("vgg19"), weights_family="torchvision", image_size=40, iterations=10, device="cpu",
-    ), dtype=torch.float64)
+    return StyleTransfer(
+        StyleConfig(
+            weights=weights_file("vgg19"),
+            weights_family="torchvision",
+            image_size=40,
+            iterations=10,
+            device="cpu",
+        ),
+        dtype=torch.float64,
+    )
 
 
 def requests(engine: StyleTransfer, optimizer: str) -> list[StyleRequest]:
@@ -39,8 +46,7 @@ def requests(engine: StyleTransfer, optimizer: str) -> list[StyleRequest]:
     ]
     styles = [engine.encode_styles([synthetic_image(10 + k)]) for k in range(4)]
     return [
-        StyleRequest(synthetic_image(k, 64, 48), styles[k], settings[k], content_name=f"content {k}")
-        for k in range(4)
+        StyleRequest(synthetic_image(k, 64, 48), styles[k], settings[k], content_name=f"content {k}") for k in range(4)
     ]
 
 
@@ -49,7 +55,10 @@ def assert_same_records(batched, alone, relative: float = 1e-9) -> None:
     for mine, theirs in zip(batched.history, alone.history, strict=True):
         tolerance = relative * abs(theirs.total)
         for name in ("total", "content", "style", "tv"):
-            assert getattr(mine, name) == pytest.approx(getattr(theirs, name), rel=relative, abs=tolerance), (mine.iteration, name)
+            assert getattr(mine, name) == pytest.approx(getattr(theirs, name), rel=relative, abs=tolerance), (
+                mine.iteration,
+                name,
+            )
         assert mine.rejected == theirs.rejected
     assert batched.chosen_iteration == alone.chosen_iteration
     difference = (
@@ -95,10 +104,17 @@ def test_a_failing_pair_drops_out_without_disturbing_the_others(engine) -> None:
     batch = requests(engine, "lbfgs")[:3]
     poisoned = StyleTargets(
         {k: torch.full_like(v, math.nan) for k, v in batch[1].style.grams.items()},
-        batch[1].style.size, batch[1].style.first_image, batch[1].style.network_key,
+        batch[1].style.size,
+        batch[1].style.first_image,
+        batch[1].style.network_key,
     )
     tiny = StyleRequest(synthetic_image(7, 200, 4), batch[0].style, batch[0].config, content_name="sliver")
-    batch = [batch[0], StyleRequest(batch[1].content, poisoned, batch[1].config, content_name="poisoned"), tiny, batch[2]]
+    batch = [
+        batch[0],
+        StyleRequest(batch[1].content, poisoned, batch[1].config, content_name="poisoned"),
+        tiny,
+        batch[2],
+    ]
     results = engine.stylize_batch(batch)
     assert isinstance(results[1], NonFiniteLossError) and "poisoned" in str(results[1])
     assert isinstance(results[2], ImageTooSmallError) and "sliver" in str(results[2])
@@ -116,10 +132,16 @@ def test_a_batch_of_mixed_sizes_is_refused(engine) -> None:
 
 
 def test_in_float32_a_batch_starts_exactly_where_single_pairs_start(weights_file) -> None:
-    engine = StyleTransfer(StyleConfig(
-        weights=weights_file("vgg19"), weights_family="torchvision", image_size=40, iterations=2, device="cpu",
-        precision="fp32",
-    ))
+    engine = StyleTransfer(
+        StyleConfig(
+            weights=weights_file("vgg19"),
+            weights_family="torchvision",
+            image_size=40,
+            iterations=2,
+            device="cpu",
+            precision="fp32",
+        )
+    )
     batch = [StyleRequest(r.content, r.style, r.config.replace(iterations=2)) for r in requests(engine, "lbfgs")]
     results = engine.stylize_batch(batch)
     for request, result in zip(batch, results, strict=True):
@@ -128,13 +150,17 @@ def test_in_float32_a_batch_starts_exactly_where_single_pairs_start(weights_file
             assert mine.total == pytest.approx(theirs.total, rel=1e-5)
 
 
-
-
 def test_bf16_keeps_the_targets_the_last_phase_and_the_written_scores_in_fp32(weights_file) -> None:
-    engine = StyleTransfer(StyleConfig(
-        weights=weights_file("vgg19"), weights_family="torchvision", image_size=40, iterations=10, device="cpu",
-        precision="bf16",
-    ))
+    engine = StyleTransfer(
+        StyleConfig(
+            weights=weights_file("vgg19"),
+            weights_family="torchvision",
+            image_size=40,
+            iterations=10,
+            device="cpu",
+            precision="bf16",
+        )
+    )
     with network_calls(engine) as calls:
         targets = engine.encode_styles([synthetic_image(11)])
         assert calls == [(1, torch.float32)]  # style targets: fp32
@@ -143,7 +169,9 @@ def test_bf16_keeps_the_targets_the_last_phase_and_the_written_scores_in_fp32(we
     assert result.precision == "bf16" and result.phase_starts == (8,)
     # content targets in fp32; iterations 0-7 in bf16; the last phase (8, 9) in fp32; the
     # written image scored in fp32 (the last iterate and the best one seen)
-    assert calls == [(1, torch.float32)] + [(1, torch.bfloat16)] * 8 + [(1, torch.float32)] * 2 + [(1, torch.float32)] * 2
+    assert (
+        calls == [(1, torch.float32)] + [(1, torch.bfloat16)] * 8 + [(1, torch.float32)] * 2 + [(1, torch.float32)] * 2
+    )
     fp32 = engine.stylize(synthetic_image(1, 64, 48), targets, engine.config.replace(precision="fp32"))
     assert result.history[1].total != fp32.history[1].total  # the precision really changed
     # the first convolution (whose input is pixels) in fp32 even in the bf16 phase; the next in bf16
@@ -158,17 +186,21 @@ def test_bf16_keeps_the_targets_the_last_phase_and_the_written_scores_in_fp32(we
     written = engine.to_input(result.image, "result")
     assert judge(written)[0, 0].item() == pytest.approx(result.final.total, rel=1e-6)
     with pytest.raises(ValueError, match="one precision"):
-        engine.stylize_batch([
-            StyleRequest(synthetic_image(1, 64, 48), targets, engine.config),
-            StyleRequest(synthetic_image(2, 64, 48), targets, engine.config.replace(precision="fp32")),
-        ])
+        engine.stylize_batch(
+            [
+                StyleRequest(synthetic_image(1, 64, 48), targets, engine.config),
+                StyleRequest(synthetic_image(2, 64, 48), targets, engine.config.replace(precision="fp32")),
+            ]
+        )
 
 
 def test_a_batch_in_mixed_phases_runs_each_pair_at_its_own_precision(engine) -> None:
     # Pairs of one bf16 batch reach their fp32 last phase at different iterations: the batch
     # then runs as two sub-batches put back in order. The float64 engine (which autocast leaves
     # in float64) checks that bookkeeping exactly: each pair's records are what it gets alone.
-    batch = [StyleRequest(r.content, r.style, r.config.replace(precision="bf16")) for r in requests(engine, "lbfgs")[:3]]
+    batch = [
+        StyleRequest(r.content, r.style, r.config.replace(precision="bf16")) for r in requests(engine, "lbfgs")[:3]
+    ]
     with network_calls(engine) as calls:
         results = engine.stylize_batch(batch)
     assert (2, torch.float64) in calls and (1, torch.float64) in calls  # a split batch
@@ -200,7 +232,9 @@ def test_a_stream_refills_each_finished_slot_and_gives_each_pair_its_single_pair
     base = requests(engine, "lbfgs")
     stream = [
         *base,
-        StyleRequest(base[0].content, base[1].style, base[0].config.replace(stop_tolerance=0.3, stop_window=1, iterations=12)),
+        StyleRequest(
+            base[0].content, base[1].style, base[0].config.replace(stop_tolerance=0.3, stop_window=1, iterations=12)
+        ),
         StyleRequest(base[2].content, base[0].style, base[2].config.replace(stop_tolerance=0.3, stop_window=2)),
     ]
     events: list[tuple[int, int]] = []
@@ -212,7 +246,9 @@ def test_a_stream_refills_each_finished_slot_and_gives_each_pair_its_single_pair
             yield request
 
     results = {}
-    for index, result in engine.stylize_stream(draw(), 2, callback=lambda k, record: events.append((k, record.iteration))):
+    for index, result in engine.stylize_stream(
+        draw(), 2, callback=lambda k, record: events.append((k, record.iteration))
+    ):
         results[index] = result
         assert len(drawn) <= len(results) + 2  # a request is drawn only when a slot is free
     assert sorted(results) == list(range(len(stream)))
@@ -240,9 +276,15 @@ def test_each_pair_of_a_stream_has_its_own_time_limit(weights_file, monkeypatch)
     # iterations, however fast or loaded the machine is.
     readings = iter(range(0, 10**7, 10))
     monkeypatch.setattr(StyleTransfer, "clock", staticmethod(lambda: float(next(readings))))
-    engine = StyleTransfer(StyleConfig(
-        weights=weights_file("vgg19"), weights_family="torchvision", image_size=40, iterations=4, device="cpu",
-    ))
+    engine = StyleTransfer(
+        StyleConfig(
+            weights=weights_file("vgg19"),
+            weights_family="torchvision",
+            image_size=40,
+            iterations=4,
+            device="cpu",
+        )
+    )
     slow, quick = requests(engine, "lbfgs")[:2]
     slow = StyleRequest(slow.content, slow.style, slow.config.replace(iterations=40))
     quick = StyleRequest(quick.content, quick.style, quick.config.replace(iterations=3))

@@ -11,8 +11,7 @@ import pytest
 import torch
 
 from pipeline.main import run
-from tests.conftest import synthetic_image
-from tests.test_pipeline import job_args, write_images
+from tests.helpers import job_args, synthetic_image, write_images
 
 
 @pytest.fixture
@@ -27,7 +26,9 @@ def one_pair(tmp_path: Path) -> Path:
     ("typo", "suggestion"),
     [("--iteration=3", "--iterations"), ("--imag_size", "--image_size"), ("--stlye_weight", "--style_weight")],
 )
-def test_a_mistyped_flag_is_an_error_naming_the_nearest(one_pair, weights_file, tmp_path, capsys, typo, suggestion) -> None:
+def test_a_mistyped_flag_is_an_error_naming_the_nearest(
+    one_pair, weights_file, tmp_path, capsys, typo, suggestion
+) -> None:
     out = tmp_path / "out"
     args = job_args(weights_file("vgg19"), out, f"--manifest={one_pair}", typo, "3")
     assert run(args) == 2
@@ -44,7 +45,10 @@ def test_a_mistyped_flag_is_an_error_naming_the_nearest(one_pair, weights_file, 
         (["--image_size", "100000"], "--max_image_size"),
         (["--manifest", "{tmp}/nowhere.csv"], "--manifest {tmp}/nowhere.csv: no such file"),
         (["--output="], "--output is required"),
-        (["--manifest", "{tmp}/in/manifest.csv", "--contents", "x/*.jpg"], "give --manifest, or --contents and --styles, not both"),
+        (
+            ["--manifest", "{tmp}/in/manifest.csv", "--contents", "x/*.jpg"],
+            "give --manifest, or --contents and --styles, not both",
+        ),
         (["--runner", "DirectRuner"], "--runner DirectRuner: not a runner Beam knows; did you mean DirectRunner?"),
         (["--runner=Dirct"], "--runner Dirct: not a runner Beam knows; did you mean DirectRunner?"),
         (["--runner=DataFlowRunner"], "--runner DataFlowRunner needs --project"),
@@ -98,7 +102,9 @@ def test_no_beam_flag_is_near_enough_to_ours_to_be_called_a_typo() -> None:
 
 
 def test_help_survives_a_reader_that_stops_early_and_names_the_command_used(tmp_path) -> None:
-    result = subprocess.run(f"{sys.executable} -m pipeline --help | head -1", shell=True, capture_output=True, text=True)
+    result = subprocess.run(
+        f"{sys.executable} -m pipeline --help | head -1", shell=True, capture_output=True, text=True
+    )
     assert result.stdout.startswith("usage: python -m pipeline") and result.stderr == ""
     script = Path(sys.executable).parent / "beam-style-transfer"
     result = subprocess.run([str(script), "--help"], capture_output=True, text=True, check=True)
@@ -112,8 +118,12 @@ def test_a_stray_argument_is_an_error(one_pair, weights_file, tmp_path, capsys) 
 
 def test_beam_options_pass_through(one_pair, weights_file, tmp_path) -> None:
     args = job_args(
-        weights_file("vgg19"), tmp_path / "out", f"--manifest={one_pair}",
-        "--experiments=some_experiment", "--job_name=nst-test", "--direct_num_workers=1",
+        weights_file("vgg19"),
+        tmp_path / "out",
+        f"--manifest={one_pair}",
+        "--experiments=some_experiment",
+        "--job_name=nst-test",
+        "--direct_num_workers=1",
     )
     assert run(args) == 0
     assert (tmp_path / "out" / "images" / "cat__waves.png").exists()
@@ -122,7 +132,10 @@ def test_beam_options_pass_through(one_pair, weights_file, tmp_path) -> None:
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
-        (["--init={tmp}/missing.png"], "error: --init {tmp}/missing.png: no such file (use content, random, style or an image URL)"),
+        (
+            ["--init={tmp}/missing.png"],
+            "error: --init {tmp}/missing.png: no such file (use content, random, style or an image URL)",
+        ),
         (["--output={tmp}/a-file/out"], "error: --output {tmp}/a-file/out: cannot be written"),
         (["--manifest={tmp}/nope.csv"], "error: --manifest {tmp}/nope.csv: no such file"),
         (["--weights={tmp}/a-file"], "error: --weights {tmp}/a-file: "),  # found after the output's check could run
@@ -130,7 +143,9 @@ def test_beam_options_pass_through(one_pair, weights_file, tmp_path) -> None:
 )
 def test_job_wide_mistakes_stop_before_any_pair(one_pair, weights_file, tmp_path, capsys, extra, message) -> None:
     (tmp_path / "a-file").write_text("a file where the output folder should go")
-    args = job_args(weights_file("vgg19"), tmp_path / "out", f"--manifest={one_pair}", *[e.format(tmp=tmp_path) for e in extra])
+    args = job_args(
+        weights_file("vgg19"), tmp_path / "out", f"--manifest={one_pair}", *[e.format(tmp=tmp_path) for e in extra]
+    )
     assert run(args) == 2
     assert message.format(tmp=tmp_path) in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
@@ -138,7 +153,9 @@ def test_job_wide_mistakes_stop_before_any_pair(one_pair, weights_file, tmp_path
 
 def test_a_glob_that_matches_nothing_stops_the_job(weights_file, tmp_path, capsys) -> None:
     write_images(tmp_path / "art", {"waves.png": 3})
-    args = job_args(weights_file("vgg19"), tmp_path / "out", f"--contents={tmp_path}/photos/*.jpg", f"--styles={tmp_path}/art/*.png")
+    args = job_args(
+        weights_file("vgg19"), tmp_path / "out", f"--contents={tmp_path}/photos/*.jpg", f"--styles={tmp_path}/art/*.png"
+    )
     assert run(args) == 2
     assert f"error: --contents '{tmp_path}/photos/*.jpg': no files match" in capsys.readouterr().err
 
@@ -146,7 +163,10 @@ def test_a_glob_that_matches_nothing_stops_the_job(weights_file, tmp_path, capsy
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the machine without a GPU")
 def test_cuda_without_a_gpu_stops_the_job(one_pair, weights_file, tmp_path, capsys) -> None:
     assert run(job_args(weights_file("vgg19"), tmp_path / "out", f"--manifest={one_pair}", "--device=cuda")) == 2
-    assert "error: --device cuda: device 'cuda' was requested but no CUDA GPU is available (use --device auto or cpu)" in capsys.readouterr().err
+    assert (
+        "error: --device cuda: device 'cuda' was requested but no CUDA GPU is available (use --device auto or cpu)"
+        in capsys.readouterr().err
+    )
 
 
 def test_help_reads_cleanly_and_loads_neither_torch_nor_beam() -> None:
@@ -207,19 +227,25 @@ def test_every_failure_row_or_pair_is_on_the_console(weights_file, tmp_path, cap
     assert run(job_args(weights_file("vgg19"), tmp_path / "out", f"--manifest={manifest}")) == 0
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert any(f"{manifest} line 3: row failed: ValueError: no style image" in w for w in warnings)
-    assert any(w.startswith("gone failed: at read: FileNotFoundError:") and "gone.png: no such file" in w for w in warnings)
+    assert any(
+        w.startswith("gone failed: at read: FileNotFoundError:") and "gone.png: no such file" in w for w in warnings
+    )
     finished = [r.getMessage() for r in caplog.records if r.name == "beam_style_transfer.transforms.progress"]
     assert "| 2/2 pairs, 1 failed, " in finished[-1]
 
 
 @pytest.mark.parametrize(("value", "message"), [("0", "from 1 to 1024"), ("many", "auto or a number")])
 def test_a_bad_batch_size_is_refused(one_pair, weights_file, tmp_path, capsys, value, message) -> None:
-    assert run(job_args(weights_file("vgg19"), tmp_path / "out", f"--manifest={one_pair}", f"--batch_size={value}")) == 2
+    assert (
+        run(job_args(weights_file("vgg19"), tmp_path / "out", f"--manifest={one_pair}", f"--batch_size={value}")) == 2
+    )
     error = capsys.readouterr().err
     assert "--batch_size" in error and message in error
 
 
-def test_a_scheme_without_its_filesystem_stops_the_job_naming_the_extra(one_pair, weights_file, tmp_path, capsys, monkeypatch) -> None:
+def test_a_scheme_without_its_filesystem_stops_the_job_naming_the_extra(
+    one_pair, weights_file, tmp_path, capsys, monkeypatch
+) -> None:
     import importlib
 
     # As on an install without the s3 extra: s3fs cannot be imported. (The module, not the
@@ -255,11 +281,17 @@ def test_switches_take_explicit_values_as_schedulers_pass_them(one_pair, weights
     from pipeline.options import check_arguments, config_from_options
 
     base = job_args(weights_file("vgg19"), tmp_path / "out", f"--manifest={one_pair}")
-    for extra, strict in ((["--strict"], True), (["--strict=true"], True), (["--strict=false"], False), (["--strict", "no"], False), ([], False)):
+    for extra, strict in (
+        (["--strict"], True),
+        (["--strict=true"], True),
+        (["--strict=false"], False),
+        (["--strict", "no"], False),
+        ([], False),
+    ):
         check_arguments(base + extra)
         assert config_from_options(PipelineOptions(base + extra)).strict is strict, extra
     with pytest.raises(ValueError, match="argument --strict: expected true or false, got 'maybe'"):
-        check_arguments(base + ["--strict=maybe"])
+        check_arguments([*base, "--strict=maybe"])
 
 
 def test_a_redone_pair_says_why(one_pair, weights_file, tmp_path, caplog) -> None:
@@ -289,12 +321,20 @@ def test_a_content_that_is_its_own_style_is_warned_of(weights_file, tmp_path, ca
 
     caplog.set_level(logging.INFO)
     write_images(tmp_path / "in", {"cat.png": 1, "waves.png": 3})
-    args = job_args(weights_file("vgg19"), tmp_path / "out", f"--contents={tmp_path}/in/cat.png", f"--styles={tmp_path}/in/*.png")
+    args = job_args(
+        weights_file("vgg19"), tmp_path / "out", f"--contents={tmp_path}/in/cat.png", f"--styles={tmp_path}/in/*.png"
+    )
     assert run(args) == 0
     # Ours only: Beam warns of type hints on the root logger when a process builds its first
     # pipelines, which depends on the tests that ran before.
-    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING and r.name.startswith("beam_style_transfer")]
-    assert warnings == [f"cat__cat: {tmp_path}/in/cat.png is its own style: the result will be the content, barely changed (loss near 0)"]
+    warnings = [
+        r.getMessage()
+        for r in caplog.records
+        if r.levelno == logging.WARNING and r.name.startswith("beam_style_transfer")
+    ]
+    assert warnings == [
+        f"cat__cat: {tmp_path}/in/cat.png is its own style: the result will be the content, barely changed (loss near 0)"
+    ]
 
 
 @pytest.mark.slow  # two job processes
@@ -306,22 +346,41 @@ def test_a_dataset_run_and_its_rerun_on_the_console(weights_file, tmp_path) -> N
         synthetic_image(index, 40 + index, 32).save(tmp_path / "train" / folder / f"photo_{index}.png")
     write_images(tmp_path / "art", {"waves.png": 3})
     args = [
-        sys.executable, "-m", "pipeline", f"--contents={tmp_path}/train/**/*.png", f"--styles={tmp_path}/art/*.png",
-        "--styles_per_content=1", "--output_layout=tree", "--image_size=0", f"--output={tmp_path / 'out'}",
-        f"--weights={weights_file('vgg19')}", "--weights_family=torchvision", "--iterations=2", "--runner=FnApiRunner",
+        sys.executable,
+        "-m",
+        "pipeline",
+        f"--contents={tmp_path}/train/**/*.png",
+        f"--styles={tmp_path}/art/*.png",
+        "--styles_per_content=1",
+        "--output_layout=tree",
+        "--image_size=0",
+        f"--output={tmp_path / 'out'}",
+        f"--weights={weights_file('vgg19')}",
+        "--weights_family=torchvision",
+        "--iterations=2",
+        "--runner=FnApiRunner",
     ]
     first = subprocess.run(args, capture_output=True, text=True, timeout=300, check=True)
-    assert first.stdout.splitlines()[0].startswith("6 pairs x 2 iterations at their own sizes (median 43x32 of 6 sampled) on cpu:")
-    ours = [line for line in (first.stdout + first.stderr).splitlines() if line[:2].isdigit() or line.startswith("6 pairs")]
+    assert first.stdout.splitlines()[0].startswith(
+        "6 pairs x 2 iterations at their own sizes (median 43x32 of 6 sampled) on cpu:"
+    )
+    ours = [
+        line for line in (first.stdout + first.stderr).splitlines() if line[:2].isdigit() or line.startswith("6 pairs")
+    ]
     assert len([line for line in ours if " succeeded: " in line]) == 6
     assert all(len(line) <= 120 for line in ours), max(ours, key=len)
     rerun = subprocess.run(args, capture_output=True, text=True, timeout=300, check=True)
     skipped = [line for line in rerun.stderr.splitlines() if "skipped" in line]
-    assert len(skipped) == 1 and "6 pairs skipped, already done (--verbose lists each): class one/photo_0__waves" in skipped[0]
+    assert (
+        len(skipped) == 1
+        and "6 pairs skipped, already done (--verbose lists each): class one/photo_0__waves" in skipped[0]
+    )
     assert rerun.stdout.splitlines()[-2].startswith("0 succeeded, 6 skipped, 0 failed in ")
 
 
-def test_bf16_forced_on_a_cpu_that_emulates_it_is_warned_of(one_pair, weights_file, tmp_path, capsys, monkeypatch) -> None:
+def test_bf16_forced_on_a_cpu_that_emulates_it_is_warned_of(
+    one_pair, weights_file, tmp_path, capsys, monkeypatch
+) -> None:
     # On a CPU without bf16 instructions, bf16 is emulated (measured over 6x slower than fp32):
     # --precision auto picks fp32 there; a forced bf16 gets one warning line (and an estimate at
     # the emulated cost: test_progress).

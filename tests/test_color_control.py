@@ -5,12 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
+from tests.helpers import engine_config, synthetic_image
 from transforms.nst import StyleConfig, StyleTransfer
 from transforms.nst.color import match_colors
 from transforms.nst.config import with_color_alias
 from transforms.nst.images import image_to_tensor
-from tests.conftest import synthetic_image
-from tests.test_engine import config
 
 
 def _stats(image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -32,7 +31,7 @@ def test_matching_gives_the_style_the_contents_colour_mean_and_covariance() -> N
 
 
 def test_histogram_targets_are_the_styles_in_the_contents_colours(weights_file) -> None:
-    engine = StyleTransfer(config(weights_file, color_control="histogram"))
+    engine = StyleTransfer(engine_config(weights_file, color_control="histogram"))
     content, style = synthetic_image(1), synthetic_image(3)
     plain = engine.encode_styles([style])
     matched = engine.encode_styles([style], colors_of=content)
@@ -61,7 +60,9 @@ def test_original_colors_is_neural_styles_name_for_luminance(settings, control) 
 
 
 def test_original_colors_with_histogram_is_refused() -> None:
-    with pytest.raises(ValueError, match="original_colors is color_control luminance; it cannot go with color_control histogram"):
+    with pytest.raises(
+        ValueError, match="original_colors is color_control luminance; it cannot go with color_control histogram"
+    ):
         with_color_alias({"original_colors": True, "color_control": "histogram"})
     with pytest.raises(ValueError, match="unknown color_control 'warm'"):
         StyleConfig(color_control="warm")

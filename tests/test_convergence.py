@@ -7,10 +7,10 @@ import math
 import pytest
 import torch
 
+from tests.helpers import synthetic_image
 from transforms.nst import StyleConfig, StyleTransfer
 from transforms.nst.convergence import ConvergenceTest
 from transforms.nst.records import StyleRequest
-from tests.conftest import synthetic_image
 
 
 def test_a_pair_has_converged_once_its_best_loss_improved_too_little_over_the_window() -> None:
@@ -45,9 +45,16 @@ def test_tolerance_zero_never_stops_and_bad_settings_are_refused() -> None:
 
 @pytest.fixture(scope="module")
 def engine(weights_file) -> StyleTransfer:
-    return StyleTransfer(StyleConfig(
-        weights=weights_file("vgg19"), weights_family="torchvision", image_size=40, iterations=30, device="cpu",
-    ), dtype=torch.float64)
+    return StyleTransfer(
+        StyleConfig(
+            weights=weights_file("vgg19"),
+            weights_family="torchvision",
+            image_size=40,
+            iterations=30,
+            device="cpu",
+        ),
+        dtype=torch.float64,
+    )
 
 
 def test_a_converged_lbfgs_pair_moves_to_its_last_phase_early_then_stops(engine) -> None:

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from pipeline.main import run
-from tests.conftest import synthetic_image
+from tests.helpers import failures_of, summary_of, synthetic_image
 from transforms import claims, storage
 from transforms.index import StylizedImages, read_index
 from transforms.limits import Limits
@@ -38,9 +38,17 @@ def make_tree(root: Path, files: dict[str, tuple[int, int]], styles: int = 2) ->
 
 def job(weights: str, root: Path, out: Path, *extra: str) -> list[str]:
     return [
-        "--runner=FnApiRunner", f"--output={out}", f"--weights={weights}", "--weights_family=torchvision",
-        "--iterations=1", f"--contents={root}/in/**/*.png", f"--styles={root}/styles/*.png",
-        "--styles_per_content=1", "--output_layout=tree", "--image_size=32", *extra,
+        "--runner=FnApiRunner",
+        f"--output={out}",
+        f"--weights={weights}",
+        "--weights_family=torchvision",
+        "--iterations=1",
+        f"--contents={root}/in/**/*.png",
+        f"--styles={root}/styles/*.png",
+        "--styles_per_content=1",
+        "--output_layout=tree",
+        "--image_size=32",
+        *extra,
     ]
 
 
@@ -56,19 +64,11 @@ def index_images(out: Path) -> list[str]:
     return sorted(line["image"] for line in lines)
 
 
-def summary_of(out: Path) -> dict:
-    return json.loads((out / "summary.json").read_text())
-
-
-def failures_of(out: Path) -> list[dict]:
-    summary = summary_of(out)
-    return [json.loads(t) for t in Path(summary["failures_file"]).read_text().splitlines()] if summary["failures_file"] else []
-
-
 FOUR = {"a/x1.png": (32, 24), "a/x2.png": (24, 32), "b/x1.png": (32, 32), "b/c/x3.png": (30, 28)}
 
 
 # --- 1. claims own only claims ----------------------------------------------------------------
+
 
 def test_the_claims_sweep_removes_only_expired_claims_it_wrote(weights_file, tmp_path) -> None:
     make_tree(tmp_path, FOUR)
@@ -96,7 +96,11 @@ def test_the_claims_sweep_removes_only_expired_claims_it_wrote(weights_file, tmp
     assert not (out / "claims" / "a").exists()  # the expired claim went, then its empty folder
     # Every claim of the run was released, and no empty claim folder stays.
     assert sorted(p.relative_to(out).as_posix() for p in (out / "claims").rglob("*")) == [
-        "claims/README", "claims/link.json", "claims/notes.json", "claims/sub", "claims/sub/photo.jpg"
+        "claims/README",
+        "claims/link.json",
+        "claims/notes.json",
+        "claims/sub",
+        "claims/sub/photo.jpg",
     ]
 
 
@@ -109,7 +113,9 @@ def test_claims_leave_no_empty_folder_behind(weights_file, tmp_path) -> None:
 
 @pytest.mark.parametrize("kind", ["link to a folder", "plain file"])
 @pytest.mark.parametrize("folder", ["claims", "images", "logs", "index"])
-def test_an_output_folder_that_is_not_a_real_folder_is_refused_before_any_work(weights_file, tmp_path, capsys, kind, folder) -> None:
+def test_an_output_folder_that_is_not_a_real_folder_is_refused_before_any_work(
+    weights_file, tmp_path, capsys, kind, folder
+) -> None:
     make_tree(tmp_path, FOUR)
     out = tmp_path / "out"
     out.mkdir()
@@ -171,6 +177,7 @@ def test_a_claim_sweep_never_follows_a_link(tmp_path) -> None:
 
 # --- 2. the index is the output ----------------------------------------------------------------
 
+
 def test_the_index_lists_exactly_the_images_after_a_run_that_lost_its_index(weights_file, tmp_path) -> None:
     make_tree(tmp_path, FOUR)
     out = tmp_path / "out"
@@ -220,6 +227,7 @@ def test_index_lines_carry_what_a_loader_needs_and_load_as_a_dataset(weights_fil
 
 
 # --- 3. one image per pair ---------------------------------------------------------------------
+
 
 def test_a_format_change_leaves_one_image_per_pair(weights_file, tmp_path) -> None:
     make_tree(tmp_path, FOUR)
@@ -314,6 +322,7 @@ def test_folder_names_map_one_to_one_and_stay_inside_the_output(names) -> None:
 
 # --- 5. inputs and outputs stay apart ------------------------------------------------------------
 
+
 def test_an_output_inside_the_contents_tree_is_never_read_back(weights_file, tmp_path, caplog) -> None:
     make_tree(tmp_path, FOUR)
     out = tmp_path / "in" / "out"
@@ -337,14 +346,22 @@ def test_a_manifest_row_naming_an_output_fails_alone(weights_file, tmp_path) -> 
     synthetic_image(9, 32, 32).save(out / "images" / "old.png")
     manifest = tmp_path / "m.csv"
     manifest.write_text(f"id,content,style\nok,in/x1.png,styles/s1.png\nloop,{out}/images/old.png,styles/s1.png\n")
-    args = ["--runner=FnApiRunner", f"--output={out}", f"--weights={weights_file('vgg19')}", "--weights_family=torchvision",
-            "--iterations=1", "--image_size=32", f"--manifest={manifest}"]
+    args = [
+        "--runner=FnApiRunner",
+        f"--output={out}",
+        f"--weights={weights_file('vgg19')}",
+        "--weights_family=torchvision",
+        "--iterations=1",
+        "--image_size=32",
+        f"--manifest={manifest}",
+    ]
     assert run(args) == 0
     (failure,) = failures_of(out)
     assert failure["source"].endswith("line 3") and "inside --output" in failure["error"]
 
 
 # --- 6. writes stay inside OUTPUT ----------------------------------------------------------------
+
 
 @pytest.mark.parametrize("where", ["images/a", "logs/a", "images/b/c"])
 def test_a_link_inside_the_output_is_never_written_through(weights_file, tmp_path, where) -> None:
@@ -366,18 +383,25 @@ def test_a_link_inside_the_output_is_never_written_through(weights_file, tmp_pat
 
 # --- 7. sizes before any encoding -----------------------------------------------------------------
 
+
 def test_a_thin_content_at_its_own_size_fails_from_its_header_alone(weights_file, tmp_path, monkeypatch) -> None:
     from transforms.handler import EngineHandler
 
     make_tree(tmp_path, {"a/thin.png": (3000, 1), "a/ok.png": (32, 32)}, styles=1)
     requested = []
     original = EngineHandler.request
-    monkeypatch.setattr(EngineHandler, "request", lambda self, engine, pair, budget: requested.append(pair.id) or original(self, engine, pair, budget))
+    monkeypatch.setattr(
+        EngineHandler,
+        "request",
+        lambda self, engine, pair, budget: requested.append(pair.id) or original(self, engine, pair, budget),
+    )
     out = tmp_path / "out"
     assert run([*job(weights_file("vgg19"), tmp_path, out), "--image_size=0"]) == 0
     (failure,) = failures_of(out)
     assert failure["id"] == "a/thin__s1" and failure["stage"] == "stylize"
-    assert "a 3000x1 content gives a 3000x1 px result" in failure["error"] and "needs at least 16 px" in failure["error"]
+    assert (
+        "a 3000x1 content gives a 3000x1 px result" in failure["error"] and "needs at least 16 px" in failure["error"]
+    )
     assert requested == ["a/ok__s1"]  # the thin one's style was never read nor encoded
 
 
@@ -390,7 +414,9 @@ def test_a_job_killed_with_sigkill_and_rerun_has_an_index_of_exactly_its_images(
     make_tree(tmp_path, {f"c{n % 3}/x{n}.png": (32, 32) for n in range(12)}, styles=2)
     out = tmp_path / "out"
     args = job(weights_file("vgg19"), tmp_path, out, "--iterations=40")
-    process = subprocess.Popen([sys.executable, "-m", "pipeline", *args], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "pipeline", *args], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
     deadline = time.monotonic() + 240  # a guard against a hang, not a measure of speed
     while len(list((out / "logs").rglob("*.json"))) < 3 and time.monotonic() < deadline and process.poll() is None:
         time.sleep(0.1)

@@ -12,7 +12,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from PIL import Image
 
 from pipeline.main import run
-from tests.conftest import synthetic_image
+from tests.helpers import synthetic_image
 from transforms.handler import EngineHandler
 from transforms.limits import Limits
 from transforms.manifest import chosen_styles, glob_rows, validate_rows
@@ -45,9 +45,17 @@ def dataset(tmp_path: Path) -> Path:
 
 def dataset_args(weights: str, root: Path, output: Path, *extra: str) -> list[str]:
     return [
-        "--runner=FnApiRunner", f"--output={output}", f"--weights={weights}", "--weights_family=torchvision",
-        "--iterations=1", f"--contents={root}/in/train/**/*.png", f"--styles={root}/styles/*.png",
-        "--styles_per_content=2", "--output_layout=tree", "--image_size=0", *extra,
+        "--runner=FnApiRunner",
+        f"--output={output}",
+        f"--weights={weights}",
+        "--weights_family=torchvision",
+        "--iterations=1",
+        f"--contents={root}/in/train/**/*.png",
+        f"--styles={root}/styles/*.png",
+        "--styles_per_content=2",
+        "--output_layout=tree",
+        "--image_size=0",
+        *extra,
     ]
 
 
@@ -56,7 +64,11 @@ def written(output: Path, folder: str = "images") -> set[str]:
 
 
 def index_of(output: Path) -> list[dict]:
-    return [json.loads(line) for path in sorted((output / "index").glob("*.jsonl")) for line in path.read_text().splitlines()]
+    return [
+        json.loads(line)
+        for path in sorted((output / "index").glob("*.jsonl"))
+        for line in path.read_text().splitlines()
+    ]
 
 
 def test_a_tree_comes_back_as_a_tree_at_each_contents_own_size(dataset, weights_file, capsys) -> None:
@@ -90,8 +102,19 @@ def test_the_styles_drawn_depend_only_on_the_seed_and_the_content(dataset, weigh
     # Another runner and worker count, and a rerun into another folder: the same pairs.
     one, two, other_seed = dataset / "one", dataset / "two", dataset / "three"
     assert run(dataset_args(weights_file("vgg19"), dataset, one)) == 0
-    assert run(dataset_args(weights_file("vgg19"), dataset, two, "--runner=DirectRunner", "--direct_num_workers=2",
-                            "--direct_running_mode=multi_threading")[1:]) == 0
+    assert (
+        run(
+            dataset_args(
+                weights_file("vgg19"),
+                dataset,
+                two,
+                "--runner=DirectRunner",
+                "--direct_num_workers=2",
+                "--direct_running_mode=multi_threading",
+            )[1:]
+        )
+        == 0
+    )
     assert written(one) == written(two)
     assert run(dataset_args(weights_file("vgg19"), dataset, other_seed, "--seed=7")) == 0
     assert written(other_seed) != written(one)
@@ -135,7 +158,14 @@ def test_jpeg_and_webp_outputs_are_resumed_and_repaired(dataset, weights_file) -
 
 def test_a_thinned_log_keeps_the_first_the_phases_and_the_last(dataset, weights_file) -> None:
     out = dataset / "out"
-    assert run(dataset_args(weights_file("vgg19"), dataset, out, "--iterations=25", "--log_every=10", "--styles_per_content=1")) == 0
+    assert (
+        run(
+            dataset_args(
+                weights_file("vgg19"), dataset, out, "--iterations=25", "--log_every=10", "--styles_per_content=1"
+            )
+        )
+        == 0
+    )
     log = json.loads(next((out / "logs").rglob("*.json")).read_text())
     # 0, 10, 20; the in-range restart at 20 (25 - 5) and the one before it; the written image, 25
     assert log["history"]["iteration"] == [0, 10, 19, 20, 25] and log["history_every"] == 10
@@ -168,8 +198,12 @@ def test_a_report_over_thousands_of_pairs_stays_bounded_and_counts_every_failure
     for n in range(3000):
         pair_id = f"p{n:04d}"
         (out / "images" / f"{pair_id}.png").write_bytes(picture.read_bytes())
-        log = {"inputs": {"content": str(picture), "styles": [str(picture)]}, "history": {"iteration": [0, 1], "total": [2.0, 1.0]},
-               "final": {"total": 1.0 + n}, "seconds": 0.5}
+        log = {
+            "inputs": {"content": str(picture), "styles": [str(picture)]},
+            "history": {"iteration": [0, 1], "total": [2.0, 1.0]},
+            "final": {"total": 1.0 + n},
+            "seconds": 0.5,
+        }
         (out / "logs" / f"{pair_id}.json").write_text(json.dumps(log))
         outcomes.append(Outcome(pair_id, "succeeded", 0.5 + n / 1000, False, 1.0 + n, 1, {"id": pair_id}))
     failures = [Failure(Stage.READ, f"FileNotFoundError: f{n}", "m.csv", f"f{n}") for n in range(450)]
@@ -187,7 +221,10 @@ def test_a_report_over_thousands_of_pairs_stays_bounded_and_counts_every_failure
     assert page.count('class="failed"') == FAILURES_SHOWN
     summary = json.loads((out / "summary.json").read_text())
     assert summary["counts"]["succeeded"] == 3000 and summary["counts"]["failed"] == 450
-    assert summary["seconds_per_pair"]["max"] == pytest.approx(3.499) and summary["seconds_per_pair"]["sampled_pairs"] == 3000
+    assert (
+        summary["seconds_per_pair"]["max"] == pytest.approx(3.499)
+        and summary["seconds_per_pair"]["sampled_pairs"] == 3000
+    )
     assert len(index_of(out)) == 3000
 
 
@@ -195,7 +232,11 @@ def test_the_portable_runner_runs_the_job(dataset, weights_file) -> None:
     # Beam's portable path (what Dataflow Runner v2, Flink and Spark take), with an embedded job server.
     out = dataset / "out"
     args = dataset_args(weights_file("vgg19"), dataset, out, "--styles_per_content=1")
-    args = [a for a in args if not a.startswith("--runner")] + ["--runner=PortableRunner", "--job_endpoint=embed", "--environment_type=LOOPBACK"]
+    args = [a for a in args if not a.startswith("--runner")] + [
+        "--runner=PortableRunner",
+        "--job_endpoint=embed",
+        "--environment_type=LOOPBACK",
+    ]
     assert run(args) == 0
     assert len(written(out)) == len(TREE) and len(index_of(out)) == len(TREE)
 
@@ -204,8 +245,14 @@ def test_the_plan_says_device_time_as_people_read_it() -> None:
     from transforms.plan import describe
 
     plan = {
-        "pairs": {"to_do": 8, "skipped": 0, "failed": 0}, "iterations": 8, "batches": 8, "batch_groups": 4,
-        "sizes": {"40x30": 8}, "distinct_sizes": 1, "largest_pair_gib": 0.01, "tiled_pairs": 0,
+        "pairs": {"to_do": 8, "skipped": 0, "failed": 0},
+        "iterations": 8,
+        "batches": 8,
+        "batch_groups": 4,
+        "sizes": {"40x30": 8},
+        "distinct_sizes": 1,
+        "largest_pair_gib": 0.01,
+        "tiled_pairs": 0,
         "device_hours": {"cpu": 0.00216, "gpu": 0.2, "big gpu": 3.44, "farm": 1234.5},
     }
     assert describe(plan).splitlines()[-1] == "  estimated 8 s on cpu, 12 m on gpu, 3.4 h on big gpu, 1,234 h on farm"

@@ -9,8 +9,8 @@ import sys
 
 import pytest
 
+from tests.helpers import job_args, write_images
 from transforms.devices import take_device
-from tests.test_pipeline import job_args, write_images
 
 
 def test_each_process_takes_its_own_device_then_they_share(tmp_path) -> None:
@@ -34,7 +34,11 @@ def test_two_worker_processes_do_each_pair_once_and_as_one_worker_does(weights_f
     outputs = {}
     for workers in (1, 2):
         out = tmp_path / f"out-{workers}"
-        args = [a for a in job_args(weights_file("vgg19"), out, f"--manifest={manifest}", "--batch_size=1") if not a.startswith("--runner")]
+        args = [
+            a
+            for a in job_args(weights_file("vgg19"), out, f"--manifest={manifest}", "--batch_size=1")
+            if not a.startswith("--runner")
+        ]
         args += ["--runner=DirectRunner", "--direct_running_mode=multi_processing", f"--direct_num_workers={workers}"]
         command = [sys.executable, "-c", "from pipeline.main import main; main()", *args]
         env = {**os.environ, "OMP_NUM_THREADS": "1"}

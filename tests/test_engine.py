@@ -1,9 +1,11 @@
 import math
+import re
 
 import pytest
 import torch
 from PIL import Image
 
+from tests.helpers import engine_config, synthetic_image
 from transforms.nst import (
     ImageTooSmallError,
     NonFiniteLossError,
@@ -15,15 +17,6 @@ from transforms.nst.color import rgb_to_ycbcr
 from transforms.nst.images import fit_longest_side, image_to_tensor
 from transforms.nst.losses import gram_matrix
 from transforms.nst.objective import Objective
-from tests.conftest import synthetic_image
-
-
-def config(weights_file, **changes: object) -> StyleConfig:
-    base = StyleConfig(
-        weights=weights_file(changes.get("model", "vgg19")), weights_family="torchvision",
-        image_size=64, iterations=8, device="cpu", precision="fp32",  # exact arithmetic; bf16 has its own tests
-    )
-    return base.replace(**changes)
 
 
 @pytest.mark.parametrize("model", ["vgg16", "vgg19"])
@@ -32,7 +25,7 @@ def test_total_loss_falls_by_half(weights_file, model: str, optimizer: str) -> N
     result = stylize(
         synthetic_image(1),
         [synthetic_image(2)],
-        config(weights_file, model=model, optimizer=optimizer, iterations=30),
+        engine_config(weights_file, model=model, optimizer=optimizer, iterations=30),
     )
     assert result.final.total < 0.5 * result.history[0].total
     assert result.image.size == (64, 48)
@@ -40,7 +33,7 @@ def test_total_loss_falls_by_half(weights_file, model: str, optimizer: str) -> N
 
 def test_records_every_iteration_through_callback_and_result(weights_file) -> None:
     seen = []
-    cfg = config(weights_file, iterations=5, tv_weight=2.0)
+    cfg = engine_config(weights_file, iterations=5, tv_weight=2.0)
     result = stylize(synthetic_image(1), [synthetic_image(2)], cfg, callback=seen.append)
     assert seen == result.history
     # Every evaluated iterate, then the written image: the history ends with the final record.
@@ -59,7 +52,7 @@ def test_records_every_iteration_through_callback_and_result(weights_file) -> No
 
 
 def test_same_seed_gives_bit_identical_output(weights_file) -> None:
-    cfg = config(weights_file, init="random", seed=7, iterations=4)
+    cfg = engine_config(weights_file, init="random", seed=7, iterations=4)
     first = stylize(synthetic_image(1), [synthetic_image(2)], cfg)
     second = stylize(synthetic_image(1), [synthetic_image(2)], cfg)
     other = stylize(synthetic_image(1), [synthetic_image(2)], cfg.replace(seed=8))
@@ -69,15 +62,13 @@ def test_same_seed_gives_bit_identical_output(weights_file) -> None:
 
 
 def test_several_styles_blend_to_weighted_targets(weights_file) -> None:
-    engine = StyleTransfer(config(weights_file))
+    engine = StyleTransfer(engine_config(weights_file))
     a, b = synthetic_image(2), synthetic_image(3, 40, 64)
     blended = engine.encode_styles([a, b], [3.0, 1.0])
     alone_a = engine.encode_styles([a])
     alone_b = engine.encode_styles([b])
     for layer in engine.config.style_layers:
-        torch.testing.assert_close(
-            blended.grams[layer], 0.75 * alone_a.grams[layer] + 0.25 * alone_b.grams[layer]
-        )
+        torch.testing.assert_close(blended.grams[layer], 0.75 * alone_a.grams[layer] + 0.25 * alone_b.grams[layer])
     with pytest.raises(ValueError, match="2 style weights for 1 style images"):
         engine.encode_styles([a], [1.0, 2.0])
     with pytest.raises(ValueError, match=r"style weights must be finite, >= 0 and not all zero: \[0.0, 0.0\]"):
@@ -85,7 +76,7 @@ def test_several_styles_blend_to_weighted_targets(weights_file) -> None:
 
 
 def test_style_scale_resizes_style_images(weights_file) -> None:
-    engine = StyleTransfer(config(weights_file, style_scale=0.5))
+    engine = StyleTransfer(engine_config(weights_file, style_scale=0.5))
     targets = engine.encode_styles([synthetic_image(2)])
     assert targets.size == 32 and max(targets.first_image.size) == 32
     direct = engine.network(image_to_tensor(fit_longest_side(synthetic_image(2), 32)))
@@ -98,7 +89,7 @@ def test_style_scale_resizes_style_images(weights_file) -> None:
 
 def test_original_colors_keep_content_chroma(weights_file) -> None:
     content = synthetic_image(1)
-    cfg = config(weights_file, color_control="luminance", iterations=10)
+    cfg = engine_config(weights_file, color_control="luminance", iterations=10)
     result = stylize(content, [synthetic_image(5)], cfg)
     plain = stylize(content, [synthetic_image(5)], cfg.replace(color_control="none"))
     content_chroma = rgb_to_ycbcr(image_to_tensor(content))[:, 1:]
@@ -113,7 +104,9 @@ def test_original_colors_keep_content_chroma(weights_file) -> None:
     assert (changed - content_chroma).abs()[unclipped].mean() > 4 * kept_error.mean()
 
 
-def _expected_start(init: str, content: Image.Image, style: Image.Image, init_image: Image.Image, seed: int) -> torch.Tensor:
+def _expected_start(
+    init: str, content: Image.Image, style: Image.Image, init_image: Image.Image, seed: int
+) -> torch.Tensor:
     """What each init mode documents as the starting image, in [0, 1] pixels at the content's size."""
     size = content.size
     if init == "content":
@@ -128,7 +121,7 @@ def _expected_start(init: str, content: Image.Image, style: Image.Image, init_im
 def test_init_modes_start_from_the_documented_image(weights_file, init: str) -> None:
     # Iteration 0's record is the starting image's loss: it must be the loss of exactly the
     # image the mode documents, scored by the same objective.
-    engine = StyleTransfer(config(weights_file, iterations=1, seed=7))
+    engine = StyleTransfer(engine_config(weights_file, iterations=1, seed=7))
     style, content, init_image = synthetic_image(2, 64, 64), synthetic_image(1), synthetic_image(9, 80, 40)
     targets = engine.encode_styles([style])
     cfg = engine.config.replace(init="gs://bucket/start.png" if init == "image" else init)
@@ -144,14 +137,18 @@ def test_init_modes_start_from_the_documented_image(weights_file, init: str) -> 
     assert all(other[0] != pytest.approx(first.total, rel=1e-3) for key, other in losses.items() if key != (init, 7))
     assert (first.content == 0.0) == (init == "content")
     if init == "image":
-        with pytest.raises(ValueError, match="init 'gs://bucket/start.png' names an image, but no init_image was given"):
+        with pytest.raises(
+            ValueError, match=re.escape("init 'gs://bucket/start.png' names an image, but no init_image was given")
+        ):
             engine.stylize(content, targets, cfg)
 
 
 def test_too_small_image_is_refused(weights_file) -> None:
-    engine = StyleTransfer(config(weights_file))
+    engine = StyleTransfer(engine_config(weights_file))
     targets = engine.encode_styles([synthetic_image(2)])
-    with pytest.raises(ImageTooSmallError, match=r"content image is 64x10 px after resizing; vgg19 up to relu5_1 needs at least 16 px"):
+    with pytest.raises(
+        ImageTooSmallError, match=r"content image is 64x10 px after resizing; vgg19 up to relu5_1 needs at least 16 px"
+    ):
         engine.stylize(synthetic_image(1, 320, 50), targets)
     with pytest.raises(ImageTooSmallError, match="style image 1 is 12x9 px"):
         engine.encode_styles([synthetic_image(2)], size=12)
@@ -163,7 +160,7 @@ def test_non_finite_loss_is_reported(weights_file, tmp_path) -> None:
     path = tmp_path / "nan.pth"
     torch.save(state, path)
     with pytest.raises(NonFiniteLossError, match="loss is nan: no image seen in 8 iterations had a finite loss"):
-        stylize(synthetic_image(1), [synthetic_image(2)], config(weights_file, weights=str(path)))
+        stylize(synthetic_image(1), [synthetic_image(2)], engine_config(weights_file, weights=str(path)))
 
 
 @pytest.mark.parametrize(
@@ -189,11 +186,11 @@ def test_bad_config_values(changes: dict[str, object], message: str) -> None:
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error raised without a GPU")
 def test_cuda_without_gpu_is_a_clear_error(weights_file) -> None:
     with pytest.raises(ValueError, match="device 'cuda' was requested but no CUDA GPU is available"):
-        StyleTransfer(config(weights_file, device="cuda"))
+        StyleTransfer(engine_config(weights_file, device="cuda"))
 
 
 def test_engine_rejects_config_of_another_network(weights_file) -> None:
-    engine = StyleTransfer(config(weights_file))
+    engine = StyleTransfer(engine_config(weights_file))
     targets = engine.encode_styles([synthetic_image(2)])
     with pytest.raises(ValueError, match="made for another network"):
         engine.stylize(synthetic_image(1), targets, engine.config.replace(pooling="avg"))
@@ -208,8 +205,8 @@ def test_random_weights_warn_and_run() -> None:
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_cuda_runs_and_agrees_with_cpu(weights_file) -> None:
-    cpu = stylize(synthetic_image(1), [synthetic_image(2)], config(weights_file, iterations=10))
-    gpu = stylize(synthetic_image(1), [synthetic_image(2)], config(weights_file, iterations=10, device="cuda"))
+    cpu = stylize(synthetic_image(1), [synthetic_image(2)], engine_config(weights_file, iterations=10))
+    gpu = stylize(synthetic_image(1), [synthetic_image(2)], engine_config(weights_file, iterations=10, device="cuda"))
     assert gpu.device.startswith("cuda")
     assert gpu.final.total < 0.5 * gpu.history[0].total
     # cuDNN uses TF32 for float32 convolutions by default: close to, not equal to, the CPU result

@@ -16,7 +16,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from pipeline import template_metadata
 from pipeline.config import PipelineConfig
 from pipeline.options import check_arguments, config_from_options
-from tests.test_pipeline import write_images
+from tests.helpers import write_images
 
 ROOT = Path(__file__).resolve().parents[1]
 METADATA = json.loads((ROOT / "flex_template" / "metadata.json").read_text())
@@ -52,17 +52,30 @@ def test_the_committed_metadata_is_what_the_flags_generate() -> None:
 
 # A valid value for each flag without a default (the others are checked with their defaults).
 EXAMPLES = {
-    "manifest": "gs://bucket/pairs.csv", "manifest_format": "jsonl", "contents": "gs://bucket/photos/*.jpg",
-    "styles": "s3://bucket/paintings/*.png", "output": "gs://bucket/stylized/2026-11-26",
-    "weights_family": "caffe", "style_layer_weights": "1,0.5,0.25,1e-1,.5", "content_weight": "5",
-    "style_weight": "1e2", "scales": "128:100,256:50", "device_memory_gb": "22.5", "overwrite": "true", "strict": "false", "original_colors": "true", "verbose": "false",
+    "manifest": "gs://bucket/pairs.csv",
+    "manifest_format": "jsonl",
+    "contents": "gs://bucket/photos/*.jpg",
+    "styles": "s3://bucket/paintings/*.png",
+    "output": "gs://bucket/stylized/2026-11-26",
+    "weights_family": "caffe",
+    "style_layer_weights": "1,0.5,0.25,1e-1,.5",
+    "content_weight": "5",
+    "style_weight": "1e2",
+    "scales": "128:100,256:50",
+    "device_memory_gb": "22.5",
+    "overwrite": "true",
+    "strict": "false",
+    "original_colors": "true",
+    "verbose": "false",
 }
 
 
 def _example(action) -> str:
     if action.dest in EXAMPLES:
         return EXAMPLES[action.dest]
-    assert action.default not in (None, ()) and action.default is not False, f"--{action.dest}: add an example value to EXAMPLES"
+    assert action.default not in (None, ()) and action.default is not False, (
+        f"--{action.dest}: add an example value to EXAMPLES"
+    )
     return ",".join(map(str, action.default)) if isinstance(action.default, tuple) else str(action.default)
 
 
@@ -96,9 +109,17 @@ def test_readme_example_passes_the_regexes_and_the_parser() -> None:
 @pytest.mark.parametrize(
     ("name", "value"),
     [
-        ("iterations", "ten"), ("iterations", "-5"), ("image_size", "512px"), ("device", "tpu"),
-        ("strict", "maybe"), ("overwrite", "yes please"), ("batch_size", "many"), ("precision", "fp16"),
-        ("style_layer_weights", "1,,2"), ("style_layers", "relu1_1;relu2_1"), ("content_weight", "lots"),
+        ("iterations", "ten"),
+        ("iterations", "-5"),
+        ("image_size", "512px"),
+        ("device", "tpu"),
+        ("strict", "maybe"),
+        ("overwrite", "yes please"),
+        ("batch_size", "many"),
+        ("precision", "fp16"),
+        ("style_layer_weights", "1,,2"),
+        ("style_layers", "relu1_1;relu2_1"),
+        ("content_weight", "lots"),
         ("pooling", "min"),
     ],
 )
@@ -131,10 +152,18 @@ def test_the_launcher_adds_the_gpu_worker_defaults_unless_given() -> None:
     launch = _launch_module()
     argv = launch.with_dataflow_defaults(["--output=gs://b/o", "--experiments=other"])
     assert argv == [
-        "--output=gs://b/o", "--experiments=other", "--sdk_location=container",
-        "--number_of_worker_harness_threads=1", "--experiments=no_use_multiple_sdk_containers",
+        "--output=gs://b/o",
+        "--experiments=other",
+        "--sdk_location=container",
+        "--number_of_worker_harness_threads=1",
+        "--experiments=no_use_multiple_sdk_containers",
     ]
-    mine = ["--sdk_location", "default", "--number_of_worker_harness_threads=4", "--experiments=use_multiple_sdk_containers"]
+    mine = [
+        "--sdk_location",
+        "default",
+        "--number_of_worker_harness_threads=4",
+        "--experiments=use_multiple_sdk_containers",
+    ]
     assert launch.with_dataflow_defaults(mine) == mine
     check_arguments(argv)
 
@@ -144,8 +173,14 @@ def test_the_launcher_submits_and_returns(tmp_path: Path, weights_file) -> None:
     (tmp_path / "in" / "manifest.csv").write_text("content,style\ncat.png,waves.png\n")
     out = tmp_path / "out"
     parameters = {
-        "manifest": tmp_path / "in" / "manifest.csv", "output": out, "weights": weights_file("vgg19"),
-        "weights_family": "torchvision", "image_size": 32, "iterations": 2, "strict": "true", "device": "cpu",
+        "manifest": tmp_path / "in" / "manifest.csv",
+        "output": out,
+        "weights": weights_file("vgg19"),
+        "weights_family": "torchvision",
+        "image_size": 32,
+        "iterations": 2,
+        "strict": "true",
+        "device": "cpu",
     }
     command = [sys.executable, str(ROOT / "flex_template" / "launch.py"), "--runner=DirectRunner"]
     command += [f"--{name}={value}" for name, value in parameters.items()]
@@ -157,8 +192,13 @@ def test_the_launcher_submits_and_returns(tmp_path: Path, weights_file) -> None:
 
 
 def test_the_launcher_refuses_a_bad_job_before_submitting(tmp_path: Path) -> None:
-    command = [sys.executable, str(ROOT / "flex_template" / "launch.py"), "--runner=DirectRunner",
-               f"--manifest={tmp_path}/missing.csv", f"--output={tmp_path}/out"]
+    command = [
+        sys.executable,
+        str(ROOT / "flex_template" / "launch.py"),
+        "--runner=DirectRunner",
+        f"--manifest={tmp_path}/missing.csv",
+        f"--output={tmp_path}/out",
+    ]
     result = subprocess.run(command, capture_output=True, text=True, timeout=120)
     assert result.returncode == 2
     assert f"error: --manifest {tmp_path}/missing.csv: no such file" in result.stderr

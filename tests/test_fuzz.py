@@ -22,19 +22,21 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pipeline.main import run
+from tests.helpers import job_args, write_images
 from transforms import claims, index, logs, outputs, reading, report
 from transforms.limits import Limits
 from transforms.manifest import COLUMNS, glob_rows, parse_rows, validate_rows
 from transforms.nst.config import StyleConfig
 from transforms.records import RECORDED_MESSAGE_CHARS, Failure, Pair, bounded
-from tests.test_pipeline import job_args, write_images
 
 PROFILE = os.environ.get("HYPOTHESIS_PROFILE", "ci")
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "150" if PROFILE == "ci" else "20000"))
 # Each property's settings (not a loaded profile: the other modules' hypothesis tests keep theirs).
 # The fixtures a property uses are a folder it restores or empties itself: safe to share.
 fuzz = settings(
-    max_examples=EXAMPLES, deadline=None, derandomize=PROFILE == "ci",
+    max_examples=EXAMPLES,
+    deadline=None,
+    derandomize=PROFILE == "ci",
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
 )
 
@@ -73,13 +75,22 @@ def _rows_become_pairs_or_records(data: bytes, fmt: str, tmp: str) -> None:
 
 # --- manifest rows ------------------------------------------------------------------------------
 
+
 @fuzz
-@given(st.lists(st.one_of(
-    st.dictionaries(st.sampled_from([*COLUMNS, "extra", ""]), json_values, max_size=6).map(json.dumps),
-    st.builds(lambda c, v: json.dumps({"content": "/d/a.png", "style": "/d/s.png", c: None}).replace("null", v),
-              st.sampled_from([*COLUMNS, "x"]), hostile_text),
-    hostile_text,
-), max_size=6))
+@given(
+    st.lists(
+        st.one_of(
+            st.dictionaries(st.sampled_from([*COLUMNS, "extra", ""]), json_values, max_size=6).map(json.dumps),
+            st.builds(
+                lambda c, v: json.dumps({"content": "/d/a.png", "style": "/d/s.png", c: None}).replace("null", v),
+                st.sampled_from([*COLUMNS, "x"]),
+                hostile_text,
+            ),
+            hostile_text,
+        ),
+        max_size=6,
+    )
+)
 def test_any_json_lines_manifest_is_read_row_by_row(lines) -> None:
     data = "\n".join(lines).encode("utf-8", "surrogatepass")
     _rows_become_pairs_or_records(data, "jsonl", "/d")
@@ -95,7 +106,9 @@ def test_any_csv_manifest_is_read_row_by_row(cells, noise) -> None:
 
 # --- file names as bytes ----------------------------------------------------------------------
 
-byte_names = st.binary(min_size=1, max_size=60).filter(lambda b: b"/" not in b and b"\0" not in b and b not in (b".", b".."))
+byte_names = st.binary(min_size=1, max_size=60).filter(
+    lambda b: b"/" not in b and b"\0" not in b and b not in (b".", b"..")
+)
 
 
 @fuzz
@@ -119,6 +132,7 @@ def test_any_file_name_becomes_a_pair_or_a_record(tmp_path_factory, names) -> No
 
 # --- the reader and the record bound -----------------------------------------------------------
 
+
 @fuzz
 @given(st.binary(max_size=300) | hostile_text.map(str.encode))
 def test_the_reader_returns_json_or_says_damaged(data) -> None:
@@ -137,6 +151,7 @@ def test_any_value_is_bounded_to_a_small_record(value) -> None:
 
 
 # --- logs: mutations of a real one --------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory, weights_file) -> dict[str, Any]:
@@ -168,7 +183,7 @@ def mutated_logs(draw: st.DrawFn, original: bytes) -> bytes:
         return original[: draw(st.integers(0, len(original) - 1))]
     if kind == "flip":
         position = draw(st.integers(0, len(original) - 1))
-        return original[:position] + bytes([draw(st.integers(0, 255))]) + original[position + 1:]
+        return original[:position] + bytes([draw(st.integers(0, 255))]) + original[position + 1 :]
     log = json.loads(original)
     path = draw(st.sampled_from(_paths(log)[1:]))
     *parents, last = path
@@ -214,10 +229,15 @@ def test_any_log_is_done_or_redone_never_an_error(finished, data) -> None:
 
 # --- claims -------------------------------------------------------------------------------------
 
+
 @fuzz
-@given(st.binary(max_size=300) | json_values.map(lambda v: json.dumps(v).encode()) | st.fixed_dictionaries(
-    {"run_id": json_values, "expires_at": json_values, "host": json_values, "pid": json_values}
-).map(lambda v: json.dumps(v).encode()))
+@given(
+    st.binary(max_size=300)
+    | json_values.map(lambda v: json.dumps(v).encode())
+    | st.fixed_dictionaries(
+        {"run_id": json_values, "expires_at": json_values, "host": json_values, "pid": json_values}
+    ).map(lambda v: json.dumps(v).encode())
+)
 def test_any_claim_file_is_a_claim_or_left_alone(tmp_path, data) -> None:
     (tmp_path / "claims").mkdir(exist_ok=True)
     location = tmp_path / "claims" / "p.json"

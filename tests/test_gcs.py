@@ -8,7 +8,13 @@ from collections.abc import Iterator
 import fsspec
 import pytest
 
-from tests.servers import check_exclusive_creation_and_claims, check_job_writes_resumes_and_repairs, executable, free_port, serving
+from tests.servers import (
+    check_exclusive_creation_and_claims,
+    check_job_writes_resumes_and_repairs,
+    executable,
+    free_port,
+    serving,
+)
 
 BUCKET = "style-test"
 
@@ -18,8 +24,15 @@ def gcs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[fsspec.AbstractFil
     """A gcp-storage-emulator on 127.0.0.1, and gcsfs pointed at it the way a user would."""
     port = free_port()
     command = [
-        executable("gcp-storage-emulator"), "start", "--host", "127.0.0.1", "--port", str(port),
-        "--in-memory", "--default-bucket", BUCKET,
+        executable("gcp-storage-emulator"),
+        "start",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--in-memory",
+        "--default-bucket",
+        BUCKET,
     ]
     log = tmp_path_factory.mktemp("emulator") / "emulator.log"
     with serving(command, port, log, "the GCS emulator"):

@@ -61,7 +61,7 @@ def test_unreadable_bytes(data: bytes, reason: str) -> None:
 
 def test_truncated_image() -> None:
     data = encode(Image.effect_noise((64, 64), 50).convert("RGB"))
-    with pytest.raises(ImageDecodeError, match="cut.png: not a readable image"):
+    with pytest.raises(ImageDecodeError, match=r"cut\.png: not a readable image"):
         decode_image(data[: len(data) // 2], "cut.png")
 
 
@@ -71,8 +71,10 @@ def test_fit_longest_side_keeps_aspect() -> None:
 
 
 def _noise(mode: str, size: tuple[int, int]) -> Image.Image:
-    return Image.effect_noise(size, 80).convert(mode) if mode != "RGB" else Image.merge(
-        "RGB", [Image.effect_noise(size, 60 + 10 * band) for band in range(3)]
+    return (
+        Image.effect_noise(size, 80).convert(mode)
+        if mode != "RGB"
+        else Image.merge("RGB", [Image.effect_noise(size, 60 + 10 * band) for band in range(3)])
     )
 
 

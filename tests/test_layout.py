@@ -22,8 +22,19 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 FILESYSTEMS = ("fsspec", "gcsfs", "s3fs", "adlfs")
 PLAIN = (
-    "records", "limits", "claims", "progress", "devices", "report", "storage", "reading", "logs", "outputs", "handler",
-    "tally", "index",
+    "records",
+    "limits",
+    "claims",
+    "progress",
+    "devices",
+    "report",
+    "storage",
+    "reading",
+    "logs",
+    "outputs",
+    "handler",
+    "tally",
+    "index",
 )
 
 

@@ -24,6 +24,7 @@ def run(optimizer_factory, objective, n: int, steps: int) -> tuple[torch.optim.O
     optimizer = optimizer_factory([x])
     iterates = []
     for _ in range(steps):
+
         def closure() -> torch.Tensor:
             optimizer.zero_grad()
             loss = objective(x)
@@ -44,9 +45,11 @@ def test_same_iterates_as_torch_lbfgs(history_size: int) -> None:
         lambda p: torch.optim.LBFGS(
             p, lr=1, max_iter=1, history_size=history_size, tolerance_grad=-1, tolerance_change=-1
         ),
-        objective, n, steps,
+        objective,
+        n,
+        steps,
     )
-    for step, (mine, theirs) in enumerate(zip(ours, reference)):
+    for step, (mine, theirs) in enumerate(zip(ours, reference, strict=True)):
         torch.testing.assert_close(mine, theirs, rtol=1e-7, atol=1e-9, msg=f"iterate {step}")
     assert objective(ours[-1]) < objective(torch.zeros(n, dtype=torch.float64))
 
@@ -79,7 +82,9 @@ def test_a_pair_without_positive_curvature_is_skipped_and_changes_nothing() -> N
     y = torch.tensor([[2.0, 1, 0, 0, 0, 0]], dtype=torch.float64)
     optimizer.remember(s, y, accept=torch.tensor([True]), state=state)
     assert int(state["count"]) == 4 and float(state["gamma"]) == pytest.approx(2.0 / 5.0)
-    assert torch.equal(state["pairs"][0, 0], s[0]) and torch.equal(state["pairs"][0, 3], y[0])  # slot 3 % 3 = 0: rows 0 (s) and 0 + 3 (y)
+    assert torch.equal(state["pairs"][0, 0], s[0]) and torch.equal(
+        state["pairs"][0, 3], y[0]
+    )  # slot 3 % 3 = 0: rows 0 (s) and 0 + 3 (y)
     # accept=False (a rejected or fresh point) stores nothing, whatever its curvature.
     stored = _history(optimizer)
     optimizer.remember(s, y, accept=torch.tensor([False]), state=state)
@@ -102,6 +107,7 @@ def test_a_concave_stretch_keeps_the_iterates_finite() -> None:
     x = torch.tensor([0.5, -0.3], dtype=torch.float64, requires_grad=True)
     optimizer = LBFGS([x], history_size=3)
     for _ in range(6):
+
         def closure() -> torch.Tensor:
             optimizer.zero_grad()
             loss = torch.cos(3 * x).sum() + 0.01 * (x**4).sum()
@@ -166,7 +172,9 @@ def test_problems_in_one_tensor_follow_their_own_iterates() -> None:
         together.append(x.detach().clone())
     for k in range(3):
         for step, expected in enumerate(alone(k)):
-            torch.testing.assert_close(together[step][k], expected, rtol=1e-12, atol=1e-12, msg=f"problem {k} step {step}")
+            torch.testing.assert_close(
+                together[step][k], expected, rtol=1e-12, atol=1e-12, msg=f"problem {k} step {step}"
+            )
     assert torch.equal(together[-1][2], together[6][2]), "a stopped problem does not move"
     assert together[-1][1].abs().max() <= 0.5, "a bounded problem stays in its box"
 

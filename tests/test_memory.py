@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 
 from pipeline.main import run
+from tests.helpers import job_args, write_images
 from transforms.nst import StyleConfig
 from transforms.nst.images import fitted_size
 from transforms.nst.memory import estimated_pair_bytes, largest_fitting_size
-from tests.test_pipeline import job_args, write_images
 
 # A fresh process: the resident memory it gains during one pair, sampled every 2 ms, over what
 # it held before (after a 2-iteration warm-up at the same size, so that kernels and caches made
@@ -59,7 +59,9 @@ def test_the_estimate_is_within_20_percent_of_a_measured_cpu_run() -> None:
     )
     measured, width, height = map(int, result.stdout.split())
     estimate = estimated_pair_bytes(StyleConfig(image_size=192), (width, height))
-    assert 0.8 <= measured / estimate <= 1.2, f"measured {measured / 2**20:.1f} MiB, estimated {estimate / 2**20:.1f} MiB"
+    assert 0.8 <= measured / estimate <= 1.2, (
+        f"measured {measured / 2**20:.1f} MiB, estimated {estimate / 2**20:.1f} MiB"
+    )
 
 
 def test_the_largest_fitting_size_is_the_last_that_fits() -> None:
@@ -80,7 +82,9 @@ def _run(tmp_path, weights_file, budget: int) -> tuple[dict, dict]:
     manifest = tmp_path / "in" / "manifest.csv"
     manifest.write_text("id,content,style,image_size\nsmall,cat.png,waves.png,24\nlarge,cat.png,waves.png,64\n")
     out = tmp_path / "out"
-    assert run(job_args(weights_file("vgg19"), out, f"--manifest={manifest}", f"--device_memory_gb={budget / 2**30}")) == 0
+    assert (
+        run(job_args(weights_file("vgg19"), out, f"--manifest={manifest}", f"--device_memory_gb={budget / 2**30}")) == 0
+    )
     summary = json.loads((out / "summary.json").read_text())
     lines = Path(summary["failures_file"]).read_text().splitlines() if summary["failures_file"] else []
     failures = [json.loads(line) for line in lines]

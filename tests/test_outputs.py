@@ -18,16 +18,37 @@ def test_the_fingerprint_settings_keep_the_layout_of_earlier_releases() -> None:
     # Finished pairs are skipped by fingerprint: settings added since (scales, colour control)
     # must not change the fingerprint of a pair that does not use them, or an upgrade redoes all.
     earlier = {
-        "content_layers", "content_weight", "device", "image_size", "init", "iterations", "learning_rate", "model",
-        "optimizer", "original_colors", "pooling", "precision", "preprocessing", "seed", "style_layer_weights",
-        "style_layers", "style_scale", "style_weight", "tv_weight", "weights", "weights_family",
+        "content_layers",
+        "content_weight",
+        "device",
+        "image_size",
+        "init",
+        "iterations",
+        "learning_rate",
+        "model",
+        "optimizer",
+        "original_colors",
+        "pooling",
+        "precision",
+        "preprocessing",
+        "seed",
+        "style_layer_weights",
+        "style_layers",
+        "style_scale",
+        "style_weight",
+        "tv_weight",
+        "weights",
+        "weights_family",
     }
     # One scale keeps the earlier layout exactly: --scales none --iterations 500 skips what an
     # earlier release made with its defaults, and so does the default pyramid where it has no
     # coarser scale.
     assert set(StyleConfig(scales=()).fingerprint_settings()) == earlier
     assert StyleConfig(scales=(), iterations=500).fingerprint_settings()["iterations"] == 500
-    assert StyleConfig(image_size=255).fingerprint_settings() == StyleConfig(image_size=255, scales=()).fingerprint_settings()
+    assert (
+        StyleConfig(image_size=255).fingerprint_settings()
+        == StyleConfig(image_size=255, scales=()).fingerprint_settings()
+    )
     # The default pyramid really changes the picture: it is in the fingerprint as the scales
     # that run, so a pair made at one scale is redone, and so is one made by another pyramid.
     assert StyleConfig().fingerprint_settings()["scales"] == [(128, 200), (256, 200)]
@@ -37,7 +58,9 @@ def test_the_fingerprint_settings_keep_the_layout_of_earlier_releases() -> None:
     assert StyleConfig(scales=((256, 10),)).fingerprint_settings()["scales"] == [(256, 10)]
     # convergence stopping and precision auto: a pair finished by an earlier release (every
     # iteration, fp32) is not redone by default; asking for other settings redoes it
-    assert StyleConfig(scales=()).fingerprint_settings() == StyleConfig(scales=(), precision="fp32").fingerprint_settings()
+    assert (
+        StyleConfig(scales=()).fingerprint_settings() == StyleConfig(scales=(), precision="fp32").fingerprint_settings()
+    )
     assert StyleConfig(stop_tolerance=0).fingerprint_settings()["stop_tolerance"] == 0
     assert StyleConfig(stop_window=20).fingerprint_settings()["stop_window"] == 20
     assert StyleConfig(precision="bf16").fingerprint_settings()["precision"] == "bf16"
@@ -52,12 +75,17 @@ def test_a_fingerprint_is_the_digest_of_the_inputs_their_versions_and_every_sett
     signatures = outputs.input_signatures(pair)
     assert set(signatures) == {pair.content, *pair.styles}
     described = {
-        "content": pair.content, "styles": list(pair.styles), "style_weights": None,
-        "signatures": signatures, "config": config.fingerprint_settings(),
+        "content": pair.content,
+        "styles": list(pair.styles),
+        "style_weights": None,
+        "signatures": signatures,
+        "config": config.fingerprint_settings(),
     }
     expected = hashlib.sha256(json.dumps(described, sort_keys=True).encode()).hexdigest()
     assert outputs.fingerprint(pair, signatures) == expected
-    assert outputs.fingerprint(Pair("p", pair.content, pair.styles, config.replace(image_size=65)), signatures) != expected
+    assert (
+        outputs.fingerprint(Pair("p", pair.content, pair.styles, config.replace(image_size=65)), signatures) != expected
+    )
 
 
 def test_a_pair_is_written_image_first_and_a_failed_write_names_its_file(tmp_path) -> None:
@@ -88,9 +116,12 @@ def test_a_pair_is_written_image_first_and_a_failed_write_names_its_file(tmp_pat
 def test_the_skip_check_trusts_only_a_complete_matching_pair(tmp_path, damage, state, reason) -> None:
     png = b"an image"
     log = {  # what a skip check reads of a log (logs.log_problem)
-        "id": "p", "fingerprint": "f1", "inputs": {"content": "c.png", "styles": ["s.png"]},
+        "id": "p",
+        "fingerprint": "f1",
+        "inputs": {"content": "c.png", "styles": ["s.png"]},
         "image": {"path": "images/p.png", "size": [1, 1], "sha256": storage.sha256(png), "bytes": len(png)},
-        "history": {"iteration": [0, 1], "total": [2.0, 1.0]}, "final": {"iteration": 1, "total": 1.0},
+        "history": {"iteration": [0, 1], "total": [2.0, 1.0]},
+        "final": {"iteration": 1, "total": 1.0},
     }
     outputs.write_pair(str(tmp_path), "p", png, log)
     if damage == "image":

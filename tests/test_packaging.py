@@ -75,12 +75,18 @@ def test_an_install_holds_the_checkouts_folders(tmp_path) -> None:
     isolation = ["--no-build-isolation"] if importlib.util.find_spec("setuptools") else []
     subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", *isolation, "-w", str(tmp_path), str(ROOT)],
-        check=True, capture_output=True,
+        check=True,
+        capture_output=True,
     )
     (wheel,) = tmp_path.glob("*.whl")
     names = zipfile.ZipFile(wheel).namelist()
-    assert {name.split("/")[0] for name in names if not name.split("/")[0].endswith(".dist-info")} == {"pipeline", "transforms"}
-    checkout = {p.relative_to(ROOT).as_posix() for folder in ("pipeline", "transforms") for p in (ROOT / folder).rglob("*.py")}
+    assert {name.split("/")[0] for name in names if not name.split("/")[0].endswith(".dist-info")} == {
+        "pipeline",
+        "transforms",
+    }
+    checkout = {
+        p.relative_to(ROOT).as_posix() for folder in ("pipeline", "transforms") for p in (ROOT / folder).rglob("*.py")
+    }
     assert checkout == {name for name in names if name.endswith(".py")}
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
     assert "beam-style-transfer = pipeline.main:main" in zipfile.ZipFile(wheel).read(entry_points).decode()

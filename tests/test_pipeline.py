@@ -10,31 +10,8 @@ import torch
 from PIL import Image
 
 from pipeline.main import run
+from tests.helpers import job_args, output_mtimes, synthetic_image, write_images
 from transforms.outputs import history_records
-from tests.conftest import synthetic_image
-
-
-def write_images(folder: Path, names: dict[str, int]) -> None:
-    folder.mkdir(parents=True, exist_ok=True)
-    for name, seed in names.items():
-        synthetic_image(seed).save(folder / name)
-
-
-def job_args(weights: str, output: Path, *extra: str) -> list[str]:
-    return [
-        "--runner=FnApiRunner",  # the DirectRunner's in-process engine, without its Prism attempt
-        f"--output={output}",
-        f"--weights={weights}",
-        "--weights_family=torchvision",
-        "--image_size=48",
-        "--iterations=6",
-        *extra,
-    ]
-
-
-def outputs(output: Path) -> dict[str, int]:
-    """Relative path -> modification time (ns) of every file under ``output``."""
-    return {str(p.relative_to(output)): p.stat().st_mtime_ns for p in output.rglob("*") if p.is_file()}
 
 
 @pytest.fixture
@@ -75,13 +52,20 @@ def test_three_pairs_then_rerun_skips_then_overwrite_redoes(three_pairs, weights
     assert blended["inputs"]["style_weights"] == [2.0, 1.0]
     assert blended["inputs"]["styles"][1].endswith("art/tiles.png")
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["counts"] == {"succeeded": 3, "skipped": 0, "failed": 0, "claimed_elsewhere": 0, "repaired": 0, "total": 3}
+    assert summary["counts"] == {
+        "succeeded": 3,
+        "skipped": 0,
+        "failed": 0,
+        "claimed_elsewhere": 0,
+        "repaired": 0,
+        "total": 3,
+    }
     assert summary["failures_file"] is None and summary["wall_seconds"] > 0
     assert 0 < summary["seconds_per_pair"]["median"] <= summary["seconds_per_pair"]["max"]
 
-    first = outputs(out)
+    first = output_mtimes(out)
     assert run(args) == 0
-    second = outputs(out)
+    second = output_mtimes(out)
     assert json.loads((out / "summary.json").read_text())["counts"]["skipped"] == 3
     for run_file in ("summary.json", "report.html", "contact_sheet.png", "index.json"):  # the latest run's
         del first[run_file], second[run_file]
@@ -96,7 +80,7 @@ def test_three_pairs_then_rerun_skips_then_overwrite_redoes(three_pairs, weights
     assert {path: second[path] for path in first} == first, "a rerun must rewrite no pair's outputs"
 
     assert run([*args, "--overwrite"]) == 0
-    third = outputs(out)
+    third = output_mtimes(out)
     assert json.loads((out / "summary.json").read_text())["counts"]["succeeded"] == 3
     assert all(third[f"images/{i}.png"] > first[f"images/{i}.png"] for i in ids)
 
@@ -139,7 +123,9 @@ def test_bad_rows_fail_alone_and_nothing_escapes(weights_file, tmp_path) -> None
     failures = [json.loads(line) for line in Path(summary["failures_file"]).read_text().splitlines()]
     by_reason = {f["id"] or f["row"]["id"]: f for f in failures}
     assert by_reason["missing"]["stage"] == "read" and "nowhere.png: no such file" in by_reason["missing"]["error"]
-    assert by_reason["corrupt"]["stage"] == "read" and "corrupt.png: not a readable image" in by_reason["corrupt"]["error"]
+    assert (
+        by_reason["corrupt"]["stage"] == "read" and "corrupt.png: not a readable image" in by_reason["corrupt"]["error"]
+    )
     assert by_reason["no-style"]["stage"] == "manifest" and "no style image" in by_reason["no-style"]["error"]
     assert "could write outside the output folder" in by_reason["../../escape"]["error"]
     assert by_reason["sliver"]["stage"] == "stylize"
@@ -148,7 +134,11 @@ def test_bad_rows_fail_alone_and_nothing_escapes(weights_file, tmp_path) -> None
     # nothing was written anywhere but the output folder (and the inputs are untouched)
     written = {p.relative_to(root) for p in root.rglob("*") if p.is_file()}
     assert {p for p in written if p.parts[0] != "out"} == {
-        Path("in/good.png"), Path("in/style.png"), Path("in/corrupt.png"), Path("in/sliver.png"), Path("in/manifest.csv")
+        Path("in/good.png"),
+        Path("in/style.png"),
+        Path("in/corrupt.png"),
+        Path("in/sliver.png"),
+        Path("in/manifest.csv"),
     }
 
 
@@ -157,8 +147,11 @@ def test_cross_product_of_globs(weights_file, tmp_path) -> None:
     write_images(tmp_path / "styles", {"x.png": 3, "y.png": 4, "z.png": 5})
     out = tmp_path / "out"
     args = job_args(
-        weights_file("vgg16"), out, "--model=vgg16",
-        f"--contents={tmp_path}/contents/*.png", f"--styles={tmp_path}/styles/*.png",
+        weights_file("vgg16"),
+        out,
+        "--model=vgg16",
+        f"--contents={tmp_path}/contents/*.png",
+        f"--styles={tmp_path}/styles/*.png",
     )
     assert run(args) == 0
     expected = {f"{c}__{s}.png" for c in "ab" for s in "xyz"}
@@ -182,8 +175,15 @@ def test_jsonl_manifest_with_lists_and_row_overrides(weights_file, tmp_path) -> 
     colour = json.loads((out / "logs" / "colour.json").read_text())
     assert colour["config"]["color_control"] == "luminance" and colour["config"]["init"] == "random"
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["counts"] == {"succeeded": 2, "skipped": 0, "failed": 3, "claimed_elsewhere": 0, "repaired": 0, "total": 5}
-    errors = [json.loads(l)["error"] for l in Path(summary["failures_file"]).read_text().splitlines()]
+    assert summary["counts"] == {
+        "succeeded": 2,
+        "skipped": 0,
+        "failed": 3,
+        "claimed_elsewhere": 0,
+        "repaired": 0,
+        "total": 5,
+    }
+    errors = [json.loads(line)["error"] for line in Path(summary["failures_file"]).read_text().splitlines()]
     assert any("unknown column(s) iteration" in e for e in errors)
     assert any("iterations must be a positive integer" in e for e in errors)
     assert any("not valid JSON" in e for e in errors)
@@ -208,11 +208,19 @@ def test_help_documents_the_options(capsys) -> None:
 @pytest.mark.parametrize(
     ("weights", "message"),
     [
-        ("{tmp}/no-such-weights.pth", "error: --weights {tmp}/no-such-weights.pth: weights '{tmp}/no-such-weights.pth': no such file (use caffe, imagenet, random"),
-        ("http://127.0.0.1:9/vgg19.pth", "error: --weights http://127.0.0.1:9/vgg19.pth: no such file (check the URL, or use --weights caffe)"),
+        (
+            "{tmp}/no-such-weights.pth",
+            "error: --weights {tmp}/no-such-weights.pth: weights '{tmp}/no-such-weights.pth': no such file (use caffe, imagenet, random",
+        ),
+        (
+            "http://127.0.0.1:9/vgg19.pth",
+            "error: --weights http://127.0.0.1:9/vgg19.pth: no such file (check the URL, or use --weights caffe)",
+        ),
     ],
 )
-def test_weights_that_cannot_be_had_stop_the_job_before_any_pair(three_pairs, tmp_path, capsys, weights, message) -> None:
+def test_weights_that_cannot_be_had_stop_the_job_before_any_pair(
+    three_pairs, tmp_path, capsys, weights, message
+) -> None:
     out = tmp_path / "out"
     args = job_args(weights.format(tmp=tmp_path), out, f"--manifest={three_pairs}")
     assert run(args) == 2
@@ -236,7 +244,9 @@ def test_offline_imagenet_download_stops_the_job_naming_the_cure(three_pairs, tm
     assert "Use the embedded weights (--weights caffe, the default)" in error
 
 
-def test_a_worker_that_cannot_load_the_model_fails_the_job_not_each_pair(three_pairs, tmp_path, capsys, monkeypatch) -> None:
+def test_a_worker_that_cannot_load_the_model_fails_the_job_not_each_pair(
+    three_pairs, tmp_path, capsys, monkeypatch
+) -> None:
     # The pre-flight check is skipped here, so the failure happens where it would on a worker.
     from pipeline import preflight
 
@@ -275,16 +285,21 @@ def test_beam_metrics_and_per_pair_log_lines(three_pairs, weights_file, tmp_path
     assert distributions["pair_milliseconds"].count == 3 and distributions["pair_milliseconds"].min > 0
     assert distributions["final_loss_thousandths"].count == 3
     lines = [r.getMessage() for r in caplog.records if " succeeded: " in r.getMessage() and ", loss " in r.getMessage()]
-    assert sorted(line.split(" succeeded: ")[0] for line in lines) == [
-        "cat-waves", "cat__waves+tiles", "dog__tiles"
-    ]
+    assert sorted(line.split(" succeeded: ")[0] for line in lines) == ["cat-waves", "cat__waves+tiles", "dog__tiles"]
 
 
 def test_a_converged_pair_stops_early_says_so_and_its_settings_are_part_of_its_fingerprint(
     three_pairs, weights_file, tmp_path
 ) -> None:
     out = tmp_path / "out"
-    args = job_args(weights_file("vgg19"), out, f"--manifest={three_pairs}", "--iterations=40", "--stop_window=2", "--stop_tolerance=0.3")
+    args = job_args(
+        weights_file("vgg19"),
+        out,
+        f"--manifest={three_pairs}",
+        "--iterations=40",
+        "--stop_window=2",
+        "--stop_tolerance=0.3",
+    )
     assert run(args) == 0
     for log_file in (out / "logs").glob("*.json"):
         log = json.loads(log_file.read_text())
@@ -314,7 +329,12 @@ def test_pairs_are_batched_by_output_size_and_settings(weights_file, tmp_path) -
     assert run(job_args(weights_file("vgg19"), out, f"--manifest={manifest}", "--batch_size=8")) == 0
     logs = {p.stem: json.loads(p.read_text()) for p in (out / "logs").glob("*.json")}
     assert {k: v["batch_size"] for k, v in logs.items()} == {
-        "l1": 3, "l2": 3, "l3": 3, "p1": 2, "p2": 2, "l1-longer": 1
+        "l1": 3,
+        "l2": 3,
+        "l3": 3,
+        "p1": 2,
+        "p2": 2,
+        "l1-longer": 1,
     }
     assert PILImage.open(out / "images" / "p1.png").size == (36, 48)
     assert len(logs["l1-longer"]["history"]["total"]) == 10 and len(logs["l1"]["history"]["total"]) == 7
@@ -338,7 +358,9 @@ def test_the_default_direct_runner_counts_every_written_pair(three_pairs, weight
     # The README's commands name no runner. GroupIntoBatches once let the DirectRunner write
     # the summary before the batches that its timers released: every test on FnApiRunner passed.
     out = tmp_path / "out"
-    args = [a for a in job_args(weights_file("vgg19"), out, f"--manifest={three_pairs}") if not a.startswith("--runner")]
+    args = [
+        a for a in job_args(weights_file("vgg19"), out, f"--manifest={three_pairs}") if not a.startswith("--runner")
+    ]
     assert run([*args, "--runner=DirectRunner", "--batch_size=2"]) == 0
     summary = json.loads((out / "summary.json").read_text())
     assert summary["counts"]["succeeded"] == 3 == len(list((out / "images").iterdir()))

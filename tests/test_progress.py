@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 
 import pytest
@@ -82,7 +83,12 @@ def test_time_left_comes_from_iterations_from_the_first_ones_on(caplog) -> None:
 
 def test_the_cost_of_a_run_is_said_before_it_starts_with_a_preview_when_it_is_long() -> None:
     from transforms.nst.config import StyleConfig
-    from transforms.plan import MEASURED_BF16_TIME_FACTOR, MEASURED_SECONDS_PER_ITERATION, cost_line, seconds_per_iteration
+    from transforms.plan import (
+        MEASURED_BF16_TIME_FACTOR,
+        MEASURED_SECONDS_PER_ITERATION,
+        cost_line,
+        seconds_per_iteration,
+    )
     from transforms.progress import about
 
     cpu_512 = dict(MEASURED_SECONDS_PER_ITERATION["cpu: 2 cores (this project's CI machine)"])[512 * 512]
@@ -90,31 +96,46 @@ def test_the_cost_of_a_run_is_said_before_it_starts_with_a_preview_when_it_is_lo
     minutes = round(3 * 500 * cpu_512 / 60)
     assert line.startswith(f"3 pairs x 500 iterations at 512 px on cpu: about {minutes // 60} h {minutes % 60:02d} m")
     assert "; --image_size 256 --iterations 200 previews in about" in line
-    assert cost_line(1, StyleConfig(image_size=64, iterations=20), "cpu") == "1 pair x 20 iterations at 64 px on cpu: under a minute"
+    assert (
+        cost_line(1, StyleConfig(image_size=64, iterations=20), "cpu")
+        == "1 pair x 20 iterations at 64 px on cpu: under a minute"
+    )
     assert cost_line(5, StyleConfig(image_size=0), "cpu") is None  # each content's own size: unknown yet
     # ... unless a sample of the contents' headers says it: the average of their costs.
     sizes = [(500, 375), (640, 480), (320, 240)]
     device = "cpu: 2 cores (this project's CI machine)"
     per_pair = sum(500 * seconds_per_iteration(device, w * h) for w, h in sizes) / 3
     line = cost_line(5, StyleConfig(image_size=0, scales=(), iterations=500), "cpu", sizes=sizes)
-    assert line == f"5 pairs x 500 iterations at their own sizes (median 500x375 of 3 sampled) on cpu: {about(5 * per_pair)}"
+    assert (
+        line
+        == f"5 pairs x 500 iterations at their own sizes (median 500x375 of 3 sampled) on cpu: {about(5 * per_pair)}"
+    )
     # The default pyramid: every scale's iterations at its own size, each content its own pyramid
     # (500 px: 250 first; 640 px: 160 and 320; 320 px: 160).
     at = (128 * 128, 256 * 256, 512 * 512)
     line = cost_line(3, StyleConfig(), "cpu")
-    assert line.startswith(f"3 pairs x 200 iterations at each of 128, 256 and 512 px on cpu: {about(3 * 200 * sum(seconds_per_iteration(device, a) for a in at))};")
+    assert line.startswith(
+        f"3 pairs x 200 iterations at each of 128, 256 and 512 px on cpu: {about(3 * 200 * sum(seconds_per_iteration(device, a) for a in at))};"
+    )
     pyramids = [(500 * 375, 250 * 188), (640 * 480, 320 * 240, 160 * 120), (320 * 240, 160 * 120)]
     per_pair = sum(200 * seconds_per_iteration(device, a) for areas in pyramids for a in areas) / 3
     line = cost_line(5, StyleConfig(image_size=0), "cpu", sizes=sizes)
-    assert line == f"5 pairs x 200 iterations at their own sizes (median 500x375 of 3 sampled), coarse to fine on cpu: {about(5 * per_pair)}"
+    assert (
+        line
+        == f"5 pairs x 200 iterations at their own sizes (median 500x375 of 3 sampled), coarse to fine on cpu: {about(5 * per_pair)}"
+    )
     # bf16 where the device has it: the measured whole-pair factor
     factor = MEASURED_BF16_TIME_FACTOR["cpu: 2 cores (this project's CI machine)"]
     bf16 = cost_line(3, StyleConfig(image_size=512, iterations=500, scales=()), "cpu", "bf16")
     # bf16 forced where the device emulates it: the emulated cost, preview included.
     from transforms.plan import EMULATED_BF16_TIME_FACTOR
 
-    emulated = cost_line(3, StyleConfig(image_size=512, iterations=500, scales=()), "cpu", "bf16", bf16_in_hardware=False)
-    assert emulated.startswith(f"3 pairs x 500 iterations at 512 px on cpu: {about(EMULATED_BF16_TIME_FACTOR * 3 * 500 * cpu_512)};")
+    emulated = cost_line(
+        3, StyleConfig(image_size=512, iterations=500, scales=()), "cpu", "bf16", bf16_in_hardware=False
+    )
+    assert emulated.startswith(
+        f"3 pairs x 500 iterations at 512 px on cpu: {about(EMULATED_BF16_TIME_FACTOR * 3 * 500 * cpu_512)};"
+    )
     preview = EMULATED_BF16_TIME_FACTOR * 3 * 200 * seconds_per_iteration(device, 256 * 256)
     assert emulated.endswith(f"--image_size 256 --iterations 200 previews in {about(preview)}")
     assert bf16.startswith(f"3 pairs x 500 iterations at 512 px on cpu: {about(factor * 3 * 500 * cpu_512)};")
@@ -137,7 +158,8 @@ def test_skipped_pairs_are_counted_in_one_line_not_listed(caplog) -> None:
     quiet.pair_finished("only", "skipped", "already done")
     quiet.close()
     assert [r.getMessage().split(" |")[0] for r in caplog.records] == [
-        "only skipped: already done", "1 pair skipped, already done (--verbose lists each): only"
+        "only skipped: already done",
+        "1 pair skipped, already done (--verbose lists each): only",
     ]
 
 
@@ -145,9 +167,13 @@ def test_console_lines_fit_120_columns_and_keep_the_reason() -> None:
     from transforms.progress import CONSOLE_COLUMNS, fit_line
 
     path = "/home/someone/datasets/imagenet/train/n01440764/" + "x" * 80 + ".JPEG"
-    line = f"12:00:00 warning: n01440764/x failed: at read: FileNotFoundError: {path}: no such file | 3/10 pairs, 1 failed"
+    line = (
+        f"12:00:00 warning: n01440764/x failed: at read: FileNotFoundError: {path}: no such file | 3/10 pairs, 1 failed"
+    )
     fitted = fit_line(line)
-    assert len(fitted) <= CONSOLE_COLUMNS and "no such file" in fitted and "/home/someon...xxxxxxxxxxxxxx.JPEG:" in fitted
+    assert (
+        len(fitted) <= CONSOLE_COLUMNS and "no such file" in fitted and "/home/someon...xxxxxxxxxxxxxx.JPEG:" in fitted
+    )
     assert fit_line("short line") == "short line"
     assert fit_line("a" * 200 + "\ntraceback line").split("\n") == ["a" * 12 + "..." + "a" * 20, "traceback line"]
     assert len(fit_line("word " * 40)) == CONSOLE_COLUMNS  # many short words: cut at the end
@@ -182,7 +208,7 @@ def test_the_time_left_starts_from_the_plan_and_falls_as_the_measured_rate_takes
         clock.now += 1
         progress.iteration("a", step, 100, 1.0)
         shown.append(progress._seconds_left(None))
-    assert all(later < earlier for earlier, later in zip(shown, shown[1:], strict=False))  # it falls, every second
+    assert all(later < earlier for earlier, later in itertools.pairwise(shown))  # it falls, every second
     progress.pair_finished("a", "succeeded")
     # A quarter of the work done: three quarters of the plan's 670 s left, and a quarter of the
     # measured: 300 iterations at the 100 that ran in the 99 s since the first.

@@ -14,10 +14,9 @@ from pathlib import Path
 import pytest
 
 from pipeline.main import run
+from tests.helpers import job_args, summary_of, write_images
 from transforms import logs, reading
 from transforms.records import RECORDED_CHARS, RECORDED_MESSAGE_CHARS, Failure, Stage, bounded
-from tests.test_pipeline import job_args, write_images
-from tests.test_reliability import summary_of
 
 
 @pytest.fixture
@@ -29,6 +28,7 @@ def two_pairs(tmp_path: Path) -> Path:
 
 
 # --- the reader ------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize(
     ("text", "phrase"),
@@ -73,6 +73,7 @@ def test_the_job_s_own_files_are_read_only_as_written(tmp_path) -> None:
 
 # --- one bound for every field of a record ---------------------------------------------------
 
+
 def test_every_field_of_a_record_is_bounded_whatever_its_type() -> None:
     row = {
         "seed": 10**4000,
@@ -83,7 +84,9 @@ def test_every_field_of_a_record_is_bounded_whatever_its_type() -> None:
         "wide": {str(i): i for i in range(10_000)},
         "k" * 500: 1.5,
     }
-    record = Failure(Stage.MANIFEST, "ValueError: " + " ".join(["word"] * 600) + ": the reason", "m.jsonl line 1", None, row)
+    record = Failure(
+        Stage.MANIFEST, "ValueError: " + " ".join(["word"] * 600) + ": the reason", "m.jsonl line 1", None, row
+    )
     shown = record.to_dict()
     assert len(json.dumps(shown)) < 6_000
     assert shown["row"]["seed"].endswith("... (4,001 digits)") and len(shown["row"]["seed"]) < RECORDED_CHARS + 30
@@ -96,6 +99,7 @@ def test_every_field_of_a_record_is_bounded_whatever_its_type() -> None:
 
 
 # --- the log's schema ------------------------------------------------------------------------
+
 
 def test_a_log_is_trusted_only_with_the_types_and_ranges_its_writer_gives(two_pairs, weights_file, tmp_path) -> None:
     out = tmp_path / "out"
@@ -132,15 +136,16 @@ def test_a_log_is_trusted_only_with_the_types_and_ranges_its_writer_gives(two_pa
 
 # --- cases 1 and 2: rows that crashed the job or copied kilobytes ------------------------------
 
+
 def test_rows_past_the_reader_s_caps_fail_alone_with_short_records(weights_file, tmp_path) -> None:
     write_images(tmp_path, {"ok.png": 1, "style.png": 2})
     ok, style = tmp_path / "ok.png", tmp_path / "style.png"
     deep = "[" * 500 + "]" * 500
     spaced = tmp_path / (" ".join(["word"] * 560) + ".png")
     rows = [
-        '{"id": "deep-column", "content": "%s", "style": "%s", "notes": %s}' % (ok, style, deep),
-        '{"id": "deep-style", "content": "%s", "style": %s}' % (ok, deep),
-        '{"id": "digits", "content": "%s", "style": "%s", "seed": %s}' % (ok, style, "9" * 4000),
+        f'{{"id": "deep-column", "content": "{ok}", "style": "{style}", "notes": {deep}}}',
+        f'{{"id": "deep-style", "content": "{ok}", "style": {deep}}}',
+        '{{"id": "digits", "content": "{}", "style": "{}", "seed": {}}}'.format(ok, style, "9" * 4000),
         json.dumps({"id": "spaced", "content": str(spaced), "style": str(style)}),
         json.dumps({"id": "good", "content": str(ok), "style": str(style)}),
     ]
@@ -161,6 +166,7 @@ def test_rows_past_the_reader_s_caps_fail_alone_with_short_records(weights_file,
 
 
 # --- cases 3 and 4: logs a rerun must not trust -----------------------------------------------
+
 
 def _rerun_redoes_cat(args: list[str], out: Path) -> str:
     """Rerun; cat must be redone as a repair, dog skipped; the reason the new log records."""
@@ -200,7 +206,9 @@ def test_a_log_claiming_gigabytes_is_not_believed(two_pairs, weights_file, tmp_p
     ("field", "value", "phrase"),
     [("rejected", [[1]], "rejected iterations"), ("seconds", "4" * 400, "400 characters")],
 )
-def test_a_verified_log_with_odd_values_is_redone_not_fatal(two_pairs, weights_file, tmp_path, field, value, phrase) -> None:
+def test_a_verified_log_with_odd_values_is_redone_not_fatal(
+    two_pairs, weights_file, tmp_path, field, value, phrase
+) -> None:
     out = tmp_path / "out"
     args = job_args(weights_file("vgg19"), out, f"--manifest={two_pairs}")
     assert run(args) == 0
@@ -217,9 +225,12 @@ def test_a_verified_log_with_odd_values_is_redone_not_fatal(two_pairs, weights_f
 
 # --- case 7: the runner's errors reach the console as one line ---------------------------------
 
+
 @pytest.mark.slow  # job processes of their own: the console is what is tested
 @pytest.mark.parametrize("full", ["summary", "output"])
-def test_a_job_that_fails_at_its_summary_ends_with_one_line_and_a_trace_file(two_pairs, weights_file, tmp_path, full) -> None:
+def test_a_job_that_fails_at_its_summary_ends_with_one_line_and_a_trace_file(
+    two_pairs, weights_file, tmp_path, full
+) -> None:
     out = tmp_path / "out"
     args = job_args(weights_file("vgg19"), out, f"--manifest={two_pairs}")
     # The disk fills after the pairs: the summary cannot be written, nor (``output``) anything else.
@@ -251,8 +262,11 @@ def test_a_job_that_fails_at_its_summary_ends_with_one_line_and_a_trace_file(two
 
 # --- inputs that vanish between planning and reading ------------------------------------------
 
+
 @pytest.mark.parametrize("vanishing", ["manifest", "content"])
-def test_inputs_that_vanish_after_pre_flight_fail_their_rows_not_the_job(two_pairs, weights_file, tmp_path, monkeypatch, vanishing) -> None:
+def test_inputs_that_vanish_after_pre_flight_fail_their_rows_not_the_job(
+    two_pairs, weights_file, tmp_path, monkeypatch, vanishing
+) -> None:
     from pipeline import preflight
 
     checked_job = preflight.check_job

@@ -17,9 +17,9 @@ from PIL import Image
 from transforms.nst import StyleConfig, StyleTransfer
 from transforms.nst.families import FAMILIES
 from transforms.nst.images import fit_longest_side, image_to_tensor, tensor_to_image
+from transforms.nst.layers import conv_indices
 from transforms.nst.lbfgs import BACKTRACK, LBFGS
 from transforms.nst.losses import gram_matrix
-from transforms.nst.layers import conv_indices
 from transforms.nst.vgg import VGGFeatures
 from transforms.nst.weights import WeightsError, load_features_state_dict
 
@@ -56,9 +56,7 @@ def test_embedded_weights_behave_like_a_trained_network(offline) -> None:
     photo = example("cat.jpg", 128)
     activations = {}
     for weights, family in (("caffe", "caffe"), ("random", "torchvision")):
-        network = VGGFeatures(
-            "vgg19", ["relu5_1"], load_features_state_dict("vgg19", weights), FAMILIES[family]
-        )
+        network = VGGFeatures("vgg19", ["relu5_1"], load_features_state_dict("vgg19", weights), FAMILIES[family])
         deep = network(image_to_tensor(photo) * FAMILIES[family].pixel_scale)["relu5_1"]
         assert torch.isfinite(deep).all()
         activations[weights] = (deep == 0).float().mean().item()
@@ -88,8 +86,7 @@ def test_real_weights_stylize_a_real_pair() -> None:
         features = engine.network(image_to_tensor(image) * 255.0)
         target = engine.network(image_to_tensor(style) * 255.0)
         return sum(
-            (gram_matrix(features[k]) - gram_matrix(target[k])).pow(2).mean().item()
-            for k in config.style_layers
+            (gram_matrix(features[k]) - gram_matrix(target[k])).pow(2).mean().item() for k in config.style_layers
         )
 
     with torch.no_grad():
@@ -119,7 +116,8 @@ def test_guard_undoes_a_step_that_blows_up_and_goes_on() -> None:
     optimizer = LBFGS([x], history_size=5)
     evaluated, after, rejected = [], [], []
     for step in range(60):
-        def closure() -> torch.Tensor:
+
+        def closure(step: int = step) -> torch.Tensor:
             optimizer.zero_grad()
             loss = (curvature * (x - target) ** 2).sum()
             loss.backward()

@@ -15,9 +15,8 @@ import pytest
 from PIL import Image
 
 from pipeline.main import run
+from tests.helpers import job_args, synthetic_image, write_images
 from transforms import report
-from tests.conftest import synthetic_image
-from tests.test_pipeline import job_args, write_images
 
 CHROMIUM = shutil.which("chromium")
 HOSTILE = "<img src=x onerror=alert(1)>&amp;"
@@ -34,7 +33,7 @@ class Page(html.parser.HTMLParser):
         self.text: list[str] = []
         self._row: str | None = None
         self.feed(text)
-        self.css = text[text.index("<style>") + 7: text.index("</style>")]
+        self.css = text[text.index("<style>") + 7 : text.index("</style>")]
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         self.tags.add(tag)
@@ -138,8 +137,15 @@ def test_a_picture_that_cannot_be_had_leaves_a_note_not_a_missing_report(run_wit
 def test_render_escapes_everything_from_a_manifest() -> None:
     jpeg = report.thumbnail(_png(synthetic_image(1)), max_pixels=10**6)
     entry = report.ReportEntry(
-        id=HOSTILE, status="succeeded", content=HOSTILE, styles=(HOSTILE,), seconds=1.0,
-        losses=((0, 10.0), (5, 1.0)), final_loss=1.0, thumbnails={HOSTILE: jpeg, "result": jpeg}, note=HOSTILE,
+        id=HOSTILE,
+        status="succeeded",
+        content=HOSTILE,
+        styles=(HOSTILE,),
+        seconds=1.0,
+        losses=((0, 10.0), (5, 1.0)),
+        final_loss=1.0,
+        thumbnails={HOSTILE: jpeg, "result": jpeg},
+        note=HOSTILE,
     )
     failure = {"id": HOSTILE, "stage": "read", "source": HOSTILE, "error": HOSTILE}
     text = report.render_html({"run_id": HOSTILE, "configuration": {"x": HOSTILE}}, [entry], [failure], None)
@@ -170,20 +176,36 @@ def test_a_thumbnail_refuses_an_image_over_the_pixel_limit() -> None:
 def test_a_real_browser_renders_the_report(run_with_a_failure: Path, tmp_path: Path) -> None:
     shot = tmp_path / "report.png"
     command = [
-        CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync",
-        f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1000,700",
+        CHROMIUM,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={tmp_path / 'profile'}",
+        "--window-size=1000,700",
     ]
-    dom = subprocess.run([*command, "--dump-dom", (run_with_a_failure / "report.html").as_uri()],
-                         capture_output=True, text=True, timeout=120)
+    dom = subprocess.run(
+        [*command, "--dump-dom", (run_with_a_failure / "report.html").as_uri()],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert dom.returncode == 0, dom.stderr
     assert set(Page(dom.stdout).rows) == {"cat-waves", "dog-waves"}
     # Each loss curve carries its axes' values as the browser laid it out: 4 per curve, the last
     # the iterations run (6, job_args).
     values = re.findall(r'<text class="axis"[^>]*>([^<]*)</text>', dom.stdout)
     assert len(values) == 8 and values[3] == values[7] == "6 it"
-    subprocess.run([*command, f"--screenshot={shot}", (run_with_a_failure / "report.html").as_uri()],
-                   capture_output=True, timeout=120, check=True)
+    subprocess.run(
+        [*command, f"--screenshot={shot}", (run_with_a_failure / "report.html").as_uri()],
+        capture_output=True,
+        timeout=120,
+        check=True,
+    )
     picture = Image.open(shot).convert("RGB")
     # The thumbnails were drawn: the synthetic pictures bring many colours to a white page.
     assert len(picture.getcolors(maxcolors=1 << 20) or []) > 1000
@@ -197,11 +219,16 @@ def _png(image: Image.Image) -> bytes:
 
 def test_the_configuration_is_a_table_of_settings() -> None:
     page = report.render_html(
-        {"run_id": "r", "configuration": {"output": "out/", "style": {"image_size": 512, "style_layers": ["relu1_1", "relu2_1"]}}},
-        [], [], None,
+        {
+            "run_id": "r",
+            "configuration": {"output": "out/", "style": {"image_size": 512, "style_layers": ["relu1_1", "relu2_1"]}},
+        },
+        [],
+        [],
+        None,
     )
     table = page.split("<h2>Configuration</h2>", 1)[1]
     assert "<tr><th>output</th><td>out/</td></tr>" in table
     assert "<tr><th>style.image_size</th><td>512</td></tr>" in table
-    assert '<tr><th>style.style_layers</th><td>[&quot;relu1_1&quot;, &quot;relu2_1&quot;]</td></tr>' in table
+    assert "<tr><th>style.style_layers</th><td>[&quot;relu1_1&quot;, &quot;relu2_1&quot;]</td></tr>" in table
     assert "<pre>" not in table

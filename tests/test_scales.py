@@ -9,13 +9,11 @@ import pytest
 
 from pipeline.flags import scale_list
 from pipeline.main import run
+from tests.helpers import engine_config, job_args, synthetic_image, write_images
 from transforms.limits import Limits
 from transforms.nst import StyleConfig, StyleTransfer
 from transforms.nst.config import pyramid
 from transforms.nst.memory import batch_key
-from tests.conftest import synthetic_image
-from tests.test_engine import config
-from tests.test_pipeline import job_args, write_images
 
 
 def totals(history) -> list[float]:
@@ -23,7 +21,7 @@ def totals(history) -> list[float]:
 
 
 def test_the_chain_is_each_scale_started_from_the_previous_result(weights_file) -> None:
-    staged = config(weights_file, image_size=64, iterations=4, scales=((32, 3), (48, 3)))
+    staged = engine_config(weights_file, image_size=64, iterations=4, scales=((32, 3), (48, 3)))
     engine = StyleTransfer(staged)
     content, style = synthetic_image(1, 96, 72), synthetic_image(3, 96, 72)
     targets = {size: engine.encode_styles([style], size=size) for size in (32, 48, 64)}
@@ -44,11 +42,13 @@ def test_the_chain_is_each_scale_started_from_the_previous_result(weights_file) 
 
 
 def test_coarse_targets_must_be_at_each_scale_size(weights_file) -> None:
-    staged = config(weights_file, image_size=64, iterations=2, scales=((32, 2),))
+    staged = engine_config(weights_file, image_size=64, iterations=2, scales=((32, 2),))
     engine = StyleTransfer(staged)
     style = synthetic_image(3, 96, 72)
     with pytest.raises(ValueError, match="style targets were encoded at 64 px but the config needs 32 px"):
-        engine.stylize(synthetic_image(1), engine.encode_styles([style]), coarse_styles=(engine.encode_styles([style]),))
+        engine.stylize(
+            synthetic_image(1), engine.encode_styles([style]), coarse_styles=(engine.encode_styles([style]),)
+        )
     with pytest.raises(ValueError, match="0 coarse style targets for 1 scales"):
         engine.stylize(synthetic_image(1), engine.encode_styles([style]))
 
@@ -56,7 +56,10 @@ def test_coarse_targets_must_be_at_each_scale_size(weights_file) -> None:
 @pytest.mark.parametrize(
     ("scales", "message"),
     [
-        (((256, 10), (128, 10)), "scales must grow in size up to image_size 512, each with iterations >= 1: 256:10,128:10"),
+        (
+            ((256, 10), (128, 10)),
+            "scales must grow in size up to image_size 512, each with iterations >= 1: 256:10,128:10",
+        ),
         (((512, 10),), "scales must grow in size up to image_size 512"),
         (((256, 0),), "each with iterations >= 1: 256:0"),
     ],
@@ -89,7 +92,10 @@ def test_pairs_of_other_scales_are_not_batched_together() -> None:
 def test_scales_flag() -> None:
     assert scale_list("256:300, 512:100") == ((256, 300), (512, 100)) and scale_list("") == ()
     assert scale_list("auto") is None and scale_list("None") == ()
-    with pytest.raises(argparse.ArgumentTypeError, match=r"expected auto, none or SIZE:ITERATIONS\[,SIZE:ITERATIONS...\], got '256x300'"):
+    with pytest.raises(
+        argparse.ArgumentTypeError,
+        match=r"expected auto, none or SIZE:ITERATIONS\[,SIZE:ITERATIONS...\], got '256x300'",
+    ):
         scale_list("256x300")
 
 
@@ -172,7 +178,19 @@ def test_the_default_pyramid_leaves_out_scales_a_thin_content_cannot_take(tmp_pa
     assert log["config"]["scales"] == [[1000, 1]] and [s["size"] for s in log["scales"]] == [[1000, 20]]
     assert log["image"]["size"] == [2000, 40]
     # Scales asked for are not left out: the pair fails, naming the scale.
-    assert run(job_args(weights_file("vgg19"), out, f"--manifest={manifest}", "--image_size=0", "--iterations=1", "--scales=500:1")) == 0
+    assert (
+        run(
+            job_args(
+                weights_file("vgg19"),
+                out,
+                f"--manifest={manifest}",
+                "--image_size=0",
+                "--iterations=1",
+                "--scales=500:1",
+            )
+        )
+        == 0
+    )
     assert json.loads((out / "summary.json").read_text())["counts"]["failed"] == 1
     (failures,) = (out / "failures").glob("*.jsonl")
     assert "gives a 500x10 px result at 500 px" in failures.read_text()

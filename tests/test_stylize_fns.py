@@ -21,6 +21,7 @@ import pytest
 from apache_beam import pvalue
 from PIL import Image
 
+from tests.helpers import synthetic_image
 from transforms import claims, storage
 from transforms.handler import STYLE_CACHE_SIZE, EngineHandler
 from transforms.limits import Limits
@@ -31,7 +32,6 @@ from transforms.nst.memory import estimated_style_bytes, largest_fitting_size
 from transforms.nst.records import IterationRecord, StyleResult
 from transforms.records import Failure, Pair, Stage
 from transforms.stylize import Prepared, PreparePairsFn, StylizeBatchesFn, StylizeSettings
-from tests.conftest import synthetic_image
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,18 +49,36 @@ class Job:
         return StylizeBatchesFn(self.settings, self.handler)
 
 
-def job_for(weights_file, output: Path, limits: Limits | None = None, batch_size: int | None = None, style_scale: float = 1.0, **changes: Any) -> Job:
+def job_for(
+    weights_file,
+    output: Path,
+    limits: Limits | None = None,
+    batch_size: int | None = None,
+    style_scale: float = 1.0,
+    **changes: Any,
+) -> Job:
     defaults = StyleConfig(
-        weights=weights_file("vgg19"), weights_family="torchvision", image_size=32, iterations=2, device="cpu",
+        weights=weights_file("vgg19"),
+        weights_family="torchvision",
+        image_size=32,
+        iterations=2,
+        device="cpu",
         style_scale=style_scale,
     )
-    return Job(StylizeSettings(str(output), run_id="test-run", **changes), EngineHandler(defaults, limits or Limits(), batch_size))
+    return Job(
+        StylizeSettings(str(output), run_id="test-run", **changes),
+        EngineHandler(defaults, limits or Limits(), batch_size),
+    )
 
 
 def pairs(job: Job, folder: Path, rows: list[dict[str, str]]) -> list[Pair]:
     """Pairs as the manifest makes them (their ids and resolved configs)."""
     handler = job.handler
-    parsed = list(validate_rows([(f"m.csv line {i + 2}", row) for i, row in enumerate(rows)], str(folder), handler.defaults, handler.limits))
+    parsed = list(
+        validate_rows(
+            [(f"m.csv line {i + 2}", row) for i, row in enumerate(rows)], str(folder), handler.defaults, handler.limits
+        )
+    )
     assert all(isinstance(p, Pair) for p in parsed), parsed
     return parsed
 
@@ -95,14 +113,18 @@ def images(tmp_path: Path) -> Path:
 
 def test_each_failure_is_recorded_at_its_stage_naming_its_input(weights_file, images, tmp_path, monkeypatch) -> None:
     job = job_for(weights_file, tmp_path / "out", limits=Limits(device_memory_gb=0.01))
-    good, missing, sliver, broken_style, large, checked = pairs(job, images, [
-        {"id": "good", "content": "cat.png", "style": "waves.png"},
-        {"id": "missing", "content": "nowhere.png", "style": "waves.png"},
-        {"id": "sliver", "content": "sliver.png", "style": "waves.png"},
-        {"id": "broken-style", "content": "dog.png", "style": "broken.png"},
-        {"id": "large", "content": "cat.png", "style": "tiles.png", "image_size": "4096"},
-        {"id": "checked", "content": "dog.png", "style": "tiles.png"},
-    ])
+    good, missing, sliver, broken_style, large, checked = pairs(
+        job,
+        images,
+        [
+            {"id": "good", "content": "cat.png", "style": "waves.png"},
+            {"id": "missing", "content": "nowhere.png", "style": "waves.png"},
+            {"id": "sliver", "content": "sliver.png", "style": "waves.png"},
+            {"id": "broken-style", "content": "dog.png", "style": "broken.png"},
+            {"id": "large", "content": "cat.png", "style": "tiles.png", "image_size": "4096"},
+            {"id": "checked", "content": "dog.png", "style": "tiles.png"},
+        ],
+    )
 
     # Prepare: an input that is not there fails at read; a store that refuses the skip check, at check.
     real_exists = storage.exists
@@ -118,7 +140,10 @@ def test_each_failure_is_recorded_at_its_stage_naming_its_input(weights_file, im
     failures = {f.id: f for f in by_tag["failures"]}
     assert set(failures) == {"missing", "checked", "sliver"} and not by_tag.get("skipped")
     assert failures["missing"].stage == Stage.READ and "nowhere.png: no such file" in failures["missing"].error
-    assert failures["checked"].stage == Stage.CHECK and "images/checked.png: the store refused" in failures["checked"].error
+    assert (
+        failures["checked"].stage == Stage.CHECK
+        and "images/checked.png: the store refused" in failures["checked"].error
+    )
     # Too small for the network, from the header alone: nothing decoded, no style encoded.
     assert failures["sliver"].stage == Stage.STYLIZE and "ImageTooSmallError" in failures["sliver"].error
     assert str(images / "sliver.png") in failures["sliver"].error
@@ -128,9 +153,15 @@ def test_each_failure_is_recorded_at_its_stage_naming_its_input(weights_file, im
     by_tag = sorted_outputs(list(job.stylize_fn().process(("key", ready))))
     failures = {f.id: f for f in by_tag["failures"]}
     assert set(failures) == {"broken-style", "large"}
-    assert failures["broken-style"].stage == Stage.READ and "broken.png: not a readable image" in failures["broken-style"].error
+    assert (
+        failures["broken-style"].stage == Stage.READ
+        and "broken.png: not a readable image" in failures["broken-style"].error
+    )
     assert failures["large"].stage == Stage.STYLIZE and "PairTooLargeError" in failures["large"].error
-    assert str(images / "cat.png") in failures["large"].error and "the largest image_size that fits" in failures["large"].error
+    assert (
+        str(images / "cat.png") in failures["large"].error
+        and "the largest image_size that fits" in failures["large"].error
+    )
     for failure in failures.values():
         assert isinstance(failure, Failure) and failure.source.startswith("m.csv line ")
         assert failure.to_dict()["stage"] == str(failure.stage)  # JSON holds the plain name
@@ -138,15 +169,21 @@ def test_each_failure_is_recorded_at_its_stage_naming_its_input(weights_file, im
     assert {p.name for p in (job.output / "images").iterdir()} == {"good.png"}
 
 
-def test_a_style_too_large_to_encode_is_refused_before_it_is_encoded(weights_file, images, tmp_path, monkeypatch) -> None:
+def test_a_style_too_large_to_encode_is_refused_before_it_is_encoded(
+    weights_file, images, tmp_path, monkeypatch
+) -> None:
     # Style targets at 8 x 32 = 256 px, in 10 MiB: every 32 px result fits, a 256x16 strip of a
     # style fits (3.3 MiB), a 256x192 one (40 MiB) does not, and must not reach the network.
     job = job_for(weights_file, tmp_path / "out", limits=Limits(device_memory_gb=0.01), style_scale=8.0)
     synthetic_image(6, width=512, height=32).save(images / "strip.png")
-    narrow, wide = pairs(job, images, [
-        {"id": "narrow", "content": "cat.png", "style": "strip.png"},
-        {"id": "wide", "content": "dog.png", "style": "tiles.png"},
-    ])
+    narrow, wide = pairs(
+        job,
+        images,
+        [
+            {"id": "narrow", "content": "cat.png", "style": "strip.png"},
+            {"id": "wide", "content": "dog.png", "style": "tiles.png"},
+        ],
+    )
     encoded: list[tuple[int, int]] = []
     real_encode = StyleTransfer.encode_styles
 
@@ -176,12 +213,16 @@ def test_a_style_too_large_to_encode_is_refused_before_it_is_encoded(weights_fil
 
 def test_a_failing_pair_does_not_stop_its_batch(weights_file, images, tmp_path) -> None:
     job = job_for(weights_file, tmp_path / "out", batch_size=4)
-    items = pairs(job, images, [
-        {"id": "sliver", "content": "sliver.png", "style": "waves.png"},
-        {"id": "cat", "content": "cat.png", "style": "waves.png"},
-        {"id": "broken", "content": "dog.png", "style": "broken.png"},
-        {"id": "dog", "content": "dog.png", "style": "tiles.png"},
-    ])
+    items = pairs(
+        job,
+        images,
+        [
+            {"id": "sliver", "content": "sliver.png", "style": "waves.png"},
+            {"id": "cat", "content": "cat.png", "style": "waves.png"},
+            {"id": "broken", "content": "dog.png", "style": "broken.png"},
+            {"id": "dog", "content": "dog.png", "style": "tiles.png"},
+        ],
+    )
     ready, prepared = prepare(job, items)
     assert [f.id for f in prepared["failures"]] == ["sliver"]  # too small: known from its header
     by_tag = sorted_outputs(list(job.stylize_fn().process(("key", ready))))
@@ -284,7 +325,12 @@ class FakeHandler:
             final = dataclasses.replace(first, iteration=1, total=1.0)
             on_record(index, first)
             image = Image.new("RGB", (8, 6), (index * 40, 0, 0))
-            yield index, ValueError(f"{pair_id}: diverged") if pair_id == "diverges" else StyleResult(image, [first, final], final, 1, "fake", 0.2)
+            yield (
+                index,
+                ValueError(f"{pair_id}: diverged")
+                if pair_id == "diverges"
+                else StyleResult(image, [first, final], final, 1, "fake", 0.2),
+            )
             refill = next(source, None)
             if refill is not None:
                 self.batches[-1].append(refill[1])
@@ -298,7 +344,10 @@ def test_the_dofns_batch_claim_write_and_record_each_stage_with_a_fake_handler(t
         (folder / name).write_bytes(name.encode())
     ids = ["ok1", "ok2", "diverges", "unreadable", "huge", "unwritable", "elsewhere"]
     config = StyleConfig(weights="random")
-    items = [Pair(i, str(folder / "a.png"), (str(folder / "s.png"),), config, source=f"m.csv line {n + 2}", row={"id": i}) for n, i in enumerate(ids)]
+    items = [
+        Pair(i, str(folder / "a.png"), (str(folder / "s.png"),), config, source=f"m.csv line {n + 2}", row={"id": i})
+        for n, i in enumerate(ids)
+    ]
     settings = StylizeSettings(str(out), run_id="this-run")
     handler = FakeHandler(batch_size=2)
     (out / "images" / "unwritable.png").mkdir(parents=True)  # a folder where the image goes
@@ -309,12 +358,16 @@ def test_the_dofns_batch_claim_write_and_record_each_stage_with_a_fake_handler(t
     assert [p.output_size for p in ready] == [(8, 6)] * len(ids)
     by_tag = sorted_outputs(list(StylizeBatchesFn(settings, handler).process(("one key", ready))))
 
-    assert sorted(o.id for o in by_tag["main"]) == ["ok1", "ok2"] and {o.status for o in by_tag["main"]} == {"succeeded"}
+    assert sorted(o.id for o in by_tag["main"]) == ["ok1", "ok2"] and {o.status for o in by_tag["main"]} == {
+        "succeeded"
+    }
     assert [(o.id, o.status) for o in by_tag["skipped"]] == [("elsewhere", "claimed")]
     stages = {f.id: (f.stage, f.row) for f in by_tag["failures"]}
     assert stages == {
-        "diverges": (Stage.STYLIZE, {"id": "diverges"}), "unreadable": (Stage.READ, {"id": "unreadable"}),
-        "huge": (Stage.STYLIZE, {"id": "huge"}), "unwritable": (Stage.WRITE, {"id": "unwritable"}),
+        "diverges": (Stage.STYLIZE, {"id": "diverges"}),
+        "unreadable": (Stage.READ, {"id": "unreadable"}),
+        "huge": (Stage.STYLIZE, {"id": "huge"}),
+        "unwritable": (Stage.WRITE, {"id": "unwritable"}),
     }
     write_error = next(f.error for f in by_tag["failures"] if f.id == "unwritable")
     assert "images/unwritable.png" in write_error
@@ -355,5 +408,11 @@ def test_after_running_out_of_gpu_memory_the_unfinished_and_the_rest_run_one_at_
     engine = OutgrowingEngine()
     handler = EngineHandler(StyleConfig(weights="random"), Limits())
     outcomes = list(handler.stylize(engine, iter(["a", "b", "c", "d", "e"]), 3, lambda index, record: None))
-    assert outcomes == [(0, "result of a"), (1, "result of b"), (2, "result of c"), (3, "result of d"), (4, "result of e")]
+    assert outcomes == [
+        (0, "result of a"),
+        (1, "result of b"),
+        (2, "result of c"),
+        (3, "result of d"),
+        (4, "result of e"),
+    ]
     assert engine.drawn == ["a", "b", "c", "d"] and engine.alone == ["b", "c", "d", "e"]  # each pair once, none lost

@@ -5,14 +5,15 @@ from __future__ import annotations
 import pytest
 import torch
 
+from tests.helpers import engine_config, synthetic_image
 from transforms.nst import ImageTooSmallError, StyleTransfer
 from transforms.nst.records import StyleRequest
 from transforms.nst.tiles import blend, blend_weights, tile_boxes
-from tests.conftest import synthetic_image
-from tests.test_engine import config
 
 
-@pytest.mark.parametrize(("width", "height", "tile", "overlap"), [(100, 70, 40, 8), (64, 48, 64, 16), (257, 129, 64, 16), (40, 300, 41, 40)])
+@pytest.mark.parametrize(
+    ("width", "height", "tile", "overlap"), [(100, 70, 40, 8), (64, 48, 64, 16), (257, 129, 64, 16), (40, 300, 41, 40)]
+)
 def test_tiles_cover_the_image_exactly_and_overlap_enough(width, height, tile, overlap) -> None:
     boxes = tile_boxes(width, height, tile, overlap)
     covered = torch.zeros(height, width, dtype=torch.int32)
@@ -23,7 +24,7 @@ def test_tiles_cover_the_image_exactly_and_overlap_enough(width, height, tile, o
     assert covered.min() >= 1  # no pixel left out
     lefts = sorted({box[0] for box in boxes})
     rights = sorted({box[2] for box in boxes})
-    for right, next_left in zip(rights, lefts[1:]):
+    for right, next_left in zip(rights[:-1], lefts[1:], strict=True):
         assert right - next_left >= overlap  # neighbours overlap by at least the overlap
 
 
@@ -43,7 +44,7 @@ def test_weights_ramp_across_overlaps_and_not_at_the_image_edge() -> None:
 
 
 def test_one_tile_as_large_as_the_image_is_the_untiled_result(weights_file) -> None:
-    cfg = config(weights_file, image_size=64, iterations=4, scales=((32, 3),))
+    cfg = engine_config(weights_file, image_size=64, iterations=4, scales=((32, 3),))
     engine = StyleTransfer(cfg)
     content, style = synthetic_image(1, 96, 72), synthetic_image(3, 96, 72)
     targets, coarse = engine.encode_styles([style]), (engine.encode_styles([style], size=32),)
@@ -55,11 +56,13 @@ def test_one_tile_as_large_as_the_image_is_the_untiled_result(weights_file) -> N
 
 
 def test_a_tiled_run_optimizes_every_tile_and_blends_them(weights_file) -> None:
-    cfg = config(weights_file, image_size=80, iterations=5)
+    cfg = engine_config(weights_file, image_size=80, iterations=5)
     engine = StyleTransfer(cfg)
     content, style = synthetic_image(1, 80, 60), synthetic_image(3, 80, 60)
     records = []
-    tiled = engine.stylize_tiled(StyleRequest(content, engine.encode_styles([style]), cfg), tile=48, overlap=16, callback=records.append)
+    tiled = engine.stylize_tiled(
+        StyleRequest(content, engine.encode_styles([style]), cfg), tile=48, overlap=16, callback=records.append
+    )
     assert tiled.tiles == 4 and tiled.image.size == (80, 60)
     assert len(records) == 4 * 6  # each tile's iterations 0-4 and its written image
     assert [r.iteration for r in tiled.history] == list(range(6)) and tiled.history[-1] == tiled.final
@@ -74,10 +77,12 @@ def test_a_tiled_pair_returns_its_own_error_from_the_handler(weights_file) -> No
     from transforms.handler import EngineHandler
     from transforms.limits import Limits
 
-    cfg = config(weights_file, image_size=64, iterations=2)
+    cfg = engine_config(weights_file, image_size=64, iterations=2)
     handler = EngineHandler(cfg, Limits())
     engine = handler.load_engine()
-    request = StyleRequest(synthetic_image(1, 64, 20), engine.encode_styles([synthetic_image(3)]), cfg, content_name="wide.png")
+    request = StyleRequest(
+        synthetic_image(1, 64, 20), engine.encode_styles([synthetic_image(3)]), cfg, content_name="wide.png"
+    )
     ((index, outcome),) = handler.stylize(engine, [request], 1, lambda index, record: None, tiling=(12, 2))
     assert index == 0
     assert isinstance(outcome, ImageTooSmallError)

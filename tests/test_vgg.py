@@ -47,11 +47,15 @@ def test_a_weights_file_declaring_more_than_the_model_holds_is_refused_before_lo
     # allocate it as declared). Its uncompressed size is at offset 24 of its record.
     data = bytearray(path.read_bytes())
     record = data.index(b"PK\x01\x02", data.index(b"PK\x01\x02"))  # the first central record...
-    while not data[record + 46 : record + 46 + int.from_bytes(data[record + 28 : record + 30], "little")].endswith(b"data/0"):
+    while not data[record + 46 : record + 46 + int.from_bytes(data[record + 28 : record + 30], "little")].endswith(
+        b"data/0"
+    ):
         record = data.index(b"PK\x01\x02", record + 4)  # ...and on to the storage's
     data[record + 24 : record + 28] = (1 << 30).to_bytes(4, "little")
     path.write_bytes(bytes(data))
-    with pytest.raises(WeightsError, match=r"bomb.pth: declares \d+ bytes .*'bomb/data/0' 1073741824.*refused before loading"):
+    with pytest.raises(
+        WeightsError, match=r"bomb.pth: declares \d+ bytes .*'bomb/data/0' 1073741824.*refused before loading"
+    ):
         load_features_state_dict("vgg19", str(path))
 
 
@@ -120,7 +124,7 @@ def test_weights_file_with_wrong_keys(tmp_path) -> None:
 
 def test_weights_file_of_other_depth(weights_file) -> None:
     state = load_features_state_dict("vgg16", weights_file("vgg16"))
-    with pytest.raises(WeightsError, match="weights do not fit vgg19: (missing|features.* has shape)"):
+    with pytest.raises(WeightsError, match=r"weights do not fit vgg19: (missing|features.* has shape)"):
         VGGFeatures("vgg19", ["relu5_4"], state, TORCHVISION)
 
 
@@ -147,5 +151,8 @@ def test_imagenet_download_failure_explains_how_to_pass_a_file(monkeypatch, tmp_
         raise urllib.error.URLError("network is unreachable")
 
     monkeypatch.setattr(torch.hub, "download_url_to_file", offline)
-    with pytest.raises(WeightsError, match=r"could not download the torchvision vgg19 ImageNet weights .*--weights caffe.*--weights /path/to/vgg19-dcbb9e9d.pth --weights_family torchvision"):
+    with pytest.raises(
+        WeightsError,
+        match=r"could not download the torchvision vgg19 ImageNet weights .*--weights caffe.*--weights /path/to/vgg19-dcbb9e9d.pth --weights_family torchvision",
+    ):
         load_features_state_dict("vgg19", "imagenet")

@@ -103,8 +103,13 @@ def _read(location: str, output: str) -> Claim | None:
         if not isinstance(record, dict) or set(record) != _FIELDS:
             raise ValueError("not a claim's fields")
         run_id, expires_at, host, pid = (record[name] for name in ("run_id", "expires_at", "host", "pid"))
-        if not (isinstance(run_id, str) and isinstance(host, str) and isinstance(pid, int)
-                and isinstance(expires_at, int | float) and not isinstance(expires_at, bool)):
+        if not (
+            isinstance(run_id, str)
+            and isinstance(host, str)
+            and isinstance(pid, int)
+            and isinstance(expires_at, int | float)
+            and not isinstance(expires_at, bool)
+        ):
             raise ValueError("not a claim's types")
         return Claim(run_id, float(expires_at), host, pid)
     except FileNotFoundError:

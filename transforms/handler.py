@@ -14,6 +14,7 @@ Imports: torch, the engine, storage, devices, limits and records; no Beam.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import itertools
 import logging
 import time
@@ -42,6 +43,7 @@ from transforms.nst.optimize import StyleTransfer
 from transforms.nst.records import (
     BatchCallback,
     ImageTooSmallError,
+    IterationRecord,
     NonFiniteLossError,
     StyleRequest,
     StyleResult,
@@ -194,7 +196,8 @@ class EngineHandler:
             raise ModelLoadError(f"the model could not be loaded ({type(exc).__name__}: {exc})") from exc
         logger.info(
             "loaded %s (%s weights) on %s in %.1f s",
-            defaults.model, defaults.weights,
+            defaults.model,
+            defaults.weights,
             engine.device if pinned is None or engine.device.type != "cuda" else f"cuda:{pinned}",
             time.perf_counter() - started,
         )
@@ -236,7 +239,9 @@ class EngineHandler:
         content = self._read_image(pair.content, config.image_size)
         # An init image is resized to the content's exact size, whatever its own shape: read whole.
         init_image = self._read_image(config.init_location, None) if config.init_location else None
-        targets = self._styles.targets(engine, pair, content, budget, lambda style: self._read_image(style, config.style_size))
+        targets = self._styles.targets(
+            engine, pair, content, budget, lambda style: self._read_image(style, config.style_size)
+        )
         return StyleRequest(content, targets[-1], config, init_image, pair.content, tuple(targets[:-1]))
 
     def _read_image(self, location: str, longest_side: int | None) -> Image.Image:
@@ -271,7 +276,9 @@ class EngineHandler:
         source = draw()
         if tiling is None and slots > 1:
             try:
-                stream = engine.stylize_stream((request for _, request in source), slots, on_record, self.limits.pair_time_limit)
+                stream = engine.stylize_stream(
+                    (request for _, request in source), slots, on_record, self.limits.pair_time_limit
+                )
                 for index, result in stream:
                     del in_flight[index]
                     yield index, self._explained(result)
@@ -281,7 +288,7 @@ class EngineHandler:
                 logger.warning("a batch of %d pairs ran out of GPU memory; running the rest one at a time", slots)
         for index, request in itertools.chain(list(in_flight.items()), source):
             del in_flight[index]
-            yield index, self._alone(engine, request, lambda _, record, index=index: on_record(index, record), tiling)
+            yield index, self._alone(engine, request, functools.partial(_as_request, on_record, index), tiling)
 
     def _alone(
         self, engine: StyleTransfer, request: StyleRequest, on_record: BatchCallback, tiling: tuple[int, int] | None
@@ -291,7 +298,9 @@ class EngineHandler:
             if tiling is None:
                 (result,) = engine.stylize_batch([request], on_record, self.limits.pair_time_limit)
                 return self._explained(result)
-            return engine.stylize_tiled(request, *tiling, lambda record: on_record(0, record), self.limits.pair_time_limit)
+            return engine.stylize_tiled(
+                request, *tiling, lambda record: on_record(0, record), self.limits.pair_time_limit
+            )
         except torch.cuda.OutOfMemoryError as exc:
             torch.cuda.empty_cache()
             return exc
@@ -305,3 +314,8 @@ class EngineHandler:
         if isinstance(result, TimeLimitError):
             return TimeLimitError(f"{result} (--pair_time_limit {self.limits.pair_time_limit:g} s)")
         return result
+
+
+def _as_request(on_record: BatchCallback, index: int, _: int, record: IterationRecord) -> None:
+    """A pair run alone reports its records as request ``index`` of the stream."""
+    on_record(index, record)

@@ -92,8 +92,14 @@ def line_from_log(log: dict[str, Any]) -> dict[str, Any]:
 def unlogged_line(pair_id: str, image: str, size_bytes: int) -> dict[str, Any]:
     """The line of an image that no log describes: what its name and size tell."""
     return {
-        "id": pair_id, "image": image, "label": label_of(pair_id), "content": None, "styles": None, "size": None,
-        "final_loss": None, "bytes": size_bytes,
+        "id": pair_id,
+        "image": image,
+        "label": label_of(pair_id),
+        "content": None,
+        "styles": None,
+        "size": None,
+        "final_loss": None,
+        "bytes": size_bytes,
     }
 
 
@@ -176,9 +182,13 @@ def read_pointer(output: str) -> dict[str, Any] | None:
         return None
     shards = pointer.get("shards") if isinstance(pointer, dict) else None
     if not isinstance(shards, list) or not all(isinstance(s, str) and _SHARD_PATH.fullmatch(s) for s in shards):
-        raise reading.DamagedError(f"{pointer_location(output)} is not an index pointer (no list of shards in {FOLDER}/)")
+        raise reading.DamagedError(
+            f"{pointer_location(output)} is not an index pointer (no list of shards in {FOLDER}/)"
+        )
     if not isinstance(pointer.get("format", 0), int) or pointer.get("format", 0) > POINTER_FORMAT:
-        raise ValueError(f"{pointer_location(output)} has format {pointer['format']}: upgrade beam-style-transfer to read it")
+        raise ValueError(
+            f"{pointer_location(output)} has format {pointer['format']}: upgrade beam-style-transfer to read it"
+        )
     return pointer
 
 
@@ -266,7 +276,9 @@ def line_problem(line: object) -> str | None:
     size, loss, size_bytes = line["size"], line["final_loss"], line["bytes"]
     if size is not None and not (isinstance(size, list) and len(size) == 2 and all(_is_count(side) for side in size)):
         return "size is not a width and a height"
-    if not (loss is None or isinstance(loss, int | float) and not isinstance(loss, bool)) or not _is_count(size_bytes):
+    if not (loss is None or (isinstance(loss, int | float) and not isinstance(loss, bool))) or not _is_count(
+        size_bytes
+    ):
         return "final_loss or bytes is not a number"
     return None
 
@@ -298,6 +310,8 @@ class StylizedImages:
 
     def __getitem__(self, index: int) -> tuple[Any, int]:
         row = self.rows[index]
-        with Image.open(io.BytesIO(storage.read_bytes(storage.join(self.output, row["image"]), row["bytes"], inside=self.output))) as opened:
+        with Image.open(
+            io.BytesIO(storage.read_bytes(storage.join(self.output, row["image"]), row["bytes"], inside=self.output))
+        ) as opened:
             image = opened.convert("RGB")
         return (self.transform(image) if self.transform else image), self.class_to_idx[row["label"] or ""]

@@ -74,7 +74,11 @@ def _top_problem(log: dict[str, Any]) -> str | None:
 
 def _image_problem(log: dict[str, Any]) -> str | None:
     image = log.get("image")
-    if not isinstance(image, dict) or not isinstance(image.get("sha256"), str) or not _SHA256.fullmatch(image["sha256"]):
+    if (
+        not isinstance(image, dict)
+        or not isinstance(image.get("sha256"), str)
+        or not _SHA256.fullmatch(image["sha256"])
+    ):
         return "the log has no image digest"
     size = image.get("size")
     if not (isinstance(size, list) and len(size) == 2 and all(_is_int(side, 1, _MAX_SIDE) for side in size)):
@@ -117,7 +121,9 @@ def _history_problem(log: dict[str, Any]) -> str | None:
         return missing
     length = len(iterations)
     columns = [history.get(name, [None] * length) for name in ("total", "content", "style", "tv")]
-    columns += list(history.get("style_layers", {}).values()) if isinstance(history.get("style_layers", {}), dict) else [None]
+    columns += (
+        list(history.get("style_layers", {}).values()) if isinstance(history.get("style_layers", {}), dict) else [None]
+    )
     if not all(isinstance(column, list) and len(column) == length and all(map(_is_loss, column)) for column in columns):
         return "the log's history columns are not lists of losses, one per iteration"
     seconds, rejected = history.get("seconds", []), history.get("rejected", [])
@@ -125,14 +131,20 @@ def _history_problem(log: dict[str, Any]) -> str | None:
         return "the log's history seconds are not numbers of seconds"
     if not (isinstance(rejected, list) and all(_is_int(i, 0) for i in rejected)):
         return "the log's rejected iterations are not iteration numbers"
-    if not isinstance(totals, list) or (iterations[-1], totals[-1]) != (final["iteration"], final["total"]):
+    if (
+        not isinstance(totals, list)
+        or not isinstance(final, dict)
+        or (iterations[-1], totals[-1]) != (final["iteration"], final["total"])
+    ):
         return missing
     return None
 
 
 def _is_record(value: object) -> bool:
     """An iteration's record as a log writes it: its iteration and its total loss, at least."""
-    return isinstance(value, dict) and _is_int(value.get("iteration"), 0) and "total" in value and _is_loss(value["total"])
+    return (
+        isinstance(value, dict) and _is_int(value.get("iteration"), 0) and "total" in value and _is_loss(value["total"])
+    )
 
 
 def _is_int(value: object, low: int, high: float = math.inf) -> bool:

@@ -68,7 +68,9 @@ def manifest_format(location: str, declared: str | None) -> str:
         return "csv"
     if lowered.endswith((".jsonl", ".ndjson", ".json")):
         return "jsonl"
-    raise ValueError(f"{location}: cannot tell its format from the extension (.csv, .jsonl); pass --manifest_format csv|jsonl")
+    raise ValueError(
+        f"{location}: cannot tell its format from the extension (.csv, .jsonl); pass --manifest_format csv|jsonl"
+    )
 
 
 def decode_manifest(data: bytes) -> str:
@@ -132,7 +134,9 @@ def row_problem(row: dict[str, Any]) -> ValueError | None:
             if not isinstance(text, str):
                 continue
             if len(text) > MAX_FIELD_CHARS:
-                return ValueError(f"column {bounded(column)!r}: a field of {len(text)} characters is over the limit of {MAX_FIELD_CHARS}")
+                return ValueError(
+                    f"column {bounded(column)!r}: a field of {len(text)} characters is over the limit of {MAX_FIELD_CHARS}"
+                )
             if "\0" in text:
                 return ValueError(f"column {bounded(column)!r}: a NUL byte in {bounded(text)!r}")
             bad = next((ch for ch in text if "\udc80" <= ch <= "\udcff"), None)
@@ -155,7 +159,9 @@ def safe_id(raw: str) -> str:
     if not cleaned:
         raise ValueError(f"id {bounded(raw)!r} has no usable characters (letters, digits, '.', '_', '+', '-')")
     if cleaned.startswith("."):
-        raise ValueError(f"id {bounded(raw)!r} would be a hidden file name ({bounded(cleaned)!r}): start it with a letter or digit")
+        raise ValueError(
+            f"id {bounded(raw)!r} would be a hidden file name ({bounded(cleaned)!r}): start it with a letter or digit"
+        )
     # File names are limited in bytes (255 on most filesystems), not characters.
     return cleaned.encode()[:_MAX_ID_BYTES].decode("utf-8", "ignore")
 
@@ -278,7 +284,9 @@ def row_to_pair(
         try:
             blend_weights(len(styles), weights)
         except ValueError:
-            raise ValueError(f"style_weights {list(weights)} must be {len(styles)} finite values >= 0, not all zero") from None
+            raise ValueError(
+                f"style_weights {list(weights)} must be {len(styles)} finite values >= 0, not all zero"
+            ) from None
     overrides = with_color_alias({column: _convert(column, row[column]) for column in ROW_OVERRIDES if column in row})
     # Rows without overrides share the job's config: a million glob rows are a million references,
     # not a million validated copies.
@@ -292,7 +300,9 @@ def row_to_pair(
     for location in (content, *styles, *([row_init] if row_init else [])):
         storage.check_location(location, limits.allowed_schemes)
         if output is not None and storage.is_within(location, output):
-            raise ValueError(f"{bounded(location)} is inside --output {bounded(output)}: the job never reads its own outputs")
+            raise ValueError(
+                f"{bounded(location)} is inside --output {bounded(output)}: the job never reads its own outputs"
+            )
     raw_id = str(row["id"]) if str(row.get("id", "")).strip() else ""
     folder, label = tree_folder(content, tree_root) if tree_root is not None else ("", None)
     pair_id = folder + safe_id(raw_id) if raw_id else ""
@@ -369,7 +379,14 @@ def _folder_clashes(pairs: list[Pair]) -> dict[str, str]:
     found = {}
     for pair in pairs:
         outputs = pair.folder.rstrip("/").split("/") if pair.label else []
-        merged = next((inputs_of[p] for p in ("/".join(outputs[:d]) for d in range(1, len(outputs) + 1)) if len(inputs_of[p]) > 1), None)
+        merged = next(
+            (
+                inputs_of[p]
+                for p in ("/".join(outputs[:d]) for d in range(1, len(outputs) + 1))
+                if len(inputs_of[p]) > 1
+            ),
+            None,
+        )
         if merged:
             first, second = sorted(merged)[:2]
             found[pair.id] = (
@@ -397,12 +414,15 @@ def _tagged(items: Iterator[Pair | Failure]) -> Iterator[Any]:
             if item.content in item.styles:  # a glob that matches the photo itself, say
                 logger.warning(
                     "%s: %s is its own style: the result will be the content, barely changed (loss near 0)",
-                    item.id, bounded(item.content),
+                    item.id,
+                    bounded(item.content),
                 )
             yield item
 
 
-def read_manifest(location: str, declared_format: str | None, limits: Limits) -> list[tuple[str, dict[str, Any] | Exception]]:
+def read_manifest(
+    location: str, declared_format: str | None, limits: Limits
+) -> list[tuple[str, dict[str, Any] | Exception]]:
     """Every data row of the manifest at ``location``, parsed (not yet validated).
 
     Raises:
@@ -461,7 +481,9 @@ def outside_output(matches: list[str], output: str | None) -> list[str]:
 
 
 class _ExpandGlobsFn(beam.DoFn):
-    def __init__(self, defaults: StyleConfig, limits: Limits, styles_per_content: int, layout: str, output: str | None) -> None:
+    def __init__(
+        self, defaults: StyleConfig, limits: Limits, styles_per_content: int, layout: str, output: str | None
+    ) -> None:
         self._defaults = defaults
         self._limits = limits
         self._styles_per_content = styles_per_content
@@ -480,7 +502,9 @@ class _ExpandGlobsFn(beam.DoFn):
                 yield from _tagged(iter([Failure.from_exception(Stage.MANIFEST, exc, f"{flag} {pattern}")]))
                 return
         root = storage.glob_root(contents_pattern)
-        rows = glob_rows(matches["--contents"], matches["--styles"], root, self._styles_per_content, self._defaults.seed)
+        rows = glob_rows(
+            matches["--contents"], matches["--styles"], root, self._styles_per_content, self._defaults.seed
+        )
         tree_root = root if self._layout == "tree" else None
         yield from _tagged(validate_rows(rows, ".", self._defaults, self._limits, tree_root))
 
@@ -524,10 +548,16 @@ class ReadPairs(beam.PTransform):
             return (
                 pbegin
                 | "ManifestLocation" >> beam.Create([self._manifest])
-                | "ParseManifest" >> beam.ParDo(_ExpandManifestFn(self._format, self._defaults, self._limits, self._layout, self._output)).with_outputs(FAILURES, main=PAIRS)
+                | "ParseManifest"
+                >> beam.ParDo(
+                    _ExpandManifestFn(self._format, self._defaults, self._limits, self._layout, self._output)
+                ).with_outputs(FAILURES, main=PAIRS)
             )
         return (
             pbegin
             | "GlobPatterns" >> beam.Create([self._globs])
-            | "CrossProduct" >> beam.ParDo(_ExpandGlobsFn(self._defaults, self._limits, self._styles_per_content, self._layout, self._output)).with_outputs(FAILURES, main=PAIRS)
+            | "CrossProduct"
+            >> beam.ParDo(
+                _ExpandGlobsFn(self._defaults, self._limits, self._styles_per_content, self._layout, self._output)
+            ).with_outputs(FAILURES, main=PAIRS)
         )

@@ -248,7 +248,9 @@ def fingerprint(pair: Pair, signatures: dict[str, str], spec: OutputSpec = Outpu
     return hashlib.sha256(json.dumps(described, sort_keys=True).encode()).hexdigest()
 
 
-def kept_iterations(records: Sequence[IterationRecord], every: int, phase_starts: Sequence[int] = ()) -> list[IterationRecord]:
+def kept_iterations(
+    records: Sequence[IterationRecord], every: int, phase_starts: Sequence[int] = ()
+) -> list[IterationRecord]:
     """The records a log keeps: all with ``every`` 1; else iteration 0, every ``every``-th, the
     first of each phase and the one before it, and the last (the written image's)."""
     if every == 1:
@@ -361,8 +363,11 @@ def pair_log(
         "config": config.to_dict(),
         "fingerprint": work,
         "image": {
-            "path": f"images/{pair.id}.{spec.extension}", "format": spec.image_format,
-            "size": list(result.image.size), "sha256": storage.sha256(image), "bytes": len(image),
+            "path": f"images/{pair.id}.{spec.extension}",
+            "format": spec.image_format,
+            "size": list(result.image.size),
+            "sha256": storage.sha256(image),
+            "bytes": len(image),
         },
         "history": history(result),
         "history_every": spec.log_every,
@@ -414,7 +419,9 @@ def write_pair(output: str, pair_id: str, image: bytes, log: dict[str, Any], ext
     for location, data in ((image_file, image), (log_location(output, pair_id), to_json(log, compact=True))):
         try:
             storage.write_atomic(location, data, inside=output)
-            if location == image_file and storage.sha256(storage.read_bytes(location, len(data), inside=output)) != storage.sha256(data):
+            if location == image_file and storage.sha256(
+                storage.read_bytes(location, len(data), inside=output)
+            ) != storage.sha256(data):
                 raise OSError("it reads back other bytes than were written")
         except OSError as exc:
             raise OSError(exc.errno, f"{location}: {exc.strerror or exc}") from exc

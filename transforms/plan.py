@@ -205,7 +205,9 @@ def _iterations_at(config: StyleConfig, sizes: Sequence[tuple[int, int]]) -> str
         own = f"{config.iterations} iterations at their own sizes (median {middle[0]}x{middle[1]} of {len(sizes)} sampled)"
         if config.scales is None and any(config.for_content(*size).coarse_scales for size in sizes):
             return own + ", coarse to fine"
-        return own + (" after " + ", ".join(f"{n} at {size}" for size, n in config.scales) + " px" if config.scales else "")
+        return own + (
+            " after " + ", ".join(f"{n} at {size}" for size, n in config.scales) + " px" if config.scales else ""
+        )
     stages = config.stages
     if len(stages) == 1:
         return f"{config.iterations} iterations at {config.image_size} px"
@@ -213,8 +215,10 @@ def _iterations_at(config: StyleConfig, sizes: Sequence[tuple[int, int]]) -> str
     if len({n for _, n in stages}) == 1:
         return f"{config.iterations} iterations at each of {', '.join(listed[:-1])} and {listed[-1]} px"
     counts = [f"{n} at {size}" for size, n in stages]
-    return f"{stages[0][1]} iterations at {stages[0][0]}, {', '.join(counts[1:-1]) + ', ' if len(counts) > 2 else ''}" \
+    return (
+        f"{stages[0][1]} iterations at {stages[0][0]}, {', '.join(counts[1:-1]) + ', ' if len(counts) > 2 else ''}"
         + f"then {counts[-1]} px"
+    )
 
 
 def _stage_sizes(config: StyleConfig, output_size: tuple[int, int]) -> list[tuple[int, int, int]]:

@@ -77,7 +77,7 @@ def _is_terminal(stream: Any) -> bool:
 
 
 def _duration(seconds: float) -> str:
-    seconds = int(round(seconds))
+    seconds = round(seconds)
     return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
 
 
@@ -139,7 +139,9 @@ class Progress:
 
             # One time left, ours (postfix): tqdm's own counts finished pairs only.
             self._bar = tqdm(
-                total=expected, unit="pair", dynamic_ncols=True,
+                total=expected,
+                unit="pair",
+                dynamic_ncols=True,
                 bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}, {rate_fmt}{postfix}]",
             )
 
@@ -218,12 +220,15 @@ class Progress:
                 left = self._seconds_left(None)
                 # One redraw per call, not two: the postfix waits for the description's.
                 self._bar.set_postfix_str(
-                    f"{self.counts['failed']} failed" + (f", {_duration(left)} left" if left is not None else ""), refresh=False
+                    f"{self.counts['failed']} failed" + (f", {_duration(left)} left" if left is not None else ""),
+                    refresh=False,
                 )
                 self._bar.set_description_str(f"{pair_id} {iteration}/{iterations} loss {loss:.4g}")
             elif now - self._last_beat >= self._heartbeat:
                 self._last_beat = now
-                logger.info("%s at iteration %d/%d, loss %.4g | %s", pair_id, iteration, iterations, loss, self.summary())
+                logger.info(
+                    "%s at iteration %d/%d, loss %.4g | %s", pair_id, iteration, iterations, loss, self.summary()
+                )
 
     def close(self) -> None:
         """End the live bar; say how many pairs were skipped as done, and which first."""
@@ -234,5 +239,8 @@ class Progress:
             more = ", ..." if skipped > len(self._first_skipped) else ""
             logger.info(
                 "%d pair%s skipped, already done (--verbose lists each): %s%s",
-                skipped, "" if skipped == 1 else "s", ", ".join(self._first_skipped), more,
+                skipped,
+                "" if skipped == 1 else "s",
+                ", ".join(self._first_skipped),
+                more,
             )

@@ -52,7 +52,9 @@ def parse_json(text: str | bytes, where: str) -> Any:
         raise DamagedError(f"{where}: not valid JSON ({type(exc).__name__})") from None
     depth = _depth(value)
     if depth > MAX_JSON_DEPTH:
-        raise DamagedError(f"{where}: not usable JSON (nested too deeply: {depth} levels, over the limit of {MAX_JSON_DEPTH})")
+        raise DamagedError(
+            f"{where}: not usable JSON (nested too deeply: {depth} levels, over the limit of {MAX_JSON_DEPTH})"
+        )
     return value
 
 

@@ -90,7 +90,7 @@ def bounded_message(text: str) -> str:
     text = shown_escaped(text)
     if len(text) <= RECORDED_MESSAGE_CHARS:
         return text
-    return f"{text[:RECORDED_MESSAGE_CHARS - 130]} ...({len(text):,} characters)... {text[-100:]}"
+    return f"{text[: RECORDED_MESSAGE_CHARS - 130]} ...({len(text):,} characters)... {text[-100:]}"
 
 
 def shown_escaped(text: str) -> str:
@@ -100,7 +100,11 @@ def shown_escaped(text: str) -> str:
     if not any("\ud800" <= ch <= "\udfff" for ch in text):
         return text
     return "".join(
-        f"\\x{ord(ch) - 0xDC00:02x}" if "\udc80" <= ch <= "\udcff" else f"\\u{ord(ch):04x}" if "\ud800" <= ch <= "\udfff" else ch
+        f"\\x{ord(ch) - 0xDC00:02x}"
+        if "\udc80" <= ch <= "\udcff"
+        else f"\\u{ord(ch):04x}"
+        if "\ud800" <= ch <= "\udfff"
+        else ch
         for ch in text
     )
 
@@ -189,4 +193,3 @@ class Outcome:
     final_loss: float | None = None
     batch_size: int = 0
     index: dict[str, Any] | None = None
-

@@ -57,11 +57,11 @@ def thumbnail(data: bytes, max_pixels: int, size: int = THUMBNAIL_PX) -> bytes:
 
     ``draft`` lets a JPEG decoder skip to a reduced scale, so a 4000 px photo costs little.
     """
-    with Image.open(io.BytesIO(data)) as image:
-        if image.width * image.height > max_pixels:
-            raise ValueError(f"{image.width}x{image.height} pixels is over the limit of {max_pixels}")
-        image.draft("RGB", (size, size))
-        image = image.convert("RGB")
+    with Image.open(io.BytesIO(data)) as opened:
+        if opened.width * opened.height > max_pixels:
+            raise ValueError(f"{opened.width}x{opened.height} pixels is over the limit of {max_pixels}")
+        opened.draft("RGB", (size, size))
+        image = opened.convert("RGB")
         image.thumbnail((size, size), Image.Resampling.LANCZOS)
         out = io.BytesIO()
         image.save(out, "JPEG", quality=80, optimize=True)
@@ -95,7 +95,7 @@ def entry_from_log(
     Names that were not UTF-8 are shown escaped (the page is UTF-8); pictures are read by the
     names as they are.
     """
-    inputs = log.get("inputs") if isinstance(log.get("inputs"), dict) else {}
+    inputs = log["inputs"] if isinstance(log.get("inputs"), dict) else {}
     locations = [str(inputs.get("content", "")), *(str(s) for s in inputs.get("styles") or ())]
     content, *styles = (shown_escaped(location) for location in locations)
     thumbnails: dict[str, bytes] = {}
@@ -105,7 +105,7 @@ def entry_from_log(
             thumbnails[key] = picture(location)
         except Exception as exc:  # noqa: BLE001 - a report shows what it can
             notes.append(shown_escaped(f"{location}: {type(exc).__name__}: {exc}"))
-    final = log.get("final") if isinstance(log.get("final"), dict) else {}
+    final = log["final"] if isinstance(log.get("final"), dict) else {}
     seconds = log.get("seconds")
     return ReportEntry(
         id=pair_id,
@@ -132,11 +132,10 @@ def losses_from_log(log: dict[str, Any]) -> tuple[tuple[int, float], ...]:
     if isinstance(history, dict):
         iterations, totals = history.get("iteration") or [], history.get("total") or []
         rejected = set(history.get("rejected") or [])
-        points = [(i, t) for i, t in zip(iterations, totals) if i not in rejected]
+        points = [(i, t) for i, t in zip(iterations, totals, strict=False) if i not in rejected]
     else:
         points = [
-            (r.get("iteration"), r.get("total")) for r in history or []
-            if isinstance(r, dict) and not r.get("rejected")
+            (r.get("iteration"), r.get("total")) for r in history or [] if isinstance(r, dict) and not r.get("rejected")
         ]
     points = [(i, t) for i, t in points if isinstance(i, int) and isinstance(t, (int, float))]
     step = max(1, math.ceil(len(points) / CURVE_POINTS))
@@ -166,8 +165,8 @@ def loss_curve_svg(losses: Sequence[tuple[int, float]], width: int = 270, height
     axes = "".join(
         f'<text class="axis" x="{x}" y="{y}" font-size="9" text-anchor="{anchor}">{html.escape(text)}</text>'
         for x, y, anchor, text in (
-            (left - 3, top + 7, "end", f"{10 ** y1:.3g}"),
-            (left - 3, top + plot_height, "end", f"{10 ** y0:.3g}"),
+            (left - 3, top + 7, "end", f"{10**y1:.3g}"),
+            (left - 3, top + plot_height, "end", f"{10**y0:.3g}"),
             (left, height - 3, "start", f"{int(x0)}"),
             (width - right, height - 3, "end", f"{int(x1)} it"),
         )
@@ -208,7 +207,9 @@ class _Images:
         )
 
     def css(self) -> str:
-        return "\n".join(f".{name}{{background-image:url({_data_uri(jpeg)})}}" for jpeg, (name, _) in self._classes.items())
+        return "\n".join(
+            f".{name}{{background-image:url({_data_uri(jpeg)})}}" for jpeg, (name, _) in self._classes.items()
+        )
 
 
 _STYLE: Final = """
@@ -240,9 +241,10 @@ def histogram_svg(values: Sequence[float], label: str, log: bool = False, width:
     bars = "".join(
         f'<rect x="{i * bar:.1f}" y="{height - 14 - c / tallest * (height - 18):.1f}" width="{bar - 1:.1f}" '
         f'height="{c / tallest * (height - 18):.1f}" fill="#3366cc"/>'
-        for i, c in enumerate(counts) if c
+        for i, c in enumerate(counts)
+        if c
     )
-    shown = (lambda v: f"{10 ** v:.3g}") if log else (lambda v: f"{v:.3g}")
+    shown = (lambda v: f"{10**v:.3g}") if log else (lambda v: f"{v:.3g}")
     text = f"{label}: {len(points)} pairs, {shown(low)} to {shown(high)}{' (log scale)' if log else ''}"
     return (
         f'<figure><svg class="histogram" width="{width}" height="{height}" viewBox="0 0 {width} {height}" role="img" '
@@ -266,11 +268,11 @@ def _pair_rows(entries: Iterable[ReportEntry], images: _Images, extension: str, 
         log = f'<a href="{_href(f"{to_output}logs/{entry.id}.json")}">log</a>' if entry.losses else ""
         note = f'<div class="note">{html.escape(entry.note)}</div>' if entry.note else ""
         rows.append(
-            f"<tr id=\"{html.escape(entry.id)}\"><td><code>{html.escape(entry.id)}</code>{note}</td>"
+            f'<tr id="{html.escape(entry.id)}"><td><code>{html.escape(entry.id)}</code>{note}</td>'
             f"<td>{images.tag(entry.thumbnails.get(entry.content), f'content: {entry.content}')}</td>"
             f"<td>{styles}</td><td>{result}</td>"
-            f"<td>{loss_curve_svg(entry.losses)}</td><td class=\"num\">{final}</td>"
-            f"<td class=\"num\">{seconds}</td><td>{html.escape(status)} {log}</td></tr>"
+            f'<td>{loss_curve_svg(entry.losses)}</td><td class="num">{final}</td>'
+            f'<td class="num">{seconds}</td><td>{html.escape(status)} {log}</td></tr>'
         )
     return rows
 
@@ -280,7 +282,7 @@ def _failures_section(failures: Sequence[dict[str, Any]], failures_link: str | N
         return ""
     rows = "".join(
         f"<tr><td><code>{html.escape(str(f.get('id') or ''))}</code></td><td>{html.escape(str(f.get('stage')))}</td>"
-        f"<td><code>{html.escape(str(f.get('source')))}</code></td><td class=\"failed\">{html.escape(str(f.get('error')))}</td></tr>"
+        f'<td><code>{html.escape(str(f.get("source")))}</code></td><td class="failed">{html.escape(str(f.get("error")))}</td></tr>'
         for f in failures[:FAILURES_SHOWN]
     )
     link = f' (<a href="{_href(failures_link)}">{html.escape(failures_link)}</a>)' if failures_link else ""
@@ -310,11 +312,13 @@ def render_html(
     count_line = "".join(f"<span>{html.escape(k.replace('_', ' '))}: <b>{v}</b></span>" for k, v in counts.items())
     per_pair = summary.get("seconds_per_pair") or {}
     timing = f"median {per_pair['median']:.1f} s per pair, " if per_pair else ""
-    distributions = "".join([
-        histogram_svg([f.final_loss for f in sample if f.final_loss is not None], "final loss", log=True),
-        histogram_svg([f.seconds for f in sample], "seconds per pair"),
-        histogram_svg([float(f.batch_size) for f in sample], "batch size"),
-    ])
+    distributions = "".join(
+        [
+            histogram_svg([f.final_loss for f in sample if f.final_loss is not None], "final loss", log=True),
+            histogram_svg([f.seconds for f in sample], "seconds per pair"),
+            histogram_svg([float(f.batch_size) for f in sample], "batch size"),
+        ]
+    )
     if distributions:
         distributions = f'<h2>Distributions ({len(sample)} pairs)</h2><div class="figures">{distributions}</div>'
     pairs = len(entries)
@@ -323,7 +327,7 @@ def render_html(
     configuration = _configuration_table(summary.get("configuration", {}))
     title = f"Style transfer run {summary.get('run_id', '')}"
     return (
-        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         f"<title>{html.escape(title)}</title><style>{_STYLE}{images.css()}</style></head><body>"
         f"<h1>{html.escape(title)}</h1>"
         f"<p>{html.escape(str(summary.get('started_at', '')))} to {html.escape(str(summary.get('finished_at', '')))}: "
@@ -378,7 +382,11 @@ def contact_sheet(entries: Iterable[ReportEntry]) -> bytes | None:
     draw = ImageDraw.Draw(sheet)
     for index, entry in enumerate(shown):
         left, top = (index % columns) * cell_width, (index // columns) * cell_height
-        pictures = [entry.thumbnails.get(entry.content), entry.thumbnails.get(entry.styles[0]) if entry.styles else None, entry.thumbnails["result"]]
+        pictures = [
+            entry.thumbnails.get(entry.content),
+            entry.thumbnails.get(entry.styles[0]) if entry.styles else None,
+            entry.thumbnails["result"],
+        ]
         for column, jpeg in enumerate(pictures):
             x = left + SHEET_GAP_PX + column * (slot + SHEET_GAP_PX)
             if jpeg is None:

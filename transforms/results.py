@@ -44,6 +44,7 @@ from transforms.tally import ReportChoice, Tally
 
 logger = logging.getLogger(f"beam_style_transfer.{__name__}")  # the names logs had (docs/development.md)
 
+
 class _TallyFn(beam.CombineFn):
     """Outcomes -> one Tally (tally.py), merged across workers."""
 
@@ -188,7 +189,9 @@ class WriteIndex(beam.PTransform):
             | "GroupIndexShards" >> beam.GroupByKey()
             | "WriteIndexShards" >> beam.ParDo(_WriteIndexShardFn(self._output, self._run_id))
         )
-        return start | "SwitchIndex" >> beam.ParDo(_SwitchIndexFn(self._output, self._run_id), shards=pvalue.AsList(shards))
+        return start | "SwitchIndex" >> beam.ParDo(
+            _SwitchIndexFn(self._output, self._run_id), shards=pvalue.AsList(shards)
+        )
 
 
 class _WriteSummaryFn(beam.DoFn):
@@ -208,7 +211,11 @@ class _WriteSummaryFn(beam.DoFn):
             self._failed.inc(len(failures))
             failures_file = failures_location(self._output, self._run_id)
             try:
-                storage.write_atomic(failures_file, "".join(json.dumps(f.to_dict()) + "\n" for f in ordered).encode(), inside=self._output)
+                storage.write_atomic(
+                    failures_file,
+                    "".join(json.dumps(f.to_dict()) + "\n" for f in ordered).encode(),
+                    inside=self._output,
+                )
             except OSError as exc:
                 # The summary still goes out, with the records in it: nothing is lost.
                 failures_file, failures_error = None, f"{failures_file}: {type(exc).__name__}: {exc}"
@@ -279,8 +286,12 @@ class _ReportEntryFn(beam.DoFn):
             yield report.ReportEntry(outcome.id, outcome.status, note=bounded_message(f"log unreadable: {exc}"))
             return
         yield report.entry_from_log(
-            outcome.id, outcome.status, log, image_location(self._output, outcome.id, self._extension), self._picture,
-            outcome.repaired
+            outcome.id,
+            outcome.status,
+            log,
+            image_location(self._output, outcome.id, self._extension),
+            self._picture,
+            outcome.repaired,
         )
 
 
@@ -302,7 +313,11 @@ class _WriteReportFn(beam.DoFn):
     ) -> Iterator[str]:
         records = [f.to_dict() for f in sorted(failures, key=lambda f: (f.source, f.id or ""))]
         failures_file = summary.get("failures_file")
-        link = failures_file[len(self._output):].lstrip("/") if failures_file and failures_file.startswith(self._output) else None
+        link = (
+            failures_file[len(self._output) :].lstrip("/")
+            if failures_file and failures_file.startswith(self._output)
+            else None
+        )
         run_id = summary["run_id"]
         try:
             sheet = report.contact_sheet(entries)
@@ -315,7 +330,9 @@ class _WriteReportFn(beam.DoFn):
                 try:
                     storage.write_atomic(storage.join(folder, report.CONTACT_SHEET_NAME), sheet, inside=self._output)
                 except Exception as exc:  # noqa: BLE001
-                    logger.warning("the contact sheet could not be written to %s: %s: %s", folder, type(exc).__name__, exc)
+                    logger.warning(
+                        "the contact sheet could not be written to %s: %s: %s", folder, type(exc).__name__, exc
+                    )
             try:
                 page = report.render_html(summary, entries, records, link, tally.sample, self._extension, to_output)
                 storage.write_atomic(storage.join(folder, REPORT_NAME), page.encode(), inside=self._output)

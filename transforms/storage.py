@@ -122,8 +122,7 @@ def check_location(location: str, allowed: Iterable[str]) -> None:
     for scheme in schemes(location):
         if scheme not in allowed:
             raise UnsafeLocationError(
-                f"{location}: scheme {scheme!r} is not allowed (allowed: {', '.join(allowed)}; "
-                "see --allowed_schemes)"
+                f"{location}: scheme {scheme!r} is not allowed (allowed: {', '.join(allowed)}; see --allowed_schemes)"
             )
         if scheme in ("http", "https"):
             _check_public_host(location, location[location.lower().rindex(f"{scheme}://") :])
@@ -144,10 +143,14 @@ def _check_public_host(location: str, url: str) -> None:
         if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
             address = address.ipv4_mapped
         kind = (
-            "loopback" if address.is_loopback
-            else "link-local" if address.is_link_local
-            else "private" if address.is_private
-            else "non-public" if not address.is_global or address.is_multicast
+            "loopback"
+            if address.is_loopback
+            else "link-local"
+            if address.is_link_local
+            else "private"
+            if address.is_private
+            else "non-public"
+            if not address.is_global or address.is_multicast
             else None
         )
         if kind:
@@ -197,11 +200,19 @@ def _read_local(location: str, path: str, max_bytes: int, inside: str | None) ->
             except OSError as exc:
                 if exc.errno != errno.ELOOP:
                     raise
-                raise LinkInOutputError(exc.errno, f"{location} is a link: the job reads its outputs only as it wrote them") from None
+                raise LinkInOutputError(
+                    exc.errno, f"{location} is a link: the job reads its outputs only as it wrote them"
+                ) from None
     try:
         status = os.fstat(descriptor)  # of what was opened: no swap between a check and the read
         if not stat.S_ISREG(status.st_mode):
-            kind = "folder" if stat.S_ISDIR(status.st_mode) else "FIFO" if stat.S_ISFIFO(status.st_mode) else "device or socket"
+            kind = (
+                "folder"
+                if stat.S_ISDIR(status.st_mode)
+                else "FIFO"
+                if stat.S_ISFIFO(status.st_mode)
+                else "device or socket"
+            )
             raise InputRefusedError(f"{location}: not a regular file (a {kind})")
         _check_size(location, status.st_size, max_bytes)
     except BaseException:

@@ -193,7 +193,7 @@ class StylizeBatchesFn(beam.DoFn):
                 whole.append(item)
             elif placement.tiling is not None:  # too large at once: alone, in tiles
                 yield from self._run(engine, [item], 1, budget, placement.tiling)
-            else:
+            elif placement.refusal is not None:
                 self._failed.inc()
                 tracker = self._settings.tracker()
                 yield pvalue.TaggedOutput(FAILURES, _failure(tracker, item.pair, Stage.STYLIZE, placement.refusal))
@@ -224,7 +224,9 @@ class StylizeBatchesFn(beam.DoFn):
                 for item in items:
                     release = leases.enter_context(contextlib.ExitStack())
                     try:
-                        lease = release.enter_context(claims.claimed(self._settings.output, item.pair.id, self._settings.run_id))
+                        lease = release.enter_context(
+                            claims.claimed(self._settings.output, item.pair.id, self._settings.run_id)
+                        )
                     except Exception as exc:  # noqa: BLE001 - a claim that cannot be made (a full disk, a folder in its place) fails its pair only
                         self._failed.inc()
                         where = claims.claim_location(self._settings.output, item.pair.id)
@@ -278,7 +280,10 @@ class StylizeBatchesFn(beam.DoFn):
             tracker.pair_finished(pair.id, "claimed", f"being computed by {lease.claim.describe()}")
             return pvalue.TaggedOutput(SKIPPED, Outcome(pair.id, "claimed"))
         settings = self._settings
-        if not settings.overwrite and outputs.inspect_outputs(settings.output, pair.id, item.fingerprint, settings.spec.extension).done:
+        if (
+            not settings.overwrite
+            and outputs.inspect_outputs(settings.output, pair.id, item.fingerprint, settings.spec.extension).done
+        ):
             self._skipped.inc()
             tracker.pair_finished(pair.id, "skipped", "done by another run meanwhile")
             return pvalue.TaggedOutput(SKIPPED, Outcome(pair.id, "skipped"))
@@ -286,13 +291,20 @@ class StylizeBatchesFn(beam.DoFn):
             request = self._handler.request(engine, pair, budget)
         except Exception as exc:  # noqa: BLE001 - a bad input fails its own pair
             self._failed.inc()
-            stage = Stage.STYLIZE if isinstance(exc, MemoryError) else Stage.READ  # PairTooLargeError: a style too large
+            stage = (
+                Stage.STYLIZE if isinstance(exc, MemoryError) else Stage.READ
+            )  # PairTooLargeError: a style too large
             return pvalue.TaggedOutput(FAILURES, _failure(tracker, pair, stage, exc))
         expected = self._handler.expected_iterations(pair, item.output_size, tiling)
         return _Running(item, lease, iterations=expected), request
 
     def _finish(
-        self, entry: _Running, result: StyleResult | Exception, seconds: float, batch_size: int, tracker: progress.Progress
+        self,
+        entry: _Running,
+        result: StyleResult | Exception,
+        seconds: float,
+        batch_size: int,
+        tracker: progress.Progress,
     ) -> Any:
         """The pair's result written (image, then log), or why it has none."""
         prepared, pair = entry.prepared, entry.prepared.pair
@@ -302,7 +314,15 @@ class StylizeBatchesFn(beam.DoFn):
         spec = self._settings.spec
         image = spec.encode(result.image)
         log = outputs.pair_log(
-            pair, prepared.signatures, prepared.fingerprint, image, result, batch_size, seconds, prepared.repairing, spec
+            pair,
+            prepared.signatures,
+            prepared.fingerprint,
+            image,
+            result,
+            batch_size,
+            seconds,
+            prepared.repairing,
+            spec,
         )
         try:
             outputs.write_pair(self._settings.output, pair.id, image, log, spec.extension)
@@ -315,7 +335,13 @@ class StylizeBatchesFn(beam.DoFn):
             self._repaired.inc()
         self._pair_ms.update(int(seconds * 1000))
         self._final_loss.update(int(result.final.total * 1000))
-        why = f"repaired ({prepared.repairing})" if repaired else f"redone ({prepared.redoing})" if prepared.redoing else ""
+        why = (
+            f"repaired ({prepared.repairing})"
+            if repaired
+            else f"redone ({prepared.redoing})"
+            if prepared.redoing
+            else ""
+        )
         # The batch it ran in and the device are in its log and the report: the line stays short.
         tracker.pair_finished(
             pair.id, "succeeded", f"{seconds:.1f} s, loss {result.final.total:.4g}" + (f"; {why}" if why else "")
@@ -345,7 +371,8 @@ class StylizePairs(beam.PTransform):
             # GroupByKey, not GroupIntoBatches: the latter's timers let the DirectRunner compute
             # the summary before the last batches were written.
             | "GroupByBatchKey" >> beam.GroupByKey().with_input_types(tuple[str, Prepared])
-            | "Stylize" >> beam.ParDo(StylizeBatchesFn(self._settings, self._handler)).with_outputs(
+            | "Stylize"
+            >> beam.ParDo(StylizeBatchesFn(self._settings, self._handler)).with_outputs(
                 SKIPPED, FAILURES, main="succeeded"
             )
         )
@@ -353,4 +380,3 @@ class StylizePairs(beam.PTransform):
             "outcomes": (prepared[SKIPPED], stylized.succeeded, stylized[SKIPPED]) | "AllOutcomes" >> beam.Flatten(),
             "failures": (prepared[FAILURES], stylized[FAILURES]) | "StylizeFailures" >> beam.Flatten(),
         }
-

@@ -60,7 +60,9 @@ class Tally:
         self.repaired += outcome.repaired
         if outcome.status == "succeeded":
             self.max_seconds = max(self.max_seconds, outcome.seconds)
-            self.sample.append(Figures(rank(outcome.id), outcome.id, outcome.seconds, outcome.final_loss, outcome.batch_size))
+            self.sample.append(
+                Figures(rank(outcome.id), outcome.id, outcome.seconds, outcome.final_loss, outcome.batch_size)
+            )
             if len(self.sample) > 2 * SAMPLE_SIZE:  # trimmed now and then, not at every pair
                 self.sample = heapq.nsmallest(SAMPLE_SIZE, self.sample, key=lambda f: f.rank)
         return self
@@ -125,4 +127,3 @@ class ReportChoice:
         """Each chosen outcome once, in id order."""
         chosen = {o.id: o for o in (*self.first, *self.worst, *self.random)}
         return [chosen[key] for key in sorted(chosen)]
-

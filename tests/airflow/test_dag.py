@@ -18,7 +18,9 @@ import pytest
 
 os.environ.setdefault("AIRFLOW_HOME", tempfile.mkdtemp(prefix="airflow-home-"))
 os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "false")
-pytest.importorskip("airflow.providers.apache.beam", reason="needs examples/airflow/requirements.txt (.ci/run installs it)")
+pytest.importorskip(
+    "airflow.providers.apache.beam", reason="needs examples/airflow/requirements.txt (.ci/run installs it)"
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 # The job's real option parser, which needs Beam but not torch, from the checkout: this

@@ -9,10 +9,11 @@ Imports: families and layers (torch only inside torch_device); no Beam, no stora
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from transforms.nst.families import FAMILIES, NAMED_WEIGHTS, WeightsFamily, resolve_family
 from transforms.nst.layers import MODELS, POOLINGS, canonical_layer
@@ -42,7 +43,9 @@ def with_color_alias(settings: dict[str, object]) -> dict[str, object]:
         return settings
     if settings.pop("original_colors"):
         if settings.get("color_control", "none") not in ("none", "luminance"):
-            raise ValueError(f"original_colors is color_control luminance; it cannot go with color_control {settings['color_control']}")
+            raise ValueError(
+                f"original_colors is color_control luminance; it cannot go with color_control {settings['color_control']}"
+            )
         settings["color_control"] = "luminance"
     else:
         settings.setdefault("color_control", "none")  # a row's original_colors=false turns it off
@@ -100,9 +103,7 @@ def pyramid(image_size: int, iterations: int) -> tuple[tuple[int, int], ...]:
 MAX_INPUT_PIXELS: Final = 16384 * 16384
 
 # Fields that shape the network itself: one StyleTransfer instance serves one value of each.
-NETWORK_FIELDS: Final = (
-    "model", "weights", "weights_family", "pooling", "content_layers", "style_layers", "device"
-)
+NETWORK_FIELDS: Final = ("model", "weights", "weights_family", "pooling", "content_layers", "style_layers", "device")
 
 
 @dataclass(frozen=True)
@@ -189,8 +190,7 @@ class StyleConfig:
             weights = tuple(float(w) for w in self.style_layer_weights)
             if len(weights) != len(self.style_layers):
                 raise ValueError(
-                    f"style_layer_weights has {len(weights)} values for "
-                    f"{len(self.style_layers)} style layers"
+                    f"style_layer_weights has {len(weights)} values for {len(self.style_layers)} style layers"
                 )
             if any(not math.isfinite(w) or w < 0 for w in weights) or not any(w > 0 for w in weights):
                 raise ValueError(f"style_layer_weights must be finite, >= 0, not all zero: {weights}")
@@ -204,12 +204,14 @@ class StyleConfig:
         if int(self.stop_window) != self.stop_window or self.stop_window < 1:
             raise ValueError(f"stop_window must be a positive integer, got {self.stop_window!r}")
         if int(self.image_size) != self.image_size or self.image_size < 0:
-            raise ValueError(f"image_size must be a positive integer, or 0 for each content's own size, got {self.image_size!r}")
+            raise ValueError(
+                f"image_size must be a positive integer, or 0 for each content's own size, got {self.image_size!r}"
+            )
         if self.scales is not None:
             scales = tuple((int(size), int(iterations)) for size, iterations in self.scales)
             # With image_size 0 the last scale's size is known per content (for_content checks it).
             sizes = [size for size, _ in scales] + ([self.image_size] if self.image_size else [])
-            if any(b <= a for a, b in zip(sizes, sizes[1:])) or any(size < 1 or n < 1 for size, n in scales):
+            if any(b <= a for a, b in itertools.pairwise(sizes)) or any(size < 1 or n < 1 for size, n in scales):
                 raise ValueError(
                     f"scales must grow in size up to image_size {self.image_size}, each with iterations >= 1: "
                     + ",".join(f"{size}:{n}" for size, n in scales)
@@ -302,7 +304,7 @@ class StyleConfig:
         """The values that decide the network; configs with equal keys can share one model."""
         return tuple(getattr(self, name) for name in NETWORK_FIELDS)
 
-    def replace(self, **changes: object) -> StyleConfig:
+    def replace(self, **changes: Any) -> StyleConfig:
         """A validated copy with ``changes`` applied."""
         return dataclasses.replace(self, **changes)
 

@@ -46,9 +46,7 @@ def to_rgb(image: Image.Image) -> Image.Image:
         return image.point(lambda value: value / 256).convert("L").convert("RGB")
     if image.mode == "F":
         return image.point(lambda value: value * 255).convert("L").convert("RGB")
-    if image.mode in ("RGBA", "LA", "RGBa", "La", "PA") or (
-        image.mode == "P" and "transparency" in image.info
-    ):
+    if image.mode in ("RGBA", "LA", "RGBa", "La", "PA") or (image.mode == "P" and "transparency" in image.info):
         return _flatten_alpha(image)
     return image.convert("RGB")
 
@@ -72,7 +70,9 @@ def _open(data: bytes, name: str, max_pixels: int) -> Image.Image:
     return image
 
 
-def decode_image(data: bytes, name: str, max_pixels: int = MAX_INPUT_PIXELS, longest_side: int | None = None) -> Image.Image:
+def decode_image(
+    data: bytes, name: str, max_pixels: int = MAX_INPUT_PIXELS, longest_side: int | None = None
+) -> Image.Image:
     """Decode ``data`` into an upright 8-bit RGB image; with ``longest_side``, at that size.
 
     With ``longest_side`` the image is returned as :func:`fit_longest_side` would make it from
@@ -101,7 +101,7 @@ def decode_image(data: bytes, name: str, max_pixels: int = MAX_INPUT_PIXELS, lon
         image = _upright(image)
     except (OSError, SyntaxError, ValueError) as exc:
         raise ImageDecodeError(f"{name}: not a readable image ({exc})") from exc
-    if target is None:
+    if target is None or longest_side is None:
         return to_rgb(image)
     if image.mode == "1":
         image = image.convert("L")  # the same byte a pixel in Pillow; L resizes, 1 does not

@@ -63,7 +63,7 @@ def canonical_layer(model: str, name: str) -> str:
     if candidate.startswith("block"):
         head, _, tail = candidate[len("block") :].partition("_")
         if tail.startswith("conv"):
-            candidate = f"relu{head}_{tail[len('conv'):]}"
+            candidate = f"relu{head}_{tail[len('conv') :]}"
         elif tail == "pool":
             candidate = f"pool{head}"
     if candidate not in valid:

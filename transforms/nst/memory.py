@@ -132,8 +132,6 @@ def free_memory_bytes(device: torch.device) -> int | None:
     return None
 
 
-
-
 def auto_batch_size(device: torch.device, config: StyleConfig, output_size: tuple[int, int], budget: int | None) -> int:
     """Pairs per batch for ``--batch_size auto``: on a GPU as many as 80% of its memory
     ``budget`` holds (``estimated_pair_bytes``), up to MAX_BATCH; on the CPU, where batching

@@ -28,6 +28,11 @@ class Objective(nn.Module):
     ``precision`` (``fp32`` or ``bf16``, resolved: precision.py) is the network's.
     """
 
+    # Per-pair weights, one row each (register_buffer; the targets' buffers are named per layer).
+    style_layer_weights: Tensor
+    content_weight: Tensor
+    tv_weight: Tensor
+
     def __init__(
         self,
         network: VGGFeatures,
@@ -49,7 +54,7 @@ class Objective(nn.Module):
 
         self.register_buffer(
             "style_layer_weights",
-            per_pair([[c.style_weight * w for w in c.layer_weights.values()] for c in configs]),
+            per_pair([[_resolved(c.style_weight) * w for w in c.layer_weights.values()] for c in configs]),
         )
         self.register_buffer("content_weight", per_pair([c.content_weight for c in configs]))
         self.register_buffer("tv_weight", per_pair([c.tv_weight for c in configs]))
@@ -76,8 +81,10 @@ class Objective(nn.Module):
         self.fp32_rows[row] = False
         for layer in self.style_layers:
             getattr(self, f"gram_{layer}")[row] = style_grams[layer][0]
-        self.style_layer_weights[row] = torch.tensor([config.style_weight * w for w in config.layer_weights.values()])
-        self.content_weight[row] = config.content_weight
+        self.style_layer_weights[row] = torch.tensor(
+            [_resolved(config.style_weight) * w for w in config.layer_weights.values()]
+        )
+        self.content_weight[row] = _resolved(config.content_weight)
         self.tv_weight[row] = config.tv_weight
         self.use_tv = self.use_tv or bool(config.tv_weight)
 
@@ -104,7 +111,9 @@ class Objective(nn.Module):
                 features = self.network(images)
             # bf16 activations back in float32 for the Grams and losses (a float64 engine's,
             # which autocast leaves alone, stay float64)
-            return {layer: value.float() if value.dtype == torch.bfloat16 else value for layer, value in features.items()}
+            return {
+                layer: value.float() if value.dtype == torch.bfloat16 else value for layer, value in features.items()
+            }
         halves = [[k for k, e in enumerate(exact) if not e], [k for k, e in enumerate(exact) if e]]
         parts = [self.features(images[half], [indices[k] for k in half]) for half in halves]
         order = torch.tensor(halves[0] + halves[1], device=images.device).argsort()
@@ -128,3 +137,10 @@ class Objective(nn.Module):
         # TV is measured on [0, 1] pixels whatever the family, so tv_weight means the same for both.
         tv = of_rows(self.tv_weight) * tv_loss(images / self.pixel_scale) if self.use_tv else torch.zeros_like(content)
         return torch.cat([torch.stack([content + style + tv, content, style, tv], dim=1), styles], dim=1)
+
+
+def _resolved(weight: float | None) -> float:
+    """A loss weight of a config: None only before StyleConfig resolves it to its family's."""
+    if weight is None:
+        raise ValueError("a loss weight is unresolved (StyleConfig resolves None to the family's)")
+    return weight

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from PIL import Image
 
@@ -67,7 +67,7 @@ class IterationRecord:
             rejected=rejected,
         )
 
-    def to_dict(self) -> dict[str, object]:
+    def to_dict(self) -> dict[str, Any]:
         """JSON-ready: a non-finite loss (a rejected trial) becomes None, which JSON can hold."""
 
         def finite(value: float) -> float | None:

@@ -44,7 +44,11 @@ class ScaleEngine(Protocol):
 
 
 def coarse_to_fine(
-    engine: ScaleEngine, requests: Sequence[StyleRequest], callback: BatchCallback | None, started: float, time_limit: float | None
+    engine: ScaleEngine,
+    requests: Sequence[StyleRequest],
+    callback: BatchCallback | None,
+    started: float,
+    time_limit: float | None,
 ) -> list[StyleResult | Exception]:
     """Each scale of ``config.stages`` in turn, as a batch of single-scale pairs starting from the
     previous scale's results (upscaled), as pystiche's pyramid wraps its image optimization; a
@@ -63,16 +67,18 @@ def coarse_to_fine(
                 continue
             last = stage == len(stages) - 1
             members.append(index)
-            staged.append(dataclasses.replace(
-                request,
-                config=config.at_stage(stage),
-                style=request.style if last else request.coarse_styles[stage],
-                init_image=done[index][-1].image if done[index] else request.init_image,
-                coarse_styles=(),
-            ))
+            staged.append(
+                dataclasses.replace(
+                    request,
+                    config=config.at_stage(stage),
+                    style=request.style if last else request.coarse_styles[stage],
+                    init_image=done[index][-1].image if done[index] else request.init_image,
+                    coarse_styles=(),
+                )
+            )
         if not staged:
             break
-        on_record = None if callback is None else (lambda k, record: callback(members[k], record))
+        on_record = None if callback is None else (lambda k, record, members=members: callback(members[k], record))
         for index, result in zip(members, engine.stylize_scale(staged, on_record, started, time_limit), strict=True):
             if isinstance(result, Exception):
                 outcomes[index] = result
@@ -163,11 +169,15 @@ def _tile(
     # The tile's own size, with the style targets of the whole image (style_size unchanged);
     # luminance transfer is applied once, to the blended whole.
     tile_config = last.replace(
-        image_size=side, style_scale=last.style_size / side,
+        image_size=side,
+        style_scale=last.style_size / side,
         color_control="none" if last.color_control == "luminance" else last.color_control,
     )
     tile_request = StyleRequest(
-        content.crop(box), request.style, tile_config, tensor_to_image(canvas.crop(box)[None].float()),
+        content.crop(box),
+        request.style,
+        tile_config,
+        tensor_to_image(canvas.crop(box)[None].float()),
         f"{request.content_name} (tile {index + 1} at {box[0]},{box[1]})",
     )
     (result,) = engine.stylize_scale([tile_request], callback, started, time_limit)

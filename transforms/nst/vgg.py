@@ -43,6 +43,10 @@ class VGGFeatures(nn.Module):
     callers never see normalized pixels.
     """
 
+    # Buffers (register_buffer): typed here for readers and the type checker.
+    mean: Tensor
+    std: Tensor
+
     def __init__(
         self,
         model: str,

@@ -184,8 +184,7 @@ def load_features_state_dict(model: str, weights: str, seed: int = 0) -> dict[st
     if weights == "caffe":
         if model != "vgg19":
             raise WeightsError(
-                f"the embedded Caffe weights are VGG19's; for {model} pass a weights file "
-                "with its weights_family"
+                f"the embedded Caffe weights are VGG19's; for {model} pass a weights file with its weights_family"
             )
         return _embedded_caffe_vgg19()
     if weights == "imagenet":
@@ -193,9 +192,7 @@ def load_features_state_dict(model: str, weights: str, seed: int = 0) -> dict[st
     if weights == "random":
         return _random(model, seed)
     if not os.path.isfile(weights):
-        raise WeightsError(
-            f"weights {weights!r}: no such file (use {', '.join(NAMED_WEIGHTS)} or a state-dict path)"
-        )
+        raise WeightsError(f"weights {weights!r}: no such file (use {', '.join(NAMED_WEIGHTS)} or a state-dict path)")
     check_declared_sizes(weights, model)
     try:
         raw = torch.load(weights, map_location="cpu", weights_only=True)
