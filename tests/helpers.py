@@ -4,6 +4,8 @@ records a finished job leaves. Plain functions (fixtures are in conftest.py)."""
 from __future__ import annotations
 
 import json
+import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -73,3 +75,20 @@ def failures_of(out: Path) -> list[dict]:
 def output_mtimes(output: Path) -> dict[str, int]:
     """Relative path -> modification time (ns) of every file under ``output``."""
     return {str(p.relative_to(output)): p.stat().st_mtime_ns for p in output.rglob("*") if p.is_file()}
+
+
+@dataclass(frozen=True)
+class FinishedRun:
+    """A two-pair job run to the end once per session (conftest.finished_run): ``cat`` and
+    ``dog``, each with ``waves``. Tests that damage or reread a finished output take a copy of
+    it; the inputs are shared, so no test may change them."""
+
+    manifest: Path
+    output: Path
+    weights: str
+
+    def copy(self, to: Path) -> tuple[Path, list[str]]:
+        """The finished output copied to ``to`` (times kept), and the job's arguments for it:
+        rerun with them, every pair is found done."""
+        shutil.copytree(self.output, to, symlinks=True)
+        return to, job_args(self.weights, to, f"--manifest={self.manifest}")

@@ -61,8 +61,8 @@ def test_same_seed_gives_bit_identical_output(weights_file) -> None:
     assert first.image.tobytes() != other.image.tobytes()
 
 
-def test_several_styles_blend_to_weighted_targets(weights_file) -> None:
-    engine = StyleTransfer(engine_config(weights_file))
+def test_several_styles_blend_to_weighted_targets(engine_fp32) -> None:
+    engine = engine_fp32
     a, b = synthetic_image(2), synthetic_image(3, 40, 64)
     blended = engine.encode_styles([a, b], [3.0, 1.0])
     alone_a = engine.encode_styles([a])
@@ -143,8 +143,8 @@ def test_init_modes_start_from_the_documented_image(weights_file, init: str) -> 
             engine.stylize(content, targets, cfg)
 
 
-def test_too_small_image_is_refused(weights_file) -> None:
-    engine = StyleTransfer(engine_config(weights_file))
+def test_too_small_image_is_refused(engine_fp32) -> None:
+    engine = engine_fp32
     targets = engine.encode_styles([synthetic_image(2)])
     with pytest.raises(
         ImageTooSmallError, match=r"content image is 64x10 px after resizing; vgg19 up to relu5_1 needs at least 16 px"
@@ -189,8 +189,8 @@ def test_cuda_without_gpu_is_a_clear_error(weights_file) -> None:
         StyleTransfer(engine_config(weights_file, device="cuda"))
 
 
-def test_engine_rejects_config_of_another_network(weights_file) -> None:
-    engine = StyleTransfer(engine_config(weights_file))
+def test_engine_rejects_config_of_another_network(engine_fp32) -> None:
+    engine = engine_fp32
     targets = engine.encode_styles([synthetic_image(2)])
     with pytest.raises(ValueError, match="made for another network"):
         engine.stylize(synthetic_image(1), targets, engine.config.replace(pooling="avg"))

@@ -21,8 +21,6 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pipeline.main import run
-from tests.helpers import job_args, write_images
 from transforms import claims, index, logs, outputs, reading, report
 from transforms.limits import Limits
 from transforms.manifest import COLUMNS, glob_rows, parse_rows, validate_rows
@@ -154,14 +152,10 @@ def test_any_value_is_bounded_to_a_small_record(value) -> None:
 
 
 @pytest.fixture(scope="module")
-def finished(tmp_path_factory, weights_file) -> dict[str, Any]:
-    """One real job's output: its folder, and the log of its pair ``cat`` as written."""
-    folder = tmp_path_factory.mktemp("finished")
-    write_images(folder / "in", {"cat.png": 1, "waves.png": 3})
-    manifest = folder / "in" / "manifest.csv"
-    manifest.write_text("id,content,style\ncat,cat.png,waves.png\n")
-    out = folder / "out"
-    assert run(job_args(weights_file("vgg19"), out, f"--manifest={manifest}")) == 0
+def finished(tmp_path_factory, finished_run) -> dict[str, Any]:
+    """A copy of a real job's output (conftest.finished_run): its folder, and the log of its pair
+    ``cat`` as written."""
+    out, _ = finished_run.copy(tmp_path_factory.mktemp("fuzzed") / "out")
     return {"out": out, "log": (out / "logs" / "cat.json").read_bytes()}
 
 

@@ -101,10 +101,8 @@ def test_every_field_of_a_record_is_bounded_whatever_its_type() -> None:
 # --- the log's schema ------------------------------------------------------------------------
 
 
-def test_a_log_is_trusted_only_with_the_types_and_ranges_its_writer_gives(two_pairs, weights_file, tmp_path) -> None:
-    out = tmp_path / "out"
-    assert run(job_args(weights_file("vgg19"), out, f"--manifest={two_pairs}")) == 0
-    log = json.loads((out / "logs" / "cat.json").read_text())
+def test_a_log_is_trusted_only_with_the_types_and_ranges_its_writer_gives(finished_run) -> None:
+    log = json.loads((finished_run.output / "logs" / "cat.json").read_text())
     assert logs.log_problem(log, "cat") is None
 
     def changed(path: str, value: object) -> dict:
@@ -178,10 +176,8 @@ def _rerun_redoes_cat(args: list[str], out: Path) -> str:
     return log["repaired"]
 
 
-def test_a_log_reached_through_a_link_is_not_trusted(two_pairs, weights_file, tmp_path) -> None:
-    out = tmp_path / "out"
-    args = job_args(weights_file("vgg19"), out, f"--manifest={two_pairs}")
-    assert run(args) == 0
+def test_a_log_reached_through_a_link_is_not_trusted(finished_run, tmp_path) -> None:
+    out, args = finished_run.copy(tmp_path / "out")
     # A valid log, but elsewhere: what a link could make a rerun read (a 3 GiB file, as well).
     moved = tmp_path / "cat-log.json"
     os.replace(out / "logs" / "cat.json", moved)
@@ -189,10 +185,8 @@ def test_a_log_reached_through_a_link_is_not_trusted(two_pairs, weights_file, tm
     assert "is a link" in _rerun_redoes_cat(args, out)
 
 
-def test_a_log_claiming_gigabytes_is_not_believed(two_pairs, weights_file, tmp_path) -> None:
-    out = tmp_path / "out"
-    args = job_args(weights_file("vgg19"), out, f"--manifest={two_pairs}")
-    assert run(args) == 0
+def test_a_log_claiming_gigabytes_is_not_believed(finished_run, tmp_path) -> None:
+    out, args = finished_run.copy(tmp_path / "out")
     log_file, image = out / "logs" / "cat.json", out / "images" / "cat.png"
     log = json.loads(log_file.read_text())
     log["image"]["bytes"] = 3 * 2**30
@@ -206,12 +200,8 @@ def test_a_log_claiming_gigabytes_is_not_believed(two_pairs, weights_file, tmp_p
     ("field", "value", "phrase"),
     [("rejected", [[1]], "rejected iterations"), ("seconds", "4" * 400, "400 characters")],
 )
-def test_a_verified_log_with_odd_values_is_redone_not_fatal(
-    two_pairs, weights_file, tmp_path, field, value, phrase
-) -> None:
-    out = tmp_path / "out"
-    args = job_args(weights_file("vgg19"), out, f"--manifest={two_pairs}")
-    assert run(args) == 0
+def test_a_verified_log_with_odd_values_is_redone_not_fatal(finished_run, tmp_path, field, value, phrase) -> None:
+    out, args = finished_run.copy(tmp_path / "out")
     log_file = out / "logs" / "cat.json"
     log = json.loads(log_file.read_text())
     if field == "rejected":

@@ -53,10 +53,8 @@ def two_pairs(tmp_path: Path) -> Path:
         "log cut short",
     ],
 )
-def test_damaged_outputs_are_redone_and_counted_as_repaired(two_pairs, weights_file, tmp_path, damage) -> None:
-    out = tmp_path / "out"
-    args = job_args(weights_file("vgg19"), out, f"--manifest={two_pairs}")
-    assert run(args) == 0
+def test_damaged_outputs_are_redone_and_counted_as_repaired(finished_run, tmp_path, damage) -> None:
+    out, args = finished_run.copy(tmp_path / "out")
     image, log = out / "images" / "cat.png", out / "logs" / "cat.json"
     good_image = image.read_bytes()
     if damage == "truncated image":
@@ -85,10 +83,8 @@ def test_damaged_outputs_are_redone_and_counted_as_repaired(two_pairs, weights_f
     assert (out / "images" / "dog.png").stat().st_mtime_ns == dog_before  # the sound pair untouched
 
 
-def test_an_image_and_a_log_from_two_runs_are_detected(two_pairs, weights_file, tmp_path) -> None:
-    out = tmp_path / "out"
-    first = job_args(weights_file("vgg19"), out, f"--manifest={two_pairs}")
-    assert run(first) == 0
+def test_an_image_and_a_log_from_two_runs_are_detected(finished_run, tmp_path) -> None:
+    out, first = finished_run.copy(tmp_path / "out")
     image_a = (out / "images" / "cat.png").read_bytes()
     second = [*first, "--style_weight=3", "--overwrite"]
     assert run(second) == 0

@@ -173,7 +173,19 @@ def test_the_default_pyramid_leaves_out_scales_a_thin_content_cannot_take(tmp_pa
     manifest = tmp_path / "in" / "manifest.csv"
     manifest.write_text("content,style\nbanner.png,waves.png\n")
     out = tmp_path / "out"
-    assert run(job_args(weights_file("vgg19"), out, f"--manifest={manifest}", "--image_size=0", "--iterations=1")) == 0
+    assert (
+        run(
+            job_args(
+                weights_file("vgg19"),
+                out,
+                f"--manifest={manifest}",
+                "--image_size=0",
+                "--iterations=1",
+                "--style_scale=0.05",
+            )
+        )
+        == 0
+    )
     log = json.loads((out / "logs" / "banner__waves.json").read_text())
     assert log["config"]["scales"] == [[1000, 1]] and [s["size"] for s in log["scales"]] == [[1000, 20]]
     assert log["image"]["size"] == [2000, 40]
@@ -186,6 +198,7 @@ def test_the_default_pyramid_leaves_out_scales_a_thin_content_cannot_take(tmp_pa
                 f"--manifest={manifest}",
                 "--image_size=0",
                 "--iterations=1",
+                "--style_scale=0.05",  # the style at 100 px: what is tested is the content's scales
                 "--scales=500:1",
             )
         )

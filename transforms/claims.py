@@ -115,7 +115,8 @@ def _read(location: str, output: str) -> Claim | None:
     except FileNotFoundError:
         return None
     except (OSError, ValueError) as exc:
-        raise NotAClaimError(f"{location} is not a claim this job wrote ({exc}); move it away") from None
+        reason = str(exc).removeprefix(f"{location}: ")  # the location is said once
+        raise NotAClaimError(f"{location} is not a claim this job wrote ({reason}); move it away") from None
 
 
 _FIELDS: Final = frozenset(("run_id", "expires_at", "host", "pid"))

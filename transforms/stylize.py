@@ -230,7 +230,8 @@ class StylizeBatchesFn(beam.DoFn):
                     except Exception as exc:  # noqa: BLE001 - a claim that cannot be made (a full disk, a folder in its place) fails its pair only
                         self._failed.inc()
                         where = claims.claim_location(self._settings.output, item.pair.id)
-                        error = OSError(f"cannot claim the pair at {where}: {type(exc).__name__}: {exc}")
+                        detail = f"{type(exc).__name__}: {exc}"  # naming the claim's location once
+                        error = OSError(f"cannot claim the pair{'' if where in detail else f' at {where}'}: {detail}")
                         not_run.append(pvalue.TaggedOutput(FAILURES, _failure(tracker, item.pair, Stage.WRITE, error)))
                         continue
                     started = self._start(engine, item, lease, budget, tiling, tracker)
