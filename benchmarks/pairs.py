@@ -33,7 +33,7 @@ from transforms.nst import StyleConfig, StyleRequest, StyleTransfer
 from transforms.nst.lbfgs import LBFGS_HISTORY
 from transforms.nst.memory import estimated_pair_bytes
 from transforms.nst.objective import Objective
-from transforms.nst.records import StyleTargets
+from transforms.nst.records import ReadyQueue, StyleTargets
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "images"
 CONTENTS = ("cat.jpg", "astronaut.jpg", "coffee.jpg")
@@ -162,7 +162,7 @@ def main() -> None:
                 synchronize(device)
                 peak_memory_reset(device)
                 started = time.perf_counter()
-                results = dict(engine.stylize_stream(requests, batch))
+                results = dict(engine.stylize_stream(ReadyQueue(enumerate(requests)), batch))
                 synchronize(device)
                 seconds = time.perf_counter() - started
                 peak = peak_memory_mib(device)

@@ -18,7 +18,7 @@ from tests.helpers import synthetic_image
 from transforms.nst import ImageTooSmallError, NonFiniteLossError, StyleConfig, StyleTransfer, TimeLimitError
 from transforms.nst.images import fit_longest_side
 from transforms.nst.objective import Objective
-from transforms.nst.records import StyleRequest, StyleTargets
+from transforms.nst.records import ReadyQueue, StyleRequest, StyleTargets
 
 
 @pytest.fixture(scope="module")
@@ -238,20 +238,18 @@ def test_a_stream_refills_each_finished_slot_and_gives_each_pair_its_single_pair
         StyleRequest(base[2].content, base[0].style, base[2].config.replace(stop_tolerance=0.3, stop_window=2)),
     ]
     events: list[tuple[int, int]] = []
-    drawn: list[int] = []
-
-    def draw():
-        for index, request in enumerate(stream):
-            drawn.append(index)
-            yield request
-
+    # As the pipeline feeds it: two ready requests to start, then one each time a result comes back.
+    queue = ReadyQueue(enumerate(stream[:2]))
+    waiting = iter(enumerate(stream[2:], start=2))
     results = {}
     for index, result in engine.stylize_stream(
-        draw(), 2, callback=lambda k, record: events.append((k, record.iteration))
+        queue, 2, callback=lambda k, record: events.append((k, record.iteration))
     ):
         results[index] = result
-        assert len(drawn) <= len(results) + 2  # a request is drawn only when a slot is free
-    assert sorted(results) == list(range(len(stream)))
+        assert len(queue.taken) <= 2  # never more pairs on the device than slots
+        if (ready := next(waiting, None)) is not None:
+            queue.put(*ready)
+    assert sorted(results) == list(range(len(stream))) and not queue.taken
     for index, request in enumerate(stream):
         alone = engine.stylize(request.content, request.style, request.config, content_name=request.content_name)
         assert_same_records(results[index], alone)
@@ -266,7 +264,7 @@ def test_a_stream_refills_each_finished_slot_and_gives_each_pair_its_single_pair
 def test_a_stream_refuses_a_pair_that_does_not_fit_its_batch_and_goes_on(engine) -> None:
     batch = requests(engine, "lbfgs")
     wide = StyleRequest(synthetic_image(5, 80, 40), batch[0].style, batch[0].config)
-    outcomes = dict(engine.stylize_stream([batch[0], wide, batch[1]], 1))
+    outcomes = dict(engine.stylize_stream(ReadyQueue(enumerate([batch[0], wide, batch[1]])), 1))
     assert isinstance(outcomes[1], ValueError) and "one size" in str(outcomes[1])
     assert len(outcomes[2].history) == batch[1].config.iterations + 1
 
@@ -288,6 +286,6 @@ def test_each_pair_of_a_stream_has_its_own_time_limit(weights_file, monkeypatch)
     slow, quick = requests(engine, "lbfgs")[:2]
     slow = StyleRequest(slow.content, slow.style, slow.config.replace(iterations=40))
     quick = StyleRequest(quick.content, quick.style, quick.config.replace(iterations=3))
-    outcomes = dict(engine.stylize_stream([slow, quick, quick, quick], 2, time_limit=150))
+    outcomes = dict(engine.stylize_stream(ReadyQueue(enumerate([slow, quick, quick, quick])), 2, time_limit=150))
     assert isinstance(outcomes[0], TimeLimitError) and "time limit of 150 s" in str(outcomes[0])
     assert all(not isinstance(outcomes[k], Exception) for k in (1, 2, 3))  # each quick pair has its own 150 s

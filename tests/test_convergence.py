@@ -10,7 +10,7 @@ import torch
 from tests.helpers import synthetic_image
 from transforms.nst import StyleConfig, StyleTransfer
 from transforms.nst.convergence import ConvergenceTest
-from transforms.nst.records import StyleRequest
+from transforms.nst.records import ReadyQueue, StyleRequest
 
 
 def test_a_pair_has_converged_once_its_best_loss_improved_too_little_over_the_window() -> None:
@@ -89,5 +89,5 @@ def test_a_stream_of_adam_pairs_runs_in_batches_of_its_slots(engine) -> None:
     targets = engine.encode_styles([synthetic_image(10)])
     config = engine.config.replace(optimizer="adam", iterations=4)
     requests = [StyleRequest(synthetic_image(k, 64, 48), targets, config) for k in range(3)]
-    outcomes = dict(engine.stylize_stream(requests, 2))
+    outcomes = dict(engine.stylize_stream(ReadyQueue(enumerate(requests)), 2))
     assert sorted(outcomes) == [0, 1, 2] and all(r.final.iteration == 4 for r in outcomes.values())

@@ -29,7 +29,7 @@ from transforms.manifest import validate_rows
 from transforms.nst import StyleConfig, StyleTransfer
 from transforms.nst.images import fitted_size
 from transforms.nst.memory import estimated_style_bytes, largest_fitting_size
-from transforms.nst.records import IterationRecord, StyleResult
+from transforms.nst.records import IterationRecord, ReadyQueue, StyleResult
 from transforms.records import Failure, Pair, Stage
 from transforms.stylize import Prepared, PreparePairsFn, StylizeBatchesFn, StylizeSettings
 
@@ -313,27 +313,29 @@ class FakeHandler:
             raise FileNotFoundError(f"{pair.content}: no such file")
         return pair.id
 
-    def stylize(self, engine: FakeEngine, requests: Any, slots: int, on_record: Any, tiling: Any = None) -> Any:
-        # Like the engine's stream: up to `slots` requests drawn before the first pair finishes,
-        # then one more as each finishes.
-        source = enumerate(requests)
-        batch = list(itertools.islice(source, slots))
-        self.batches.append([pair_id for _, pair_id in batch])
-        while batch:
-            index, pair_id = batch.pop(0)
+    def stylize(self, engine: FakeEngine, queue: Any, slots: int, on_record: Any, tiling: Any = None) -> Any:
+        # Like the engine's stream: up to `slots` ready requests taken before the first pair
+        # finishes, then one more as each finishes (the DoFn puts it in the queue meanwhile).
+        batch = [taken for _ in range(slots) if (taken := queue.take()) is not None]
+        self.batches.append([pair_id for pair_id, _ in batch])
+        for index in itertools.count():
+            if not batch:
+                break
+            pair_id, _ = batch.pop(0)
             first = IterationRecord(0, 2.0, 1.0, 1.0, 0.0, {"relu1_1": 1.0}, 0.1)
             final = dataclasses.replace(first, iteration=1, total=1.0)
-            on_record(index, first)
+            on_record(pair_id, first)
             image = Image.new("RGB", (8, 6), (index * 40, 0, 0))
+            queue.done(pair_id)
             yield (
-                index,
+                pair_id,
                 ValueError(f"{pair_id}: diverged")
                 if pair_id == "diverges"
                 else StyleResult(image, [first, final], final, 1, "fake", 0.2),
             )
-            refill = next(source, None)
+            refill = queue.take()
             if refill is not None:
-                self.batches[-1].append(refill[1])
+                self.batches[-1].append(refill[0])
                 batch.append(refill)
 
 
@@ -394,11 +396,12 @@ def test_after_running_out_of_gpu_memory_the_unfinished_and_the_rest_run_one_at_
             self.drawn: list[str] = []
             self.alone: list[str] = []
 
-        def stylize_stream(self, requests: Any, slots: int, callback: Any, time_limit: Any) -> Any:
-            for request in itertools.islice(requests, slots):
-                self.drawn.append(request)
-            yield 0, f"result of {self.drawn[0]}"
-            self.drawn.append(next(requests))  # the freed slot is refilled, then memory runs out
+        def stylize_stream(self, queue: Any, slots: int, callback: Any, time_limit: Any) -> Any:
+            for _ in range(slots):
+                self.drawn.append(queue.take()[1])
+            queue.done("a")
+            yield "a", f"result of {self.drawn[0]}"
+            self.drawn.append(queue.take()[1])  # the freed slot is refilled, then memory runs out
             raise torch.cuda.OutOfMemoryError("CUDA out of memory")
 
         def stylize_batch(self, requests: list[str], callback: Any, time_limit: Any) -> list[str]:
@@ -407,12 +410,19 @@ def test_after_running_out_of_gpu_memory_the_unfinished_and_the_rest_run_one_at_
 
     engine = OutgrowingEngine()
     handler = EngineHandler(StyleConfig(weights="random"), Limits())
-    outcomes = list(handler.stylize(engine, iter(["a", "b", "c", "d", "e"]), 3, lambda index, record: None))
+    # Fed as the pipeline feeds it: three ready requests, then one for each result.
+    queue = ReadyQueue((name, name) for name in ["a", "b", "c"])
+    waiting = iter(["d", "e"])
+    outcomes = []
+    for outcome in handler.stylize(engine, queue, 3, lambda pair_id, record: None):
+        outcomes.append(outcome)
+        if (name := next(waiting, None)) is not None:
+            queue.put(name, name)
     assert outcomes == [
-        (0, "result of a"),
-        (1, "result of b"),
-        (2, "result of c"),
-        (3, "result of d"),
-        (4, "result of e"),
+        ("a", "result of a"),
+        ("b", "result of b"),
+        ("c", "result of c"),
+        ("d", "result of d"),
+        ("e", "result of e"),
     ]
     assert engine.drawn == ["a", "b", "c", "d"] and engine.alone == ["b", "c", "d", "e"]  # each pair once, none lost

@@ -7,7 +7,7 @@ import torch
 
 from tests.helpers import engine_config, synthetic_image
 from transforms.nst import ImageTooSmallError, StyleTransfer
-from transforms.nst.records import StyleRequest
+from transforms.nst.records import ReadyQueue, StyleRequest
 from transforms.nst.tiles import blend, blend_weights, tile_boxes
 
 
@@ -83,7 +83,8 @@ def test_a_tiled_pair_returns_its_own_error_from_the_handler(weights_file) -> No
     request = StyleRequest(
         synthetic_image(1, 64, 20), engine.encode_styles([synthetic_image(3)]), cfg, content_name="wide.png"
     )
-    ((index, outcome),) = handler.stylize(engine, [request], 1, lambda index, record: None, tiling=(12, 2))
-    assert index == 0
+    queue = ReadyQueue([("wide", request)])
+    ((pair_id, outcome),) = handler.stylize(engine, queue, 1, lambda pair_id, record: None, tiling=(12, 2))
+    assert pair_id == "wide" and not queue.taken
     assert isinstance(outcome, ImageTooSmallError)
     assert "wide.png (tile 1 at 0,0)" in str(outcome) and "needs at least 16 px" in str(outcome)

@@ -15,11 +15,10 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import itertools
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, Final
 
 import torch
@@ -44,7 +43,9 @@ from transforms.nst.records import (
     BatchCallback,
     ImageTooSmallError,
     IterationRecord,
+    KeyedCallback,
     NonFiniteLossError,
+    ReadyQueue,
     StyleRequest,
     StyleResult,
     StyleTargets,
@@ -253,42 +254,34 @@ class EngineHandler:
     def stylize(
         self,
         engine: StyleTransfer,
-        requests: Iterable[StyleRequest],
+        queue: ReadyQueue[str],
         slots: int,
-        on_record: BatchCallback,
+        on_record: KeyedCallback,
         tiling: tuple[int, int] | None = None,
-    ) -> Iterator[tuple[int, StyleResult | Exception]]:
-        """(index of the request, its result or exception), as each pair finishes.
+    ) -> Iterator[tuple[str, StyleResult | Exception]]:
+        """(pair id, its result or exception), as each pair of ``queue`` finishes.
 
-        Up to ``slots`` pairs run at once, a finished pair's slot taken by the next request
-        (``StyleTransfer.stylize_stream``); requests are drawn only as slots free up. When a
-        batch runs out of GPU memory, its unfinished pairs and all later ones run one at a time.
-        A pair over the time limit fails alone. ``tiling`` (tile px, overlap px): each request's
-        last scale runs in tiles, one pair at a time.
+        The caller puts ready requests in ``queue`` under their pair ids, and may put another
+        whenever a result comes back. Up to ``slots`` pairs run at once, a finished pair's slot
+        taken by the next ready request (``StyleTransfer.stylize_stream``). When a batch runs
+        out of GPU memory, its unfinished pairs and all later ones run one at a time. A pair over
+        the time limit fails alone. ``tiling`` (tile px, overlap px): each request's last scale
+        runs in tiles, one pair at a time.
         """
-        in_flight: dict[int, StyleRequest] = {}  # drawn, not finished: what an OOM leaves to redo
-
-        def draw() -> Iterator[tuple[int, StyleRequest]]:
-            for index, request in enumerate(requests):
-                in_flight[index] = request
-                yield index, request
-
-        source = draw()
         if tiling is None and slots > 1:
             try:
-                stream = engine.stylize_stream(
-                    (request for _, request in source), slots, on_record, self.limits.pair_time_limit
-                )
-                for index, result in stream:
-                    del in_flight[index]
-                    yield index, self._explained(result)
+                for pair_id, result in engine.stylize_stream(queue, slots, on_record, self.limits.pair_time_limit):
+                    yield pair_id, self._explained(result)
                 return
             except torch.cuda.OutOfMemoryError:
                 torch.cuda.empty_cache()
                 logger.warning("a batch of %d pairs ran out of GPU memory; running the rest one at a time", slots)
-        for index, request in itertools.chain(list(in_flight.items()), source):
-            del in_flight[index]
-            yield index, self._alone(engine, request, functools.partial(_as_request, on_record, index), tiling)
+        # One at a time: what the batch left unfinished first, then each ready request in turn.
+        while (taken := _next_alone(queue)) is not None:
+            pair_id, request = taken
+            result = self._alone(engine, request, functools.partial(_as_request, on_record, pair_id), tiling)
+            queue.done(pair_id)
+            yield pair_id, result
 
     def _alone(
         self, engine: StyleTransfer, request: StyleRequest, on_record: BatchCallback, tiling: tuple[int, int] | None
@@ -316,6 +309,13 @@ class EngineHandler:
         return result
 
 
-def _as_request(on_record: BatchCallback, index: int, _: int, record: IterationRecord) -> None:
-    """A pair run alone reports its records as request ``index`` of the stream."""
-    on_record(index, record)
+def _as_request(on_record: KeyedCallback, pair_id: str, _: int, record: IterationRecord) -> None:
+    """A pair run alone reports its records under its pair id, as a stream does."""
+    on_record(pair_id, record)
+
+
+def _next_alone(queue: ReadyQueue[str]) -> tuple[str, StyleRequest] | None:
+    """What a batch that ran out of memory left unfinished, else the next ready request."""
+    if queue.taken:
+        return next(iter(queue.taken.items()))
+    return queue.take()

@@ -36,6 +36,7 @@ from apache_beam.typehints.decorators import no_annotations
 from apache_beam.utils import shared
 
 from transforms import claims, index, outputs, progress
+from transforms.nst.records import ReadyQueue
 from transforms.records import NAMESPACE, Failure, Outcome, Pair, Stage
 
 if TYPE_CHECKING:
@@ -141,7 +142,7 @@ def _failure(tracker: progress.Progress, pair: Pair, stage: Stage, exc: BaseExce
 @dataclass
 class _Running:
     """A pair handed to the engine: its lease and its progress. (Its request, the decoded inputs,
-    is the engine's alone, so that it is freed as soon as the pair finishes.)"""
+    is the engine's and the queue's alone, so that it is freed as soon as the pair finishes.)"""
 
     prepared: Prepared
     lease: claims.Lease
@@ -211,17 +212,26 @@ class StylizeBatchesFn(beam.DoFn):
         tiling: tuple[int, int] | None = None,
     ) -> Iterator[Any]:
         """Claims, a last skip check, the inputs, the engine, the writes, pair by pair: up to
-        ``slots`` pairs on the device at once, each next pair claimed and read only when a slot
-        frees up, each written (and its claim released) as soon as it finishes. ``budget``: the
-        bytes a pair may use (None: unknown); ``tiling`` (tile px, overlap px): each pair's last
-        scale runs in tiles. Every claim is released when the run ends, however it ends."""
+        ``slots`` pairs on the device at once, each written (and its claim released) as soon as it
+        finishes. This side prepares each pair (claim, skip check, inputs, style targets) and puts
+        it in the engine's queue of ready requests: ``slots`` before the engine starts, then one
+        each time a result comes back, when the engine has handed control back here; the engine
+        only takes from the queue and gives results back by pair id. ``budget``: the bytes a pair
+        may use (None: unknown); ``tiling`` (tile px, overlap px): each pair's last scale runs in
+        tiles. Every claim is released when the run ends, however it ends."""
         tracker = self._settings.tracker()
-        running: list[_Running] = []  # by the engine's request index
+        queue: ReadyQueue[str] = ReadyQueue()
+        running: dict[str, _Running] = {}  # handed to the engine, not yet written
         not_run: list[Any] = []  # outcomes of pairs that never reached the engine, in order
+        pending = iter(items)
+        drawn = 0  # pairs handed to the engine so far
         with contextlib.ExitStack() as leases:
 
-            def requests() -> Iterator[StyleRequest]:
-                for item in items:
+            def feed() -> None:
+                """The next pair that can run, claimed, checked and read, put in the queue; the
+                outcomes of those before it that cannot (claimed, done meanwhile, unreadable)."""
+                nonlocal drawn
+                for item in pending:
                     release = leases.enter_context(contextlib.ExitStack())
                     try:
                         lease = release.enter_context(
@@ -241,28 +251,33 @@ class StylizeBatchesFn(beam.DoFn):
                         continue
                     entry, request = started
                     entry.release = release
-                    running.append(entry)
-                    yield request
+                    running[item.pair.id] = entry
+                    queue.put(item.pair.id, request)
+                    drawn += 1
+                    return
 
-            def on_record(index: int, record: IterationRecord) -> None:
-                entry = running[index]
+            def on_record(pair_id: str, record: IterationRecord) -> None:
+                entry = running[pair_id]
                 # Counted over all scales and tiles; each records its start as iteration 0,
                 # before any iteration is done.
                 entry.done += record.iteration > 0
-                tracker.iteration(entry.prepared.pair.id, entry.done, entry.iterations, record.total)
+                tracker.iteration(pair_id, entry.done, entry.iterations, record.total)
                 entry.lease.renew_if_due()
 
-            for index, result in self._handler.stylize(engine, requests(), slots, on_record, tiling):
+            for _ in range(slots):
+                feed()
+            for pair_id, result in self._handler.stylize(engine, queue, slots, on_record, tiling):
                 yield from not_run
                 not_run.clear()
-                entry = running[index]
+                entry = running.pop(pair_id)
                 # The pairs it shared the device with: the slots, or as many pairs as were drawn.
-                batch_size = min(slots, len(running))
+                batch_size = min(slots, drawn)
                 yield self._finish(entry, result, time.perf_counter() - entry.started_at, batch_size, tracker)
                 entry.release.close()  # written: the claim goes now, not when the whole group ends
+                feed()  # the next pair, ready before the engine takes the freed slot
             yield from not_run
-            if running:
-                self._batch_sizes.update(min(slots, len(running)))
+            if drawn:
+                self._batch_sizes.update(min(slots, drawn))
 
     def _start(
         self,

@@ -28,6 +28,7 @@ _EXPORTS = {
     "decode_image": "transforms.nst.images",
     "ImageTooSmallError": "transforms.nst.records",
     "IterationRecord": "transforms.nst.records",
+    "ReadyQueue": "transforms.nst.records",
     "NonFiniteLossError": "transforms.nst.records",
     "StyleRequest": "transforms.nst.records",
     "StyleResult": "transforms.nst.records",

@@ -15,10 +15,10 @@ Imports: torch, Pillow and the engine's own modules; no Beam, no storage.
 
 from __future__ import annotations
 
-import itertools
 import math
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Generator, Hashable, Iterator, Sequence
+from typing import Any
 
 import torch
 from PIL import Image
@@ -38,7 +38,10 @@ from transforms.nst.records import (
     ImageTooSmallError,
     IterationCallback,
     IterationRecord,
+    K,
+    KeyedCallback,
     NonFiniteLossError,
+    ReadyQueue,
     StyleRequest,
     StyleResult,
     StyleTargets,
@@ -238,57 +241,77 @@ class StyleTransfer:
 
     def stylize_stream(
         self,
-        requests: Iterable[StyleRequest],
+        queue: ReadyQueue[K],
         slots: int,
-        callback: BatchCallback | None = None,
+        callback: KeyedCallback | None = None,
         time_limit: float | None = None,
-    ) -> Iterator[tuple[int, StyleResult | Exception]]:
-        """Optimize ``requests`` with up to ``slots`` pairs on the device at once, yielding
-        (index of the request, its result or exception) as each pair finishes.
+    ) -> Iterator[tuple[K, StyleResult | Exception]]:
+        """Optimize the requests of ``queue`` with up to ``slots`` pairs on the device at once,
+        yielding (key, its result or exception) as each pair finishes; ``callback(key, record)``
+        for every iteration.
 
-        With L-BFGS, a pair that finishes (converged, or at its iteration count) leaves the
-        batch and the next request takes its slot at once, with its own targets, records and
-        L-BFGS state, so the device stays full while pairs converge at different times; each
-        pair's records and result are what :meth:`stylize` gives it alone. Requests are drawn
-        from the iterable only when a slot is free, so a caller can prepare (read, claim) each
-        pair just in time. With Adam (whose moments the batch shares) or coarse scales (the
-        default pyramid included), the requests run in batches of ``slots`` one after another,
-        each batch scale by scale, with no refill.
+        The caller fills the queue, and may put more whenever a result comes back: the engine
+        takes a request when a slot is free and never calls back into the caller to get one
+        (ReadyQueue). With L-BFGS, a pair that finishes (converged, or at its
+        iteration count) leaves the batch and the next ready request takes its slot at once,
+        with its own targets, records and L-BFGS state, so the device stays full while pairs
+        converge at different times; each pair's records and result are what :meth:`stylize`
+        gives it alone. With Adam (whose moments the batch shares) or coarse scales (the default
+        pyramid included), the ready requests run in batches of up to ``slots`` one after
+        another, each batch scale by scale, with no refill.
 
         A request that does not fit the batch (another size, optimizer or precision than the
         first) fails alone with a ValueError on the L-BFGS one-scale path; on the batches' path
-        it fails its whole batch of ``slots``. ``time_limit``: seconds each pair may take.
+        it fails its whole batch. ``time_limit``: seconds each pair may take.
         """
         if slots < 1:
             raise ValueError(f"slots must be >= 1, got {slots}")
-        drawn = iter(enumerate(requests))
-        first = next(drawn, None)
+        first = queue.first()
         if first is None:
             return
-        pending = itertools.chain([first], drawn)
-        config = first[1].config or self.config
+        config = first.config or self.config
         if config.coarse_scales or config.optimizer != "lbfgs":
-            while chunk := list(itertools.islice(pending, slots)):
-                indices = [index for index, _ in chunk]
-                on_record = (
-                    None if callback is None else (lambda k, record, indices=indices: callback(indices[k], record))
-                )
-                try:
-                    results = self.stylize_batch([request for _, request in chunk], on_record, time_limit)
-                except ValueError as exc:  # a chunk that cannot share a batch: each of its pairs fails
-                    results = [exc] * len(chunk)
-                yield from zip(indices, results, strict=True)
+            yield from self._batches(queue, slots, callback, time_limit)
             return
-        refused: list[tuple[int, Exception]] = []  # requests that cannot join the batch, and why
-        waiting = scheduler.admitted(pending, self._entry, refused)
-        batch = list(itertools.islice(waiting, slots))
-        outcomes = self._optimize(batch, waiting, self.clock(), time_limit, callback) if batch else iter(())
-        for outcome in itertools.chain([None], outcomes):  # None: the refusals of the first fill
-            yield from refused
-            refused.clear()
-            if outcome is not None:
-                yield outcome
-        yield from refused
+        admission = scheduler.Admission(self._entry)
+        entries: list[scheduler.Entry] = []
+        while len(entries) < slots:
+            taken = yield from self._admitted(queue, admission)
+            if taken is None:
+                break
+            entries.append(taken)
+        if entries:
+            yield from self._optimize(entries, queue, admission, self.clock(), time_limit, callback)
+
+    def _batches(
+        self, queue: ReadyQueue[K], slots: int, callback: KeyedCallback | None, time_limit: float | None
+    ) -> Iterator[tuple[K, StyleResult | Exception]]:
+        """The ready requests in batches of up to ``slots``, one batch after another."""
+        while chunk := [taken for _ in range(slots) if (taken := queue.take()) is not None]:
+            keys = [key for key, _ in chunk]
+            on_record = None if callback is None else (lambda k, record, keys=keys: callback(keys[k], record))
+            try:
+                results = self.stylize_batch([request for _, request in chunk], on_record, time_limit)
+            except ValueError as exc:  # a chunk that cannot share a batch: each of its pairs fails
+                results = [exc] * len(chunk)
+            for key, result in zip(keys, results, strict=True):
+                queue.done(key)
+                yield key, result
+
+    @staticmethod
+    def _admitted(
+        queue: ReadyQueue[K], admission: scheduler.Admission
+    ) -> Generator[tuple[K, StyleResult | Exception], None, scheduler.Entry | None]:
+        """The next ready request that may join the batch (None: none is ready); each one that
+        may not is yielded with why, so that its caller can put another in its place."""
+        while (taken := queue.take()) is not None:
+            key, request = taken
+            try:
+                return admission.admit(key, request)
+            except ValueError as exc:  # ImageTooSmallError is a ValueError
+                queue.done(key)
+                yield key, exc
+        return None
 
     def stylize_tiled(
         self,
@@ -316,14 +339,16 @@ class StyleTransfer:
                 batch.append(self._entry(index, request))
             except ValueError as exc:  # ImageTooSmallError is a ValueError
                 outcomes[index] = exc
+        admission = scheduler.Admission(self._entry)
         for entry in batch:  # the caller grouped them: a pair that does not fit fails the batch
-            scheduler.check_admission(entry, batch[0].batch_shape)
+            admission.admit(entry.key, entry.request)
         if batch:
-            for index, outcome in self._optimize(batch, iter(()), started, time_limit, callback):
+            nothing_waits: ReadyQueue[int] = ReadyQueue()
+            for index, outcome in self._optimize(batch, nothing_waits, admission, started, time_limit, callback):
                 outcomes[index] = outcome
         return [outcome for outcome in outcomes if outcome is not None]
 
-    def _entry(self, index: int, request: StyleRequest) -> scheduler.Entry:
+    def _entry(self, key: Hashable, request: StyleRequest) -> scheduler.Entry:
         """The request checked against this engine, with its content image as the network's input."""
         config = request.config or self.config
         self._check_network(config.network_key())
@@ -336,7 +361,7 @@ class StyleTransfer:
                 f"{config.style_size} px (image_size x style_scale)"
             )
         content = self.to_input(fit_longest_side(request.content, config.image_size), request.content_name)
-        return scheduler.Entry(index, request, config, content, resolve_precision(config, self.device, self.dtype))
+        return scheduler.Entry(key, request, config, content, resolve_precision(config, self.device, self.dtype))
 
     def _optimizer(self, pixels: Tensor, config: StyleConfig) -> LBFGS | MaskedAdam:
         """The batch's optimizer (Adam runs as the references run it)."""
@@ -354,14 +379,15 @@ class StyleTransfer:
     def _optimize(
         self,
         entries: list[scheduler.Entry],
-        waiting: Iterator[scheduler.Entry],
+        queue: ReadyQueue[K],
+        admission: scheduler.Admission,
         started: float,
         time_limit: float | None,
-        callback: BatchCallback | None,
-    ) -> Iterator[tuple[int, StyleResult | Exception]]:
+        callback: KeyedCallback | None,
+    ) -> Iterator[tuple[K, StyleResult | Exception]]:
         """The optimization of same-size pairs, ``entries`` at first; as each finishes, its
-        result is yielded and the next of ``waiting`` takes its slot (scheduler.py: refill, and
-        the shrink of an L-BFGS batch when nothing waits)."""
+        result is yielded and the next ready request of ``queue`` takes its slot (scheduler.py:
+        refill, and the shrink of an L-BFGS batch when none is ready)."""
         objective = Objective(
             self.network,
             torch.cat([e.content for e in entries]),
@@ -399,9 +425,11 @@ class StyleTransfer:
             if not finished:
                 continue
             done = [slot for k in finished if (slot := batch.slots[k]) is not None]
-            yield from self._results(done, finished, batch, callback)
+            for key, outcome in self._results(done, finished, batch, callback):
+                queue.done(key)
+                yield key, outcome
             for k in finished:
-                entry = next(waiting, None)
+                entry = yield from self._admitted(queue, admission)
                 batch.refill(k, entry, None if entry is None else self._start(entry), iteration)
             batch.shrink()
             batch.mark_active()
@@ -430,7 +458,7 @@ class StyleTransfer:
         batch.optimizer.restart(mask, bounded=True)
 
     def _record(
-        self, batch: scheduler.RunningBatch, parts: Tensor, callback: BatchCallback | None, time_limit: float | None
+        self, batch: scheduler.RunningBatch, parts: Tensor, callback: KeyedCallback | None, time_limit: float | None
     ) -> list[int]:
         """Each pair's record of the iteration just made; the rows of the pairs that finished
         (done, or over ``time_limit``)."""
@@ -451,7 +479,7 @@ class StyleTransfer:
             )
             slot.history.append(record)
             if callback is not None:
-                callback(slot.entry.index, record)
+                callback(slot.entry.key, record)
             if slot.advance(record.total):
                 finished.append(k)
             elif time_limit is not None and now - slot.started > time_limit:
@@ -468,8 +496,8 @@ class StyleTransfer:
         return start.permute(0, 2, 3, 1).contiguous()
 
     def _results(
-        self, done: list[scheduler.Slot], rows: list[int], batch: scheduler.RunningBatch, callback: BatchCallback | None
-    ) -> Iterator[tuple[int, StyleResult | Exception]]:
+        self, done: list[scheduler.Slot], rows: list[int], batch: scheduler.RunningBatch, callback: KeyedCallback | None
+    ) -> Iterator[tuple[Any, StyleResult | Exception]]:
         """The finished pairs' results from their written images and records, or why they have none."""
         index = torch.tensor(rows, device=self.device)
         configs = [slot.entry.config for slot in done]
@@ -487,13 +515,13 @@ class StyleTransfer:
         for k, slot in enumerate(done):
             entry = slot.entry
             if slot.failure is not None:
-                yield entry.index, slot.failure
+                yield entry.key, slot.failure
                 continue
             seconds = self.clock() - slot.started
             final = IterationRecord.from_values(slot.iteration, final_rows[k], entry.config.style_layers, seconds)
             if not math.isfinite(final.total):
                 yield (
-                    entry.index,
+                    entry.key,
                     NonFiniteLossError(
                         f"{entry.request.content_name}: loss is {final.total}: no image seen in {slot.iteration} "
                         "iterations had a finite loss (non-finite weights or inputs?)"
@@ -502,9 +530,9 @@ class StyleTransfer:
                 continue
             slot.history.append(final)
             if callback is not None:
-                callback(entry.index, final)
+                callback(entry.key, final)
             yield (
-                entry.index,
+                entry.key,
                 StyleResult(
                     image=tensor_to_image(output[k : k + 1] / self.family.pixel_scale),
                     history=slot.history,

@@ -1,5 +1,5 @@
-"""What flows into and out of the engine: requests, style targets, per-iteration records, results
-and the errors that fail a pair. Plain dataclasses, so that callers (the pipeline's DoFns, the
+"""What flows into and out of the engine: requests (and the queue of ready ones a stream takes
+from), style targets, per-iteration records, results and the errors that fail a pair. Plain dataclasses, so that callers (the pipeline's DoFns, the
 output contract) can name them without importing torch.
 
 Imports: Pillow and config (torch only for type checking); no Beam, no storage.
@@ -8,9 +8,10 @@ Imports: Pillow and config (torch only for type checking); no Beam, no storage.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections import deque
+from collections.abc import Callable, Hashable, Iterable, Sequence
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from PIL import Image
 
@@ -134,8 +135,12 @@ class StyleRequest:
     coarse_styles: tuple[StyleTargets, ...] = ()
 
 
+K = TypeVar("K", bound=Hashable)
+
 IterationCallback = Callable[[IterationRecord], None]
 BatchCallback = Callable[[int, IterationRecord], None]
+# A stream's callback: (the key its caller put the request under, a pair id say; the record).
+KeyedCallback = Callable[[Any, IterationRecord], None]
 
 
 def summed(records: Sequence[IterationRecord], seconds: float) -> IterationRecord:
@@ -151,3 +156,40 @@ def summed(records: Sequence[IterationRecord], seconds: float) -> IterationRecor
         seconds=seconds,
         rejected=any(r.rejected for r in records),
     )
+
+
+class ReadyQueue(Generic[K]):
+    """Requests ready to run, in the order they were put, each under its caller's key (a pair id).
+
+    The caller prepares each request (reads it, encodes its styles) and puts it here; the engine
+    takes one whenever a slot frees up and gives every result back under its key
+    (``StyleTransfer.stylize_stream``). Taking never calls back into the caller: a queue that is
+    empty when a slot frees leaves that slot empty. ``taken`` holds the requests taken whose
+    result has not been given back yet (what a batch that runs out of memory leaves to redo).
+    """
+
+    def __init__(self, ready: Iterable[tuple[K, StyleRequest]] = ()) -> None:
+        self._ready: deque[tuple[K, StyleRequest]] = deque(ready)
+        self.taken: dict[K, StyleRequest] = {}
+
+    def put(self, key: K, request: StyleRequest) -> None:
+        self._ready.append((key, request))
+
+    def take(self) -> tuple[K, StyleRequest] | None:
+        """The next ready request, or None when none is ready."""
+        if not self._ready:
+            return None
+        key, request = self._ready.popleft()
+        self.taken[key] = request
+        return key, request
+
+    def first(self) -> StyleRequest | None:
+        """The next ready request, left in the queue."""
+        return self._ready[0][1] if self._ready else None
+
+    def done(self, key: K) -> None:
+        """The result of ``key`` is given back: it is no longer taken."""
+        self.taken.pop(key, None)
+
+    def __len__(self) -> int:
+        return len(self._ready)

@@ -1,7 +1,8 @@
 """Which pairs hold the device's slots while a batch of one scale runs: who may join it (one
-admission check), a finished slot handed to the next waiting pair (refill), and a batch that
-shrinks to the pairs still going when nothing waits. The optimizer's room (optimize.py) runs the
-method over whatever rows are here; this room decides the rows.
+admission check), a finished slot handed to the next ready request of the caller's queue
+(records.ReadyQueue: refill), and a batch that shrinks to the pairs still going when none is
+ready. The optimizer's room (optimize.py) runs the method over whatever rows are
+here; this room decides the rows.
 
 Every per-pair state of a running batch holds one row per slot, and each takes part in the same
 two moves: a row passes to another pair, and only some rows go on (``keep(rows)``, rows in
@@ -13,7 +14,7 @@ Imports: torch and the engine's own modules; no Beam, no storage.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 
 import torch
@@ -35,7 +36,7 @@ IN_RANGE_FRACTION = 0.2
 class Entry:
     """A request checked against the engine and ready to join a batch."""
 
-    index: int  # its position among the requests
+    key: Hashable  # the caller's name for it: a position in a batch, a pair id in a stream
     request: StyleRequest
     config: StyleConfig
     content: Tensor  # (1, 3, H, W), the network's input
@@ -66,23 +67,20 @@ def check_admission(entry: Entry, batch_shape: tuple[object, ...]) -> None:
         )
 
 
-def admitted(
-    pending: Iterator[tuple[int, StyleRequest]],
-    make_entry: Callable[[int, StyleRequest], Entry],
-    refused: list[tuple[int, Exception]],
-) -> Iterator[Entry]:
-    """The requests of a stream that can join its batch (the first one's shape), drawn one at a
-    time; the others are appended to ``refused`` with why."""
-    shape: tuple[object, ...] | None = None
-    for index, request in pending:
-        try:
-            entry = make_entry(index, request)
-            shape = shape or entry.batch_shape
-            check_admission(entry, shape)
-        except ValueError as exc:  # ImageTooSmallError is a ValueError
-            refused.append((index, exc))
-            continue
-        yield entry
+class Admission:
+    """Who may join a running batch: a request checked against the engine (``make_entry``) and
+    against the batch's shape, which the first one admitted sets."""
+
+    def __init__(self, make_entry: Callable[[Hashable, StyleRequest], Entry]) -> None:
+        self._make_entry = make_entry
+        self._shape: tuple[object, ...] | None = None
+
+    def admit(self, key: Hashable, request: StyleRequest) -> Entry:
+        """Raises ValueError (ImageTooSmallError is one) naming why the request cannot join."""
+        entry = self._make_entry(key, request)
+        self._shape = self._shape or entry.batch_shape
+        check_admission(entry, self._shape)
+        return entry
 
 
 @dataclass
