@@ -92,8 +92,7 @@ class PreparePairsFn(beam.DoFn):
     def __init__(self, settings: StylizeSettings, handler: EngineHandler) -> None:
         self._settings = settings
         self._handler = handler
-        self._skipped = Metrics.counter(NAMESPACE, "pairs_skipped")
-        self._failed = Metrics.counter(NAMESPACE, "pairs_failed")
+        self._ends = _Ends()
 
     def process(self, pair: Pair) -> Iterator[Any]:
         tracker = self._settings.tracker()
@@ -105,10 +104,8 @@ class PreparePairsFn(beam.DoFn):
             stage = Stage.CHECK
             prior = outputs.inspect_outputs(settings.output, pair.id, work, settings.spec.extension)
             if prior.done and not settings.overwrite:
-                self._skipped.inc()
-                tracker.pair_finished(pair.id, "skipped", "already done")
                 line = index.line_from_log(prior.log) if prior.log is not None else None
-                yield pvalue.TaggedOutput(SKIPPED, Outcome(pair.id, "skipped", index=line))
+                yield self._ends.skipped(tracker, pair.id, "already done", line)
                 return
             stage = Stage.READ
             content_size = self._handler.content_size(pair)
@@ -116,8 +113,7 @@ class PreparePairsFn(beam.DoFn):
             pair = self._handler.resolve(pair, content_size)
             key, output_size = self._handler.batch_key(pair, content_size)
         except Exception as exc:  # noqa: BLE001 - one bad pair must never stop the batch
-            self._failed.inc()
-            yield pvalue.TaggedOutput(FAILURES, _failure(tracker, pair, stage, exc))
+            yield self._ends.failed(tracker, pair, stage, exc)
             return
         repairing = prior.reason if prior.state == "damaged" else None
         redoing = None
@@ -132,11 +128,56 @@ class PreparePairsFn(beam.DoFn):
         yield f"{key} shard {shard}", Prepared(pair, signatures, work, output_size, repairing, redoing)
 
 
-def _failure(tracker: progress.Progress, pair: Pair, stage: Stage, exc: BaseException) -> Failure:
-    """The failure record of ``pair``, reported on the progress display."""
-    failure = Failure.from_exception(stage, exc, pair.source, pair.id, pair.row)
-    tracker.pair_finished(pair.id, "failed", f"at {stage}: {failure.error}")
-    return failure
+class _Ends:
+    """Where each pair's end is counted (Beam metrics), shown (the progress display) and
+    emitted (the DoFn's outputs): one collector for both DoFns, as RunInference keeps one
+    metrics collector. Each method returns what the DoFn yields."""
+
+    def __init__(self) -> None:
+        self._succeeded = Metrics.counter(NAMESPACE, "pairs_succeeded")
+        self._repaired = Metrics.counter(NAMESPACE, "pairs_repaired")
+        self._skipped = Metrics.counter(NAMESPACE, "pairs_skipped")
+        self._claimed = Metrics.counter(NAMESPACE, "pairs_claimed_elsewhere")
+        self._failed = Metrics.counter(NAMESPACE, "pairs_failed")
+        self._pair_ms = Metrics.distribution(NAMESPACE, "pair_milliseconds")
+        # Beam distributions hold integers: the final loss is recorded in thousandths.
+        self._final_loss = Metrics.distribution(NAMESPACE, "final_loss_thousandths")
+
+    def failed(self, tracker: progress.Progress, pair: Pair, stage: Stage, exc: BaseException) -> pvalue.TaggedOutput:
+        """The failure record of ``pair``, counted and reported on the progress display."""
+        self._failed.inc()
+        failure = Failure.from_exception(stage, exc, pair.source, pair.id, pair.row)
+        tracker.pair_finished(pair.id, "failed", f"at {stage}: {failure.error}")
+        return pvalue.TaggedOutput(FAILURES, failure)
+
+    def skipped(
+        self, tracker: progress.Progress, pair_id: str, why: str, line: dict[str, Any] | None = None
+    ) -> pvalue.TaggedOutput:
+        """A pair found done (``line``: its index line, when its log was verified here)."""
+        self._skipped.inc()
+        tracker.pair_finished(pair_id, "skipped", why)
+        return pvalue.TaggedOutput(SKIPPED, Outcome(pair_id, "skipped", index=line))
+
+    def claimed(self, tracker: progress.Progress, pair_id: str, holder: str) -> pvalue.TaggedOutput:
+        """A pair another run is computing now."""
+        self._claimed.inc()
+        tracker.pair_finished(pair_id, "claimed", f"being computed by {holder}")
+        return pvalue.TaggedOutput(SKIPPED, Outcome(pair_id, "claimed"))
+
+    def succeeded(self, tracker: progress.Progress, prepared: Prepared, outcome: Outcome, seconds: float) -> Outcome:
+        """A pair written: its seconds and loss, and why it was redone or repaired, if it was."""
+        self._succeeded.inc()
+        if outcome.repaired:
+            self._repaired.inc()
+        self._pair_ms.update(int(seconds * 1000))
+        loss = outcome.final_loss or 0.0
+        self._final_loss.update(int(loss * 1000))
+        why = f"repaired ({prepared.repairing})" if outcome.repaired else ""
+        why = why or (f"redone ({prepared.redoing})" if prepared.redoing else "")
+        # The batch it ran in and the device are in its log and the report: the line stays short.
+        line = f"{seconds:.1f} s, loss {loss:.4g}" + (f"; {why}" if why else "")
+        tracker.pair_finished(outcome.id, "succeeded", line)
+        return outcome
 
 
 @dataclass
@@ -164,15 +205,8 @@ class StylizeBatchesFn(beam.DoFn):
         self._settings = settings
         self._handler = handler
         self._shared = shared.Shared()
-        self._succeeded = Metrics.counter(NAMESPACE, "pairs_succeeded")
-        self._repaired = Metrics.counter(NAMESPACE, "pairs_repaired")
-        self._skipped = Metrics.counter(NAMESPACE, "pairs_skipped")
-        self._claimed = Metrics.counter(NAMESPACE, "pairs_claimed_elsewhere")
-        self._failed = Metrics.counter(NAMESPACE, "pairs_failed")
-        self._pair_ms = Metrics.distribution(NAMESPACE, "pair_milliseconds")
+        self._ends = _Ends()
         self._batch_sizes = Metrics.distribution(NAMESPACE, "batch_size")
-        # Beam distributions hold integers: the final loss is recorded in thousandths.
-        self._final_loss = Metrics.distribution(NAMESPACE, "final_loss_thousandths")
         # The worker process's engine, from ``Shared`` (which keeps a weak reference to it).
         self._loaded: StyleTransfer | None = None
 
@@ -195,9 +229,7 @@ class StylizeBatchesFn(beam.DoFn):
             elif placement.tiling is not None:  # too large at once: alone, in tiles
                 yield from self._run(engine, [item], 1, budget, placement.tiling)
             elif placement.refusal is not None:
-                self._failed.inc()
-                tracker = self._settings.tracker()
-                yield pvalue.TaggedOutput(FAILURES, _failure(tracker, item.pair, Stage.STYLIZE, placement.refusal))
+                yield self._ends.failed(self._settings.tracker(), item.pair, Stage.STYLIZE, placement.refusal)
         if not whole:
             return
         slots = self._handler.batch_size(engine, whole[0].pair, whole[0].output_size, budget)
@@ -238,11 +270,10 @@ class StylizeBatchesFn(beam.DoFn):
                             claims.claimed(self._settings.output, item.pair.id, self._settings.run_id)
                         )
                     except Exception as exc:  # noqa: BLE001 - a claim that cannot be made (a full disk, a folder in its place) fails its pair only
-                        self._failed.inc()
                         where = claims.claim_location(self._settings.output, item.pair.id)
                         detail = f"{type(exc).__name__}: {exc}"  # naming the claim's location once
                         error = OSError(f"cannot claim the pair{'' if where in detail else f' at {where}'}: {detail}")
-                        not_run.append(pvalue.TaggedOutput(FAILURES, _failure(tracker, item.pair, Stage.WRITE, error)))
+                        not_run.append(self._ends.failed(tracker, item.pair, Stage.WRITE, error))
                         continue
                     started = self._start(engine, item, lease, budget, tiling, tracker)
                     if not isinstance(started, tuple):
@@ -292,25 +323,18 @@ class StylizeBatchesFn(beam.DoFn):
         meanwhile, an input that fails)."""
         pair = item.pair
         if not lease.held:
-            self._claimed.inc()
-            tracker.pair_finished(pair.id, "claimed", f"being computed by {lease.claim.describe()}")
-            return pvalue.TaggedOutput(SKIPPED, Outcome(pair.id, "claimed"))
+            return self._ends.claimed(tracker, pair.id, lease.claim.describe())
         settings = self._settings
         if (
             not settings.overwrite
             and outputs.inspect_outputs(settings.output, pair.id, item.fingerprint, settings.spec.extension).done
         ):
-            self._skipped.inc()
-            tracker.pair_finished(pair.id, "skipped", "done by another run meanwhile")
-            return pvalue.TaggedOutput(SKIPPED, Outcome(pair.id, "skipped"))
+            return self._ends.skipped(tracker, pair.id, "done by another run meanwhile")
         try:
             request = self._handler.request(engine, pair, budget)
         except Exception as exc:  # noqa: BLE001 - a bad input fails its own pair
-            self._failed.inc()
-            stage = (
-                Stage.STYLIZE if isinstance(exc, MemoryError) else Stage.READ
-            )  # PairTooLargeError: a style too large
-            return pvalue.TaggedOutput(FAILURES, _failure(tracker, pair, stage, exc))
+            # PairTooLargeError (a MemoryError): a style image too large to encode.
+            return self._ends.failed(tracker, pair, Stage.STYLIZE if isinstance(exc, MemoryError) else Stage.READ, exc)
         expected = self._handler.expected_iterations(pair, item.output_size, tiling)
         return _Running(item, lease, iterations=expected), request
 
@@ -325,8 +349,7 @@ class StylizeBatchesFn(beam.DoFn):
         """The pair's result written (image, then log), or why it has none."""
         prepared, pair = entry.prepared, entry.prepared.pair
         if isinstance(result, Exception):
-            self._failed.inc()
-            return pvalue.TaggedOutput(FAILURES, _failure(tracker, pair, Stage.STYLIZE, result))
+            return self._ends.failed(tracker, pair, Stage.STYLIZE, result)
         spec = self._settings.spec
         image = spec.encode(result.image)
         log = outputs.pair_log(
@@ -343,28 +366,17 @@ class StylizeBatchesFn(beam.DoFn):
         try:
             outputs.write_pair(self._settings.output, pair.id, image, log, spec.extension)
         except Exception as exc:  # noqa: BLE001 - any storage error fails this pair only
-            self._failed.inc()
-            return pvalue.TaggedOutput(FAILURES, _failure(tracker, pair, Stage.WRITE, exc))
-        self._succeeded.inc()
-        repaired = prepared.repairing is not None
-        if repaired:
-            self._repaired.inc()
-        self._pair_ms.update(int(seconds * 1000))
-        self._final_loss.update(int(result.final.total * 1000))
-        why = (
-            f"repaired ({prepared.repairing})"
-            if repaired
-            else f"redone ({prepared.redoing})"
-            if prepared.redoing
-            else ""
+            return self._ends.failed(tracker, pair, Stage.WRITE, exc)
+        outcome = Outcome(
+            pair.id,
+            "succeeded",
+            log["seconds"],
+            prepared.repairing is not None,
+            result.final.total,
+            batch_size,
+            index.line_from_log(log),
         )
-        # The batch it ran in and the device are in its log and the report: the line stays short.
-        tracker.pair_finished(
-            pair.id, "succeeded", f"{seconds:.1f} s, loss {result.final.total:.4g}" + (f"; {why}" if why else "")
-        )
-        return Outcome(
-            pair.id, "succeeded", log["seconds"], repaired, result.final.total, batch_size, index.line_from_log(log)
-        )
+        return self._ends.succeeded(tracker, prepared, outcome, seconds)
 
 
 class StylizePairs(beam.PTransform):
