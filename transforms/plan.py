@@ -7,16 +7,17 @@ pair), merged across workers by a combiner; ``PlanTally.report`` is what ``OUTPU
 holds. Device-hours come from measured seconds per iteration (docs/performance.md),
 interpolated by pixels: an estimate for one pair at a time on those devices.
 
-Imports: Beam, stylize's prepare step, outputs, progress, storage, records, the engine's config
+Imports: Beam, stylize's prepare step, results' combiner, outputs, progress, storage, records, the engine's config
 and its memory planning (torch, no model); nothing of pipeline/.
 """
 
 from __future__ import annotations
 
 import bisect
+import functools
 import math
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
 
@@ -27,6 +28,7 @@ from transforms import outputs, progress, storage
 from transforms.nst.config import StyleConfig
 from transforms.nst.memory import estimated_pair_bytes, tile_plan
 from transforms.records import Failure, Outcome
+from transforms.results import MergeFn
 from transforms.stylize import FAILURES, SKIPPED, PreparePairsFn, StylizeSettings
 
 if TYPE_CHECKING:
@@ -257,30 +259,20 @@ def describe(plan: dict[str, Any]) -> str:
     )
 
 
-class _PlanFn(beam.CombineFn):
-    """Prepared pairs, skips and failures -> plan.PlanTally."""
+def _add_to_plan(budget: int | None, tally: PlanTally, item: Any) -> PlanTally:
+    """A prepared pair (batch key, Prepared), a skip (Outcome) or a failure, counted in ``tally``."""
+    if isinstance(item, Outcome):
+        tally.skipped += 1
+    elif isinstance(item, Failure):
+        tally.failed += 1
+    else:
+        key, prepared = item
+        tally.add_pair(key, prepared.pair.config, prepared.output_size, budget)
+    return tally
 
-    def __init__(self, budget: int | None) -> None:
-        self._budget = budget
 
-    def create_accumulator(self) -> PlanTally:
-        return PlanTally()
-
-    def add_input(self, tally: PlanTally, item: Any) -> PlanTally:
-        if isinstance(item, Outcome):
-            tally.skipped += 1
-        elif isinstance(item, Failure):
-            tally.failed += 1
-        else:
-            key, prepared = item
-            tally.add_pair(key, prepared.pair.config, prepared.output_size, self._budget)
-        return tally
-
-    def merge_accumulators(self, tallies: Iterable[PlanTally]) -> PlanTally:
-        return PlanTally.merged(list(tallies))
-
-    def extract_output(self, tally: PlanTally) -> PlanTally:
-        return tally
+def _as_is(tally: PlanTally) -> PlanTally:
+    return tally
 
 
 class PlanPairs(beam.PTransform):
@@ -305,7 +297,10 @@ class PlanPairs(beam.PTransform):
         return (
             (prepared.ready, prepared[SKIPPED], prepared[FAILURES], read_failures)
             | "Everything" >> beam.Flatten()
-            | "Plan" >> beam.CombineGlobally(_PlanFn(budget))
+            | "Plan"
+            >> beam.CombineGlobally(
+                MergeFn(PlanTally, functools.partial(_add_to_plan, budget), PlanTally.merged, _as_is)
+            )
             | "WritePlan" >> beam.Map(lambda tally: _write_plan(output, tally.report(self._batch_size)))
         )
 

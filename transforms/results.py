@@ -18,8 +18,8 @@ import json
 import logging
 import math
 import time
-from collections.abc import Iterable, Iterator
-from typing import Any
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, Generic, TypeVar
 
 import apache_beam as beam
 from apache_beam import pvalue
@@ -42,39 +42,45 @@ from transforms.outputs import (
 from transforms.records import NAMESPACE, Failure, Outcome, bounded_message
 from transforms.tally import ReportChoice, Tally
 
+A = TypeVar("A")
+
 logger = logging.getLogger(f"beam_style_transfer.{__name__}")  # the names logs had (docs/development.md)
 
 
-class _TallyFn(beam.CombineFn):
-    """Outcomes -> one Tally (tally.py), merged across workers."""
+class MergeFn(beam.CombineFn, Generic[A]):
+    """Items -> one accumulator: ``new()`` on each worker, ``add(accumulator, item)`` for each
+    item, ``merged(accumulators)`` across workers, then ``finish(accumulator)``. The run's tally,
+    the report's choice and the dry run's plan (plan.py) are each such an accumulator, in bounded
+    memory whatever the run's size."""
 
-    def create_accumulator(self) -> Tally:
-        return Tally()
+    def __init__(
+        self,
+        new: Callable[[], A],
+        add: Callable[[A, Any], A],
+        merged: Callable[[list[A]], A],
+        finish: Callable[[A], Any],
+    ) -> None:
+        self._new, self._add, self._merged, self._finish = new, add, merged, finish
 
-    def add_input(self, tally: Tally, outcome: Outcome) -> Tally:
-        return tally.add(outcome)
+    def create_accumulator(self) -> A:
+        return self._new()
 
-    def merge_accumulators(self, tallies: Iterable[Tally]) -> Tally:
-        return Tally.merged(list(tallies))
+    def add_input(self, accumulator: A, item: Any) -> A:
+        return self._add(accumulator, item)
 
-    def extract_output(self, tally: Tally) -> Tally:
-        return Tally.merged([tally])  # trimmed to the sample size
+    def merge_accumulators(self, accumulators: Iterable[A]) -> A:
+        return self._merged(list(accumulators))
+
+    def extract_output(self, accumulator: A) -> Any:
+        return self._finish(accumulator)
 
 
-class _ChooseForReportFn(beam.CombineFn):
-    """Outcomes -> the few the report shows (tally.ReportChoice)."""
+def _trimmed(tally: Tally) -> Tally:
+    return Tally.merged([tally])  # trimmed to the sample size
 
-    def create_accumulator(self) -> ReportChoice:
-        return ReportChoice()
 
-    def add_input(self, choice: ReportChoice, outcome: Outcome) -> ReportChoice:
-        return choice.add(outcome)
-
-    def merge_accumulators(self, choices: Iterable[ReportChoice]) -> ReportChoice:
-        return ReportChoice.merged(list(choices))
-
-    def extract_output(self, choice: ReportChoice) -> list[Outcome]:
-        return ReportChoice.merged([choice]).outcomes()
+def _chosen(choice: ReportChoice) -> list[Outcome]:
+    return ReportChoice.merged([choice]).outcomes()
 
 
 class _ListImagesFn(beam.DoFn):
@@ -393,7 +399,7 @@ class WriteResults(beam.PTransform):
         outcomes = inputs["outcomes"]
         failures = inputs["failures"] | "AllFailures" >> beam.Flatten()
         pointer = outcomes | "WriteIndex" >> WriteIndex(self._output, self._run_id, self._limits, self._expected_pairs)
-        tally = outcomes | "Tally" >> beam.CombineGlobally(_TallyFn())
+        tally = outcomes | "Tally" >> beam.CombineGlobally(MergeFn(Tally, Tally.add, Tally.merged, _trimmed))
         summary = tally | "WriteSummary" >> beam.ParDo(
             _WriteSummaryFn(self._output, self._run_id, self._started, self._configuration),
             failures=pvalue.AsList(failures),
@@ -401,7 +407,8 @@ class WriteResults(beam.PTransform):
         )
         entries = (
             outcomes
-            | "ChooseForReport" >> beam.CombineGlobally(_ChooseForReportFn())
+            | "ChooseForReport"
+            >> beam.CombineGlobally(MergeFn(ReportChoice, ReportChoice.add, ReportChoice.merged, _chosen))
             | "ReportOutcomes" >> beam.FlatMap(lambda chosen: chosen)
             | "ReportEntries" >> beam.ParDo(_ReportEntryFn(self._output, self._limits, self._spec.extension))
         )
