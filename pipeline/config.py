@@ -13,7 +13,7 @@ import os
 import secrets
 import time
 from dataclasses import dataclass, field
-from typing import Any, Final, NoReturn
+from typing import Any, Final
 
 from pipeline import flags
 from transforms.limits import Limits
@@ -141,13 +141,6 @@ class PipelineConfig:
         }
 
 
-class _QuickParser(argparse.ArgumentParser):
-    """Our flags alone, raising instead of printing a usage and exiting."""
-
-    def error(self, message: str) -> NoReturn:
-        raise ValueError(message)
-
-
 def check_quickly(argv: list[str]) -> None:
     """Every check of the command line that needs neither Beam nor torch: the job's flags and
     their values, the config they make, a local manifest that is not there, and unknown flags
@@ -157,16 +150,16 @@ def check_quickly(argv: list[str]) -> None:
     Raises:
         ValueError: naming the flag or value, as the full check would.
     """
-    parser = _QuickParser(add_help=False, allow_abbrev=False)
+    parser = flags.RaisingParser(add_help=False, allow_abbrev=False)
     flags.add_arguments(parser)
     parser.add_argument(flags.DRY_RUN, default=False)
     parsed, unknown = parser.parse_known_args(argv)
     ours = [option for action in parser._actions for option in action.option_strings]
     for item in unknown:
         name = item.split("=", 1)[0]
-        nearest = difflib.get_close_matches(name, ours, n=1, cutoff=TYPO_SIMILARITY) if name.startswith("--") else []
-        if nearest:
-            raise ValueError(f"unknown flag {name}; did you mean {nearest[0]}?")
+        typo = flags.did_you_mean(name, ours, TYPO_SIMILARITY) if name.startswith("--") else None
+        if typo:
+            raise ValueError(typo)
     config = PipelineConfig.from_flags(parsed, parsed.dry_run)
     if config.manifest and "://" not in config.manifest and not os.path.exists(config.manifest):
         raise ValueError(f"--manifest {config.manifest}: no such file")
@@ -220,7 +213,7 @@ def check_runner(beam_args: list[str]) -> None:
     Raises:
         ValueError: naming the flag and the cure.
     """
-    parser = _QuickParser(add_help=False, allow_abbrev=False)
+    parser = flags.RaisingParser(add_help=False, allow_abbrev=False)
     for name in ("--runner", "--project", "--region", "--temp_location", "--staging_location"):
         parser.add_argument(name)
     given, _ = parser.parse_known_args(beam_args)

@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import difflib
 import os
 import sys
-from typing import Any, Final
+from collections.abc import Sequence
+from typing import Any, Final, NoReturn
 
 from transforms.limits import Limits
 from transforms.nst.config import COLOR_CONTROLS, DEVICES, MODELS, OPTIMIZERS, POOLINGS, PRECISIONS, StyleConfig
@@ -342,3 +344,18 @@ def help_text() -> str:
     add_arguments(parser)
     parser.add_argument_group("plan").add_argument(DRY_RUN, nargs="?", metavar="true|false", help=_DRY_RUN_HELP)
     return parser.format_help()
+
+
+class RaisingParser(argparse.ArgumentParser):
+    """A parser that raises ValueError where argparse would print a usage and exit: the command
+    line's checks answer in one line, and a launcher calling run() keeps its process."""
+
+    def error(self, message: str) -> NoReturn:
+        raise ValueError(message)
+
+
+def did_you_mean(name: str, known: Sequence[str], cutoff: float = 0.6) -> str | None:
+    """``unknown flag --iteration; did you mean --iterations?`` for a flag ``name`` that is not
+    among ``known``, or None when none of them is ``cutoff`` alike (difflib's ratio)."""
+    nearest = difflib.get_close_matches(name, list(known), n=1, cutoff=cutoff)
+    return f"unknown flag {name}; did you mean {nearest[0]}?" if nearest else None

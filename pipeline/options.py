@@ -6,13 +6,11 @@ Imports: Beam's PipelineOptions, flags and config; never torch.
 from __future__ import annotations
 
 import argparse
-import difflib
-from typing import NoReturn
 
 from apache_beam.options.pipeline_options import PipelineOptions, TestOptions, _BeamArgumentParser
 
 from pipeline.config import PipelineConfig
-from pipeline.flags import add_arguments
+from pipeline.flags import RaisingParser, add_arguments, did_you_mean
 
 
 class StyleTransferOptions(PipelineOptions):
@@ -23,11 +21,8 @@ class StyleTransferOptions(PipelineOptions):
         add_arguments(parser)
 
 
-class _RaisingParser(_BeamArgumentParser):
+class _RaisingParser(RaisingParser, _BeamArgumentParser):
     """Beam's parser, raising instead of printing its 150-line usage and exiting."""
-
-    def error(self, message: str) -> NoReturn:
-        raise ValueError(message)
 
 
 def check_arguments(argv: list[str]) -> None:
@@ -51,9 +46,7 @@ def check_arguments(argv: list[str]) -> None:
     if flag is None:
         raise ValueError(f"unexpected argument {unknown[0]!r} (flags take the form --name value or --name=value)")
     name = flag.split("=", 1)[0]
-    nearest = difflib.get_close_matches(name, known, n=1)
-    hint = f"; did you mean {nearest[0]}?" if nearest else "; see --help"
-    raise ValueError(f"unknown flag {name}{hint}")
+    raise ValueError(did_you_mean(name, known) or f"unknown flag {name}; see --help")
 
 
 def config_from_options(options: PipelineOptions) -> PipelineConfig:
