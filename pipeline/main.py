@@ -192,26 +192,7 @@ def _run(argv: list[str], wait: bool, system_temp: str) -> int:
     fail_job_if_failed = config.strict and not workers_here
     if not wait:
         return _submit(options, config, fail_job_if_failed)
-    planned = None
-    if workers_here and not config.dry_run and config.expected_pairs:
-        from transforms.nst.precision import has_fast_bf16, resolve_precision
-        from transforms.plan import EMULATED_BF16_TIME_FACTOR, cost_line, estimated_seconds
-
-        device = config.style.torch_device()
-        precision = resolve_precision(config.style, device)
-        hardware = has_fast_bf16(device)
-        if precision == "bf16" and not hardware:
-            print(
-                f"warning: --precision bf16 on a {device.type} without bf16 in hardware: it is emulated, "
-                f"about {EMULATED_BF16_TIME_FACTOR:g}x slower than fp32 (--precision auto picks fp32 here)",
-                flush=True,
-            )
-        # At each content's own size, pre-flight's sample of headers says what the sizes are.
-        sizes = checked.content_sizes
-        planned = estimated_seconds(config.expected_pairs, config.style, device.type, precision, sizes, hardware)
-        line = cost_line(config.expected_pairs, config.style, device.type, precision, sizes, hardware)
-        if line:
-            print(line, flush=True)
+    planned = _print_cost(config, checked.content_sizes) if workers_here and not config.dry_run else None
     tracker = progress.for_run(config.run_id, config.expected_pairs, config.style.total_iterations, planned)
     # Any failure from here on, the runner's or reading back what it wrote, ends in one line.
     with job_errors.runner_errors_held() as held:
@@ -256,6 +237,31 @@ def _interrupted(signum: int, config: PipelineConfig, options: PipelineOptions, 
     )
     print(f"interrupted by {signal.Signals(signum).name}{finished}; rerun the same command to resume", file=sys.stderr)
     return 128 + signum
+
+
+def _print_cost(config: PipelineConfig, sizes: list[tuple[int, int]]) -> float | None:
+    """What the run will cost on this machine's device, said in one line (and a warning for bf16
+    forced where it is emulated); the estimate in seconds, for the progress display's time left.
+    ``sizes``: pre-flight's sample of the contents' sizes, read from their headers."""
+    if not config.expected_pairs:
+        return None
+    from transforms.nst.precision import has_fast_bf16, resolve_precision
+    from transforms.plan import EMULATED_BF16_TIME_FACTOR, cost_line, estimated_seconds
+
+    device = config.style.torch_device()
+    precision = resolve_precision(config.style, device)
+    hardware = has_fast_bf16(device)
+    if precision == "bf16" and not hardware:
+        print(
+            f"warning: --precision bf16 on a {device.type} without bf16 in hardware: it is emulated, "
+            f"about {EMULATED_BF16_TIME_FACTOR:g}x slower than fp32 (--precision auto picks fp32 here)",
+            flush=True,
+        )
+    planned = estimated_seconds(config.expected_pairs, config.style, device.type, precision, sizes, hardware)
+    line = cost_line(config.expected_pairs, config.style, device.type, precision, sizes, hardware)
+    if line:
+        print(line, flush=True)
+    return planned
 
 
 def _stop_worker_processes() -> None:

@@ -265,17 +265,7 @@ class StylizeBatchesFn(beam.DoFn):
                 nonlocal drawn
                 for item in pending:
                     release = leases.enter_context(contextlib.ExitStack())
-                    try:
-                        lease = release.enter_context(
-                            claims.claimed(self._settings.output, item.pair.id, self._settings.run_id)
-                        )
-                    except Exception as exc:  # noqa: BLE001 - a claim that cannot be made (a full disk, a folder in its place) fails its pair only
-                        where = claims.claim_location(self._settings.output, item.pair.id)
-                        detail = f"{type(exc).__name__}: {exc}"  # naming the claim's location once
-                        error = OSError(f"cannot claim the pair{'' if where in detail else f' at {where}'}: {detail}")
-                        not_run.append(self._ends.failed(tracker, item.pair, Stage.WRITE, error))
-                        continue
-                    started = self._start(engine, item, lease, budget, tiling, tracker)
+                    started = self._start(engine, item, release, budget, tiling, tracker)
                     if not isinstance(started, tuple):
                         release.close()
                         not_run.append(started)
@@ -314,14 +304,22 @@ class StylizeBatchesFn(beam.DoFn):
         self,
         engine: StyleTransfer,
         item: Prepared,
-        lease: claims.Lease,
+        release: contextlib.ExitStack,
         budget: int | None,
         tiling: tuple[int, int] | None,
         tracker: progress.Progress,
     ) -> tuple[_Running, StyleRequest] | pvalue.TaggedOutput:
-        """The pair ready to run, or its outcome when it does not run (claimed elsewhere, done
-        meanwhile, an input that fails)."""
+        """The pair claimed (its claim released by ``release``) and ready to run, or its outcome
+        when it does not run (a claim that cannot be made, claimed elsewhere, done meanwhile, an
+        input that fails)."""
         pair = item.pair
+        try:
+            lease = release.enter_context(claims.claimed(self._settings.output, pair.id, self._settings.run_id))
+        except Exception as exc:  # noqa: BLE001 - a claim that cannot be made (a full disk, a folder in its place) fails its pair only
+            where = claims.claim_location(self._settings.output, pair.id)
+            detail = f"{type(exc).__name__}: {exc}"  # naming the claim's location once
+            error = OSError(f"cannot claim the pair{'' if where in detail else f' at {where}'}: {detail}")
+            return self._ends.failed(tracker, pair, Stage.WRITE, error)
         if not lease.held:
             return self._ends.claimed(tracker, pair.id, lease.claim.describe())
         settings = self._settings
