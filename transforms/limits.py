@@ -5,15 +5,15 @@ file gone wrong). These bounds keep one row from running for ever, exhausting me
 what it should not; each has a flag to raise it. Free of torch and Beam (the command line's help
 shows the defaults).
 
-Imports: storage (for location schemes) and the torch-free StyleConfig; no Beam.
+Imports: locations (for location schemes) and the torch-free StyleConfig; no Beam.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from transforms.locations import DEFAULT_SCHEMES
 from transforms.nst.config import MAX_INPUT_PIXELS, StyleConfig
-from transforms.storage import DEFAULT_SCHEMES
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,7 @@
 Credentials and endpoints are fsspec's business: users configure them the fsspec way (for example
 ``FSSPEC_GS_TOKEN=anon`` or an fsspec config file), never through this module.
 
-Imports: fsspec, and no other module does; no Beam, no torch.
+Imports: fsspec, and no other module does; locations (re-exported); no Beam, no torch.
 """
 
 from __future__ import annotations
@@ -11,80 +11,36 @@ from __future__ import annotations
 import datetime
 import errno
 import hashlib
-import ipaddress
 import os
 import posixpath
 import secrets
-import socket
 import stat
 import tempfile
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from typing import Any, Final
-from urllib.parse import urlsplit
 
 from fsspec.core import url_to_fs
 from fsspec.implementations.local import LocalFileSystem
 from fsspec.registry import get_filesystem_class
 
-# Where inputs named in a manifest may come from unless the operator says otherwise: local files
-# and the object stores (fsspec's names for GCS, S3 and Azure) and the in-process memory store.
-# http(s) is off: a worker that fetches any URL a manifest names can be made to read its cloud
-# metadata server or other internal services (server-side request forgery).
-DEFAULT_SCHEMES: Final = ("file", "local", "gs", "gcs", "s3", "s3a", "az", "abfs", "abfss", "memory")
+# The names of locations, and the check of which ones the job may read (locations.py).
+from transforms.locations import DEFAULT_SCHEMES as DEFAULT_SCHEMES
+from transforms.locations import UnsafeLocationError as UnsafeLocationError
+from transforms.locations import check_location as check_location
+from transforms.locations import has_protocol as has_protocol
+from transforms.locations import join as join
+from transforms.locations import parent as parent
+from transforms.locations import resolve as resolve
+from transforms.locations import schemes as schemes
+from transforms.locations import stem as stem
+
 TEMPORARY_PREFIX: Final = ".tmp-"
-
-
-class UnsafeLocationError(ValueError):
-    """A location whose scheme or host the job will not read from; the message names the cure."""
 
 
 class InputRefusedError(OSError):
     """An input that is not a regular file or object, or is larger than the job reads."""
-
-
-def has_protocol(location: str) -> bool:
-    """True for ``gs://b/x`` and ``file:///x``; False for plain local paths."""
-    return "://" in location
-
-
-def join(base: str, *parts: str) -> str:
-    """``base`` folder URL joined with relative parts, keeping its protocol."""
-    if has_protocol(base):
-        return posixpath.join(base, *parts)
-    return os.path.join(base, *parts)
-
-
-def parent(location: str) -> str:
-    """The folder holding ``location``."""
-    return posixpath.dirname(location) if has_protocol(location) else os.path.dirname(os.path.abspath(location))
-
-
-def resolve(location: str, base_folder: str) -> str:
-    """``location`` as written in a manifest: relative paths are taken against ``base_folder``."""
-    if has_protocol(location) or os.path.isabs(location):
-        return location
-    return join(base_folder, location)
-
-
-def stem(location: str) -> str:
-    """File name without folders or extension: ``gs://b/a/cat.jpg`` -> ``cat``."""
-    return posixpath.splitext(posixpath.basename(location.rstrip("/")))[0]
-
-
-def schemes(location: str) -> list[str]:
-    """Every protocol ``location`` goes through: ``simplecache::http://h/x`` -> simplecache, http."""
-    segments = location.split("::")
-    found = []
-    for index, segment in enumerate(segments):
-        if "://" in segment:
-            found.append(segment.split("://", 1)[0].lower())
-        elif index < len(segments) - 1:
-            found.append(segment.lower())  # a filesystem named alone in a chain: "simplecache::..."
-        else:
-            found.append("file")  # a plain path
-    return found
 
 
 # Extras of this package that bring a scheme's fsspec filesystem.
@@ -105,59 +61,6 @@ def check_filesystem(location: str) -> None:
             raise ValueError(f"{location}: {scheme}:// needs a package that is not installed ({exc}); {cure}") from exc
         except ValueError as exc:
             raise ValueError(f"{location}: unknown scheme {scheme}:// ({exc})") from exc
-
-
-def check_location(location: str, allowed: Iterable[str]) -> None:
-    """Refuse a location whose schemes are not all ``allowed``, or an http(s) URL to a non-public host.
-
-    Even where http(s) is allowed, a host that resolves to a loopback, link-local (the cloud
-    metadata servers), private or otherwise non-public address is refused. The check resolves the
-    name once; a DNS server that answers differently at fetch time (rebinding) is not caught here,
-    which is one more reason http(s) is off by default.
-
-    Raises:
-        UnsafeLocationError: naming the location, the reason and the ``--allowed_schemes`` flag.
-    """
-    allowed = tuple(allowed)
-    for scheme in schemes(location):
-        if scheme not in allowed:
-            raise UnsafeLocationError(
-                f"{location}: scheme {scheme!r} is not allowed (allowed: {', '.join(allowed)}; see --allowed_schemes)"
-            )
-        if scheme in ("http", "https"):
-            _check_public_host(location, location[location.lower().rindex(f"{scheme}://") :])
-
-
-def _check_public_host(location: str, url: str) -> None:
-    host = urlsplit(url).hostname
-    if not host:
-        raise UnsafeLocationError(f"{location}: no host in the URL")
-    try:
-        addresses = {ipaddress.ip_address(host)}
-    except ValueError:
-        try:
-            addresses = {ipaddress.ip_address(info[4][0]) for info in socket.getaddrinfo(host, None)}
-        except (OSError, UnicodeError) as exc:
-            raise UnsafeLocationError(f"{location}: host {host} cannot be resolved ({exc})") from exc
-    for address in addresses:
-        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
-            address = address.ipv4_mapped
-        kind = (
-            "loopback"
-            if address.is_loopback
-            else "link-local"
-            if address.is_link_local
-            else "private"
-            if address.is_private
-            else "non-public"
-            if not address.is_global or address.is_multicast
-            else None
-        )
-        if kind:
-            raise UnsafeLocationError(
-                f"{location}: host {host} is a {kind} address ({address}); http(s) inputs must be "
-                "on public hosts (see --allowed_schemes)"
-            )
 
 
 def read_bytes(location: str, max_bytes: int, inside: str | None = None) -> bytes:
