@@ -21,7 +21,8 @@ from tests.helpers import failures_of, summary_of, synthetic_image
 from transforms import claims, storage
 from transforms.index import StylizedImages, read_index
 from transforms.limits import Limits
-from transforms.manifest import output_folder_name, validate_rows
+from transforms.manifest import validate_rows
+from transforms.names import output_folder_name
 from transforms.nst.config import StyleConfig
 from transforms.records import Failure, Pair
 

@@ -3,7 +3,8 @@ import re
 import pytest
 
 from transforms.limits import Limits
-from transforms.manifest import manifest_format, parse_rows, safe_id, validate_rows
+from transforms.manifest import manifest_format, parse_rows, validate_rows
+from transforms.names import safe_id
 from transforms.nst.config import StyleConfig
 from transforms.records import Failure, Pair
 

@@ -131,7 +131,7 @@ class Pair:
     folder: str = ""
     # --output_layout tree: that folder as the input names it ("n01440764", "" at the root), the
     # pair's label in the index; None in the flat layout. The output folder keeps its name unless
-    # it must change (manifest.output_folder_name).
+    # it must change (names.output_folder_name).
     label: str | None = None
 
 
