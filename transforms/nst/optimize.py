@@ -15,10 +15,8 @@ Imports: torch, Pillow and the engine's own modules; no Beam, no storage.
 
 from __future__ import annotations
 
-import math
 import time
-from collections.abc import Callable, Generator, Hashable, Iterator, Sequence
-from typing import Any
+from collections.abc import Callable, Hashable, Iterator, Sequence
 
 import torch
 from PIL import Image
@@ -40,7 +38,6 @@ from transforms.nst.records import (
     IterationRecord,
     K,
     KeyedCallback,
-    NonFiniteLossError,
     ReadyQueue,
     StyleRequest,
     StyleResult,
@@ -49,7 +46,7 @@ from transforms.nst.records import (
 )
 from transforms.nst.vgg import VGGFeatures
 from transforms.nst.weights import load_features_state_dict
-from transforms.nst.written import BestImages, as_written, written_images
+from transforms.nst.written import BestImages, as_written
 
 
 class StyleTransfer:
@@ -271,47 +268,17 @@ class StyleTransfer:
             return
         config = first.config or self.config
         if config.coarse_scales or config.optimizer != "lbfgs":
-            yield from self._batches(queue, slots, callback, time_limit)
+            yield from scheduler.in_batches(queue, slots, self.stylize_batch, callback, time_limit)
             return
         admission = scheduler.Admission(self._entry)
         entries: list[scheduler.Entry] = []
         while len(entries) < slots:
-            taken = yield from self._admitted(queue, admission)
+            taken = yield from scheduler.next_admitted(queue, admission)
             if taken is None:
                 break
             entries.append(taken)
         if entries:
             yield from self._optimize(entries, queue, admission, self.clock(), time_limit, callback)
-
-    def _batches(
-        self, queue: ReadyQueue[K], slots: int, callback: KeyedCallback | None, time_limit: float | None
-    ) -> Iterator[tuple[K, StyleResult | Exception]]:
-        """The ready requests in batches of up to ``slots``, one batch after another."""
-        while chunk := [taken for _ in range(slots) if (taken := queue.take()) is not None]:
-            keys = [key for key, _ in chunk]
-            on_record = None if callback is None else (lambda k, record, keys=keys: callback(keys[k], record))
-            try:
-                results = self.stylize_batch([request for _, request in chunk], on_record, time_limit)
-            except ValueError as exc:  # a chunk that cannot share a batch: each of its pairs fails
-                results = [exc] * len(chunk)
-            for key, result in zip(keys, results, strict=True):
-                queue.done(key)
-                yield key, result
-
-    @staticmethod
-    def _admitted(
-        queue: ReadyQueue[K], admission: scheduler.Admission
-    ) -> Generator[tuple[K, StyleResult | Exception], None, scheduler.Entry | None]:
-        """The next ready request that may join the batch (None: none is ready); each one that
-        may not is yielded with why, so that its caller can put another in its place."""
-        while (taken := queue.take()) is not None:
-            key, request = taken
-            try:
-                return admission.admit(key, request)
-            except ValueError as exc:  # ImageTooSmallError is a ValueError
-                queue.done(key)
-                yield key, exc
-        return None
 
     def stylize_tiled(
         self,
@@ -424,12 +391,11 @@ class StyleTransfer:
             finished = self._record(batch, latest[0], callback, time_limit)
             if not finished:
                 continue
-            done = [slot for k in finished if (slot := batch.slots[k]) is not None]
-            for key, outcome in self._results(done, finished, batch, callback):
+            for key, outcome in batch.results(finished, self.family.pixel_scale, str(self.device), callback):
                 queue.done(key)
                 yield key, outcome
             for k in finished:
-                entry = yield from self._admitted(queue, admission)
+                entry = yield from scheduler.next_admitted(queue, admission)
                 batch.refill(k, entry, None if entry is None else self._start(entry), iteration)
             batch.shrink()
             batch.mark_active()
@@ -494,59 +460,6 @@ class StyleTransfer:
         """A pair's starting pixels: (1, H, W, 3), family units, contiguous."""
         start = self.initial_image(entry.content, entry.request.style, entry.config, entry.request.init_image)
         return start.permute(0, 2, 3, 1).contiguous()
-
-    def _results(
-        self, done: list[scheduler.Slot], rows: list[int], batch: scheduler.RunningBatch, callback: KeyedCallback | None
-    ) -> Iterator[tuple[Any, StyleResult | Exception]]:
-        """The finished pairs' results from their written images and records, or why they have none."""
-        index = torch.tensor(rows, device=self.device)
-        configs = [slot.entry.config for slot in done]
-        content = torch.cat([slot.entry.content for slot in done])
-        output, final_rows, take_last = written_images(
-            batch.objective,
-            batch.pixels.detach()[index].permute(0, 3, 1, 2),
-            batch.best.pixels[index].permute(0, 3, 1, 2),
-            content,
-            configs,
-            self.family.pixel_scale,
-            rows,
-        )
-        chosen_iterations = batch.best.iteration[index].tolist()
-        for k, slot in enumerate(done):
-            entry = slot.entry
-            if slot.failure is not None:
-                yield entry.key, slot.failure
-                continue
-            seconds = self.clock() - slot.started
-            final = IterationRecord.from_values(slot.iteration, final_rows[k], entry.config.style_layers, seconds)
-            if not math.isfinite(final.total):
-                yield (
-                    entry.key,
-                    NonFiniteLossError(
-                        f"{entry.request.content_name}: loss is {final.total}: no image seen in {slot.iteration} "
-                        "iterations had a finite loss (non-finite weights or inputs?)"
-                    ),
-                )
-                continue
-            slot.history.append(final)
-            if callback is not None:
-                callback(entry.key, final)
-            yield (
-                entry.key,
-                StyleResult(
-                    image=tensor_to_image(output[k : k + 1] / self.family.pixel_scale),
-                    history=slot.history,
-                    final=final,
-                    chosen_iteration=slot.iteration
-                    if take_last[k]
-                    else chosen_iterations[k] - slot.first_batch_iteration,
-                    device=str(self.device),
-                    seconds=seconds,
-                    phase_starts=tuple(slot.phase_starts),
-                    stop_reason=slot.stop_reason,
-                    precision=entry.precision,
-                ),
-            )
 
 
 def stylize(

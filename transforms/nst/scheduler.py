@@ -1,8 +1,9 @@
 """Which pairs hold the device's slots while a batch of one scale runs: who may join it (one
 admission check), a finished slot handed to the next ready request of the caller's queue
-(records.ReadyQueue: refill), and a batch that shrinks to the pairs still going when none is
-ready. The optimizer's room (optimize.py) runs the method over whatever rows are
-here; this room decides the rows.
+(records.ReadyQueue: refill), a batch that shrinks to the pairs still going when none is ready,
+and what the finished rows give back (their results). Streams that cannot refill (Adam, coarse
+to fine) run the queue in whole batches (:func:`in_batches`). The optimizer's room (optimize.py)
+runs the method over whatever rows are here; this room decides the rows.
 
 Every per-pair state of a running batch holds one row per slot, and each takes part in the same
 two moves: a row passes to another pair, and only some rows go on (``keep(rows)``, rows in
@@ -14,8 +15,10 @@ Imports: torch and the engine's own modules; no Beam, no storage.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable
+import math
+from collections.abc import Callable, Generator, Hashable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -23,10 +26,19 @@ from torch import Tensor
 from transforms.nst.adam import MaskedAdam
 from transforms.nst.config import StyleConfig
 from transforms.nst.convergence import ConvergenceTest
+from transforms.nst.images import tensor_to_image
 from transforms.nst.lbfgs import LBFGS
 from transforms.nst.objective import Objective
-from transforms.nst.records import IterationRecord, StyleRequest
-from transforms.nst.written import BestImages
+from transforms.nst.records import (
+    IterationRecord,
+    K,
+    KeyedCallback,
+    NonFiniteLossError,
+    ReadyQueue,
+    StyleRequest,
+    StyleResult,
+)
+from transforms.nst.written import BestImages, written_images
 
 # The last fraction of L-BFGS iterations, run with the pixels kept in range (optimize.py).
 IN_RANGE_FRACTION = 0.2
@@ -81,6 +93,43 @@ class Admission:
         self._shape = self._shape or entry.batch_shape
         check_admission(entry, self._shape)
         return entry
+
+
+def next_admitted(
+    queue: ReadyQueue[K], admission: Admission
+) -> Generator[tuple[K, StyleResult | Exception], None, Entry | None]:
+    """The next ready request of ``queue`` that may join the batch (None: none is ready); each
+    one that may not is yielded with why, so that the caller can put another in its place."""
+    while (taken := queue.take()) is not None:
+        key, request = taken
+        try:
+            return admission.admit(key, request)
+        except ValueError as exc:  # ImageTooSmallError is a ValueError
+            queue.done(key)
+            yield key, exc
+    return None
+
+
+def in_batches(
+    queue: ReadyQueue[K],
+    slots: int,
+    run_batch: Callable[..., list[StyleResult | Exception]],
+    callback: KeyedCallback | None,
+    time_limit: float | None,
+) -> Iterator[tuple[K, StyleResult | Exception]]:
+    """The ready requests in batches of up to ``slots``, one batch after another, each run by
+    ``run_batch(requests, callback, time_limit)`` (StyleTransfer.stylize_batch): how Adam's
+    pairs (whose moments are the batch's) and coarse-to-fine pairs stream, with no refill."""
+    while chunk := [taken for _ in range(slots) if (taken := queue.take()) is not None]:
+        keys = [key for key, _ in chunk]
+        on_record = None if callback is None else (lambda k, record, keys=keys: callback(keys[k], record))
+        try:
+            results = run_batch([request for _, request in chunk], on_record, time_limit)
+        except ValueError as exc:  # a chunk that cannot share a batch: each of its pairs fails
+            results = [exc] * len(chunk)
+        for key, result in zip(keys, results, strict=True):
+            queue.done(key)
+            yield key, result
 
 
 @dataclass
@@ -175,3 +224,56 @@ class RunningBatch:
     def mark_active(self) -> None:
         """The optimizer updates, and the best images track, only the slots that hold a pair."""
         self.optimizer.active = torch.tensor([slot is not None for slot in self.slots], device=self.pixels.device)
+
+    def results(
+        self, rows: list[int], pixel_scale: float, device: str, callback: KeyedCallback | None
+    ) -> Iterator[tuple[Any, StyleResult | Exception]]:
+        """(key, result) of the pairs in ``rows``, which just finished: each one's written image
+        (written.py: the best seen or the last, as stored) and final record, or why it has none
+        (its time limit, or no finite loss seen). ``device``: the engine's, as results name it."""
+        done = [slot for row in rows if (slot := self.slots[row]) is not None]
+        index = torch.tensor(rows, device=self.pixels.device)
+        output, final_rows, take_last = written_images(
+            self.objective,
+            self.pixels.detach()[index].permute(0, 3, 1, 2),
+            self.best.pixels[index].permute(0, 3, 1, 2),
+            torch.cat([slot.entry.content for slot in done]),
+            [slot.entry.config for slot in done],
+            pixel_scale,
+            rows,
+        )
+        chosen_iterations = self.best.iteration[index].tolist()
+        for k, slot in enumerate(done):
+            entry = slot.entry
+            if slot.failure is not None:
+                yield entry.key, slot.failure
+                continue
+            seconds = self.clock() - slot.started
+            final = IterationRecord.from_values(slot.iteration, final_rows[k], entry.config.style_layers, seconds)
+            if not math.isfinite(final.total):
+                yield (
+                    entry.key,
+                    NonFiniteLossError(
+                        f"{entry.request.content_name}: loss is {final.total}: no image seen in {slot.iteration} "
+                        "iterations had a finite loss (non-finite weights or inputs?)"
+                    ),
+                )
+                continue
+            slot.history.append(final)
+            if callback is not None:
+                callback(entry.key, final)
+            chosen = slot.iteration if take_last[k] else chosen_iterations[k] - slot.first_batch_iteration
+            yield (
+                entry.key,
+                StyleResult(
+                    image=tensor_to_image(output[k : k + 1] / pixel_scale),
+                    history=slot.history,
+                    final=final,
+                    chosen_iteration=chosen,
+                    device=device,
+                    seconds=seconds,
+                    phase_starts=tuple(slot.phase_starts),
+                    stop_reason=slot.stop_reason,
+                    precision=entry.precision,
+                ),
+            )
