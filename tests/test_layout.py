@@ -1,7 +1,7 @@
 """The house's import rules, as each module's docstring states them (docs/development.md).
 
     transforms/nst/   the engine: torch, torchvision, Pillow and itself; no Beam, no storage
-    transforms/       records, limits, claims, progress, devices, report, storage, locations, names, reading, logs,
+    transforms/       records, limits, claims, progress, devices, report, storage, locations, local_disk, names, reading, logs,
                       outputs, tally, index and handler: no Beam; manifest, stylize, results, plan: Beam wiring; none
                       imports pipeline/; stylize, results, outputs and manifest load no torch
     transforms/storage.py  the only module that imports fsspec
@@ -30,6 +30,7 @@ PLAIN = (
     "report",
     "storage",
     "locations",
+    "local_disk",
     "names",
     "reading",
     "logs",

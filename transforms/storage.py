@@ -3,27 +3,31 @@
 Credentials and endpoints are fsspec's business: users configure them the fsspec way (for example
 ``FSSPEC_GS_TOKEN=anon`` or an fsspec config file), never through this module.
 
-Imports: fsspec, and no other module does; locations (re-exported); no Beam, no torch.
+Imports: fsspec, and no other module does; locations and local_disk (their names re-exported); no Beam,
+no torch.
 """
 
 from __future__ import annotations
 
 import datetime
-import errno
 import hashlib
 import os
 import posixpath
-import secrets
 import stat
 import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import suppress
 from typing import Any, Final
 
 from fsspec.core import url_to_fs
 from fsspec.implementations.local import LocalFileSystem
 from fsspec.registry import get_filesystem_class
+
+# Files under the output on local disk, reached without following links (local_disk.py).
+from transforms import local_disk
+from transforms.local_disk import TEMPORARY_PREFIX as TEMPORARY_PREFIX
+from transforms.local_disk import InputRefusedError as InputRefusedError
+from transforms.local_disk import LinkInOutputError as LinkInOutputError
 
 # The names of locations, and the check of which ones the job may read (locations.py).
 from transforms.locations import DEFAULT_SCHEMES as DEFAULT_SCHEMES
@@ -35,13 +39,6 @@ from transforms.locations import parent as parent
 from transforms.locations import resolve as resolve
 from transforms.locations import schemes as schemes
 from transforms.locations import stem as stem
-
-TEMPORARY_PREFIX: Final = ".tmp-"
-
-
-class InputRefusedError(OSError):
-    """An input that is not a regular file or object, or is larger than the job reads."""
-
 
 # Extras of this package that bring a scheme's fsspec filesystem.
 _EXTRAS: Final = {"s3": "s3", "s3a": "s3", "az": "azure", "abfs": "azure", "abfss": "azure"}
@@ -81,55 +78,16 @@ def read_bytes(location: str, max_bytes: int, inside: str | None = None) -> byte
     fs, path = url_to_fs(location)
     try:
         if isinstance(fs, LocalFileSystem):
-            return _read_local(location, path, max_bytes, inside)
+            return local_disk.read_regular(location, path, max_bytes, inside, _root_of(inside))
         info = fs.info(path)
         if info.get("type") != "file":
             raise InputRefusedError(f"{location}: not a regular file (a {info.get('type')})")
-        _check_size(location, info.get("size") or 0, max_bytes)
+        local_disk.check_size(location, info.get("size") or 0, max_bytes)
         data = fs.cat_file(path, start=0, end=max_bytes + 1)
     except FileNotFoundError as exc:
         raise FileNotFoundError(f"{location}: no such file") from exc
-    _check_size(location, len(data), max_bytes)
+    local_disk.check_size(location, len(data), max_bytes)
     return data
-
-
-def _read_local(location: str, path: str, max_bytes: int, inside: str | None) -> bytes:
-    if inside is None:
-        descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
-    else:
-        with _folder_inside(location, path, inside, create=False) as folder:
-            try:
-                descriptor = os.open(os.path.basename(path), os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW, dir_fd=folder)
-            except OSError as exc:
-                if exc.errno != errno.ELOOP:
-                    raise
-                raise LinkInOutputError(
-                    exc.errno, f"{location} is a link: the job reads its outputs only as it wrote them"
-                ) from None
-    try:
-        status = os.fstat(descriptor)  # of what was opened: no swap between a check and the read
-        if not stat.S_ISREG(status.st_mode):
-            kind = (
-                "folder"
-                if stat.S_ISDIR(status.st_mode)
-                else "FIFO"
-                if stat.S_ISFIFO(status.st_mode)
-                else "device or socket"
-            )
-            raise InputRefusedError(f"{location}: not a regular file (a {kind})")
-        _check_size(location, status.st_size, max_bytes)
-    except BaseException:
-        os.close(descriptor)
-        raise
-    with os.fdopen(descriptor, "rb") as file:
-        data = file.read(max_bytes + 1)
-    _check_size(location, len(data), max_bytes)
-    return data
-
-
-def _check_size(location: str, size: int, max_bytes: int) -> None:
-    if size > max_bytes:
-        raise InputRefusedError(f"{location}: {size} bytes is over the limit of {max_bytes} bytes")
 
 
 def sha256(data: bytes) -> str:
@@ -176,7 +134,7 @@ def remove(location: str, inside: str | None = None) -> None:
     """
     fs, path = url_to_fs(location)
     if isinstance(fs, LocalFileSystem):
-        with _folder_inside(location, path, inside, create=False) as folder:
+        with local_disk.folder_inside(location, path, inside, _root_of(inside), create=False) as folder:
             os.unlink(os.path.basename(path), dir_fd=folder)
         return
     fs.rm_file(path)
@@ -195,13 +153,13 @@ def remove_if_regular(location: str, inside: str) -> bool:
         fs.invalidate_cache(path)
         return True
     try:
-        with _folder_inside(location, path, inside, create=False) as folder:
+        with local_disk.folder_inside(location, path, inside, _root_of(inside), create=False) as folder:
             name = os.path.basename(path)
             if not stat.S_ISREG(os.stat(name, dir_fd=folder, follow_symlinks=False).st_mode):
                 return False
             os.unlink(name, dir_fd=folder)
             return True
-    except (FileNotFoundError, NotADirectoryError, LinkInOutputError):
+    except (FileNotFoundError, NotADirectoryError, local_disk.LinkInOutputError):
         return False
 
 
@@ -238,10 +196,10 @@ def create_exclusive(location: str, data: bytes, inside: str | None = None) -> b
 def _link_new(location: str, path: str, data: bytes, inside: str | None) -> bool:
     """create_exclusive on local disk: written aside, then hard-linked to its name."""
     name = os.path.basename(path)
-    with _folder_inside(location, path, inside, create=True) as folder:
-        temporary = _temporary_name(name)
+    with local_disk.folder_inside(location, path, inside, _root_of(inside), create=True) as folder:
+        temporary = local_disk.temporary_name(name)
         try:  # the temporary goes however this ends, a full disk included
-            _write_new(temporary, data, folder)
+            local_disk.write_new(temporary, data, folder)
             os.link(temporary, name, src_dir_fd=folder, dst_dir_fd=folder, follow_symlinks=False)
             return True
         except FileExistsError:
@@ -404,10 +362,10 @@ def write_atomic(location: str, data: bytes, inside: str | None = None) -> None:
     fs, path = url_to_fs(location)
     if isinstance(fs, LocalFileSystem):
         name = os.path.basename(path)
-        with _folder_inside(location, path, inside, create=True) as folder:
-            temporary = _temporary_name(name)
+        with local_disk.folder_inside(location, path, inside, _root_of(inside), create=True) as folder:
+            temporary = local_disk.temporary_name(name)
             try:
-                _write_new(temporary, data, folder)
+                local_disk.write_new(temporary, data, folder)
                 os.replace(temporary, name, src_dir_fd=folder, dst_dir_fd=folder)
             except BaseException as exc:
                 with suppress(FileNotFoundError):
@@ -418,80 +376,6 @@ def write_atomic(location: str, data: bytes, inside: str | None = None) -> None:
     else:
         fs.pipe_file(path, data)
         fs.invalidate_cache(path)
-
-
-class LinkInOutputError(OSError):
-    """A folder inside the output is a link (or a file): the job never writes through it."""
-
-
-def _temporary_name(name: str) -> str:
-    """A file name beside ``name`` for writing it aside (``.tmp-`` names are the stale sweep's)."""
-    return f"{TEMPORARY_PREFIX}{secrets.token_hex(8)}-{name}"
-
-
-def _write_new(name: str, data: bytes, folder: int) -> None:
-    """A new file ``name`` in the open ``folder`` holding ``data``. Created with 0o666 like any
-    new file, so the user's umask decides who may read it (mkstemp's 0o600 would hide outputs
-    from the rest of the team)."""
-    descriptor = os.open(name, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_NOFOLLOW, 0o666, dir_fd=folder)
-    with os.fdopen(descriptor, "wb") as out:
-        out.write(data)
-
-
-@contextmanager
-def _folder_inside(location: str, path: str, inside: str | None, create: bool) -> Iterator[int]:
-    """An open descriptor of local ``path``'s folder, reached from ``inside`` one folder at a
-    time without following links (made where missing with ``create``); without ``inside``, the
-    folder as the path names it."""
-    target_folder = os.path.dirname(os.path.abspath(path))
-    if inside is None:
-        if create:
-            os.makedirs(target_folder, exist_ok=True)
-        descriptor = os.open(target_folder, os.O_RDONLY | os.O_DIRECTORY)
-    else:
-        root = os.path.abspath(url_to_fs(inside)[1])
-        relative = os.path.relpath(target_folder, root)
-        if relative == os.curdir:
-            parts: list[str] = []
-        elif relative.split(os.sep)[0] == os.pardir:
-            raise LinkInOutputError(f"{location}: not inside {inside}")
-        else:
-            parts = relative.split(os.sep)
-        if create:
-            os.makedirs(root, exist_ok=True)
-        descriptor = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
-        for index, part in enumerate(parts):
-            try:
-                child = _open_subfolder(descriptor, part, create, join(inside, *parts[: index + 1]))
-            finally:
-                os.close(descriptor)
-            descriptor = child
-    try:
-        yield descriptor
-    finally:
-        os.close(descriptor)
-
-
-def _open_subfolder(parent: int, name: str, create: bool, shown: str) -> int:
-    """``name`` in the open folder ``parent``, opened without following a link (made first
-    where missing, with ``create``); ``shown``: its location, for the error."""
-    flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW
-    try:
-        try:
-            return os.open(name, flags, dir_fd=parent)
-        except FileNotFoundError:
-            if not create:
-                raise
-            with suppress(FileExistsError):  # another writer made it meanwhile
-                os.mkdir(name, dir_fd=parent)
-            return os.open(name, flags, dir_fd=parent)
-    except OSError as exc:
-        if exc.errno not in (errno.ELOOP, errno.ENOTDIR):
-            raise
-        kind = "a link" if stat.S_ISLNK(os.stat(name, dir_fd=parent, follow_symlinks=False).st_mode) else "a file"
-        raise LinkInOutputError(
-            exc.errno, f"{shown} is {kind}, not a folder: the job writes inside its output only through real folders"
-        ) from None
 
 
 def local_copy(location: str, cache_folder: str | None = None) -> str:
@@ -507,30 +391,9 @@ def local_copy(location: str, cache_folder: str | None = None) -> str:
     target = os.path.join(folder, f"{digest}-{posixpath.basename(location)}")
     if not os.path.exists(target):
         fs, path = url_to_fs(location)
-        with _renamed_into_place(target) as temporary:
+        with local_disk.renamed_into_place(target) as temporary:
             fs.get_file(path, temporary)  # streamed: weight files are hundreds of MB
     return target
-
-
-@contextmanager
-def _renamed_into_place(target: str) -> Iterator[str]:
-    """A temporary path beside local ``target``, renamed onto it if the block succeeds.
-
-    A rename within one folder is atomic, so readers see the old file or the whole new one;
-    on failure the temporary file is removed and ``target`` is untouched.
-    """
-    folder = os.path.dirname(target)
-    os.makedirs(folder, exist_ok=True)
-    temporary = os.path.join(folder, _temporary_name(os.path.basename(target)))
-    # Created with 0o666 like any new file, so the user's umask decides who may read it
-    # (mkstemp's 0o600 would hide outputs from the rest of the team).
-    os.close(os.open(temporary, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
-    try:
-        yield temporary
-        os.replace(temporary, target)
-    except BaseException:
-        os.unlink(temporary)
-        raise
 
 
 def is_file_or_link(location: str) -> bool:
@@ -543,3 +406,8 @@ def is_file_or_link(location: str) -> bool:
             return False
     fs.invalidate_cache(path)
     return fs.isfile(path)
+
+
+def _root_of(inside: str | None) -> str | None:
+    """The local path of the output folder ``inside`` (a path or a ``file://`` URL)."""
+    return None if inside is None else os.path.abspath(url_to_fs(inside)[1])
