@@ -25,7 +25,7 @@ from transforms.limits import Limits
 from transforms.nst import StyleConfig
 from transforms.outputs import fingerprint, image_location, input_signatures, log_location, to_json
 from transforms.records import Pair
-from transforms.stylize import PreparePairsFn, StylizeSettings
+from transforms.stylize import PreparePairsFn, RunSettings
 
 
 def main() -> None:
@@ -74,7 +74,7 @@ def main() -> None:
             }
             storage.write_atomic(log_location(output, pair.id), to_json(log))
             pairs.append(pair)
-        fn = PreparePairsFn(StylizeSettings(output), EngineHandler(config, Limits()))
+        fn = PreparePairsFn(RunSettings(output), EngineHandler(config, Limits()))
         rounds = []
         for _ in range(3):
             started = time.perf_counter()

@@ -16,7 +16,7 @@ from transforms.manifest import FAILURES as MANIFEST_FAILURES
 from transforms.manifest import ReadPairs
 from transforms.plan import PlanPairs
 from transforms.results import WriteResults
-from transforms.stylize import StylizePairs, StylizeSettings
+from transforms.stylize import RunSettings, StylizePairs
 
 
 def build(p: beam.Pipeline, config: PipelineConfig, fail_job_if_failed: bool = False) -> beam.PCollection:
@@ -36,7 +36,7 @@ def build(p: beam.Pipeline, config: PipelineConfig, fail_job_if_failed: bool = F
         layout=config.layout,
         output=config.output,
     )
-    settings = StylizeSettings(
+    settings = RunSettings(
         config.output,
         config.overwrite,
         config.run_id,
@@ -53,13 +53,4 @@ def build(p: beam.Pipeline, config: PipelineConfig, fail_job_if_failed: bool = F
     return {
         "outcomes": stylized["outcomes"],
         "failures": (read[MANIFEST_FAILURES], stylized["failures"]),
-    } | "WriteResults" >> WriteResults(
-        config.output,
-        config.run_id,
-        config.started,
-        config.to_dict(),
-        config.limits,
-        config.spec,
-        fail_job_if_failed,
-        config.expected_pairs,
-    )
+    } | "WriteResults" >> WriteResults(settings, config.started, config.to_dict(), config.limits, fail_job_if_failed)

@@ -20,6 +20,7 @@ from transforms.nst import StyleConfig
 from transforms.records import Failure, Outcome, Stage
 from transforms.report import FAILURES_SHOWN
 from transforms.results import WriteResults
+from transforms.stylize import RunSettings
 from transforms.tally import REPORT_FIRST, REPORT_RANDOM, REPORT_WORST
 
 # Two classes holding the same file names, and a nested folder; sizes differ per image.
@@ -211,7 +212,7 @@ def test_a_report_over_thousands_of_pairs_stays_bounded_and_counts_every_failure
         _ = {
             "outcomes": p | "Outcomes" >> beam.Create(outcomes),
             "failures": (p | "Failures" >> beam.Create(failures),),
-        } | WriteResults(str(out), "run", 0.0, {}, Limits(), expected_pairs=3000)
+        } | WriteResults(RunSettings(str(out), run_id="run", expected_pairs=3000), 0.0, {}, Limits())
     page = (out / "report.html").read_text()
     assert (out / "report.html").stat().st_size < 5 * 2**20
     shown = page.count('<tr id="p')

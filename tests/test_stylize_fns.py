@@ -31,14 +31,14 @@ from transforms.nst.images import fitted_size
 from transforms.nst.memory import estimated_style_bytes, largest_fitting_size
 from transforms.nst.records import IterationRecord, ReadyQueue, StyleResult
 from transforms.records import Failure, Pair, Stage
-from transforms.stylize import Prepared, PreparePairsFn, StylizeBatchesFn, StylizeSettings
+from transforms.stylize import Prepared, PreparePairsFn, RunSettings, StylizeBatchesFn
 
 
 @dataclasses.dataclass(frozen=True)
 class Job:
     """What the DoFns are built from: the settings and the engine handler."""
 
-    settings: StylizeSettings
+    settings: RunSettings
     handler: EngineHandler
 
     @property
@@ -66,7 +66,7 @@ def job_for(
         style_scale=style_scale,
     )
     return Job(
-        StylizeSettings(str(output), run_id="test-run", **changes),
+        RunSettings(str(output), run_id="test-run", **changes),
         EngineHandler(defaults, limits or Limits(), batch_size),
     )
 
@@ -350,7 +350,7 @@ def test_the_dofns_batch_claim_write_and_record_each_stage_with_a_fake_handler(t
         Pair(i, str(folder / "a.png"), (str(folder / "s.png"),), config, source=f"m.csv line {n + 2}", row={"id": i})
         for n, i in enumerate(ids)
     ]
-    settings = StylizeSettings(str(out), run_id="this-run")
+    settings = RunSettings(str(out), run_id="this-run")
     handler = FakeHandler(batch_size=2)
     (out / "images" / "unwritable.png").mkdir(parents=True)  # a folder where the image goes
     claims.acquire(str(out), "elsewhere", "another-run")  # held by a live process of another run

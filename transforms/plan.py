@@ -29,7 +29,7 @@ from transforms.nst.config import StyleConfig
 from transforms.nst.memory import estimated_pair_bytes, tile_plan
 from transforms.records import Failure, Outcome
 from transforms.results import MergeFn
-from transforms.stylize import FAILURES, SKIPPED, PreparePairsFn, StylizeSettings
+from transforms.stylize import FAILURES, SKIPPED, PreparePairsFn, RunSettings
 
 if TYPE_CHECKING:
     from transforms.handler import EngineHandler
@@ -279,7 +279,7 @@ class PlanPairs(beam.PTransform):
     """Pairs (and the reader's failures) -> the run's plan, written to ``OUTPUT/plan.json``
     (``--dry_run``): the prepare step's skip checks and batch keys, and no model, no image."""
 
-    def __init__(self, settings: StylizeSettings, handler: EngineHandler, batch_size: int | None) -> None:
+    def __init__(self, settings: RunSettings, handler: EngineHandler, batch_size: int | None) -> None:
         super().__init__()
         self._settings = settings
         self._handler = handler

@@ -8,8 +8,8 @@ layout, logs.py the log's schema). This step gathers the run in bounded memory, 
     OUTPUT/summary.json                          counts and timing (tally.py: combiners, no list of outcomes)
     OUTPUT/report.html, contact_sheet.png        totals, distributions, failures (capped), a sample of pairs
 
-Imports: Beam, claims, index, logs, outputs, reading, storage, limits, records, report and tally; nothing of
-pipeline/, no torch.
+Imports: Beam, claims, index, logs, outputs, reading, storage, limits, records, report, tally and
+stylize's RunSettings; nothing of pipeline/, no torch.
 """
 
 from __future__ import annotations
@@ -30,7 +30,6 @@ from transforms import claims, index, logs, reading, report, storage
 from transforms.limits import Limits
 from transforms.outputs import (
     REPORT_NAME,
-    OutputSpec,
     failures_location,
     image_location,
     log_location,
@@ -40,6 +39,7 @@ from transforms.outputs import (
     utc_iso,
 )
 from transforms.records import NAMESPACE, Failure, Outcome, bounded_message
+from transforms.stylize import RunSettings
 from transforms.tally import ReportChoice, Tally
 
 A = TypeVar("A")
@@ -375,24 +375,21 @@ class WriteResults(beam.PTransform):
 
     def __init__(
         self,
-        output: str,
-        run_id: str,
+        settings: RunSettings,
         started: float,
         configuration: dict[str, Any],
         limits: Limits,
-        spec: OutputSpec = OutputSpec(),
         fail_job_if_failed: bool = False,
-        expected_pairs: int | None = None,
     ) -> None:
         super().__init__()
-        self._output = output
+        self._output = settings.output
+        self._run_id = settings.run_id
+        self._spec = settings.spec
+        self._expected_pairs = settings.expected_pairs
         self._limits = limits
-        self._spec = spec
         self._fail_job_if_failed = fail_job_if_failed
-        self._run_id = run_id
         self._started = started
         self._configuration = configuration
-        self._expected_pairs = expected_pairs
 
     @no_annotations  # for readers and mypy: Beam 2.78 warns on the console of hints that are not PCollections
     def expand(self, inputs: dict[str, Any]) -> beam.PCollection:

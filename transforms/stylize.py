@@ -49,8 +49,9 @@ FAILURES: Final = "failures"
 
 
 @dataclass(frozen=True)
-class StylizeSettings:
-    """What StylizePairs takes from the job's configuration (pipeline/graph.py builds it)."""
+class RunSettings:
+    """What the steps of a run share of the job's configuration: StylizePairs (and PlanPairs)
+    and WriteResults take it, pipeline/graph.py builds it once."""
 
     output: str
     overwrite: bool = False
@@ -89,7 +90,7 @@ class PreparePairsFn(beam.DoFn):
     the output size the batch key needs.
     """
 
-    def __init__(self, settings: StylizeSettings, handler: EngineHandler) -> None:
+    def __init__(self, settings: RunSettings, handler: EngineHandler) -> None:
         self._settings = settings
         self._handler = handler
         self._ends = _Ends()
@@ -201,7 +202,7 @@ class StylizeBatchesFn(beam.DoFn):
     """(batch key, [Prepared]) -> Outcome (main: ``succeeded``, written; ``skipped``: done
     meanwhile, or claimed by another run) or Failure (``failures``), one per pair."""
 
-    def __init__(self, settings: StylizeSettings, handler: EngineHandler) -> None:
+    def __init__(self, settings: RunSettings, handler: EngineHandler) -> None:
         self._settings = settings
         self._handler = handler
         self._shared = shared.Shared()
@@ -380,7 +381,7 @@ class StylizeBatchesFn(beam.DoFn):
 class StylizePairs(beam.PTransform):
     """Pairs -> {"outcomes": Outcome (succeeded, skipped, claimed), "failures": Failure}."""
 
-    def __init__(self, settings: StylizeSettings, handler: EngineHandler) -> None:
+    def __init__(self, settings: RunSettings, handler: EngineHandler) -> None:
         super().__init__()
         self._settings = settings
         self._handler = handler
