@@ -59,6 +59,15 @@ def _no_random_weight_warning_noise() -> None:
     warnings.filterwarnings("ignore", message="VGG weights are random")
 
 
+@pytest.fixture
+def two_pairs(tmp_path: Path) -> Path:
+    """A manifest of two pairs, ``cat`` and ``dog``, each with ``waves``, in ``tmp_path/in``."""
+    write_images(tmp_path / "in", {"cat.png": 1, "dog.png": 2, "waves.png": 3})
+    manifest = tmp_path / "in" / "manifest.csv"
+    manifest.write_text("id,content,style\ncat,cat.png,waves.png\ndog,dog.png,waves.png\n")
+    return manifest
+
+
 @pytest.fixture(scope="session")
 def finished_run(tmp_path_factory: pytest.TempPathFactory, weights_file: Callable[[str], str]) -> FinishedRun:
     """One two-pair job, run once for the session's tests that damage or reread a copy of it."""

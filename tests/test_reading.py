@@ -18,15 +18,6 @@ from tests.helpers import job_args, summary_of, write_images
 from transforms import logs, reading
 from transforms.records import RECORDED_CHARS, RECORDED_MESSAGE_CHARS, Failure, Stage, bounded
 
-
-@pytest.fixture
-def two_pairs(tmp_path: Path) -> Path:
-    write_images(tmp_path / "in", {"cat.png": 1, "dog.png": 2, "waves.png": 3})
-    manifest = tmp_path / "in" / "manifest.csv"
-    manifest.write_text("id,content,style\ncat,cat.png,waves.png\ndog,dog.png,waves.png\n")
-    return manifest
-
-
 # --- the reader ------------------------------------------------------------------------------
 
 

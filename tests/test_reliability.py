@@ -30,15 +30,6 @@ from transforms.nst import decode_image
 from transforms.nst.images import ImageDecodeError
 from transforms.nst.optimize import StyleTransfer
 
-
-@pytest.fixture
-def two_pairs(tmp_path: Path) -> Path:
-    write_images(tmp_path / "in", {"cat.png": 1, "dog.png": 2, "waves.png": 3})
-    manifest = tmp_path / "in" / "manifest.csv"
-    manifest.write_text("id,content,style\ncat,cat.png,waves.png\ndog,dog.png,waves.png\n")
-    return manifest
-
-
 # --- resume verifies -------------------------------------------------------------------------
 
 
