@@ -3,10 +3,11 @@
 As Beam's ``ModelHandler`` is to ``RunInference``: the handler knows how to load the engine
 (weights fetched once, the worker's own GPU, the network built on it), how much device memory a
 pair may use, which pairs share a batch and how many fit, how a pair's inputs become a request
-(style targets cached per worker), and how pairs are run (a batch whose finished pairs are
-replaced by waiting ones; one pair at a time after running out of GPU memory; a time limit
-fails its own pair). The DoFns (stylize.py) only batch,
-claim, write and emit; they take a handler, so that tests can give them a fake one without torch.
+(style targets cached per worker), whether a pair runs whole, in tiles or not at all (``place``),
+and how pairs are run (the engine takes ready requests from the DoFn's queue as slots free up;
+one pair at a time after running out of GPU memory; a time limit fails its own pair). The DoFns
+(stylize.py) only prepare, claim, write and emit; they take a handler, so that tests can give
+them a fake one without torch.
 
 Imports: torch, the engine, storage, devices, limits and records; no Beam.
 """
