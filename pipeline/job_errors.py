@@ -19,11 +19,14 @@ import logging
 import os
 import re
 import traceback
-from collections.abc import Iterator
+from collections import deque
+from collections.abc import Iterator, Sequence
 from typing import Final
 
 # The trace file's name, in the run's folder.
 TRACE_NAME: Final = "error.log"
+# The runner's error lines kept for it, the latest.
+HELD_LINES: Final = 200
 
 
 class _HeldBack(logging.Filter):
@@ -31,18 +34,23 @@ class _HeldBack(logging.Filter):
 
     def __init__(self) -> None:
         super().__init__()
-        self.lines: list[str] = []
+        # The latest ones: a runner that logs an error at every retried bundle cannot fill memory.
+        self.lines: deque[str] = deque(maxlen=HELD_LINES)
         self._formatter = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+        # Each handler asks about the same record: it is kept once.
+        self._last: logging.LogRecord | None = None
 
     def filter(self, record: logging.LogRecord) -> bool:
         if record.levelno < logging.ERROR or record.name.startswith("beam_style_transfer"):
             return True
-        self.lines.append(self._formatter.format(record))
+        if record is not self._last:
+            self._last = record
+            self.lines.append(self._formatter.format(record))
         return False
 
 
 @contextlib.contextmanager
-def runner_errors_held() -> Iterator[list[str]]:
+def runner_errors_held() -> Iterator[Sequence[str]]:
     """Within the block, ERROR lines of other libraries are not printed; the list yielded holds
     them (the root logger's handlers, or Python's last-resort one when there are none)."""
     held = _HeldBack()
@@ -58,7 +66,7 @@ def runner_errors_held() -> Iterator[list[str]]:
                 handler.removeFilter(held)
 
 
-def failed_line(exc: BaseException, output: str, run_id: str, held: list[str], fallback_folder: str) -> str:
+def failed_line(exc: BaseException, output: str, run_id: str, held: Sequence[str], fallback_folder: str) -> str:
     """``error: the job failed: OSError: [Errno 28] No space left on device [while running
     'WriteResults/WriteSummary'] (the whole trace: OUTPUT/runs/<run_id>/error.log)``, once the
     trace is written (:func:`write_trace`)."""
@@ -68,7 +76,7 @@ def failed_line(exc: BaseException, output: str, run_id: str, held: list[str], f
 
 
 def write_trace(
-    exc: BaseException | None, output: str, run_id: str, held: list[str], fallback_folder: str
+    exc: BaseException | None, output: str, run_id: str, held: Sequence[str], fallback_folder: str
 ) -> str | None:
     """The held-back lines and ``exc``'s whole chain in ``OUTPUT/runs/<run_id>/error.log``, or in
     ``fallback_folder`` (the system's temp folder: the run's private one goes with the run) as

@@ -202,7 +202,11 @@ def _run(argv: list[str], wait: bool, system_temp: str) -> int:
                     build(p, config, fail_job_if_failed)
             finally:
                 progress.end_run(config.run_id)  # its live bar ends its line before ours come
-            return _print_plan(config) if config.dry_run else _final_report(config)
+            status = _print_plan(config) if config.dry_run else _final_report(config)
+            if held:  # the runner logged errors and went on (a retried bundle): kept, not shown
+                where = job_errors.write_trace(None, config.output, config.run_id, held, system_temp)
+                print(f"warning: the runner logged {len(held)} error lines and went on: {where}", file=sys.stderr)
+            return status
         except BaseException as exc:
             interrupt = _interruption(exc)
             if interrupt is not None:

@@ -241,6 +241,23 @@ def test_a_job_that_fails_at_its_summary_ends_with_one_line_and_a_trace_file(
     assert "Traceback" in text and "WriteSummary" in text and "No space left on device" in text
 
 
+def test_the_runner_s_error_lines_are_held_back_for_the_trace_file(tmp_path, caplog) -> None:
+    import logging
+
+    from pipeline import job_errors
+
+    with job_errors.runner_errors_held() as held:
+        logging.getLogger("apache_beam.runners.common").error("a bundle failed")
+        logging.getLogger("beam_style_transfer.transforms.progress").error("ours, shown")
+    logging.getLogger("apache_beam.runners.common").error("after the run, shown")
+    assert [line.rsplit(": ", 1)[1] for line in held] == ["a bundle failed"]
+    assert [r.getMessage() for r in caplog.records] == ["ours, shown", "after the run, shown"]
+    (tmp_path / "out").mkdir()
+    where = job_errors.write_trace(None, str(tmp_path / "out"), "run-1", held, str(tmp_path))
+    assert where == str(tmp_path / "out" / "runs" / "run-1" / "error.log")
+    assert "a bundle failed" in Path(where).read_text()
+
+
 # --- inputs that vanish between planning and reading ------------------------------------------
 
 

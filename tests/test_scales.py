@@ -173,37 +173,15 @@ def test_the_default_pyramid_leaves_out_scales_a_thin_content_cannot_take(tmp_pa
     manifest = tmp_path / "in" / "manifest.csv"
     manifest.write_text("content,style\nbanner.png,waves.png\n")
     out = tmp_path / "out"
-    assert (
-        run(
-            job_args(
-                weights_file("vgg19"),
-                out,
-                f"--manifest={manifest}",
-                "--image_size=0",
-                "--iterations=1",
-                "--style_scale=0.05",
-            )
-        )
-        == 0
-    )
+    # The style at 100 px: what is tested is the content's scales.
+    weights = weights_file("vgg19")
+    args = job_args(weights, out, f"--manifest={manifest}", "--image_size=0", "--iterations=1", "--style_scale=0.05")
+    assert run(args) == 0
     log = json.loads((out / "logs" / "banner__waves.json").read_text())
     assert log["config"]["scales"] == [[1000, 1]] and [s["size"] for s in log["scales"]] == [[1000, 20]]
     assert log["image"]["size"] == [2000, 40]
     # Scales asked for are not left out: the pair fails, naming the scale.
-    assert (
-        run(
-            job_args(
-                weights_file("vgg19"),
-                out,
-                f"--manifest={manifest}",
-                "--image_size=0",
-                "--iterations=1",
-                "--style_scale=0.05",  # the style at 100 px: what is tested is the content's scales
-                "--scales=500:1",
-            )
-        )
-        == 0
-    )
+    assert run([*args, "--scales=500:1"]) == 0
     assert json.loads((out / "summary.json").read_text())["counts"]["failed"] == 1
     (failures,) = (out / "failures").glob("*.jsonl")
     assert "gives a 500x10 px result at 500 px" in failures.read_text()

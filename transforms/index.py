@@ -16,7 +16,7 @@ below the input root as the input names it, ``--output_layout tree``; null in th
 no log describes (a run stopped between its two writes, for a pair no later run included) has
 null ``content``, ``styles``, ``size`` and ``final_loss``.
 
-Imports: storage, reading, outputs (a time stamp), records and Pillow; no Beam, no torch (:class:`StylizedImages` is a
+Imports: storage, reading, logs (the value checks), outputs (a time stamp), records and Pillow; no Beam, no torch (:class:`StylizedImages` is a
 map-style dataset by protocol: ``torch.utils.data.DataLoader`` takes it as it is).
 """
 
@@ -33,7 +33,7 @@ from typing import Any, Final
 
 from PIL import Image
 
-from transforms import reading, storage
+from transforms import logs, reading, storage
 from transforms.outputs import utc_iso
 from transforms.records import IMAGE_FORMATS, shown_escaped
 
@@ -249,10 +249,7 @@ def lines_of(output: str, pointer: dict[str, Any]) -> Iterator[dict[str, Any]]:
     """
     for shard in pointer["shards"]:
         location = storage.join(output, shard)
-        try:
-            data = storage.read_bytes(location, MAX_SHARD_BYTES, inside=output)
-        except (storage.InputRefusedError, storage.LinkInOutputError) as exc:
-            raise reading.DamagedError(str(exc)) from None
+        data = reading.read_bytes(location, MAX_SHARD_BYTES, inside=output)
         for number, text in enumerate(data.decode("utf-8", "surrogateescape").splitlines(), start=1):
             if text.strip():
                 where = f"{location} line {number}"
@@ -274,17 +271,13 @@ def line_problem(line: object) -> str | None:
     if line["content"] is not None and not all(isinstance(text, str) for text in texts):
         return "content and styles are not text"
     size, loss, size_bytes = line["size"], line["final_loss"], line["bytes"]
-    if size is not None and not (isinstance(size, list) and len(size) == 2 and all(_is_count(side) for side in size)):
-        return "size is not a width and a height"
-    if not (loss is None or (isinstance(loss, int | float) and not isinstance(loss, bool))) or not _is_count(
-        size_bytes
+    if size is not None and not (
+        isinstance(size, list) and len(size) == 2 and all(logs.is_int(side, 0) for side in size)
     ):
+        return "size is not a width and a height"
+    if not logs.is_loss(loss) or not logs.is_int(size_bytes, 0):
         return "final_loss or bytes is not a number"
     return None
-
-
-def _is_count(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
 class StylizedImages:

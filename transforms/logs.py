@@ -67,7 +67,7 @@ def _top_problem(log: dict[str, Any]) -> str | None:
         return "the log's label is not text"
     if not isinstance(log.get("config", {}), dict):
         return "the log's config is not an object"
-    if "seconds" in log and not _in_range(log["seconds"], 0, _MAX_SECONDS):
+    if "seconds" in log and not in_range(log["seconds"], 0, _MAX_SECONDS):
         return "the log's seconds are not a number of seconds"
     return None
 
@@ -81,9 +81,9 @@ def _image_problem(log: dict[str, Any]) -> str | None:
     ):
         return "the log has no image digest"
     size = image.get("size")
-    if not (isinstance(size, list) and len(size) == 2 and all(_is_int(side, 1, _MAX_SIDE) for side in size)):
+    if not (isinstance(size, list) and len(size) == 2 and all(is_int(side, 1, _MAX_SIDE) for side in size)):
         return "the log's image size is not a width and a height"
-    if not _is_int(image.get("bytes"), 1, size[0] * size[1] * _BYTES_PER_PIXEL + _IMAGE_OVERHEAD):
+    if not is_int(image.get("bytes"), 1, size[0] * size[1] * _BYTES_PER_PIXEL + _IMAGE_OVERHEAD):
         return "the log's image bytes are not a size an image of its width and height can have"
     if not isinstance(image.get("path"), str) or not isinstance(image.get("format", ""), str):
         return "the log's image path or format is not text"
@@ -98,7 +98,7 @@ def _inputs_problem(log: dict[str, Any]) -> str | None:
     if not (isinstance(styles, list) and styles and all(isinstance(style, str) for style in styles)):
         return "the log does not name its style images"
     weights = inputs.get("style_weights")
-    if weights is not None and not (isinstance(weights, list) and all(_in_range(w, 0, math.inf) for w in weights)):
+    if weights is not None and not (isinstance(weights, list) and all(in_range(w, 0, math.inf) for w in weights)):
         return "the log's style weights are not numbers"
     signatures = inputs.get("signatures", {})
     if not (isinstance(signatures, dict) and all(isinstance(token, str) for token in signatures.values())):
@@ -117,19 +117,19 @@ def _history_problem(log: dict[str, Any]) -> str | None:
     if not isinstance(history, dict):
         return missing
     iterations, totals = history.get("iteration"), history.get("total")
-    if not (isinstance(iterations, list) and iterations and all(_is_int(i, 0) for i in iterations)):
+    if not (isinstance(iterations, list) and iterations and all(is_int(i, 0) for i in iterations)):
         return missing
     length = len(iterations)
     columns = [history.get(name, [None] * length) for name in ("total", "content", "style", "tv")]
     columns += (
         list(history.get("style_layers", {}).values()) if isinstance(history.get("style_layers", {}), dict) else [None]
     )
-    if not all(isinstance(column, list) and len(column) == length and all(map(_is_loss, column)) for column in columns):
+    if not all(isinstance(column, list) and len(column) == length and all(map(is_loss, column)) for column in columns):
         return "the log's history columns are not lists of losses, one per iteration"
     seconds, rejected = history.get("seconds", []), history.get("rejected", [])
-    if not (isinstance(seconds, list) and all(_in_range(s, 0, _MAX_SECONDS) for s in seconds)):
+    if not (isinstance(seconds, list) and all(in_range(s, 0, _MAX_SECONDS) for s in seconds)):
         return "the log's history seconds are not numbers of seconds"
-    if not (isinstance(rejected, list) and all(_is_int(i, 0) for i in rejected)):
+    if not (isinstance(rejected, list) and all(is_int(i, 0) for i in rejected)):
         return "the log's rejected iterations are not iteration numbers"
     if (
         not isinstance(totals, list)
@@ -143,18 +143,19 @@ def _history_problem(log: dict[str, Any]) -> str | None:
 def _is_record(value: object) -> bool:
     """An iteration's record as a log writes it: its iteration and its total loss, at least."""
     return (
-        isinstance(value, dict) and _is_int(value.get("iteration"), 0) and "total" in value and _is_loss(value["total"])
+        isinstance(value, dict) and is_int(value.get("iteration"), 0) and "total" in value and is_loss(value["total"])
     )
 
 
-def _is_int(value: object, low: int, high: float = math.inf) -> bool:
+def is_int(value: object, low: int, high: float = math.inf) -> bool:
+    """An integer (not a bool) from ``low`` to ``high``: the checks of every file the job reads back."""
     return isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
 
 
-def _in_range(value: object, low: float, high: float) -> bool:
+def in_range(value: object, low: float, high: float) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and low <= value <= high
 
 
-def _is_loss(value: object) -> bool:
+def is_loss(value: object) -> bool:
     """A loss as a log writes it: a finite number, or None where it was not finite."""
     return value is None or (isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value))

@@ -59,20 +59,30 @@ def parse_json(text: str | bytes, where: str) -> Any:
 
 
 def read_json(location: str, max_bytes: int, inside: str | None = None) -> Any:
-    """The JSON document at ``location``: at most ``max_bytes``, parsed by :func:`parse_json`.
-    With ``inside`` (the output folder), no link on the way from it is followed: the job's own
-    outputs are read only through real folders, as they were written.
+    """The JSON document at ``location`` (:func:`read_bytes`), parsed by :func:`parse_json`.
 
     Raises:
         FileNotFoundError: nothing there (for a log or claim: absent, not damaged).
         DamagedError: over the cap, not a regular file, a link, or not usable JSON.
         OSError: the store could not be read (a network error, a permission).
     """
+    return parse_json(read_bytes(location, max_bytes, inside), location)
+
+
+def read_bytes(location: str, max_bytes: int, inside: str | None = None) -> bytes:
+    """The file at ``location``, at most ``max_bytes``. With ``inside`` (the output folder), no
+    link on the way from it is followed: the job's own outputs are read only through real
+    folders, as they were written.
+
+    Raises:
+        FileNotFoundError: nothing there.
+        DamagedError: over the cap, not a regular file, or a link.
+        OSError: the store could not be read (a network error, a permission).
+    """
     try:
-        data = storage.read_bytes(location, max_bytes, inside=inside)
+        return storage.read_bytes(location, max_bytes, inside=inside)
     except (storage.InputRefusedError, storage.LinkInOutputError) as exc:
         raise DamagedError(str(exc)) from None
-    return parse_json(data, location)
 
 
 class _LongNumberError(ValueError):

@@ -108,7 +108,7 @@ class _PreviousLinesFn(beam.DoFn):
             for line in index.lines_of(self._output, pointer) if pointer else ():  # none for the first index here
                 if isinstance(line, dict) and isinstance(line.get("id"), str):
                     yield line["id"], line
-        except (OSError, ValueError, UnicodeDecodeError, RecursionError) as exc:
+        except (OSError, ValueError) as exc:  # reading.DamagedError is a ValueError
             logger.info("the index being replaced is not read (%s): logs are read instead", exc)
 
 

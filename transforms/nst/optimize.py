@@ -308,7 +308,7 @@ class StyleTransfer:
                 outcomes[index] = exc
         admission = scheduler.Admission(self._entry)
         for entry in batch:  # the caller grouped them: a pair that does not fit fails the batch
-            admission.admit(entry.key, entry.request)
+            admission.check(entry)
         if batch:
             nothing_waits: ReadyQueue[int] = ReadyQueue()
             for index, outcome in self._optimize(batch, nothing_waits, admission, started, time_limit, callback):
@@ -372,6 +372,7 @@ class StyleTransfer:
             BestImages(pixels),
             [scheduler.Slot(entry, started, 0) for entry in entries],
             self.clock,
+            self._start,
         )
         latest: list[Tensor] = []  # the loss parts of the step's one evaluation
         iteration = 0  # of the batch, for BestImages; each slot counts its own
@@ -396,7 +397,7 @@ class StyleTransfer:
                 yield key, outcome
             for k in finished:
                 entry = yield from scheduler.next_admitted(queue, admission)
-                batch.refill(k, entry, None if entry is None else self._start(entry), iteration)
+                batch.refill(k, entry, iteration)
             batch.shrink()
             batch.mark_active()
 

@@ -1,5 +1,5 @@
 """Which pairs hold the device's slots while a batch of one scale runs: who may join it (one
-admission check), a finished slot handed to the next ready request of the caller's queue
+admission check: :class:`Admission`), a finished slot handed to the next ready request of the caller's queue
 (records.ReadyQueue: refill), a batch that shrinks to the pairs still going when none is ready,
 and what the finished rows give back (their results). Streams that cannot refill (Adam, coarse
 to fine) run the queue in whole batches (:func:`in_batches`). The optimizer's room (optimize.py)
@@ -66,19 +66,6 @@ class Entry:
         )
 
 
-def check_admission(entry: Entry, batch_shape: tuple[object, ...]) -> None:
-    """The one admission check: ``entry`` may join a batch of ``batch_shape``.
-
-    Raises:
-        ValueError: naming what differs.
-    """
-    if entry.batch_shape != batch_shape:
-        raise ValueError(
-            "a batch needs pairs of one size, one optimizer and one precision; this pair has "
-            f"{entry.batch_shape}, the batch {batch_shape}"
-        )
-
-
 class Admission:
     """Who may join a running batch: a request checked against the engine (``make_entry``) and
     against the batch's shape, which the first one admitted sets."""
@@ -89,9 +76,21 @@ class Admission:
 
     def admit(self, key: Hashable, request: StyleRequest) -> Entry:
         """Raises ValueError (ImageTooSmallError is one) naming why the request cannot join."""
-        entry = self._make_entry(key, request)
+        return self.check(self._make_entry(key, request))
+
+    def check(self, entry: Entry) -> Entry:
+        """The one admission check: ``entry`` may join the batch, whose shape (size, optimizer,
+        precision) the first entry checked sets.
+
+        Raises:
+            ValueError: naming what differs.
+        """
         self._shape = self._shape or entry.batch_shape
-        check_admission(entry, self._shape)
+        if entry.batch_shape != self._shape:
+            raise ValueError(
+                "a batch needs pairs of one size, one optimizer and one precision; this pair has "
+                f"{entry.batch_shape}, the batch {self._shape}"
+            )
         return entry
 
 
@@ -192,19 +191,21 @@ class RunningBatch:
     slots: list[Slot | None]
     # The engine's clock (StyleTransfer.clock): a refilled pair's records count from its start.
     clock: Callable[[], float]
+    # A pair's starting pixels, (1, H, W, 3) (StyleTransfer's initial image, in the batch's layout).
+    start: Callable[[Entry], Tensor]
 
-    def refill(self, row: int, entry: Entry | None, start: Tensor | None, iteration: int) -> None:
+    def refill(self, row: int, entry: Entry | None, iteration: int) -> None:
         """Slot ``row`` handed to ``entry``, a waiting pair, as if its batch had just begun at
-        the batch's ``iteration``: its targets, its ``start`` pixels (1, H, W, 3), a fresh
-        optimizer row, no best image yet, its own count from now; or left empty (``entry`` None)."""
-        if entry is None or start is None:
+        the batch's ``iteration``: its targets, its starting pixels, a fresh optimizer row, no
+        best image yet, its own count from now; or left empty (``entry`` None)."""
+        if entry is None:
             self.slots[row] = None
             return
         if not isinstance(self.optimizer, LBFGS):
             raise TypeError("only an L-BFGS batch is refilled: Adam's moments are the whole batch's")
         self.objective.replace_pair(row, entry.content, entry.request.style.grams, entry.config)
         with torch.no_grad():
-            self.pixels[row] = start[0]
+            self.pixels[row] = self.start(entry)[0]
         self.optimizer.restart(torch.arange(self.pixels.shape[0], device=self.pixels.device) == row, bounded=False)
         self.best.forget(row)
         self.slots[row] = Slot(entry, self.clock(), iteration)
