@@ -53,4 +53,5 @@ def build(p: beam.Pipeline, config: PipelineConfig, fail_job_if_failed: bool = F
     return {
         "outcomes": stylized["outcomes"],
         "failures": (read[MANIFEST_FAILURES], stylized["failures"]),
+        "slot_use": stylized["slot_use"],
     } | "WriteResults" >> WriteResults(settings, config.started, config.to_dict(), config.limits, fail_job_if_failed)

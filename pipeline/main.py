@@ -337,6 +337,9 @@ def _final_report(config: PipelineConfig) -> int:
     )
     counts = summary["counts"]
     extras = [f"{counts[k]} {k.replace('_', ' ')}" for k in ("repaired", "claimed_elsewhere") if counts[k]]
+    slots = summary.get("slots") or {}
+    if slots.get("busy") is not None and slots["slot_steps"] > slots["batch_steps"]:  # batches of more than one slot
+        extras.append(f"slots busy {slots['busy']:.0%} of {slots['batch_steps']:,} steps")
     print(
         f"{counts['succeeded']} succeeded, {counts['skipped']} skipped, {counts['failed']} failed"
         f"{''.join(', ' + e for e in extras)} in {summary['wall_seconds']:.1f} s -> {config.output}"

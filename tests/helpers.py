@@ -92,3 +92,14 @@ class FinishedRun:
         rerun with them, every pair is found done."""
         shutil.copytree(self.output, to, symlinks=True)
         return to, job_args(self.weights, to, f"--manifest={self.manifest}")
+
+
+def run_pairs(engine, requests, slots=None, callback=None, time_limit=None) -> list:
+    """Each request's outcome (its StyleResult or the exception that failed it), in order, from one
+    run of ``engine`` with ``slots`` rows per task shape (default: all the requests at once)."""
+    from transforms.nst.records import PairFinished, ReadyQueue
+
+    queue = ReadyQueue(enumerate(requests))
+    events = engine.run(queue, slots or len(requests), callback, time_limit)
+    outcomes = {event.key: event.outcome for event in events if isinstance(event, PairFinished)}
+    return [outcomes[index] for index in range(len(requests))]

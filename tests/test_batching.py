@@ -1,4 +1,4 @@
-"""Batched pairs (StyleTransfer.stylize_batch) give each pair what it gets alone.
+"""Batched pairs (StyleTransfer.run) give each pair what it gets alone.
 
 In float64 the batched and the single-pair runs agree to rounding (the logic is the same); in
 float32, batched convolutions round differently from single ones and L-BFGS's unit steps amplify
@@ -14,11 +14,11 @@ from collections.abc import Iterator
 import pytest
 import torch
 
-from tests.helpers import synthetic_image
+from tests.helpers import run_pairs, synthetic_image
 from transforms.nst import ImageTooSmallError, NonFiniteLossError, StyleConfig, StyleTransfer, TimeLimitError
 from transforms.nst.images import fit_longest_side
 from transforms.nst.objective import Objective
-from transforms.nst.records import ReadyQueue, StyleRequest, StyleTargets
+from transforms.nst.records import PairFinished, PairTaken, ReadyQueue, RunEnded, StyleRequest, StyleTargets
 
 
 @pytest.fixture(scope="module")
@@ -86,11 +86,11 @@ def test_a_batch_gives_each_pair_its_single_pair_result(engine, optimizer) -> No
     batch = requests(engine, optimizer)
     seen: dict[int, list[int]] = {k: [] for k in range(len(batch))}
     with network_calls(engine) as calls:
-        results = engine.stylize_batch(batch, callback=lambda k, record: seen[k].append(record.iteration))
-    # The content targets, then the iterations at the full batch of 4: with L-BFGS a pair that
-    # finishes leaves once nothing waits (the 6-iteration pair after 6 iterations), with Adam
-    # (whose moments the batch shares) it rides along to the longest pair's 13th.
-    assert [n for n, _ in calls].count(4) == 1 + (6 if optimizer == "lbfgs" else 13)
+        results = run_pairs(engine, batch, callback=lambda k, record: seen[k].append(record.iteration))
+    # The content targets, then the iterations at the full batch of 4: a pair that finishes
+    # leaves once nothing waits (the 6-iteration pair after 6 iterations), with either optimizer
+    # (each row has its own optimizer state, Adam's moments too).
+    assert [n for n, _ in calls].count(4) == 1 + 6
     for k, (request, result) in enumerate(zip(batch, results, strict=True)):
         alone = engine.stylize(request.content, request.style, request.config, content_name=request.content_name)
         assert_same_records(result, alone)
@@ -115,7 +115,7 @@ def test_a_failing_pair_drops_out_without_disturbing_the_others(engine) -> None:
         tiny,
         batch[2],
     ]
-    results = engine.stylize_batch(batch)
+    results = run_pairs(engine, batch)
     assert isinstance(results[1], NonFiniteLossError) and "poisoned" in str(results[1])
     assert isinstance(results[2], ImageTooSmallError) and "sliver" in str(results[2])
     for index in (0, 3):
@@ -124,11 +124,20 @@ def test_a_failing_pair_drops_out_without_disturbing_the_others(engine) -> None:
         assert_same_records(results[index], alone)
 
 
-def test_a_batch_of_mixed_sizes_is_refused(engine) -> None:
+def test_pairs_of_other_shapes_run_in_batches_of_their_own(engine) -> None:
+    # Another size, optimizer or precision: a batch of its shape, beside the first, each pair
+    # still getting exactly what it gets alone.
     batch = requests(engine, "lbfgs")[:2]
-    wide = StyleRequest(synthetic_image(5, 80, 40), batch[0].style, batch[0].config)
-    with pytest.raises(ValueError, match="one size, one optimizer and one precision"):
-        engine.stylize_batch([batch[0], wide])
+    others = [
+        StyleRequest(synthetic_image(5, 80, 40), batch[0].style, batch[0].config),
+        StyleRequest(batch[1].content, batch[1].style, batch[1].config.replace(optimizer="adam")),
+    ]
+    with network_calls(engine) as calls:
+        results = run_pairs(engine, [*batch, *others], slots=2)
+    assert {n for n, _ in calls} == {1, 2}  # the two L-BFGS pairs of one size share theirs
+    for request, result in zip([*batch, *others], results, strict=True):
+        alone = engine.stylize(request.content, request.style, request.config)
+        assert_same_records(result, alone)
 
 
 def test_in_float32_a_batch_starts_exactly_where_single_pairs_start(weights_file) -> None:
@@ -143,7 +152,7 @@ def test_in_float32_a_batch_starts_exactly_where_single_pairs_start(weights_file
         )
     )
     batch = [StyleRequest(r.content, r.style, r.config.replace(iterations=2)) for r in requests(engine, "lbfgs")]
-    results = engine.stylize_batch(batch)
+    results = run_pairs(engine, batch)
     for request, result in zip(batch, results, strict=True):
         alone = engine.stylize(request.content, request.style, request.config)
         for mine, theirs in zip(result.history[:2], alone.history[:2], strict=True):
@@ -185,13 +194,6 @@ def test_bf16_keeps_the_targets_the_last_phase_and_the_written_scores_in_fp32(we
     judge = Objective(engine.network, content, [targets.grams], [engine.config.replace(precision="fp32")])
     written = engine.to_input(result.image, "result")
     assert judge(written)[0, 0].item() == pytest.approx(result.final.total, rel=1e-6)
-    with pytest.raises(ValueError, match="one precision"):
-        engine.stylize_batch(
-            [
-                StyleRequest(synthetic_image(1, 64, 48), targets, engine.config),
-                StyleRequest(synthetic_image(2, 64, 48), targets, engine.config.replace(precision="fp32")),
-            ]
-        )
 
 
 def test_a_batch_in_mixed_phases_runs_each_pair_at_its_own_precision(engine) -> None:
@@ -202,7 +204,7 @@ def test_a_batch_in_mixed_phases_runs_each_pair_at_its_own_precision(engine) -> 
         StyleRequest(r.content, r.style, r.config.replace(precision="bf16")) for r in requests(engine, "lbfgs")[:3]
     ]
     with network_calls(engine) as calls:
-        results = engine.stylize_batch(batch)
+        results = run_pairs(engine, batch)
     assert (2, torch.float64) in calls and (1, torch.float64) in calls  # a split batch
     for request, result in zip(batch, results, strict=True):
         alone = engine.stylize(request.content, request.style, request.config)
@@ -225,7 +227,7 @@ def test_auto_precision_is_bf16_only_where_the_device_has_it_and_the_pair_suits_
     assert "bf16 in hardware: no" in precision.describe_device(cpu)
 
 
-def test_a_stream_refills_each_finished_slot_and_gives_each_pair_its_single_pair_result(engine) -> None:
+def test_a_run_refills_each_finished_slot_and_gives_each_pair_its_single_pair_result(engine) -> None:
     # Six pairs through two slots: pairs stop at different iterations (their own counts, or
     # converged early), and each freed slot takes the next pair mid-batch, with fresh L-BFGS
     # state, targets and records: every pair's records are still exactly its single-pair run's.
@@ -238,17 +240,17 @@ def test_a_stream_refills_each_finished_slot_and_gives_each_pair_its_single_pair
         StyleRequest(base[2].content, base[0].style, base[2].config.replace(stop_tolerance=0.3, stop_window=2)),
     ]
     events: list[tuple[int, int]] = []
-    # As the pipeline feeds it: two ready requests to start, then one each time a result comes back.
+    # As the pipeline feeds it: two ready requests to start, then one each time one is taken.
     queue = ReadyQueue(enumerate(stream[:2]))
     waiting = iter(enumerate(stream[2:], start=2))
     results = {}
-    for index, result in engine.stylize_stream(
-        queue, 2, callback=lambda k, record: events.append((k, record.iteration))
-    ):
-        results[index] = result
-        assert len(queue.taken) <= 2  # never more pairs on the device than slots
-        if (ready := next(waiting, None)) is not None:
+    for event in engine.run(queue, 2, callback=lambda k, record: events.append((k, record.iteration))):
+        if isinstance(event, PairTaken) and (ready := next(waiting, None)) is not None:
             queue.put(*ready)
+        elif isinstance(event, PairFinished):
+            results[event.key] = event.outcome
+        elif isinstance(event, RunEnded):
+            use = event.use
     assert sorted(results) == list(range(len(stream))) and not queue.taken
     for index, request in enumerate(stream):
         alone = engine.stylize(request.content, request.style, request.config, content_name=request.content_name)
@@ -259,17 +261,21 @@ def test_a_stream_refills_each_finished_slot_and_gives_each_pair_its_single_pair
     # the slots really were refilled mid-batch: pair 2 started as soon as pair 1 (6 iterations)
     # finished, while pair 0 (10 iterations) went on beside it
     assert events.index((1, 6)) < events.index((2, 0)) < events.index((0, 7))
+    # every row-step advanced a pair (its records, less the final one), of two slots a step
+    iterations = sum(len(r.history) - 1 for r in results.values())
+    assert use.row_steps == iterations and use.slot_steps == 2 * use.batch_steps
+    assert use.batch_steps < iterations  # two pairs a step, most of the time
 
 
-def test_a_stream_refuses_a_pair_that_does_not_fit_its_batch_and_goes_on(engine) -> None:
+def test_a_run_fails_a_pair_that_cannot_run_and_goes_on(engine) -> None:
     batch = requests(engine, "lbfgs")
-    wide = StyleRequest(synthetic_image(5, 80, 40), batch[0].style, batch[0].config)
-    outcomes = dict(engine.stylize_stream(ReadyQueue(enumerate([batch[0], wide, batch[1]])), 1))
-    assert isinstance(outcomes[1], ValueError) and "one size" in str(outcomes[1])
+    other_network = StyleRequest(batch[0].content, batch[0].style, batch[0].config.replace(pooling="avg"))
+    outcomes = run_pairs(engine, [batch[0], other_network, batch[1]], slots=1)
+    assert isinstance(outcomes[1], ValueError) and "another network" in str(outcomes[1])
     assert len(outcomes[2].history) == batch[1].config.iterations + 1
 
 
-def test_each_pair_of_a_stream_has_its_own_time_limit(weights_file, monkeypatch) -> None:
+def test_each_pair_of_a_run_has_its_own_time_limit(weights_file, monkeypatch) -> None:
     # A clock that counts its readings (10 "seconds" each): the limit falls after a number of
     # iterations, however fast or loaded the machine is.
     readings = iter(range(0, 10**7, 10))
@@ -286,6 +292,46 @@ def test_each_pair_of_a_stream_has_its_own_time_limit(weights_file, monkeypatch)
     slow, quick = requests(engine, "lbfgs")[:2]
     slow = StyleRequest(slow.content, slow.style, slow.config.replace(iterations=40))
     quick = StyleRequest(quick.content, quick.style, quick.config.replace(iterations=3))
-    outcomes = dict(engine.stylize_stream(ReadyQueue(enumerate([slow, quick, quick, quick])), 2, time_limit=150))
+    outcomes = run_pairs(engine, [slow, quick, quick, quick], slots=2, time_limit=150)
     assert isinstance(outcomes[0], TimeLimitError) and "time limit of 150 s" in str(outcomes[0])
     assert all(not isinstance(outcomes[k], Exception) for k in (1, 2, 3))  # each quick pair has its own 150 s
+
+
+def test_every_scale_is_a_task_and_a_freed_slot_takes_the_next_at_once(weights_file) -> None:
+    # Coarse to fine through two slots: a pair's next scale starts from its coarse result as soon
+    # as that is done, beside other pairs' scales, and each pair still gets exactly its own
+    # result (float64: the batched and the single-pair arithmetic agree to rounding).
+    engine = StyleTransfer(
+        StyleConfig(
+            weights=weights_file("vgg19"),
+            weights_family="torchvision",
+            image_size=40,
+            iterations=6,
+            scales=((24, 5),),
+            device="cpu",
+        ),
+        dtype=torch.float64,
+    )
+    coarse = engine.encode_styles([synthetic_image(10)], size=24)
+    fine = engine.encode_styles([synthetic_image(10)])
+    configs = [engine.config, engine.config.replace(stop_tolerance=0.3, stop_window=1), engine.config.replace(seed=2)]
+    stream = [
+        StyleRequest(synthetic_image(k, 64, 48), fine, configs[k % 3], content_name=f"c{k}", coarse_styles=(coarse,))
+        for k in range(5)
+    ]
+    order: list[tuple[int, int, int]] = []  # (pair, scale's width, iteration) as they happen
+    widths: dict[int, list[int]] = {}
+
+    def seen(key: int, record) -> None:
+        if record.iteration == 0:
+            widths.setdefault(key, []).append(len(order))
+        order.append((key, len(widths[key]), record.iteration))
+
+    results = run_pairs(engine, stream, slots=2, callback=seen)
+    for request, result in zip(stream, results, strict=True):
+        alone = engine.stylize(request.content, request.style, request.config, coarse_styles=request.coarse_styles)
+        assert_same_records(result, alone)
+        assert_same_records(result.coarse[0], alone.coarse[0])
+    # the fine scale of pair 0 ran while other pairs were still at their coarse scale
+    first_fine = next(i for i, (key, scale, _) in enumerate(order) if key == 0 and scale == 2)
+    assert any(scale == 1 for _, scale, _ in order[first_fine:])

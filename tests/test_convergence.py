@@ -7,10 +7,10 @@ import math
 import pytest
 import torch
 
-from tests.helpers import synthetic_image
+from tests.helpers import run_pairs, synthetic_image
 from transforms.nst import StyleConfig, StyleTransfer
 from transforms.nst.convergence import ConvergenceTest
-from transforms.nst.records import ReadyQueue, StyleRequest
+from transforms.nst.records import StyleRequest
 
 
 def test_a_pair_has_converged_once_its_best_loss_improved_too_little_over_the_window() -> None:
@@ -83,11 +83,16 @@ def test_adam_stops_when_converged_too(engine) -> None:
     assert result.stop_reason == "converged" and result.final.iteration < 30 and result.phase_starts == ()
 
 
-def test_a_stream_of_adam_pairs_runs_in_batches_of_its_slots(engine) -> None:
-    # Adam's moments are shared by a batch, so its pairs are not refilled one by one: the
-    # stream runs them in whole batches, each pair still getting its own result.
+def test_adam_pairs_are_refilled_one_by_one_each_with_its_own_moments(engine) -> None:
+    # Each row has its own Adam moments and step count, so a freed row takes the next pair at
+    # once, which then runs exactly as it does alone.
     targets = engine.encode_styles([synthetic_image(10)])
     config = engine.config.replace(optimizer="adam", iterations=4)
-    requests = [StyleRequest(synthetic_image(k, 64, 48), targets, config) for k in range(3)]
-    outcomes = dict(engine.stylize_stream(ReadyQueue(enumerate(requests)), 2))
-    assert sorted(outcomes) == [0, 1, 2] and all(r.final.iteration == 4 for r in outcomes.values())
+    requests = [
+        StyleRequest(synthetic_image(k, 64, 48), targets, config.replace(iterations=3 + 2 * k)) for k in range(3)
+    ]
+    outcomes = run_pairs(engine, requests, slots=2)
+    for request, result in zip(requests, outcomes, strict=True):
+        alone = engine.stylize(request.content, targets, request.config)
+        assert result.final.iteration == request.config.iterations
+        assert result.final.total == pytest.approx(alone.final.total, rel=1e-5)

@@ -386,15 +386,15 @@ def test_a_link_inside_the_output_is_never_written_through(weights_file, tmp_pat
 
 
 def test_a_thin_content_at_its_own_size_fails_from_its_header_alone(weights_file, tmp_path, monkeypatch) -> None:
-    from transforms.handler import EngineHandler
+    from transforms.handler import PairInputs
 
     make_tree(tmp_path, {"a/thin.png": (3000, 1), "a/ok.png": (32, 32)}, styles=1)
     requested = []
-    original = EngineHandler.request
+    original = PairInputs.request
     monkeypatch.setattr(
-        EngineHandler,
+        PairInputs,
         "request",
-        lambda self, engine, pair, budget: requested.append(pair.id) or original(self, engine, pair, budget),
+        lambda self, engine, pair, tiling: requested.append(pair.id) or original(self, engine, pair, tiling),
     )
     out = tmp_path / "out"
     assert run([*job(weights_file("vgg19"), tmp_path, out), "--image_size=0"]) == 0

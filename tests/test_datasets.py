@@ -17,6 +17,7 @@ from transforms.handler import EngineHandler
 from transforms.limits import Limits
 from transforms.manifest import chosen_styles, glob_rows, validate_rows
 from transforms.nst import StyleConfig
+from transforms.nst.records import SlotUse
 from transforms.records import Failure, Outcome, Stage
 from transforms.report import FAILURES_SHOWN
 from transforms.results import WriteResults
@@ -177,7 +178,7 @@ def test_a_dry_run_plans_without_a_model_or_an_image(dataset, weights_file, monk
     def no_model(self) -> None:
         raise AssertionError("a dry run loaded the model")
 
-    monkeypatch.setattr(EngineHandler, "load_engine", no_model)
+    monkeypatch.setattr(EngineHandler, "load", no_model)
     out = dataset / "out"
     assert run(dataset_args(weights_file("vgg19"), dataset, out, "--dry_run")) == 0
     plan = json.loads((out / "plan.json").read_text())
@@ -212,9 +213,18 @@ def test_a_report_over_thousands_of_pairs_stays_bounded_and_counts_every_failure
         _ = {
             "outcomes": p | "Outcomes" >> beam.Create(outcomes),
             "failures": (p | "Failures" >> beam.Create(failures),),
+            "slot_use": p | "SlotUse" >> beam.Create([SlotUse(10, 40, 37), SlotUse(5, 20, 20)]),
         } | WriteResults(RunSettings(str(out), run_id="run", expected_pairs=3000), 0.0, {}, Limits())
     page = (out / "report.html").read_text()
     assert (out / "report.html").stat().st_size < 5 * 2**20
+    # the runs' slot use, added up: 57 of 60 slot steps advanced a pair
+    assert json.loads((out / "summary.json").read_text())["slots"] == {
+        "batch_steps": 15,
+        "slot_steps": 60,
+        "row_steps": 57,
+        "busy": 0.95,
+    }
+    assert "slots busy 95% (57 pair iterations in 15 batch steps of 4 slots)" in page
     shown = page.count('<tr id="p')
     assert REPORT_RANDOM <= shown <= REPORT_FIRST + REPORT_WORST + REPORT_RANDOM
     assert 'id="p0000"' in page and 'id="p2999"' in page  # the first, and the worst (highest loss)

@@ -404,7 +404,7 @@ def test_a_rerun_with_every_pair_done_never_loads_the_model(three_pairs, weights
     def no_model(self) -> None:
         raise AssertionError("the model was loaded for a rerun with nothing to do")
 
-    monkeypatch.setattr(EngineHandler, "load_engine", no_model)
+    monkeypatch.setattr(EngineHandler, "load", no_model)
     assert run(args) == 0  # the DoFn that would load it never sees a pair
     assert json.loads((out / "summary.json").read_text())["counts"]["skipped"] == 3
     (out / "logs" / "dog__tiles.json").unlink()  # one pair to redo: now the model is needed
@@ -430,5 +430,5 @@ def test_a_strict_remote_job_exits_1_only_for_its_own_failures(tmp_path, weights
     def no_model(self) -> None:
         raise RuntimeError("no GPU here")
 
-    monkeypatch.setattr(EngineHandler, "load_engine", no_model)
+    monkeypatch.setattr(EngineHandler, "load", no_model)
     assert run(args) == 3  # the previous run's summary counts a failure, but this run wrote none

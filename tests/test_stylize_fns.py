@@ -29,7 +29,7 @@ from transforms.manifest import validate_rows
 from transforms.nst import StyleConfig, StyleTransfer
 from transforms.nst.images import fitted_size
 from transforms.nst.memory import estimated_style_bytes, largest_fitting_size
-from transforms.nst.records import IterationRecord, ReadyQueue, StyleResult
+from transforms.nst.records import IterationRecord, PairFinished, PairTaken, RunEnded, SlotUse, StyleResult
 from transforms.records import Failure, Pair, Stage
 from transforms.stylize import Prepared, PreparePairsFn, RunSettings, StylizeBatchesFn
 
@@ -272,16 +272,8 @@ class FakeEngine:
     """What a fake handler loads (Beam's Shared needs an object it can hold a weak reference to)."""
 
 
-class FakeHandler:
-    """An EngineHandler without torch: results made of the engine's torch-free records, so that
-    the DoFn's own work (claims, batches, writes, failure stages, outcomes) is what is tested."""
-
-    group_pairs = 128
-    share_tag = "fake"
-
-    def __init__(self, batch_size: int = 2) -> None:
-        self.size = batch_size
-        self.batches: list[list[str]] = []
+class FakeInputs:
+    """A pair's inputs without reading any: its request is its id."""
 
     def content_size(self, pair: Pair) -> tuple[int, int]:
         return (8, 6)
@@ -292,32 +284,49 @@ class FakeHandler:
     def batch_key(self, pair: Pair, content_size: tuple[int, int]) -> tuple[str, tuple[int, int]]:
         return "one key", content_size
 
-    def load_engine(self) -> FakeEngine:
-        return FakeEngine()
-
-    def budget(self, engine: FakeEngine) -> int | None:
-        return None
-
-    def place(self, engine: FakeEngine, pair: Pair, output_size: tuple[int, int], budget: int | None) -> Any:
-        refusal = MemoryError(f"{pair.content}: too large") if pair.id == "huge" else None
-        return SimpleNamespace(whole=refusal is None, tiling=None, refusal=refusal)
-
-    def batch_size(self, engine: FakeEngine, pair: Pair, output_size: tuple[int, int], budget: int | None) -> int:
-        return self.size
-
-    def expected_iterations(self, pair: Pair, output_size: tuple[int, int], tiling: tuple[int, int] | None) -> int:
-        return 2
-
-    def request(self, engine: FakeEngine, pair: Pair, budget: int | None) -> str:
+    def request(self, engine: FakeEngine, pair: Pair, tiling: tuple[int, int] | None) -> str:
         if pair.id == "unreadable":
             raise FileNotFoundError(f"{pair.content}: no such file")
         return pair.id
 
-    def stylize(self, engine: FakeEngine, queue: Any, slots: int, on_record: Any, tiling: Any = None) -> Any:
-        # Like the engine's stream: up to `slots` ready requests taken before the first pair
-        # finishes, then one more as each finishes (the DoFn puts it in the queue meanwhile).
-        batch = [taken for _ in range(slots) if (taken := queue.take()) is not None]
-        self.batches.append([pair_id for pair_id, _ in batch])
+
+class FakeHandler:
+    """The handler's protocol (stylize.Handler) without torch: results made of the engine's
+    torch-free records, so that the DoFn's own work (claims, batches, writes, failure stages,
+    outcomes) is what is tested."""
+
+    group_pairs = 128
+    share_tag = "fake"
+
+    def __init__(self, batch_size: int = 2) -> None:
+        self.size = batch_size
+        self.inputs = FakeInputs()
+        self.batches: list[list[str]] = []
+
+    def load(self) -> FakeEngine:
+        return FakeEngine()
+
+    def place(self, engine: FakeEngine, pair: Pair, output_size: tuple[int, int]) -> Any:
+        refusal = MemoryError(f"{pair.content}: too large") if pair.id == "huge" else None
+        return SimpleNamespace(whole=refusal is None, tiling=None, refusal=refusal, slots=self.size, iterations=2)
+
+    def run(self, engine: FakeEngine, queue: Any, slots: int, on_record: Any) -> Any:
+        # Like the engine's run: up to `slots` ready requests taken, each said (the DoFn then
+        # puts the next), then one more as each pair finishes.
+        batch = []
+        self.batches.append([])
+
+        def take() -> Any:
+            taken = queue.take()
+            if taken is not None:
+                batch.append(taken)
+                self.batches[-1].append(taken[0])
+                return PairTaken(taken[0])
+            return None
+
+        for _ in range(slots):
+            if (event := take()) is not None:
+                yield event
         for index in itertools.count():
             if not batch:
                 break
@@ -327,16 +336,15 @@ class FakeHandler:
             on_record(pair_id, first)
             image = Image.new("RGB", (8, 6), (index * 40, 0, 0))
             queue.done(pair_id)
-            yield (
-                pair_id,
+            outcome = (
                 ValueError(f"{pair_id}: diverged")
                 if pair_id == "diverges"
-                else StyleResult(image, [first, final], final, 1, "fake", 0.2),
+                else StyleResult(image, [first, final], final, 1, "fake", 0.2)
             )
-            refill = queue.take()
-            if refill is not None:
-                self.batches[-1].append(refill[0])
-                batch.append(refill)
+            yield PairFinished(pair_id, outcome)
+            if (event := take()) is not None:
+                yield event
+        yield RunEnded(SlotUse(3, 6, 5))
 
 
 def test_the_dofns_batch_claim_write_and_record_each_stage_with_a_fake_handler(tmp_path) -> None:
@@ -376,6 +384,7 @@ def test_the_dofns_batch_claim_write_and_record_each_stage_with_a_fake_handler(t
     # Two slots, and each finished pair's slot taken by the next pair that got this far (the
     # refused, unreadable and claimed ones never reach the engine).
     assert handler.batches == [["ok1", "ok2", "diverges", "unwritable"]]
+    assert by_tag["slot_use"] == [SlotUse(3, 6, 5)]  # how full the run's slots were, for the summary
     for pair_id in ("ok1", "ok2"):
         log = json.loads((out / "logs" / f"{pair_id}.json").read_text())
         assert log["image"]["bytes"] == (out / "images" / f"{pair_id}.png").stat().st_size and log["batch_size"] == 2
@@ -383,46 +392,45 @@ def test_the_dofns_batch_claim_write_and_record_each_stage_with_a_fake_handler(t
     assert sorted(p.name for p in (out / "claims").iterdir()) == ["elsewhere.json"]
 
 
-def test_after_running_out_of_gpu_memory_the_unfinished_and_the_rest_run_one_at_a_time() -> None:
-    # torch.cuda.OutOfMemoryError cannot be caused on a CPU: an engine double raises it from its
-    # stream after the first result, as a real batch does when it outgrows the GPU.
+def test_running_out_of_gpu_memory_halves_the_slots_and_loses_no_pair(weights_file) -> None:
+    # torch.cuda.OutOfMemoryError cannot be caused on a CPU: the network raises it for any batch
+    # of more than two images, as a GPU does when a batch outgrows it. The batch of four goes
+    # back to waiting, runs two at a time, and every pair gets exactly its own result.
     import torch
 
-    from transforms.handler import EngineHandler
-    from transforms.limits import Limits
+    from tests.helpers import run_pairs, synthetic_image
+    from transforms.nst import StyleRequest, StyleTransfer
 
-    class OutgrowingEngine:
-        def __init__(self) -> None:
-            self.drawn: list[str] = []
-            self.alone: list[str] = []
+    engine = StyleTransfer(
+        StyleConfig(
+            weights=weights_file("vgg19"), weights_family="torchvision", image_size=32, iterations=3, device="cpu"
+        ),
+        dtype=torch.float64,  # batched and single-pair arithmetic agree to rounding
+    )
 
-        def stylize_stream(self, queue: Any, slots: int, callback: Any, time_limit: Any) -> Any:
-            for _ in range(slots):
-                self.drawn.append(queue.take()[1])
-            queue.done("a")
-            yield "a", f"result of {self.drawn[0]}"
-            self.drawn.append(queue.take()[1])  # the freed slot is refilled, then memory runs out
+    def outgrown(_: Any, args: Any) -> None:
+        if args[0].shape[0] > 2 and torch.is_grad_enabled():
             raise torch.cuda.OutOfMemoryError("CUDA out of memory")
 
-        def stylize_batch(self, requests: list[str], callback: Any, time_limit: Any) -> list[str]:
-            self.alone.extend(requests)
-            return [f"result of {request}" for request in requests]
-
-    engine = OutgrowingEngine()
-    handler = EngineHandler(StyleConfig(weights="random"), Limits())
-    # Fed as the pipeline feeds it: three ready requests, then one for each result.
-    queue = ReadyQueue((name, name) for name in ["a", "b", "c"])
-    waiting = iter(["d", "e"])
-    outcomes = []
-    for outcome in handler.stylize(engine, queue, 3, lambda pair_id, record: None):
-        outcomes.append(outcome)
-        if (name := next(waiting, None)) is not None:
-            queue.put(name, name)
-    assert outcomes == [
-        ("a", "result of a"),
-        ("b", "result of b"),
-        ("c", "result of c"),
-        ("d", "result of d"),
-        ("e", "result of e"),
-    ]
-    assert engine.drawn == ["a", "b", "c", "d"] and engine.alone == ["b", "c", "d", "e"]  # each pair once, none lost
+    targets = engine.encode_styles([synthetic_image(10)])
+    requests = [StyleRequest(synthetic_image(k, 40, 30), targets, content_name=f"c{k}") for k in range(5)]
+    handle = engine.network.register_forward_pre_hook(outgrown)
+    try:
+        results = run_pairs(engine, requests, slots=4)
+    finally:
+        handle.remove()
+    for request, result in zip(requests, results, strict=True):
+        assert result.final.total == pytest.approx(engine.stylize(request.content, targets).final.total, rel=1e-9)
+    # a pair that runs out of memory alone fails with that error, and the others go on
+    handle = engine.network.register_forward_pre_hook(
+        lambda _, args: (
+            (_ for _ in ()).throw(torch.cuda.OutOfMemoryError("CUDA out of memory"))
+            if torch.is_grad_enabled()
+            else None
+        )
+    )
+    try:
+        (alone,) = run_pairs(engine, requests[:1], slots=1)
+    finally:
+        handle.remove()
+    assert isinstance(alone, torch.cuda.OutOfMemoryError)

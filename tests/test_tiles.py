@@ -7,7 +7,7 @@ import torch
 
 from tests.helpers import engine_config, synthetic_image
 from transforms.nst import ImageTooSmallError, StyleTransfer
-from transforms.nst.records import ReadyQueue, StyleRequest
+from transforms.nst.records import PairFinished, ReadyQueue, StyleRequest
 from transforms.nst.tiles import blend, blend_weights, tile_boxes
 
 
@@ -49,7 +49,7 @@ def test_one_tile_as_large_as_the_image_is_the_untiled_result(weights_file) -> N
     content, style = synthetic_image(1, 96, 72), synthetic_image(3, 96, 72)
     targets, coarse = engine.encode_styles([style]), (engine.encode_styles([style], size=32),)
     whole = engine.stylize(content, targets, coarse_styles=coarse)
-    one = engine.stylize_tiled(StyleRequest(content, targets, cfg, coarse_styles=coarse), tile=64, overlap=8)
+    one = engine.stylize(content, targets, cfg, coarse_styles=coarse, tiling=(64, 8))
     assert one.tiles == 1 and one.image.tobytes() == whole.image.tobytes()
     assert [r.total for r in one.history] == pytest.approx([r.total for r in whole.history], rel=1e-6)
     assert one.coarse[0].image.tobytes() == whole.coarse[0].image.tobytes()
@@ -60,15 +60,13 @@ def test_a_tiled_run_optimizes_every_tile_and_blends_them(weights_file) -> None:
     engine = StyleTransfer(cfg)
     content, style = synthetic_image(1, 80, 60), synthetic_image(3, 80, 60)
     records = []
-    tiled = engine.stylize_tiled(
-        StyleRequest(content, engine.encode_styles([style]), cfg), tile=48, overlap=16, callback=records.append
-    )
+    tiled = engine.stylize(content, engine.encode_styles([style]), cfg, callback=records.append, tiling=(48, 16))
     assert tiled.tiles == 4 and tiled.image.size == (80, 60)
     assert len(records) == 4 * 6  # each tile's iterations 0-4 and its written image
     assert [r.iteration for r in tiled.history] == list(range(6)) and tiled.history[-1] == tiled.final
     assert tiled.final.total < tiled.history[0].total
     with pytest.raises(ValueError, match="overlap must be >= 0 and smaller than the tile"):
-        engine.stylize_tiled(StyleRequest(content, engine.encode_styles([style]), cfg), tile=48, overlap=48)
+        engine.stylize(content, engine.encode_styles([style]), cfg, tiling=(48, 48))
 
 
 def test_a_tiled_pair_returns_its_own_error_from_the_handler(weights_file) -> None:
@@ -79,12 +77,17 @@ def test_a_tiled_pair_returns_its_own_error_from_the_handler(weights_file) -> No
 
     cfg = engine_config(weights_file, image_size=64, iterations=2)
     handler = EngineHandler(cfg, Limits())
-    engine = handler.load_engine()
+    engine = handler.load()
     request = StyleRequest(
-        synthetic_image(1, 64, 20), engine.encode_styles([synthetic_image(3)]), cfg, content_name="wide.png"
+        synthetic_image(1, 64, 20),
+        engine.encode_styles([synthetic_image(3)]),
+        cfg,
+        content_name="wide.png",
+        tiling=(12, 2),
     )
     queue = ReadyQueue([("wide", request)])
-    ((pair_id, outcome),) = handler.stylize(engine, queue, 1, lambda pair_id, record: None, tiling=(12, 2))
+    events = list(handler.run(engine, queue, 1, lambda pair_id, record: None))
+    ((pair_id, outcome),) = [(e.key, e.outcome) for e in events if isinstance(e, PairFinished)]
     assert pair_id == "wide" and not queue.taken
     assert isinstance(outcome, ImageTooSmallError)
     assert "wide.png (tile 1 at 0,0)" in str(outcome) and "needs at least 16 px" in str(outcome)

@@ -1,13 +1,17 @@
-"""EngineHandler: everything the stylize step needs of the engine, behind one object.
+"""EngineHandler: what the stylize step needs of the engine, in Beam's ``ModelHandler`` shape.
 
-As Beam's ``ModelHandler`` is to ``RunInference``: the handler knows how to load the engine
-(weights fetched once, the worker's own GPU, the network built on it), how much device memory a
-pair may use, which pairs share a batch and how many fit, how a pair's inputs become a request
-(style targets cached per worker), whether a pair runs whole, in tiles or not at all (``place``),
-and how pairs are run (the engine takes ready requests from the DoFn's queue as slots free up;
-one pair at a time after running out of GPU memory; a time limit fails its own pair). The DoFns
-(stylize.py) only prepare, claim, write and emit; they take a handler, so that tests can give
-them a fake one without torch.
+As a ``ModelHandler`` is to ``RunInference``, the handler is a narrow protocol of three verbs
+(stylize.Handler): ``load`` the engine (weights fetched once, the worker's own GPU, the network
+built on it), ``place`` a pair (whole, in tiles or refused within the device's memory, how many
+pairs share its batches, how many iterations it runs), and ``run`` a queue of ready requests
+(StyleTransfer.run: every scale and tile a task in slots refilled as they free). What a pair needs
+before the model (its content's size, its resolved settings, its batch key) and its inputs read
+into a request, with the worker's style-target cache, are ``inputs`` (PairInputs). The DoFns
+(stylize.py) only prepare, claim, write and emit; tests give them a fake handler without torch.
+
+The engine is loaded in ``process``, on the first group a DoFn instance sees, not in ``setup``:
+a rerun whose pairs are all done never reaches that step and so never loads the model, and
+``apache_beam.utils.shared`` hands every DoFn instance of the worker process the one engine.
 
 Imports: torch, the engine, storage, devices, limits and records; no Beam.
 """
@@ -15,14 +19,12 @@ Imports: torch, the engine, storage, devices, limits and records; no Beam.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import logging
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from typing import Any, Final
 
-import torch
 from PIL import Image
 
 from transforms import devices, storage
@@ -41,17 +43,16 @@ from transforms.nst.memory import (
 )
 from transforms.nst.optimize import StyleTransfer
 from transforms.nst.records import (
-    BatchCallback,
     ImageTooSmallError,
-    IterationRecord,
     KeyedCallback,
-    NonFiniteLossError,
+    PairFinished,
     ReadyQueue,
+    RunEvent,
     StyleRequest,
-    StyleResult,
     StyleTargets,
     TimeLimitError,
 )
+from transforms.nst.tasks import fitting_scales
 from transforms.nst.tiles import tile_boxes
 from transforms.records import Pair
 
@@ -62,6 +63,12 @@ STYLE_CACHE_SIZE: Final = 16
 
 class ModelLoadError(RuntimeError):
     """The network could not be built on this worker: a job-level failure, not a pair's."""
+
+
+def device_budget(engine: StyleTransfer, limits: Limits) -> int | None:
+    """Bytes a pair may use on the engine's device: ``--device_memory_gb``, or what is free."""
+    limit = limits.device_memory_gb
+    return int(limit * 2**30) if limit is not None else free_memory_bytes(engine.device)
 
 
 class StyleTargetCache:
@@ -109,27 +116,18 @@ class StyleTargetCache:
         return found
 
 
-class EngineHandler:
-    """Loads and drives one StyleTransfer for the pipeline.
-
-    ``group_pairs``: how many pairs a group of one batch key holds, on average (groups are
-    sharded to about it).
+class PairInputs:
+    """A pair's inputs: what it needs before the model (its content's size from the header, its
+    settings resolved for that size, the key of the pairs it can share a batch with), and, once
+    the engine is loaded, its images read and its style targets encoded (cached per worker).
 
     Args:
-        defaults: the job's engine settings (the network every pair shares).
-        limits: the job's bounds (input sizes, time limit, device memory).
-        batch_size: pairs per batch on a device; None: as many as fit (``auto_batch_size``).
+        limits: the job's bounds on inputs (bytes, pixels, sizes).
     """
 
-    group_pairs: Final = GROUP_PAIRS
-
-    def __init__(self, defaults: StyleConfig, limits: Limits, batch_size: int | None = None) -> None:
-        self.defaults = defaults
+    def __init__(self, limits: Limits) -> None:
         self.limits = limits
-        self.batch_size_asked = batch_size
         self._styles = StyleTargetCache()
-
-    # -- what the prepare step needs (no model) ---------------------------------------------
 
     def content_size(self, pair: Pair) -> tuple[int, int]:
         """The content image's (width, height), from its header."""
@@ -138,12 +136,9 @@ class EngineHandler:
 
     def resolve(self, pair: Pair, content_size: tuple[int, int]) -> Pair:
         """``pair`` with ``image_size`` 0 made its content's own size, checked against the limits,
-        and every scale of its result checked against the network, from the header alone: a
-        thin or huge content fails here, before any image is decoded or style encoded.
-
-        The default pyramid (``scales`` None) leaves out the coarser scales at which a thin
-        content would be under that size: one scale would make its picture, so the default must
-        not fail it. Scales that were asked for are checked like the last.
+        its scales those that fit the content (tasks.fitting_scales), and every scale of its
+        result checked against the network, from the header alone: a thin or huge content fails
+        here, before any image is decoded or style encoded.
 
         Raises:
             ValueError: that size is over ``--max_image_size`` (or its coarser scales do not fit it).
@@ -151,12 +146,7 @@ class EngineHandler:
         """
         config = pair.config.for_content(*content_size)
         smallest = min_input_side(config.model, config.content_layers + config.style_layers)
-        if config.scales is None:
-            fitting = tuple(
-                (size, n) for size, n in config.coarse_scales if min(fitted_size(*content_size, size)) >= smallest
-            )
-            if fitting != config.coarse_scales:
-                config = config.replace(scales=fitting)
+        config = fitting_scales(config, content_size, smallest)
         if config is not pair.config:
             self.limits.check(config)
             pair = dataclasses.replace(pair, config=config)
@@ -170,18 +160,61 @@ class EngineHandler:
                 )
         return pair
 
-    def batch_key(self, pair: Pair, content_size: tuple[int, int]) -> tuple[str, tuple[int, int]]:
-        """The key of the pairs ``pair`` can share a batch with, and its result's (width, height)."""
+    @staticmethod
+    def batch_key(pair: Pair, content_size: tuple[int, int]) -> tuple[str, tuple[int, int]]:
+        """The key of the pairs ``pair`` is grouped with (memory.batch_key), and its result's
+        (width, height)."""
         return repr(batch_key(pair.config, content_size)), fitted_size(*content_size, pair.config.image_size)
 
-    # -- the engine's lifecycle ---------------------------------------------------------------
+    def request(self, engine: StyleTransfer, pair: Pair, tiling: tuple[int, int] | None) -> StyleRequest:
+        """The pair's inputs read and its style targets encoded (or found in the cache);
+        ``tiling``: its last scale's tiles, as placed.
+
+        Raises:
+            PairTooLargeError: a style image too large to encode within the device's memory.
+            OSError, ImageDecodeError, ...: an input that cannot be read.
+        """
+        config = pair.config
+        # Each image is decoded at the largest size it is used at (the last scale's): an input far
+        # larger than the result is never held whole in RGB (images.decode_image).
+        content = self._read_image(pair.content, config.image_size)
+        # An init image is resized to the content's exact size, whatever its own shape: read whole.
+        init_image = self._read_image(config.init_location, None) if config.init_location else None
+        budget = device_budget(engine, self.limits)
+        targets = self._styles.targets(
+            engine, pair, content, budget, lambda style: self._read_image(style, config.style_size)
+        )
+        return StyleRequest(content, targets[-1], config, init_image, pair.content, tuple(targets[:-1]), tiling)
+
+    def _read_image(self, location: str, longest_side: int | None) -> Image.Image:
+        data = storage.read_bytes(location, self.limits.max_input_bytes)
+        return decode_image(data, location, self.limits.max_input_pixels, longest_side)
+
+
+class EngineHandler:
+    """Loads, places and runs one StyleTransfer for the pipeline (stylize.Handler).
+
+    Args:
+        defaults: the job's engine settings (the network every pair shares).
+        limits: the job's bounds (input sizes, time limit, device memory).
+        batch_size: slots per task shape on a device; None: as many as fit (``auto_batch_size``).
+    """
+
+    # How many pairs a group of one batch key holds, on average (groups are sharded to about it).
+    group_pairs: Final = GROUP_PAIRS
+
+    def __init__(self, defaults: StyleConfig, limits: Limits, batch_size: int | None = None) -> None:
+        self.defaults = defaults
+        self.limits = limits
+        self.batch_size = batch_size
+        self.inputs = PairInputs(limits)
 
     @property
     def share_tag(self) -> str:
         """Engines with equal tags are one engine (``apache_beam.utils.shared``)."""
         return repr(self.defaults.network_key())
 
-    def load_engine(self) -> StyleTransfer:
+    def load(self) -> StyleTransfer:
         """The network on this worker's device, weights fetched once.
 
         Raises:
@@ -205,118 +238,24 @@ class EngineHandler:
         )
         return engine
 
-    # -- memory ---------------------------------------------------------------------------------
-
-    def budget(self, engine: StyleTransfer) -> int | None:
-        """Bytes a pair may use on the engine's device: ``--device_memory_gb``, or what is free."""
-        limit = self.limits.device_memory_gb
-        return int(limit * 2**30) if limit is not None else free_memory_bytes(engine.device)
-
-    def place(self, engine: StyleTransfer, pair: Pair, output_size: tuple[int, int], budget: int | None) -> Placement:
-        """Whole, in tiles, or refused (memory.place)."""
-        return place(pair.config, output_size, pair.content, engine.device, budget)
-
-    def batch_size(self, engine: StyleTransfer, pair: Pair, output_size: tuple[int, int], budget: int | None) -> int:
-        return self.batch_size_asked or auto_batch_size(engine.device, pair.config, output_size, budget)
-
-    @staticmethod
-    def expected_iterations(pair: Pair, output_size: tuple[int, int], tiling: tuple[int, int] | None) -> int:
-        """Iterations a pair runs (for progress): each scale's, and the last scale's per tile."""
+    def place(self, engine: StyleTransfer, pair: Pair, output_size: tuple[int, int]) -> Placement:
+        """Whole, in tiles, or refused within the device's memory (memory.place), with the slots
+        its batches have and the iterations it runs at most (each scale's, each tile's)."""
+        budget = device_budget(engine, self.limits)
+        placement = place(pair.config, output_size, pair.content, engine.device, budget)
         config = pair.config
-        tiles = len(tile_boxes(*output_size, *tiling)) if tiling else 1
-        return sum(n for _, n in config.coarse_scales) + tiles * config.iterations
+        tiles = len(tile_boxes(*output_size, *placement.tiling)) if placement.tiling else 1
+        slots = self.batch_size or auto_batch_size(engine.device, config, output_size, budget)
+        iterations = sum(n for _, n in config.coarse_scales) + tiles * config.iterations
+        return dataclasses.replace(placement, slots=1 if placement.tiling else slots, iterations=iterations)
 
-    # -- inputs -----------------------------------------------------------------------------------
-
-    def request(self, engine: StyleTransfer, pair: Pair, budget: int | None) -> StyleRequest:
-        """The pair's inputs read and its style targets encoded (or found in the cache).
-
-        Raises:
-            PairTooLargeError: a style image too large to encode within ``budget``.
-            OSError, ImageDecodeError, ...: an input that cannot be read.
-        """
-        config = pair.config
-        # Each image is decoded at the largest size it is used at (the last scale's): an input far
-        # larger than the result is never held whole in RGB (images.decode_image).
-        content = self._read_image(pair.content, config.image_size)
-        # An init image is resized to the content's exact size, whatever its own shape: read whole.
-        init_image = self._read_image(config.init_location, None) if config.init_location else None
-        targets = self._styles.targets(
-            engine, pair, content, budget, lambda style: self._read_image(style, config.style_size)
-        )
-        return StyleRequest(content, targets[-1], config, init_image, pair.content, tuple(targets[:-1]))
-
-    def _read_image(self, location: str, longest_side: int | None) -> Image.Image:
-        data = storage.read_bytes(location, self.limits.max_input_bytes)
-        return decode_image(data, location, self.limits.max_input_pixels, longest_side)
-
-    # -- running ----------------------------------------------------------------------------------
-
-    def stylize(
-        self,
-        engine: StyleTransfer,
-        queue: ReadyQueue[str],
-        slots: int,
-        on_record: KeyedCallback,
-        tiling: tuple[int, int] | None = None,
-    ) -> Iterator[tuple[str, StyleResult | Exception]]:
-        """(pair id, its result or exception), as each pair of ``queue`` finishes.
-
-        The caller puts ready requests in ``queue`` under their pair ids, and may put another
-        whenever a result comes back. Up to ``slots`` pairs run at once, a finished pair's slot
-        taken by the next ready request (``StyleTransfer.stylize_stream``). When a batch runs
-        out of GPU memory, its unfinished pairs and all later ones run one at a time. A pair over
-        the time limit fails alone. ``tiling`` (tile px, overlap px): each request's last scale
-        runs in tiles, one pair at a time.
-        """
-        if tiling is None and slots > 1:
-            try:
-                for pair_id, result in engine.stylize_stream(queue, slots, on_record, self.limits.pair_time_limit):
-                    yield pair_id, self._explained(result)
-                return
-            except torch.cuda.OutOfMemoryError:
-                torch.cuda.empty_cache()
-                logger.warning("a batch of %d pairs ran out of GPU memory; running the rest one at a time", slots)
-        # One at a time: what the batch left unfinished first, then each ready request in turn.
-        while (taken := _next_alone(queue)) is not None:
-            pair_id, request = taken
-            result = self._alone(engine, request, functools.partial(_as_request, on_record, pair_id), tiling)
-            queue.done(pair_id)
-            yield pair_id, result
-
-    def _alone(
-        self, engine: StyleTransfer, request: StyleRequest, on_record: BatchCallback, tiling: tuple[int, int] | None
-    ) -> StyleResult | Exception:
-        """One pair on its own (whole or in tiles): its result, or the exception that failed it."""
-        try:
-            if tiling is None:
-                (result,) = engine.stylize_batch([request], on_record, self.limits.pair_time_limit)
-                return self._explained(result)
-            return engine.stylize_tiled(
-                request, *tiling, lambda record: on_record(0, record), self.limits.pair_time_limit
-            )
-        except torch.cuda.OutOfMemoryError as exc:
-            torch.cuda.empty_cache()
-            return exc
-        except TimeLimitError as exc:  # a tile over the limit
-            return self._explained(exc)
-        except (ValueError, NonFiniteLossError) as exc:  # the pair's own problem, as a batch returns it
-            return exc
-
-    def _explained(self, result: StyleResult | Exception) -> StyleResult | Exception:
-        """``result``, a time limit naming the flag that set it."""
-        if isinstance(result, TimeLimitError):
-            return TimeLimitError(f"{result} (--pair_time_limit {self.limits.pair_time_limit:g} s)")
-        return result
-
-
-def _as_request(on_record: KeyedCallback, pair_id: str, _: int, record: IterationRecord) -> None:
-    """A pair run alone reports its records under its pair id, as a stream does."""
-    on_record(pair_id, record)
-
-
-def _next_alone(queue: ReadyQueue[str]) -> tuple[str, StyleRequest] | None:
-    """What a batch that ran out of memory left unfinished, else the next ready request."""
-    if queue.taken:
-        return next(iter(queue.taken.items()))
-    return queue.take()
+    def run(
+        self, engine: StyleTransfer, queue: ReadyQueue[str], slots: int, on_record: KeyedCallback
+    ) -> Iterator[RunEvent[str]]:
+        """The engine's run over ``queue`` (StyleTransfer.run), under the job's time limit, a
+        time limit naming the flag that set it."""
+        limit = self.limits.pair_time_limit
+        for event in engine.run(queue, slots, on_record, limit):
+            if isinstance(event, PairFinished) and isinstance(event.outcome, TimeLimitError):
+                event = PairFinished(event.key, TimeLimitError(f"{event.outcome} (--pair_time_limit {limit:g} s)"))
+            yield event

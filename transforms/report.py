@@ -312,6 +312,12 @@ def render_html(
     count_line = "".join(f"<span>{html.escape(k.replace('_', ' '))}: <b>{v}</b></span>" for k, v in counts.items())
     per_pair = summary.get("seconds_per_pair") or {}
     timing = f"median {per_pair['median']:.1f} s per pair, " if per_pair else ""
+    slots = summary.get("slots") or {}
+    if slots.get("busy") is not None:
+        timing += (
+            f"slots busy {slots['busy']:.0%} ({slots['row_steps']:,} pair iterations in {slots['batch_steps']:,} "
+            f"batch steps of {slots['slot_steps'] // max(1, slots['batch_steps'])} slots), "
+        )
     distributions = "".join(
         [
             histogram_svg([f.final_loss for f in sample if f.final_loss is not None], "final loss", log=True),

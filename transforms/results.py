@@ -28,6 +28,7 @@ from apache_beam.typehints.decorators import no_annotations
 
 from transforms import claims, index, logs, reading, report, storage
 from transforms.limits import Limits
+from transforms.nst.records import SlotUse
 from transforms.outputs import (
     REPORT_NAME,
     failures_location,
@@ -208,7 +209,9 @@ class _WriteSummaryFn(beam.DoFn):
         self._configuration = configuration
         self._failed = Metrics.counter(NAMESPACE, "rows_or_pairs_failed")
 
-    def process(self, tally: Tally, failures: list[Failure], pointer: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    def process(
+        self, tally: Tally, failures: list[Failure], pointer: dict[str, Any], slot_use: SlotUse
+    ) -> Iterator[dict[str, Any]]:
         # Every pair is written or failed by now, and each released its claim as it ended.
         claims.remove_empty_folders(self._output)
         ordered = sorted(failures, key=lambda f: (f.source, f.id or ""))
@@ -241,6 +244,14 @@ class _WriteSummaryFn(beam.DoFn):
                 "total": sum(counts.values()) + len(failures),
             },
             "seconds_per_pair": tally.seconds_per_pair(),
+            # How full the device's slots were: batch steps, the slots they offered, and the
+            # rows that advanced a pair (the iterations the logs record); busy is their ratio.
+            "slots": {
+                "batch_steps": slot_use.batch_steps,
+                "slot_steps": slot_use.slot_steps,
+                "row_steps": slot_use.row_steps,
+                "busy": None if slot_use.busy is None else round(slot_use.busy, 4),
+            },
             # The whole output's index, as this run left it (index.py).
             "index": {"pointer": index.POINTER, "images": pointer["images"], "shards": pointer["shards"]},
             "failures_file": failures_file,
@@ -367,8 +378,8 @@ class _FailIfFailedFn(beam.DoFn):
 class WriteResults(beam.PTransform):
     """Writes the index (WriteIndex), then the run's failures and summary, then the report.
 
-    Input: a dict with ``outcomes`` (Outcome: succeeded, skipped, claimed) and ``failures`` (a tuple
-    of Failure PCollections from every stage). Output: the summary dict (one element), emitted
+    Input: a dict with ``outcomes`` (Outcome: succeeded, skipped, claimed), ``failures`` (a tuple
+    of Failure PCollections from every stage) and ``slot_use`` (SlotUse of each engine run). Output: the summary dict (one element), emitted
     once the summary is written; the report is written from it. ``fail_job_if_failed``: the job
     fails at the end, after both, if any row or pair failed (StrictFailure).
     """
@@ -397,10 +408,12 @@ class WriteResults(beam.PTransform):
         failures = inputs["failures"] | "AllFailures" >> beam.Flatten()
         pointer = outcomes | "WriteIndex" >> WriteIndex(self._output, self._run_id, self._limits, self._expected_pairs)
         tally = outcomes | "Tally" >> beam.CombineGlobally(MergeFn(Tally, Tally.add, Tally.merged, _trimmed))
+        slot_use = inputs["slot_use"] | "SlotUse" >> beam.CombineGlobally(sum, SlotUse()).without_defaults()
         summary = tally | "WriteSummary" >> beam.ParDo(
             _WriteSummaryFn(self._output, self._run_id, self._started, self._configuration),
             failures=pvalue.AsList(failures),
             pointer=pvalue.AsSingleton(pointer),
+            slot_use=pvalue.AsSingleton(slot_use, default_value=SlotUse()),
         )
         entries = (
             outcomes

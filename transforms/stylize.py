@@ -4,18 +4,20 @@
 
 Prepare needs no model: a rerun whose pairs are all done never loads it. Pairs that can share a
 batch (same output size, network, optimizer, precision and iterations) are grouped, and each
-group runs with as many pairs on the device at once as fit it; a pair that finishes (converged,
-or out of iterations) is written at once and the group's next pair takes its place. Everything about
-the engine (loading it, the device's memory, style targets, running a batch) is the injected
-``EngineHandler``'s (handler.py); one engine per worker process is shared by every DoFn instance
-in it (``apache_beam.utils.shared``). Each pair is claimed while it is computed and written
+group is one run of the engine with as many slots per task shape as fit the device: every scale
+and tile of a pair is a task, and a task that finishes gives its slot to the next ready one at
+once (the same pair's next scale or another pair's first); a pair is written as soon as its last
+task is done. Everything about the engine (loading it, placing a pair within the device's
+memory, reading inputs and style targets, running a queue) is the injected ``Handler``'s
+(handler.py; a narrow protocol, as Beam's ``ModelHandler``); one engine per worker process is
+shared by every DoFn instance in it (``apache_beam.utils.shared``). Each pair is claimed while it is computed and written
 (claims.py), and written here (outputs.py), so that a pair is reported done only once its files
 are. Every per-pair error becomes a Failure record; the other pairs, in the batch too, go on. A
 model that cannot load is not a per-pair error: it fails the bundle, so the runner retries it and
 then fails the job (the launcher's pre-flight check catches most such cases before anything runs).
 
-Imports: Beam, claims, progress, outputs and records, and the handler's type only: no torch, so
-that a fake handler runs these DoFns without it.
+Imports: Beam, claims, progress, outputs and records, and the engine's torch-free records: no
+torch, so that a fake handler runs these DoFns without it.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ import time
 import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 import apache_beam as beam
 from apache_beam import pvalue
@@ -36,16 +38,54 @@ from apache_beam.typehints.decorators import no_annotations
 from apache_beam.utils import shared
 
 from transforms import claims, index, outputs, progress
-from transforms.nst.records import ReadyQueue
+from transforms.nst.records import PairFinished, PairTaken, ReadyQueue, RunEnded, StyleResult
 from transforms.records import NAMESPACE, Failure, Outcome, Pair, Stage
 
 if TYPE_CHECKING:
-    from transforms.handler import EngineHandler
-    from transforms.nst.optimize import StyleTransfer
-    from transforms.nst.records import IterationRecord, StyleRequest, StyleResult
+    from transforms.nst.memory import Placement
+    from transforms.nst.records import IterationRecord, KeyedCallback, RunEvent, StyleRequest
 
 SKIPPED: Final = "skipped"
 FAILURES: Final = "failures"
+# How full each run kept the device's slots (SlotUse), for the summary and report.
+SLOT_USE: Final = "slot_use"
+
+
+class Inputs(Protocol):
+    """What a pair needs before the model, and its inputs read (handler.PairInputs)."""
+
+    def content_size(self, pair: Pair) -> tuple[int, int]: ...
+
+    def resolve(self, pair: Pair, content_size: tuple[int, int]) -> Pair: ...
+
+    def batch_key(self, pair: Pair, content_size: tuple[int, int]) -> tuple[str, tuple[int, int]]: ...
+
+    def request(self, engine: Any, pair: Pair, tiling: tuple[int, int] | None) -> StyleRequest: ...
+
+
+class Handler(Protocol):
+    """The engine's side of the stylize step, as Beam's ``ModelHandler`` is RunInference's:
+    ``load`` the engine, ``place`` a pair on its device, ``run`` a queue of ready requests
+    (handler.EngineHandler; the tests' fake has these and nothing else)."""
+
+    @property
+    def share_tag(self) -> str:
+        """Engines with equal tags are one engine per worker process."""
+
+    @property
+    def group_pairs(self) -> int:
+        """Pairs a group of one batch key holds, on average."""
+
+    @property
+    def inputs(self) -> Inputs: ...
+
+    def load(self) -> Any: ...
+
+    def place(self, engine: Any, pair: Pair, output_size: tuple[int, int]) -> Placement: ...
+
+    def run(
+        self, engine: Any, queue: ReadyQueue[str], slots: int, on_record: KeyedCallback
+    ) -> Iterator[RunEvent[str]]: ...
 
 
 @dataclass(frozen=True)
@@ -90,7 +130,7 @@ class PreparePairsFn(beam.DoFn):
     the output size the batch key needs.
     """
 
-    def __init__(self, settings: RunSettings, handler: EngineHandler) -> None:
+    def __init__(self, settings: RunSettings, handler: Handler) -> None:
         self._settings = settings
         self._handler = handler
         self._ends = _Ends()
@@ -109,10 +149,11 @@ class PreparePairsFn(beam.DoFn):
                 yield self._ends.skipped(tracker, pair.id, "already done", line)
                 return
             stage = Stage.READ
-            content_size = self._handler.content_size(pair)
+            inputs = self._handler.inputs
+            content_size = inputs.content_size(pair)
             stage = Stage.STYLIZE  # image_size 0: the content's own size, within the limits
-            pair = self._handler.resolve(pair, content_size)
-            key, output_size = self._handler.batch_key(pair, content_size)
+            pair = inputs.resolve(pair, content_size)
+            key, output_size = inputs.batch_key(pair, content_size)
         except Exception as exc:  # noqa: BLE001 - one bad pair must never stop the batch
             yield self._ends.failed(tracker, pair, stage, exc)
             return
@@ -192,7 +233,7 @@ class _Running:
     done: int = 0
     # Iterations the pair runs at most: each scale's, each tile's too.
     iterations: int = 0
-    # When it was handed to the engine (perf_counter), for its log's seconds.
+    # When the engine took it (perf_counter), for its log's seconds.
     started_at: float = dataclasses.field(default_factory=time.perf_counter)
     # Releases its claim (closed once it is written).
     release: contextlib.ExitStack = dataclasses.field(default_factory=contextlib.ExitStack)
@@ -200,58 +241,48 @@ class _Running:
 
 class StylizeBatchesFn(beam.DoFn):
     """(batch key, [Prepared]) -> Outcome (main: ``succeeded``, written; ``skipped``: done
-    meanwhile, or claimed by another run) or Failure (``failures``), one per pair."""
+    meanwhile, or claimed by another run) or Failure (``failures``), one per pair; and
+    (``slot_use``) how full each run of the engine kept its slots."""
 
-    def __init__(self, settings: RunSettings, handler: EngineHandler) -> None:
+    def __init__(self, settings: RunSettings, handler: Handler) -> None:
         self._settings = settings
         self._handler = handler
         self._shared = shared.Shared()
         self._ends = _Ends()
         self._batch_sizes = Metrics.distribution(NAMESPACE, "batch_size")
         # The worker process's engine, from ``Shared`` (which keeps a weak reference to it).
-        self._loaded: StyleTransfer | None = None
+        self._loaded: Any = None
 
-    def _engine(self) -> StyleTransfer:
+    def _engine(self) -> Any:
         # A method, not a property: Beam inspects DoFn attributes when it builds the graph,
         # and evaluating this there would load the model into the pickled DoFn.
         if self._loaded is None:
-            self._loaded = self._shared.acquire(self._handler.load_engine, tag=self._handler.share_tag)
+            self._loaded = self._shared.acquire(self._handler.load, tag=self._handler.share_tag)
         return self._loaded
 
     def process(self, element: tuple[str, Iterable[Prepared]]) -> Iterator[Any]:
         _, group = element
         engine = self._engine()  # ModelLoadError fails the bundle, not the pairs
-        budget = self._handler.budget(engine)
-        whole = []
+        whole: list[tuple[Prepared, Placement]] = []
         for item in group:
-            placement = self._handler.place(engine, item.pair, item.output_size, budget)
+            placement = self._handler.place(engine, item.pair, item.output_size)
             if placement.whole:
-                whole.append(item)
-            elif placement.tiling is not None:  # too large at once: alone, in tiles
-                yield from self._run(engine, [item], 1, budget, placement.tiling)
+                whole.append((item, placement))
+            elif placement.tiling is not None:  # too large at once: in tiles, a run of its own
+                yield from self._run(engine, [(item, placement)], placement.slots)
             elif placement.refusal is not None:
                 yield self._ends.failed(self._settings.tracker(), item.pair, Stage.STYLIZE, placement.refusal)
-        if not whole:
-            return
-        slots = self._handler.batch_size(engine, whole[0].pair, whole[0].output_size, budget)
-        yield from self._run(engine, whole, slots, budget)
+        if whole:
+            yield from self._run(engine, whole, whole[0][1].slots)
 
-    def _run(
-        self,
-        engine: StyleTransfer,
-        items: list[Prepared],
-        slots: int,
-        budget: int | None,
-        tiling: tuple[int, int] | None = None,
-    ) -> Iterator[Any]:
-        """Claims, a last skip check, the inputs, the engine, the writes, pair by pair: up to
-        ``slots`` pairs on the device at once, each written (and its claim released) as soon as it
-        finishes. This side prepares each pair (claim, skip check, inputs, style targets) and puts
-        it in the engine's queue of ready requests: ``slots`` before the engine starts, then one
-        each time a result comes back, when the engine has handed control back here; the engine
-        only takes from the queue and gives results back by pair id. ``budget``: the bytes a pair
-        may use (None: unknown); ``tiling`` (tile px, overlap px): each pair's last scale runs in
-        tiles. Every claim is released when the run ends, however it ends."""
+    def _run(self, engine: Any, items: list[tuple[Prepared, Placement]], slots: int) -> Iterator[Any]:
+        """Claims, a last skip check, the inputs, the engine, the writes, pair by pair, with
+        ``slots`` rows per task shape on the device, each pair written (and its claim released)
+        as soon as it finishes. This side prepares each pair (claim, skip check, inputs, style
+        targets) and puts it in the engine's queue of ready requests: ``slots`` before the engine
+        starts, then one each time the engine takes one (``PairTaken``), so that a freed slot's
+        next pair is always ready; the engine only takes from the queue and gives results back
+        by pair id. Every claim is released when the run ends, however it ends."""
         tracker = self._settings.tracker()
         queue: ReadyQueue[str] = ReadyQueue()
         running: dict[str, _Running] = {}  # handed to the engine, not yet written
@@ -264,9 +295,9 @@ class StylizeBatchesFn(beam.DoFn):
                 """The next pair that can run, claimed, checked and read, put in the queue; the
                 outcomes of those before it that cannot (claimed, done meanwhile, unreadable)."""
                 nonlocal drawn
-                for item in pending:
+                for item, placement in pending:
                     release = leases.enter_context(contextlib.ExitStack())
-                    started = self._start(engine, item, release, budget, tiling, tracker)
+                    started = self._start(engine, item, placement, release, tracker)
                     if not isinstance(started, tuple):
                         release.close()
                         not_run.append(started)
@@ -288,26 +319,34 @@ class StylizeBatchesFn(beam.DoFn):
 
             for _ in range(slots):
                 feed()
-            for pair_id, result in self._handler.stylize(engine, queue, slots, on_record, tiling):
+            for event in self._handler.run(engine, queue, slots, on_record):
                 yield from not_run
                 not_run.clear()
-                entry = running.pop(pair_id)
-                # The pairs it shared the device with: the slots, or as many pairs as were drawn.
-                batch_size = min(slots, drawn)
-                yield self._finish(entry, result, time.perf_counter() - entry.started_at, batch_size, tracker)
-                entry.release.close()  # written: the claim goes now, not when the whole group ends
-                feed()  # the next pair, ready before the engine takes the freed slot
+                if isinstance(event, PairTaken):
+                    running[event.key].started_at = time.perf_counter()
+                    feed()  # the next pair, ready before a slot frees
+                elif isinstance(event, PairFinished):
+                    entry = running.pop(event.key)
+                    # The engine's count from the pair's first step, when it has a result: a pair
+                    # taken early waits for a row, and that wait is not its cost.
+                    outcome = event.outcome
+                    waited = time.perf_counter() - entry.started_at
+                    seconds = outcome.seconds if isinstance(outcome, StyleResult) else waited
+                    # The pairs it shared the device with: the slots, or as many pairs as were drawn.
+                    yield self._finish(entry, outcome, seconds, min(slots, drawn), tracker)
+                    entry.release.close()  # written: the claim goes now, not when the whole group ends
+                elif isinstance(event, RunEnded):
+                    if drawn:
+                        self._batch_sizes.update(min(slots, drawn))
+                    yield pvalue.TaggedOutput(SLOT_USE, event.use)
             yield from not_run
-            if drawn:
-                self._batch_sizes.update(min(slots, drawn))
 
     def _start(
         self,
-        engine: StyleTransfer,
+        engine: Any,
         item: Prepared,
+        placement: Placement,
         release: contextlib.ExitStack,
-        budget: int | None,
-        tiling: tuple[int, int] | None,
         tracker: progress.Progress,
     ) -> tuple[_Running, StyleRequest] | pvalue.TaggedOutput:
         """The pair claimed (its claim released by ``release``) and ready to run, or its outcome
@@ -330,12 +369,11 @@ class StylizeBatchesFn(beam.DoFn):
         ):
             return self._ends.skipped(tracker, pair.id, "done by another run meanwhile")
         try:
-            request = self._handler.request(engine, pair, budget)
+            request = self._handler.inputs.request(engine, pair, placement.tiling)
         except Exception as exc:  # noqa: BLE001 - a bad input fails its own pair
             # PairTooLargeError (a MemoryError): a style image too large to encode.
             return self._ends.failed(tracker, pair, Stage.STYLIZE if isinstance(exc, MemoryError) else Stage.READ, exc)
-        expected = self._handler.expected_iterations(pair, item.output_size, tiling)
-        return _Running(item, lease, iterations=expected), request
+        return _Running(item, lease, iterations=placement.iterations), request
 
     def _finish(
         self,
@@ -379,9 +417,10 @@ class StylizeBatchesFn(beam.DoFn):
 
 
 class StylizePairs(beam.PTransform):
-    """Pairs -> {"outcomes": Outcome (succeeded, skipped, claimed), "failures": Failure}."""
+    """Pairs -> {"outcomes": Outcome (succeeded, skipped, claimed), "failures": Failure,
+    "slot_use": SlotUse of each run of the engine}."""
 
-    def __init__(self, settings: RunSettings, handler: EngineHandler) -> None:
+    def __init__(self, settings: RunSettings, handler: Handler) -> None:
         super().__init__()
         self._settings = settings
         self._handler = handler
@@ -400,10 +439,11 @@ class StylizePairs(beam.PTransform):
             | "GroupByBatchKey" >> beam.GroupByKey().with_input_types(tuple[str, Prepared])
             | "Stylize"
             >> beam.ParDo(StylizeBatchesFn(self._settings, self._handler)).with_outputs(
-                SKIPPED, FAILURES, main="succeeded"
+                SKIPPED, FAILURES, SLOT_USE, main="succeeded"
             )
         )
         return {
             "outcomes": (prepared[SKIPPED], stylized.succeeded, stylized[SKIPPED]) | "AllOutcomes" >> beam.Flatten(),
             "failures": (prepared[FAILURES], stylized[FAILURES]) | "StylizeFailures" >> beam.Flatten(),
+            "slot_use": stylized[SLOT_USE],
         }

@@ -1,48 +1,84 @@
-"""Adam behind the per-problem interface of our L-BFGS, so that the optimization loop has one shape.
+"""Adam over independent rows, behind the per-problem interface of our L-BFGS (lbfgs.py), so that
+a batch's rows can pass from one pair to the next whichever optimizer runs them.
 
 Imports: torch only.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor
 
 
-class MaskedAdam(torch.optim.Adam):
-    """``torch.optim.Adam`` over P independent problems along the parameter's first dimension,
-    with L-BFGS's interface (lbfgs.py): ``active`` marks the problems still optimized (the others
-    keep their values through a step), and ``last_rejected`` is always False (no guard).
+class RowAdam(torch.optim.Optimizer):
+    """Adam (Kingma & Ba; torch.optim.Adam's update, in its order of operations) over P
+    independent problems along the parameter's first dimension.
 
-    Adam's moments and step count are shared by the batch as torch keeps them; a finished
-    problem's moments go on changing, which nothing reads.
+    ``torch.optim.Adam`` keeps one step count for the whole tensor, so a row handed to another
+    pair would inherit the first pair's bias correction: here each row has its own moments and
+    step count, which :meth:`restart` resets. ``active`` marks the rows still optimized (the
+    others keep their values and moments through a step); ``last_rejected`` is always False
+    (Adam has no divergence guard).
     """
 
-    def __init__(self, param: Tensor, lr: float, problems: int) -> None:
-        super().__init__([param], lr=lr)
+    def __init__(
+        self, param: Tensor, lr: float, problems: int, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8
+    ) -> None:
+        super().__init__([param], {"lr": lr, "betas": betas, "eps": eps})
+        if param.shape[0] != problems:
+            raise ValueError(f"the parameter of shape {tuple(param.shape)} does not hold {problems} problems")
         self.problems = problems
+        self.active = torch.ones(problems, dtype=torch.bool, device=param.device)
         self.last_rejected = torch.zeros(problems, dtype=torch.bool, device=param.device)
-        self._active = torch.ones(problems, dtype=torch.bool, device=param.device)
-        self._all_active = True  # a host copy, so that a step never waits for the device to say so
-
-    @property
-    def active(self) -> Tensor:
-        return self._active
-
-    @active.setter
-    def active(self, mask: Tensor) -> None:
-        self._active = mask
-        self._all_active = bool(mask.all())
+        self.state[param] = {
+            "exp_avg": torch.zeros_like(param),
+            "exp_avg_sq": torch.zeros_like(param),
+            "steps": torch.zeros(problems, dtype=torch.float64, device=param.device),
+        }
 
     @torch.no_grad()
     def step(self, closure: Callable[[], Tensor]) -> Tensor:  # type: ignore[override]
-        """One evaluation and one Adam update; problems that are not active keep their values."""
-        (param,) = self.param_groups[0]["params"]
-        frozen = None if self._all_active else param.detach().clone()
-        loss = super().step(closure)
-        if frozen is not None:
-            keep = self._active.view(-1, *[1] * (param.dim() - 1))
-            param.copy_(torch.where(keep, param, frozen))
+        """One evaluation and one Adam update of every active row."""
+        group = self.param_groups[0]
+        (param,) = group["params"]
+        with torch.enable_grad():
+            loss = closure()
+        beta1, beta2 = group["betas"]
+        state = self.state[param]
+        rows = self.active.view(-1, *[1] * (param.dim() - 1))
+        grad = param.grad
+        steps = state["steps"] + self.active
+        exp_avg = torch.where(rows, state["exp_avg"].lerp(grad, 1 - beta1), state["exp_avg"])
+        exp_avg_sq = torch.where(rows, state["exp_avg_sq"] * beta2 + (1 - beta2) * grad * grad, state["exp_avg_sq"])
+        # Rows not yet stepped divide by zero here; torch.where leaves them untouched.
+        bias1 = (1 - beta1**steps).to(param.dtype).view_as(rows)
+        bias2_sqrt = (1 - beta2**steps).sqrt().to(param.dtype).view_as(rows)
+        update = group["lr"] / bias1 * exp_avg / (exp_avg_sq.sqrt() / bias2_sqrt + group["eps"])
+        param.sub_(torch.where(rows, update, 0.0))
+        state.update(exp_avg=exp_avg, exp_avg_sq=exp_avg_sq, steps=steps)
         return loss
+
+    def restart(self, problems: Tensor) -> None:
+        """Forget the moments and step count of the ``problems`` (a boolean mask)."""
+        (param,) = self.param_groups[0]["params"]
+        state = self.state[param]
+        rows = problems.view(-1, *[1] * (param.dim() - 1))
+        state["exp_avg"] = torch.where(rows, 0.0, state["exp_avg"])
+        state["exp_avg_sq"] = torch.where(rows, 0.0, state["exp_avg_sq"])
+        state["steps"] = torch.where(problems, 0.0, state["steps"])
+
+    def keep(self, rows: Sequence[int]) -> Tensor:
+        """The rows become ``rows`` (indices, in order; a repeated one adds a copy). Returns the
+        new parameter, the leaf to optimize from now on."""
+        (param,) = self.param_groups[0]["params"]
+        index = torch.tensor(rows, device=param.device)
+        kept = param.detach()[index].clone().requires_grad_(True)
+        state = self.state.pop(param)
+        self.state[kept] = {key: value[index] for key, value in state.items()}
+        self.param_groups[0]["params"] = [kept]
+        self.problems = len(rows)
+        self.active = self.active[index]
+        self.last_rejected = self.last_rejected[index]
+        return kept

@@ -38,8 +38,10 @@ class PairTooLargeError(MemoryError):
 
 
 def batch_key(config: StyleConfig, content_size: tuple[int, int]) -> tuple[object, ...]:
-    """Pairs with equal keys can share one :meth:`StyleTransfer.stylize_batch` call, and do so
-    without waste: one network, output size, optimizer, precision, iteration count and scales."""
+    """The pipeline groups pairs with equal keys into one run of the engine (StyleTransfer.run),
+    whose tasks then share batches without waste: one network, output size, optimizer,
+    precision, iteration count and scales give every pair the same task shapes. (Which tasks
+    share a batch is the runner's: batch.Task.shape, the resolved precision included.)"""
     return (
         config.network_key(),
         fitted_size(*content_size, config.image_size),
@@ -141,7 +143,7 @@ def auto_batch_size(device: torch.device, config: StyleConfig, output_size: tupl
     return max(1, min(MAX_BATCH, int(0.8 * budget // estimated_pair_bytes(config, output_size))))
 
 
-def _mebibytes(count: float) -> str:
+def _readable_bytes(count: float) -> str:
     return f"{count / 2**30:.1f} GiB" if count >= 2**30 else f"{count / 2**20:.1f} MiB"
 
 
@@ -157,8 +159,8 @@ def memory_refusal(
     fits = largest_fitting_size(functools.partial(estimated_pair_bytes, config), (width, height), budget)
     cure = f"the largest image_size that fits is {fits} px" if fits else "no image_size fits"
     return PairTooLargeError(
-        f"{content_name}: a {width}x{height} result needs about {_mebibytes(needed)} on {device} "
-        f"({estimated_precision(config)}, estimated), more than the {_mebibytes(budget)} there; {cure} "
+        f"{content_name}: a {width}x{height} result needs about {_readable_bytes(needed)} on {device} "
+        f"({estimated_precision(config)}, estimated), more than the {_readable_bytes(budget)} there; {cure} "
         "(docs/large-prints.md: memory)"
     )
 
@@ -181,7 +183,7 @@ def style_refusal(
     cure = f"a style_scale of {scale:g} or less fits" if scale > 0 else "no style size fits"
     return PairTooLargeError(
         f"{location}: encoding this style at {width}x{height} px (image_size {config.image_size} x style_scale "
-        f"{config.style_scale:g}) needs about {_mebibytes(needed)} on {device}, more than the {_mebibytes(budget)} "
+        f"{config.style_scale:g}) needs about {_readable_bytes(needed)} on {device}, more than the {_readable_bytes(budget)} "
         f"there; {cure} (docs/large-prints.md: memory)"
     )
 
@@ -189,10 +191,13 @@ def style_refusal(
 @dataclass(frozen=True)
 class Placement:
     """How a pair runs within a memory budget: whole (in a batch), alone in ``tiling`` (tile px,
-    overlap px), or not at all (``refusal``, which names the size that would fit)."""
+    overlap px), or not at all (``refusal``, which names the size that would fit). The handler
+    adds the slots its batches have and the iterations it runs at most (handler.place)."""
 
     tiling: tuple[int, int] | None = None
     refusal: PairTooLargeError | None = None
+    slots: int = 1
+    iterations: int = 0
 
     @property
     def whole(self) -> bool:

@@ -133,6 +133,9 @@ class StyleRequest:
     content_name: str = "content image"
     # Coarse-to-fine: style targets for each of ``config.scales``, at its style size.
     coarse_styles: tuple[StyleTargets, ...] = ()
+    # (tile px, overlap px): the last scale in overlapping tiles (a result too large for the
+    # device at once: memory.place); None: whole.
+    tiling: tuple[int, int] | None = None
 
 
 K = TypeVar("K", bound=Hashable)
@@ -158,14 +161,60 @@ def summed(records: Sequence[IterationRecord], seconds: float) -> IterationRecor
     )
 
 
+@dataclass(frozen=True)
+class PairTaken(Generic[K]):
+    """The engine took the request of ``key`` from its queue: the caller may put the next one."""
+
+    key: K
+
+
+@dataclass(frozen=True)
+class PairFinished(Generic[K]):
+    """The pair of ``key`` is done: its result, or the exception that failed it."""
+
+    key: K
+    outcome: StyleResult | Exception
+
+
+@dataclass(frozen=True)
+class SlotUse:
+    """How full a run kept the device's slots: ``batch_steps`` forward-and-backward passes,
+    ``slot_steps`` the slots they offered (each batch step offers the run's slots), and
+    ``row_steps`` the rows that advanced a pair (the iterations its logs record)."""
+
+    batch_steps: int = 0
+    slot_steps: int = 0
+    row_steps: int = 0
+
+    def __add__(self, other: SlotUse) -> SlotUse:
+        return SlotUse(
+            self.batch_steps + other.batch_steps, self.slot_steps + other.slot_steps, self.row_steps + other.row_steps
+        )
+
+    @property
+    def busy(self) -> float | None:
+        """The share of the slots that advanced a pair (None before any step)."""
+        return self.row_steps / self.slot_steps if self.slot_steps else None
+
+
+@dataclass(frozen=True)
+class RunEnded:
+    """The run is over: every pair it took has finished; ``use`` says how full its slots were."""
+
+    use: SlotUse
+
+
+RunEvent = PairTaken[K] | PairFinished[K] | RunEnded
+
+
 class ReadyQueue(Generic[K]):
     """Requests ready to run, in the order they were put, each under its caller's key (a pair id).
 
     The caller prepares each request (reads it, encodes its styles) and puts it here; the engine
-    takes one whenever a slot frees up and gives every result back under its key
-    (``StyleTransfer.stylize_stream``). Taking never calls back into the caller: a queue that is
-    empty when a slot frees leaves that slot empty. ``taken`` holds the requests taken whose
-    result has not been given back yet (what a batch that runs out of memory leaves to redo).
+    takes one whenever it has room for another pair, says so (``PairTaken``), and gives every
+    result back under its key (``StyleTransfer.run``). Taking never calls back into the caller: a
+    queue that is empty when the engine has room leaves that room empty until the caller puts
+    more. ``taken`` holds the requests taken whose result has not been given back yet.
     """
 
     def __init__(self, ready: Iterable[tuple[K, StyleRequest]] = ()) -> None:
