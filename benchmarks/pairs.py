@@ -3,11 +3,13 @@
     python -m benchmarks.pairs --sizes 256,512,1024 --batch_sizes 1,2,4,8,16,32 --iterations 500
     python -m benchmarks.pairs --sizes 128 --batch_sizes 1,2,4,8 --iterations 100   # a CPU
     python -m benchmarks.pairs --sizes 512 --stop_tolerance 0.002 --rounds 3       # converging, refilled
+    python -m benchmarks.pairs --sizes 512 --scales auto --stop_tolerance 0.005 --rounds 3 --feed batches   # the defaults, no refill
 
 Real pictures (the bundled example photos x paintings, cropped to 4:3 so that they batch) and
 the embedded Caffe VGG19. For each size it prints, per precision and batch size: seconds for
-``rounds x batch`` pairs through ``stylize_stream`` with ``batch`` slots (each finished pair's
-slot refilled by the next), pairs per hour, peak memory (GPU: the allocator's peak; CPU: the
+``rounds x batch`` pairs through ``StyleTransfer.run`` with ``batch`` slots (each freed slot
+refilled by the next task; ``--feed batches``: the next ``batch`` pairs only once the whole
+previous batch is done), how busy the slots were, pairs per hour, peak memory (GPU: the allocator's peak; CPU: the
 process's peak resident set, reset before each run) beside the planner's estimate for the batch
 (``memory.estimated_pair_bytes``), and the final losses relative to each pair's single-pair fp32
 run, every image rescored with the fp32 objective (median and worst ratio: bf16 must stay within
@@ -33,7 +35,7 @@ from transforms.nst import StyleConfig, StyleRequest, StyleTransfer
 from transforms.nst.lbfgs import LBFGS_HISTORY
 from transforms.nst.memory import estimated_pair_bytes
 from transforms.nst.objective import Objective
-from transforms.nst.records import ReadyQueue, StyleTargets
+from transforms.nst.records import PairFinished, PairTaken, ReadyQueue, RunEnded, SlotUse, StyleResult, StyleTargets
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "images"
 CONTENTS = ("cat.jpg", "astronaut.jpg", "coffee.jpg")
@@ -94,9 +96,35 @@ def torch_lbfgs_pair(engine: StyleTransfer, request: StyleRequest) -> float:
     return time.perf_counter() - started
 
 
+def run_fed(engine: StyleTransfer, requests: list[StyleRequest], slots: int, feed: str) -> tuple[dict, SlotUse]:
+    """Each request's result and the run's slot use, the requests fed as the pipeline feeds them
+    (``refill``: ``slots`` ready, then one each time one is taken) or a batch at a time."""
+    waiting = iter(enumerate(requests))
+    queue: ReadyQueue[int] = ReadyQueue([item for _ in range(slots) if (item := next(waiting, None)) is not None])
+    in_batch, results, use = len(queue), {}, SlotUse()
+    for event in engine.run(queue, slots):
+        if isinstance(event, PairTaken) and feed == "refill" and (item := next(waiting, None)) is not None:
+            queue.put(*item)
+        elif isinstance(event, PairFinished):
+            results[event.key] = event.outcome
+            if feed == "batches" and len(results) == in_batch:
+                batch = [item for _ in range(slots) if (item := next(waiting, None)) is not None]
+                for item in batch:
+                    queue.put(*item)
+                in_batch += len(batch)
+        elif isinstance(event, RunEnded):
+            use = event.use
+    return results, use
+
+
+def alone(engine: StyleTransfer, request: StyleRequest) -> StyleResult:
+    config = request.config or engine.config
+    return engine.stylize(request.content, request.style, config, coarse_styles=request.coarse_styles)
+
+
 def _request(
     combos: list[tuple[str, str]],
-    targets: dict[str, StyleTargets],
+    targets: dict[str, list[StyleTargets]],
     base: StyleConfig,
     size: int,
     index: int,
@@ -105,7 +133,9 @@ def _request(
     """Pair ``index`` of the size's combinations, at ``precision``."""
     content_name, style_name = combos[index % len(combos)]
     content = ImageOps.fit(Image.open(EXAMPLES / content_name).convert("RGB"), (size, size * 3 // 4))
-    return StyleRequest(content, targets[style_name], base.replace(precision=precision), content_name=content_name)
+    *coarse, last = targets[style_name]
+    config = base.replace(precision=precision)
+    return StyleRequest(content, last, config, content_name=content_name, coarse_styles=tuple(coarse))
 
 
 def main() -> None:
@@ -118,6 +148,10 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=1, help="pairs per slot: rounds x batch pairs go through")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--no_reference", action="store_true", help="skip the torch.optim.LBFGS row")
+    parser.add_argument(
+        "--scales", default="none", help="none (one scale, the fixed work) or auto (the default pyramid)"
+    )
+    parser.add_argument("--feed", choices=("refill", "batches"), default="refill")
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
     batch_sizes = [int(b) for b in args.batch_sizes.split(",")]
@@ -127,25 +161,31 @@ def main() -> None:
     device = engine.device
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
     print(
-        f"# vgg19 (caffe weights) on {name}; torch {torch.__version__}; {args.iterations} L-BFGS iterations at most, "
-        f"stop_tolerance {args.stop_tolerance:g}, {args.rounds} pair(s) per slot"
+        f"# vgg19 (caffe weights) on {name}; torch {torch.__version__}; {args.iterations} L-BFGS iterations at most "
+        f"a scale, scales {args.scales}, stop_tolerance {args.stop_tolerance:g}, {args.rounds} pair(s) per slot, "
+        f"feed {args.feed}"
     )
     print(
-        "| size | precision | batch | pairs | s | pairs per hour | peak MiB | estimate MiB | final / single fp32 (median, worst) |"
+        "| size | precision | batch | pairs | s | pairs per hour | slots busy | peak MiB | estimate MiB "
+        "| final / single fp32 (median, worst) |"
     )
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for size in sizes:
-        # One scale: the fixed work per pair that pairs per hour are stated for, as other tools count it.
+        # One scale: the fixed work per pair that pairs per hour are stated for, as other tools
+        # count it; auto: the default pyramid.
         base = StyleConfig(
             device=args.device,
             image_size=size,
             iterations=args.iterations,
             stop_tolerance=args.stop_tolerance,
-            scales=(),
+            scales=() if args.scales == "none" else None,
         )
         combos = list(itertools.product(CONTENTS, STYLES))
         targets = {
-            style: engine.encode_styles([Image.open(EXAMPLES / style).convert("RGB")], size=base.style_size)
+            style: [
+                engine.encode_styles([Image.open(EXAMPLES / style).convert("RGB")], size=base.at_stage(i).style_size)
+                for i in range(len(base.stages))
+            ]
             for style in STYLES
         }
 
@@ -156,13 +196,13 @@ def main() -> None:
             for batch in batch_sizes:
                 requests = [request(i, precision) for i in range(batch * args.rounds)]
                 warm = request(0, precision)
-                engine.stylize_batch(
-                    [StyleRequest(warm.content, warm.style, warm.config.replace(iterations=5))]
+                engine.stylize(
+                    warm.content, warm.style, warm.config.replace(iterations=5), coarse_styles=warm.coarse_styles
                 )  # kernels, allocator
                 synchronize(device)
                 peak_memory_reset(device)
                 started = time.perf_counter()
-                results = dict(engine.stylize_stream(ReadyQueue(enumerate(requests)), batch))
+                results, use = run_fed(engine, requests, batch, args.feed)
                 synchronize(device)
                 seconds = time.perf_counter() - started
                 peak = peak_memory_mib(device)
@@ -172,12 +212,11 @@ def main() -> None:
                 finals = [rescore(engine, r, results[i].image) for i, r in enumerate(requests)]
                 for i in range(min(len(requests), len(combos))):
                     if i not in reference:
-                        alone = engine.stylize_batch([request(i, "fp32")])[0]
-                        reference[i] = rescore(engine, request(i, "fp32"), alone.image)
+                        reference[i] = rescore(engine, request(i, "fp32"), alone(engine, request(i, "fp32")).image)
                 ratios = [f / reference[i % len(combos)] for i, f in enumerate(finals)]
                 print(
                     f"| {size} | {precision} | {batch} | {len(requests)} | {seconds:.2f} | {len(requests) / seconds * 3600:.0f} | "
-                    f"{peak:.0f} | {estimate:.0f} | {statistics.median(ratios):.4f}, {max(ratios, key=lambda r: abs(r - 1)):.4f} |",
+                    f"{use.busy:.2f} | {peak:.0f} | {estimate:.0f} | {statistics.median(ratios):.4f}, {max(ratios, key=lambda r: abs(r - 1)):.4f} |",
                     flush=True,
                 )
         if not args.no_reference:

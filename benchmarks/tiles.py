@@ -4,7 +4,7 @@
 
 The pair (default: Tübingen x The Starry Night from examples/images) is planned as the pipeline
 plans it (``tile_plan``: the coarser scales whole, the last one in the largest square tiles whose
-estimate fits ``--memory_gb``) and run through ``stylize_tiled`` (or ``stylize`` when it fits whole). Printed: the plan,
+estimate fits ``--memory_gb``) and run through ``stylize`` with that tiling (or whole when it fits). Printed: the plan,
 seconds, final loss, and the peak memory of the style targets and of the run, each over what the
 process held before the targets (``torch.cuda.max_memory_allocated`` on a GPU; on the CPU the
 peak resident set, VmHWM), beside the estimate and the budget. 21 GiB is what a
@@ -21,7 +21,7 @@ from PIL import Image
 
 from benchmarks.pairs import peak_memory_mib, peak_memory_reset
 from pipeline.flags import scale_list
-from transforms.nst import StyleConfig, StyleRequest, StyleTransfer
+from transforms.nst import StyleConfig, StyleTransfer
 from transforms.nst.images import fitted_size
 from transforms.nst.memory import estimated_pair_bytes, estimated_style_bytes, tile_plan
 
@@ -73,14 +73,9 @@ def main() -> None:
     print(
         f"{engine.device}: style targets in {time.perf_counter() - started:.0f} s, {gained()} (estimate {style_estimate:.2f} GiB)"
     )
-    request = StyleRequest(content, targets, config, content_name=str(args.content), coarse_styles=coarse)
     peak_memory_reset(engine.device)
     started = time.perf_counter()
-    result = (
-        engine.stylize(content, targets, config, content_name=str(args.content), coarse_styles=coarse)
-        if plan is None
-        else engine.stylize_tiled(request, *plan)
-    )
+    result = engine.stylize(content, targets, config, content_name=str(args.content), coarse_styles=coarse, tiling=plan)
     seconds = time.perf_counter() - started
     tiles = "whole" if plan is None else f"{result.tiles} tiles of {plan[0]} px (overlap {plan[1]})"
     print(

@@ -315,7 +315,10 @@ class StylizeBatchesFn(beam.DoFn):
                 # before any iteration is done.
                 entry.done += record.iteration > 0
                 tracker.iteration(pair_id, entry.done, entry.iterations, record.total)
-                entry.lease.renew_if_due()
+                # Every pair handed to the engine, not only this one: a pair waiting for a row
+                # between its scales records nothing meanwhile. (A clock read each, no I/O.)
+                for waiting in running.values():
+                    waiting.lease.renew_if_due()
 
             for _ in range(slots):
                 feed()

@@ -9,11 +9,14 @@ upscaled, or another pair's first task. L-BFGS and Adam, CPU and GPU, whole imag
 all take this path. Running out of GPU memory means fewer slots for that shape, on the same path.
 
 **Which batch steps.** Each step runs one batch: the one holding the most tasks, so that the
-device is as full as it can be; ties go to the finer shape (more pixels), whose pairs are
-nearer their end. A coarser batch cannot starve there: the finer ones are fed by its tasks, and
-run out of ready work when it stops. For shapes that do not feed each other (tiles, contents of
-other sizes), a batch that has waited PATIENCE times its tasks' iteration cap goes first
-whatever its size, so no pair waits unboundedly. New pairs are taken from the queue while fewer than
+device is as full as it can be (``_priority``). Among batches as full, full ones go finest first,
+so that pairs finish (and are written) soon; partly empty ones go coarsest first, since their
+tasks have more work after them: a pair that entered late reaches its last scale sooner, and
+the run's tail, where rows empty for want of work, is shorter (docs/method.md: one run loop).
+A finer batch cannot starve: new pairs are taken only while fewer than ``slots`` tasks wait for
+a row, so once finer tasks pile up the coarser batch empties and the finer one is the fuller.
+For shapes that do not feed each other (tiles, contents of other sizes), a batch that has waited
+PATIENCE times its tasks' iteration cap goes first whatever its size, so no pair waits unboundedly. New pairs are taken from the queue while fewer than
 ``slots`` tasks wait for a row, which bounds the pairs in flight (about slots per shape, plus
 ``slots`` waiting) and keeps a freed row's next task ready (docs/method.md: one run loop).
 
@@ -51,7 +54,7 @@ from transforms.nst.vgg import VGGFeatures
 logger = logging.getLogger(f"beam_style_transfer.{__name__}")
 
 # A batch with tasks runs regardless once it has waited this many times its tasks' iteration cap
-# in batch steps: a pyramid's finer scales of one pair (up to two caps) never make it wait so long.
+# in batch steps: enough for a pyramid's batches, which feed each other, never to reach it.
 PATIENCE: Final = 3
 
 Shape = tuple[object, ...]
@@ -150,11 +153,6 @@ class SlotRunner(Generic[K]):
                 )
         if not config.image_size:
             raise ValueError("image_size 0 (each content's own size) needs config.for_content(*content.size) first")
-        if request.style.size != config.style_size:
-            raise ValueError(
-                f"style targets were encoded at {request.style.size} px but the config needs "
-                f"{config.style_size} px (image_size x style_scale)"
-            )
 
     def _ready_next(self, pair: PairRun) -> None:
         """The pair's next task, its inputs on the device, waiting for a row of its shape."""
@@ -230,7 +228,7 @@ class SlotRunner(Generic[K]):
 
     def _choose(self) -> ShapeBatch | None:
         """The batch that steps next: one waited on past its patience, else the fullest, ties to
-        the finer shape (more pixels)."""
+        the coarser shape (fewer pixels)."""
         going = {shape: batch for shape, batch in self._batches.items() if batch.busy}
         if not going:
             return None
@@ -238,10 +236,18 @@ class SlotRunner(Generic[K]):
         if overdue:
             chosen = max(overdue, key=lambda s: self._waited[s])
         else:
-            chosen = max(going, key=lambda s: (going[s].busy, going[s].pixels[0].numel()))
+            chosen = max(going, key=lambda s: self._priority(going[s]))
         for shape in going:
             self._waited[shape] = 0 if shape == chosen else self._waited[shape] + 1
         return going[chosen]
+
+    def _priority(self, batch: ShapeBatch) -> tuple[int, int]:
+        """Fuller first; among batches as full, a full one's finer shape (nothing to gain for
+        the slots: its pairs finish sooner), a partly empty one's coarser shape (its tasks have
+        more work after them, which keeps later batches full)."""
+        pixels = batch.pixels[0].numel()
+        full = batch.busy >= self._capacity.get(batch.shape, self.slots)
+        return batch.busy, pixels if full else -pixels
 
     def _step(self, batch: ShapeBatch, queue: ReadyQueue[K]) -> Iterator[RunEvent[K]]:
         """One iteration of ``batch``; the tasks it finished handed to their pairs."""

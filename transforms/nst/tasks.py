@@ -57,11 +57,18 @@ def plan(request: StyleRequest, config: StyleConfig) -> list[Planned]:
     targets (luminance colour control is applied once, to the blended whole).
 
     Raises:
-        ValueError: coarse style targets that do not match the scales, or an overlap no smaller than the tile.
+        ValueError: style targets that do not match the scales or their sizes, or an overlap no
+            smaller than the tile.
     """
     if len(request.coarse_styles) != len(config.coarse_scales):
         raise ValueError(_coarse_targets_wanted(len(request.coarse_styles), config))
     stages = [config.at_stage(i) for i in range(len(config.stages))]
+    for stage, style in zip(stages, (*request.coarse_styles, request.style), strict=True):
+        if style.size != stage.style_size:
+            raise ValueError(
+                f"style targets were encoded at {style.size} px but the config needs "
+                f"{stage.style_size} px (image_size x style_scale)"
+            )
     tasks = [Planned(stage, style) for stage, style in zip(stages[:-1], request.coarse_styles, strict=True)]
     last = stages[-1]
     if request.tiling is None:
