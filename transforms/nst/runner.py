@@ -34,7 +34,6 @@ import torch
 
 from transforms.nst.batch import ShapeBatch, Task
 from transforms.nst.config import StyleConfig
-from transforms.nst.images import fit_longest_side
 from transforms.nst.precision import resolve_precision
 from transforms.nst.records import (
     K,
@@ -158,7 +157,7 @@ class SlotRunner(Generic[K]):
         """The pair's next task, its inputs on the device, waiting for a row of its shape."""
         planned = pair.next
         content, init_image, name = pair.next_inputs(self.pixels)
-        tensor = self.pixels.tensor(fit_longest_side(content, planned.config.image_size), name)
+        tensor = self.pixels.tensor(content, name)
         start = self.pixels.start(tensor, planned.style, planned.config, init_image)
         task = Task(
             pair.key,

@@ -172,8 +172,8 @@ class PairRun:
         return len(self.done) == len(self.tasks)
 
     def next_inputs(self, pixels: Pixels) -> tuple[Image.Image, Image.Image | None, str]:
-        """The next task's content (at its size), start image (None: its config's init) and the
-        name its errors give it."""
+        """The next task's content (at its size: its longest side is the task's image_size), start
+        image (None: its config's init) and the name its errors give it."""
         task, name = self.next, self.request.content_name
         previous = self.done[-1].image if self.done else self.request.init_image
         if task.box is None:
