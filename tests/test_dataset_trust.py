@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import time
 from pathlib import Path
 
@@ -110,6 +111,32 @@ def test_claims_leave_no_empty_folder_behind(weights_file, tmp_path) -> None:
     out = tmp_path / "out"
     assert run(job(weights_file("vgg19"), tmp_path, out)) == 0
     assert not (out / "claims").exists()
+
+
+@pytest.mark.parametrize("user_folder", ["keepme/empty", "a/mine"])  # beside the class folders, and inside one
+def test_the_claims_sweep_removes_only_the_folders_the_job_made(weights_file, tmp_path, user_folder) -> None:
+    make_tree(tmp_path, FOUR)
+    out = tmp_path / "out"
+    (out / "claims" / user_folder).mkdir(parents=True)  # a user's empty folders
+    assert run(job(weights_file("vgg19"), tmp_path, out)) == 0
+    assert (out / "claims" / user_folder).is_dir()
+    # the job's own class folders went (b/c, whose pair's claim was there, too); the user's stay
+    left = sorted(p.relative_to(out / "claims").as_posix() for p in (out / "claims").rglob("*"))
+    assert left == sorted({user_folder.split("/")[0], user_folder})
+
+
+@pytest.mark.parametrize("pid", [2147483648, 10**30, 0, -5, True])
+def test_a_claim_with_a_field_the_checks_cannot_use_is_not_a_claim(tmp_path, pid) -> None:
+    # pid 2147483648 made os.kill raise OverflowError in every run's sweep: whatever the reader
+    # accepts, the code after it can use; the rest is a file the job did not write, left alone.
+    out = tmp_path / "out"
+    (out / "claims").mkdir(parents=True)
+    record = {"run_id": "r", "expires_at": time.time() + 60, "host": socket.gethostname(), "pid": pid}
+    (out / "claims" / "p.json").write_text(json.dumps(record))
+    claims.remove_expired(str(out))  # the pre-flight sweep: no exception
+    assert json.loads((out / "claims" / "p.json").read_text()) == record
+    with pytest.raises(claims.NotAClaimError, match=r"is not a process id|not a claim's types"):
+        claims.acquire(str(out), "p", "run-b")
 
 
 @pytest.mark.parametrize("kind", ["link to a folder", "plain file"])

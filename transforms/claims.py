@@ -107,10 +107,14 @@ def _read(location: str, output: str) -> Claim | None:
             isinstance(run_id, str)
             and isinstance(host, str)
             and isinstance(pid, int)
+            and not isinstance(pid, bool)
             and isinstance(expires_at, int | float)
             and not isinstance(expires_at, bool)
         ):
             raise ValueError("not a claim's types")
+        # Every value accepted here is one the checks after it can use: os.kill takes a pid_t.
+        if not 0 < pid <= MAX_PID:
+            raise ValueError(f"pid {pid} is not a process id")
         return Claim(run_id, float(expires_at), host, pid)
     except FileNotFoundError:
         return None
@@ -120,6 +124,8 @@ def _read(location: str, output: str) -> Claim | None:
 
 
 _FIELDS: Final = frozenset(("run_id", "expires_at", "host", "pid"))
+# The largest process id a claim may name: pid_t's (os.kill refuses larger ones with OverflowError).
+MAX_PID: Final = 2**31 - 1
 # A claim is about 150 bytes.
 _MAX_CLAIM_BYTES: Final = 4096
 
@@ -191,9 +197,11 @@ def release_run(output: str, run_id: str) -> int:
 
 
 def remove_empty_folders(output: str) -> None:
-    """Remove the empty folders under ``OUTPUT/claims`` (the tree layout's class folders) and
-    ``claims/`` itself when nothing is left in it: the end of a run leaves no trace of claims."""
-    storage.remove_empty_folders(storage.join(output, FOLDER))
+    """Remove the empty folders under ``OUTPUT/claims`` that this job made, and ``claims/`` itself
+    when nothing is left in it: the end of a run leaves no trace of claims. Ours are the tree
+    layout's class folders, which ``logs/`` has too; any other folder is a user's and stays,
+    empty or not."""
+    storage.remove_empty_folders(storage.join(output, FOLDER), mirrored_in=storage.join(output, "logs"))
 
 
 def _remove_where(output: str, chosen: Callable[[Claim], bool]) -> int:

@@ -283,14 +283,20 @@ def _modified(info: dict[str, Any]) -> float:
     return 0.0
 
 
-def remove_empty_folders(folder: str) -> int:
+def remove_empty_folders(folder: str, mirrored_in: str | None = None) -> int:
     """Remove the empty folders below local ``folder``, and ``folder`` itself if it ends empty;
-    how many went. Links are neither followed nor removed; object stores have no folders."""
+    how many went. With ``mirrored_in`` (a local folder), only those whose path below ``folder``
+    is a folder below it too: the folders a job made to mirror its own, never another's. Links
+    are neither followed nor removed; object stores have no folders."""
     fs, path = url_to_fs(folder)
     if not isinstance(fs, LocalFileSystem) or os.path.islink(path) or not os.path.isdir(path):
         return 0
+    mirror = url_to_fs(mirrored_in)[1] if mirrored_in is not None else None
     removed = 0
     for root, _, _ in os.walk(path, topdown=False):
+        relative = os.path.relpath(root, path)
+        if mirror is not None and relative != "." and not os.path.isdir(os.path.join(mirror, relative)):
+            continue  # not a folder the job made: a user's, left alone
         try:
             os.rmdir(root)  # refused unless empty: a folder another run just wrote into stays
             removed += 1
