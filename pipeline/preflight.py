@@ -40,6 +40,8 @@ PROBE_BYTES: Final = 1 << 20
 # folder where it exists. (failures/ is not among them: a run whose failures file cannot be
 # written puts the records in its summary.)
 OUTPUT_FOLDERS: Final = ("images", "logs", "claims", "index", "runs")
+# The files at the top of the output that a run (or a dry run: plan.json) writes or replaces.
+OUTPUT_FILES: Final = ("summary.json", "index.json", "report.html", "contact_sheet.png", "plan.json")
 
 
 class PreflightError(ValueError):
@@ -79,6 +81,14 @@ def check_output(output: str) -> None:
             raise PreflightError(
                 f"--output {output}: {location} is not a real folder (a file or a link); the job writes "
                 "only into real folders inside its output: move it away"
+            )
+    # Each file the end of a run replaces: a folder in its place would fail every rerun only
+    # after all the work, at the summary or the index switch.
+    for name in OUTPUT_FILES:
+        location = storage.join(output, name)
+        if storage.is_folder(location):
+            raise PreflightError(
+                f"--output {output}: {location} is a folder, where the job writes a file; move it away"
             )
     probe = storage.join(output, f"{storage.TEMPORARY_PREFIX}preflight-{secrets.token_hex(4)}")
     try:

@@ -163,6 +163,23 @@ def test_an_output_folder_that_is_not_a_real_folder_is_refused_before_any_work(
         assert (out / folder).read_text() == "mine"
 
 
+@pytest.mark.parametrize(
+    ("name", "extra"),
+    [("summary.json", ()), ("index.json", ()), ("plan.json", ("--dry_run",)), ("report.html", ())],
+)
+def test_a_folder_where_a_run_writes_a_file_is_refused_before_any_work(
+    weights_file, tmp_path, capsys, name, extra
+) -> None:
+    # On main every pair was computed, then the run failed at its summary or index switch, on
+    # every rerun; now it is refused up front, as a file where a folder goes is.
+    make_tree(tmp_path, FOUR)
+    out = tmp_path / "out"
+    (out / name / "mine").mkdir(parents=True)
+    assert run(job(weights_file("vgg19"), tmp_path, out, *extra)) == 2
+    assert f"{out / name} is a folder, where the job writes a file" in capsys.readouterr().err
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*")) == [name, f"{name}/mine"]
+
+
 def test_a_dry_run_removes_nothing(weights_file, tmp_path) -> None:
     make_tree(tmp_path, FOUR)
     out = tmp_path / "out"

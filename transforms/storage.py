@@ -402,6 +402,15 @@ def local_copy(location: str, cache_folder: str | None = None) -> str:
     return target
 
 
+def is_folder(location: str) -> bool:
+    """Whether a folder (a real one, or a link to one) holds ``location``'s name."""
+    fs, path = url_to_fs(location)
+    if isinstance(fs, LocalFileSystem):
+        return os.path.isdir(path)
+    fs.invalidate_cache(path)
+    return bool(fs.isdir(path))
+
+
 def is_file_or_link(location: str) -> bool:
     """Whether something other than a real folder (a file, a link) holds ``location``'s name."""
     fs, path = url_to_fs(location)
