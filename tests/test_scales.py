@@ -185,3 +185,26 @@ def test_the_default_pyramid_leaves_out_scales_a_thin_content_cannot_take(tmp_pa
     assert json.loads((out / "summary.json").read_text())["counts"]["failed"] == 1
     (failures,) = (out / "failures").glob("*.jsonl")
     assert "gives a 500x10 px result at 500 px" in failures.read_text()
+
+
+def test_a_content_no_larger_than_its_coarser_scales_fails_alone_and_the_estimate_goes_on(
+    tmp_path, weights_file, capsys
+) -> None:
+    # --image_size 0 --scales 64:2 with a 48 px content ended in a traceback from the cost line
+    # (exit 1, an empty output left); now that pair fails, naming its size, and the other runs.
+    write_images(tmp_path / "in", {"small.png": 1, "waves.png": 3})
+    synthetic_image(2, 96, 72).save(tmp_path / "in" / "large.png")
+    (tmp_path / "in" / "small.png").unlink()
+    synthetic_image(1, 48, 40).save(tmp_path / "in" / "small.png")
+    manifest = tmp_path / "in" / "manifest.csv"
+    manifest.write_text("content,style\nsmall.png,waves.png\nlarge.png,waves.png\n")
+    out = tmp_path / "out"
+    args = job_args(weights_file("vgg19"), out, f"--manifest={manifest}", "--image_size=0", "--scales=64:2")
+    assert run(args) == 0
+    (failure,) = [json.loads(line) for line in next((out / "failures").glob("*.jsonl")).read_text().splitlines()]
+    assert failure["id"] == "small__waves" and "a 48x40 content at its own size" in failure["error"]
+    assert (out / "images" / "large__waves.png").is_file()
+    assert "iterations at their own sizes" in capsys.readouterr().out  # the estimate, from the large one
+    from transforms.plan import cost_line
+
+    assert cost_line(1, StyleConfig(image_size=0, scales=((64, 2),)), "cpu", sizes=[(48, 40)]) is None

@@ -144,7 +144,14 @@ class PairInputs:
             ValueError: that size is over ``--max_image_size`` (or its coarser scales do not fit it).
             ImageTooSmallError: a side of the result, at some scale, under what the network needs.
         """
-        config = pair.config.for_content(*content_size)
+        try:
+            config = pair.config.for_content(*content_size)
+        except ValueError as exc:
+            width, height = content_size
+            raise ValueError(
+                f"{pair.content}: a {width}x{height} content at its own size (image_size 0) is no larger than "
+                f"its coarser scales ({exc}): lower --scales, or give an image_size"
+            ) from exc
         smallest = min_input_side(config.model, config.content_layers + config.style_layers)
         config = fitting_scales(config, content_size, smallest)
         if config is not pair.config:

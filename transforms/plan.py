@@ -91,11 +91,8 @@ def estimated_seconds(
         factor = MEASURED_BF16_TIME_FACTOR.get(device, 1.0)
     else:
         factor = EMULATED_BF16_TIME_FACTOR
-    if config.image_size:
-        shapes = [(config.image_size, config.image_size)]
-    elif sizes:
-        shapes = list(sizes)
-    else:
+    shapes = [(config.image_size, config.image_size)] if config.image_size else _runnable(config, sizes)
+    if not shapes:
         return None
     per_pair = sum(
         n * seconds_per_iteration(device, w * h)
@@ -103,6 +100,20 @@ def estimated_seconds(
         for w, h, n in _stage_sizes(config.for_content(width, height), (width, height))
     ) / len(shapes)
     return factor * pairs * per_pair
+
+
+def _runnable(config: StyleConfig, sizes: Sequence[tuple[int, int]]) -> list[tuple[int, int]]:
+    """The sampled content sizes whose own size the settings can take: a content no larger than an
+    explicit coarse scale fails as a pair, with its reason (``StyleConfig.for_content``), and has
+    no cost to estimate."""
+    runnable = []
+    for size in sizes:
+        try:
+            config.for_content(*size)
+        except ValueError:
+            continue
+        runnable.append(size)
+    return runnable
 
 
 def cost_line(
@@ -205,7 +216,7 @@ def _iterations_at(config: StyleConfig, sizes: Sequence[tuple[int, int]]) -> str
     if not config.image_size:
         middle = sorted(sizes, key=lambda size: size[0] * size[1])[len(sizes) // 2]
         own = f"{config.iterations} iterations at their own sizes (median {middle[0]}x{middle[1]} of {len(sizes)} sampled)"
-        if config.scales is None and any(config.for_content(*size).coarse_scales for size in sizes):
+        if config.scales is None and any(config.for_content(*size).coarse_scales for size in _runnable(config, sizes)):
             return own + ", coarse to fine"
         return own + (
             " after " + ", ".join(f"{n} at {size}" for size, n in config.scales) + " px" if config.scales else ""
