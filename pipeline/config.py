@@ -1,7 +1,8 @@
 """PipelineConfig, the one configuration of a job, from the parsed flags: free of Beam and torch,
 so that a mistake on the command line is answered before either is imported (main.py).
 
-Imports: flags, limits, outputs' OutputSpec and the torch-free StyleConfig; no Beam, no torch.
+Imports: flags, limits, outputs' OutputSpec and the torch-free StyleConfig; no torch, and no Beam
+but its PipelineRunner, to check a runner given by its module path.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import difflib
+import importlib
 import os
 import secrets
 import time
@@ -205,6 +207,23 @@ def runner_named(name: str) -> str | None:
     raise ValueError(f"--runner {name}: not a runner Beam knows{hint}")
 
 
+def _check_runner_class(path: str) -> None:
+    """``path`` (``my.module.MyRunner``) names a class that is a Beam runner, as Beam will import it.
+
+    Raises:
+        ValueError: it cannot be imported, or it is not a runner class (``os.system``).
+    """
+    module_name, _, name = path.rpartition(".")
+    try:
+        found = getattr(importlib.import_module(module_name), name)
+    except (ImportError, AttributeError, ValueError) as exc:
+        raise ValueError(f"--runner {path}: cannot be imported ({type(exc).__name__}: {exc})") from exc
+    from apache_beam.runners.runner import PipelineRunner  # only for a runner given by its path
+
+    if not (isinstance(found, type) and issubclass(found, PipelineRunner)):
+        raise ValueError(f"--runner {path}: not a Beam runner class (a subclass of PipelineRunner)")
+
+
 def check_runner(beam_args: list[str]) -> None:
     """``--runner`` names a runner Beam knows, and Dataflow's runners have what Dataflow needs
     before anything is staged: ``--project``, ``--region`` and a temp location on a bucket
@@ -217,7 +236,11 @@ def check_runner(beam_args: list[str]) -> None:
     for name in ("--runner", "--project", "--region", "--temp_location", "--staging_location"):
         parser.add_argument(name)
     given, _ = parser.parse_known_args(beam_args)
+    if given.runner is not None and not given.runner.strip():
+        raise ValueError(f"--runner is empty: name a runner ({', '.join(KNOWN_RUNNERS)})")
     runner = runner_named(given.runner) if given.runner else None
+    if given.runner and runner is None:
+        _check_runner_class(given.runner)
     if runner not in _DATAFLOW_RUNNERS:
         return
     for flag in ("project", "region"):

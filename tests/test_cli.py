@@ -82,6 +82,27 @@ def test_the_runners_known_before_beam_is_imported_are_beams() -> None:
     assert runner_named("my_runners.MyRunner") is None
 
 
+@pytest.mark.parametrize(
+    ("runner", "message"),
+    [
+        ("", "--runner is empty: name a runner"),
+        ("os.system", "--runner os.system: not a Beam runner class"),
+        ("subprocess.Popen", "--runner subprocess.Popen: not a Beam runner class"),
+        ("no_such_module.MyRunner", "--runner no_such_module.MyRunner: cannot be imported"),
+    ],
+)
+def test_a_runner_that_is_none_is_refused_in_one_line(one_pair, tmp_path, capsys, runner, message) -> None:
+    # '' passed the check and failed after 9 s with the output made; os.system and
+    # subprocess.Popen passed as module paths and ended in a TypeError.
+    out = tmp_path / "out"
+    assert run(["--manifest", str(one_pair), "--output", str(out), f"--runner={runner}"]) == 2
+    assert message in capsys.readouterr().err
+    assert not out.exists()
+    from pipeline.config import check_runner
+
+    check_runner(["--runner=apache_beam.runners.direct.direct_runner.DirectRunner"])  # a runner class is one
+
+
 def test_no_beam_flag_is_near_enough_to_ours_to_be_called_a_typo() -> None:
     import difflib
 
