@@ -135,3 +135,20 @@ def test_the_tree_layout_keeps_each_contents_folder_below_the_manifests() -> Non
     # A hidden folder is mirrored with its leading '.' escaped: visible, and nothing else takes its name.
     assert isinstance(hidden, Pair) and hidden.id == "%2Ecache/x_9__s" and hidden.label == ".cache"
     assert isinstance(dot_file, Failure) and "'._x__s'" in dot_file.error  # a macOS ._ file fails its own row
+
+
+@pytest.mark.parametrize("seed", ["9" * 4000, "-" + "9" * 48, str(2**64), "-" + str(2**63 + 1)])
+def test_a_seed_the_log_cannot_hold_fails_its_row(seed) -> None:
+    # A 4,000-digit seed was accepted, logged, and every rerun redid the pair as "repaired"
+    # (the reader's numbers end at 40 characters): what the row parser accepts must read back.
+    import json
+
+    from transforms.reading import parse_json
+
+    (failed, kept, largest) = pairs_from_csv(
+        f"content,style,seed\na.jpg,b.jpg,{seed}\nc.jpg,b.jpg,7\nd.jpg,b.jpg,{2**64 - 1}\n"
+    )
+    assert isinstance(failed, Failure) and "seed must be" in failed.error
+    assert len(failed.error) < 400
+    assert isinstance(kept, Pair) and kept.config.seed == 7
+    assert parse_json(json.dumps(largest.config.to_dict()), "log")["seed"] == 2**64 - 1  # read back as written

@@ -102,6 +102,18 @@ def pyramid(image_size: int, iterations: int) -> tuple[tuple[int, int], ...]:
 # use, far below a decompression bomb. images.py enforces it; the pipeline's --max_input_pixels.
 MAX_INPUT_PIXELS: Final = 16384 * 16384
 
+# The seeds torch.Generator.manual_seed takes.
+SEED_MIN: Final = -(2**63)
+SEED_MAX: Final = 2**64 - 1
+
+
+def _short(value: object) -> str:
+    """``value`` as an error names it: a number of thousands of digits by its length."""
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value).bit_length() > 128:
+        return f"an integer of about {int(abs(value).bit_length() * 0.30103) + 1} digits"
+    return repr(value)[:60]
+
+
 # Fields that shape the network itself: one StyleTransfer instance serves one value of each.
 NETWORK_FIELDS: Final = ("model", "weights", "weights_family", "pooling", "content_layers", "style_layers", "device")
 
@@ -199,6 +211,10 @@ class StyleConfig:
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
                 raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+        # torch.Generator.manual_seed's range; every value here also fits a log's 40-digit numbers,
+        # so a pair's settings read back as they were written.
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not SEED_MIN <= self.seed <= SEED_MAX:
+            raise ValueError(f"seed must be an integer from {SEED_MIN} to {SEED_MAX}, got {_short(self.seed)}")
         if int(self.iterations) != self.iterations or self.iterations < 1:
             raise ValueError(f"iterations must be a positive integer, got {self.iterations!r}")
         if int(self.stop_window) != self.stop_window or self.stop_window < 1:
