@@ -53,6 +53,11 @@ def scale_list(text: str) -> tuple[tuple[int, int], ...] | None:
         return None
     if text.strip().lower() == "none":
         return ()
+    items = text.split(",")
+    if not text.strip() or any(not item.strip() for item in items):  # '' or '64:2,': a scale left out
+        raise argparse.ArgumentTypeError(
+            f"expected auto, none or SIZE:ITERATIONS[,SIZE:ITERATIONS...], got {text!r} (an empty scale)"
+        )
     scales = []
     for item in comma_names(text):
         size, colon, iterations = item.partition(":")

@@ -90,8 +90,12 @@ def test_pairs_of_other_scales_are_not_batched_together() -> None:
 
 
 def test_scales_flag() -> None:
-    assert scale_list("256:300, 512:100") == ((256, 300), (512, 100)) and scale_list("") == ()
+    assert scale_list("256:300, 512:100") == ((256, 300), (512, 100))
     assert scale_list("auto") is None and scale_list("None") == ()
+    # '' and a trailing comma were taken as one scale and as 64 px alone, without a word (#38)
+    for text in ("", "  ", "64:2,", "64:2,,128:2"):
+        with pytest.raises(argparse.ArgumentTypeError, match="an empty scale"):
+            scale_list(text)
     with pytest.raises(
         argparse.ArgumentTypeError,
         match=r"expected auto, none or SIZE:ITERATIONS\[,SIZE:ITERATIONS...\], got '256x300'",
