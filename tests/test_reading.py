@@ -284,3 +284,26 @@ def test_inputs_that_vanish_after_pre_flight_fail_their_rows_not_the_job(
     else:
         assert [(f["stage"], f["id"]) for f in failures] == [("read", "cat")]
         assert [p.stem for p in (out / "images").iterdir()] == ["dog"]
+
+
+def test_an_index_shard_is_read_a_line_at_a_time(tmp_path) -> None:
+    # A shard within its 1 GiB cap made of blank lines cost 11.4 GB (a list of a string per line):
+    # memory now follows a line. tracemalloc counts Python's allocations, whatever the machine's speed.
+    import tracemalloc
+
+    from transforms import index
+
+    out = tmp_path / "out"
+    (out / "index").mkdir(parents=True)
+    (out / "index" / "blank-00000.jsonl").write_bytes(b"\n" * (1 << 20))  # 1 MiB of blank lines
+    tracemalloc.start()
+    try:
+        assert list(index.lines_of(str(out), {"shards": ["index/blank-00000.jsonl"]})) == []
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 1 << 20  # the old whole-file read and split held about 60 MB here
+    # A line over its cap is damage, found as the stream reaches it, after the lines before it.
+    (out / "index" / "long-00000.jsonl").write_bytes(b"\n\n" + b"x" * (index.MAX_LINE_BYTES + 5) + b"\n")
+    with pytest.raises(reading.DamagedError, match="a line of over"):
+        list(index.lines_of(str(out), {"shards": ["index/long-00000.jsonl"]}))

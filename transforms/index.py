@@ -46,6 +46,9 @@ LINES_PER_SHARD: Final = 100_000
 # The largest shard a reader takes (a shard of 100,000 lines is about 30 MB), and pointer (it
 # names one shard per 100,000 images).
 MAX_SHARD_BYTES: Final = 1 << 30
+# A line of a shard: an image's path, its inputs and its label, each bounded (records.py), far
+# below this. Shards are read a line at a time, so memory follows this, not the shard's cap.
+MAX_LINE_BYTES: Final = 1 << 20
 MAX_POINTER_BYTES: Final = 16 * 2**20
 # The keys of every line, in the order lines are written.
 LINE_KEYS: Final = ("id", "image", "label", "content", "styles", "size", "final_loss", "bytes")
@@ -249,8 +252,9 @@ def lines_of(output: str, pointer: dict[str, Any]) -> Iterator[dict[str, Any]]:
     """
     for shard in pointer["shards"]:
         location = storage.join(output, shard)
-        data = reading.read_bytes(location, MAX_SHARD_BYTES, inside=output)
-        for number, text in enumerate(data.decode("utf-8", "surrogateescape").splitlines(), start=1):
+        lines = reading.read_lines(location, MAX_SHARD_BYTES, MAX_LINE_BYTES, inside=output)
+        for number, raw in enumerate(lines, start=1):
+            text = raw.decode("utf-8", "surrogateescape")
             if text.strip():
                 where = f"{location} line {number}"
                 line = reading.parse_json(text, where)

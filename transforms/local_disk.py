@@ -14,7 +14,7 @@ import secrets
 import stat
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
-from typing import Final
+from typing import BinaryIO, Final
 
 from transforms import locations
 
@@ -28,6 +28,16 @@ class InputRefusedError(OSError):
 def read_regular(location: str, path: str, max_bytes: int, inside: str | None, root: str | None) -> bytes:
     """The regular file at local ``path``, at most ``max_bytes``; with ``inside`` (and its local
     ``root``), reached without following a link, its own name included (storage.read_bytes)."""
+    with open_regular(location, path, max_bytes, inside, root) as file:
+        data = file.read(max_bytes + 1)
+    check_size(location, len(data), max_bytes)
+    return data
+
+
+def open_regular(location: str, path: str, max_bytes: int, inside: str | None, root: str | None) -> BinaryIO:
+    """The regular file at local ``path``, opened for reading, if it is at most ``max_bytes`` now;
+    with ``inside`` (and its local ``root``), reached without following a link, its own name
+    included. (Its reader checks what it reads against ``max_bytes`` again: a file may grow.)"""
     if inside is None:
         descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
     else:
@@ -55,10 +65,7 @@ def read_regular(location: str, path: str, max_bytes: int, inside: str | None, r
     except BaseException:
         os.close(descriptor)
         raise
-    with os.fdopen(descriptor, "rb") as file:
-        data = file.read(max_bytes + 1)
-    check_size(location, len(data), max_bytes)
-    return data
+    return os.fdopen(descriptor, "rb")
 
 
 def check_size(location: str, size: int, max_bytes: int) -> None:

@@ -16,6 +16,7 @@ Imports: storage only; no Beam, no torch.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from typing import Any, Final
 
 from transforms import storage
@@ -81,6 +82,19 @@ def read_bytes(location: str, max_bytes: int, inside: str | None = None) -> byte
     """
     try:
         return storage.read_bytes(location, max_bytes, inside=inside)
+    except (storage.InputRefusedError, storage.LinkInOutputError) as exc:
+        raise DamagedError(str(exc)) from None
+
+
+def read_lines(location: str, max_bytes: int, max_line_bytes: int, inside: str | None = None) -> Iterator[bytes]:
+    """The lines of the file at ``location``, one at a time (storage.read_lines: memory bounded by
+    a line), under the caps and link rule of :func:`read_bytes`.
+
+    Raises:
+        what :func:`read_bytes` raises; DamagedError for a line over ``max_line_bytes``.
+    """
+    try:
+        yield from storage.read_lines(location, max_bytes, max_line_bytes, inside=inside)
     except (storage.InputRefusedError, storage.LinkInOutputError) as exc:
         raise DamagedError(str(exc)) from None
 

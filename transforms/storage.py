@@ -16,8 +16,9 @@ import posixpath
 import stat
 import tempfile
 import time
+from collections.abc import Iterator
 from contextlib import suppress
-from typing import Any, Final
+from typing import Any, BinaryIO, Final
 
 from fsspec.core import url_to_fs
 from fsspec.implementations.local import LocalFileSystem
@@ -88,6 +89,38 @@ def read_bytes(location: str, max_bytes: int, inside: str | None = None) -> byte
         raise FileNotFoundError(f"{location}: no such file") from exc
     local_disk.check_size(location, len(data), max_bytes)
     return data
+
+
+def read_lines(location: str, max_bytes: int, max_line_bytes: int, inside: str | None = None) -> Iterator[bytes]:
+    """The lines of the object at ``location`` (as ``read_bytes`` checks it), one at a time, each
+    without its line end: memory is bounded by a line, not by the file (an index shard of a
+    gigabyte of blank lines). A line over ``max_line_bytes``, or more than ``max_bytes`` in all,
+    is refused.
+
+    Raises:
+        what ``read_bytes`` raises; InputRefusedError for a line over its cap.
+    """
+    fs, path = url_to_fs(location)
+    try:
+        if isinstance(fs, LocalFileSystem):
+            file: BinaryIO = local_disk.open_regular(location, path, max_bytes, inside, _root_of(inside))
+        else:
+            info = fs.info(path)
+            if info.get("type") != "file":
+                raise InputRefusedError(f"{location}: not a regular file (a {info.get('type')})")
+            local_disk.check_size(location, info.get("size") or 0, max_bytes)
+            file = fs.open(path, "rb")
+    except FileNotFoundError as exc:
+        raise FileNotFoundError(f"{location}: no such file") from exc
+    read = 0
+    with file:
+        while line := file.readline(max_line_bytes + 2):  # the line, and its "\r\n"
+            read += len(line)
+            local_disk.check_size(location, read, max_bytes)
+            line = line.rstrip(b"\r\n")
+            if len(line) > max_line_bytes:
+                raise InputRefusedError(f"{location}: a line of over {max_line_bytes} bytes")
+            yield line
 
 
 def sha256(data: bytes) -> str:
