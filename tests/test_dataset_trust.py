@@ -252,6 +252,35 @@ def test_the_index_lists_exactly_the_images_after_a_run_that_lost_its_index(weig
     assert [f"index/{name}" for name in shards] == json.loads((out / "index.json").read_text())["shards"]
 
 
+def test_a_user_s_files_in_index_are_never_removed_whatever_their_names(weights_file, tmp_path) -> None:
+    # mydata-00000.jsonl (older than a killed run's shard may be) and train-00000-of-00001.jsonl
+    # (any age) were removed as shards; only shards of this job's run ids, or named by the
+    # pointer their own run wrote, may go. A forged pointer naming a user's file removes nothing.
+    make_tree(tmp_path, FOUR)
+    out = tmp_path / "out"
+    args = job(weights_file("vgg19"), tmp_path, out)
+    assert run(args) == 0
+    hour_ago = time.time() - 3600
+    mine = {"mydata-00000.jsonl": "a", "train-00000-of-00001.jsonl": "b", "notes-12345.jsonl": "c"}
+    for name, text in mine.items():
+        (out / "index" / name).write_text(text)
+        os.utime(out / "index" / name, (hour_ago, hour_ago))
+    pointer = json.loads((out / "index.json").read_text())
+    pointer["shards"].append("index/notes-12345.jsonl")  # a pointer naming a user's file...
+    pointer["shards"] = [s for s in pointer["shards"] if "notes" in s] + [
+        s for s in pointer["shards"] if "notes" not in s
+    ]
+    (out / "index.json").write_text(json.dumps(pointer))
+    killed = out / "index" / "20261101T000000Z-abc123-00000.jsonl"  # a killed run's shard, an hour old
+    killed.write_text("{}\n")
+    os.utime(killed, (hour_ago, hour_ago))
+    assert run(args) == 0
+    for name, text in mine.items():
+        assert (out / "index" / name).read_text() == text, name
+    assert not killed.exists()
+    assert sorted(line["image"] for line in read_index(str(out))) == images_on_disk(out)
+
+
 def test_index_lines_carry_what_a_loader_needs_and_load_as_a_dataset(weights_file, tmp_path) -> None:
     make_tree(tmp_path, {"class c/x1.png": (32, 24), "class_c/x1.png": (24, 32), "Class_c/x1.png": (32, 32)}, styles=1)
     out = tmp_path / "out"

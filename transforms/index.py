@@ -56,9 +56,12 @@ LINE_KEYS: Final = ("id", "image", "label", "content", "styles", "size", "final_
 # (older than this) are removed.
 ORPHAN_SHARD_SECONDS: Final = 900.0
 # Shards this job writes: ``<run_id>-SSSSS.jsonl``; earlier releases wrote every run's own
-# ``<run_id>-SSSSS-of-NNNNN.jsonl``, which the first index of this release replaces.
-_SHARD_NAME: Final = re.compile(r"[^.].*-[0-9]{5}\.jsonl")
-_EARLIER_SHARD_NAME: Final = re.compile(r"[^.].*-[0-9]{5}-of-[0-9]{5}\.jsonl")
+# ``<run_id>-SSSSS-of-NNNNN.jsonl``, which the first index of this release replaces. A run id
+# the job makes is ``YYYYMMDDTHHMMSSZ-xxxxxx`` (pipeline/config.py): a file of another name in
+# index/ is a user's (``train-00000-of-00001.jsonl``, ``mydata-00000.jsonl``) and is never removed.
+_RUN_ID: Final = r"[0-9]{8}T[0-9]{6}Z-[0-9a-f]{6}"
+_ORPHAN_SHARD_NAME: Final = re.compile(rf"{_RUN_ID}-[0-9]{{5}}\.jsonl")
+_EARLIER_SHARD_NAME: Final = re.compile(rf"{_RUN_ID}-[0-9]{{5}}-of-[0-9]{{5}}\.jsonl")
 _SHARD_PATH: Final = re.compile(rf"{FOLDER}/[^./][^/]*-[0-9]{{5}}\.jsonl")
 
 
@@ -208,17 +211,23 @@ def write_pointer(output: str, run_id: str, shards: list[str], lines: int) -> di
         "written_at": utc_iso(time.time()),
     }
     storage.write_atomic(pointer_location(output), (json.dumps(pointer, indent=2) + "\n").encode(), inside=output)
-    replaced = set(before["shards"]) if before else set()
+    # The shards the pointer named before that its own run wrote (its run id is their prefix).
+    previous_run = f"{FOLDER}/{before.get('run_id')}-" if before else None
+    replaced = (
+        {shard for shard in before["shards"] if previous_run and shard.startswith(previous_run)} if before else set()
+    )
     cutoff = time.time() - ORPHAN_SHARD_SECONDS
     for location, modified in storage.listing(storage.join(output, FOLDER), with_modified=True):
         name = posixpath.basename(location)
         if f"{FOLDER}/{name}" in named:
             continue  # the index now
-        if _EARLIER_SHARD_NAME.fullmatch(name) or (
-            _SHARD_NAME.fullmatch(name) and (f"{FOLDER}/{name}" in replaced or modified < cutoff)
+        if (
+            f"{FOLDER}/{name}" in replaced
+            or _EARLIER_SHARD_NAME.fullmatch(name)
+            or (_ORPHAN_SHARD_NAME.fullmatch(name) and modified < cutoff)
         ):
             storage.remove_if_regular(location, inside=output)
-        # Anything else is not a shard of this job's, or another run's being written: left alone.
+        # Anything else is a user's file, or another run's shard being written: left alone.
     return pointer
 
 
