@@ -281,6 +281,26 @@ def test_a_user_s_files_in_index_are_never_removed_whatever_their_names(weights_
     assert sorted(line["image"] for line in read_index(str(out))) == images_on_disk(out)
 
 
+@pytest.mark.parametrize("forged", ["b", "a" * (10 << 20), None])  # another class, 10 MiB, none
+def test_a_log_whose_label_is_not_its_folder_is_redone_not_believed(weights_file, tmp_path, forged) -> None:
+    # label "cats" in logs/dogs/d1__s1.json was trusted: the pair was skipped as done and the
+    # index gave it the label cats (a 10 MiB label went into the shard). The label is the input
+    # folder the id's output folder was made from: a log saying otherwise is damaged.
+    make_tree(tmp_path, FOUR)
+    out = tmp_path / "out"
+    args = job(weights_file("vgg19"), tmp_path, out)
+    assert run(args) == 0
+    location = out / "logs" / "a" / "x1__s1.json"
+    log = json.loads(location.read_text())
+    log["label"] = forged
+    location.write_text(json.dumps(log))
+    assert run(args) == 0
+    assert summary_of(out)["counts"]["repaired"] == 1
+    labels = {line["id"]: line["label"] for line in read_index(str(out))}
+    assert labels["a/x1__s1"] == "a" and set(labels.values()) == {"a", "b", "b/c"}
+    assert json.loads(location.read_text())["label"] == "a"
+
+
 def test_index_lines_carry_what_a_loader_needs_and_load_as_a_dataset(weights_file, tmp_path) -> None:
     make_tree(tmp_path, {"class c/x1.png": (32, 24), "class_c/x1.png": (24, 32), "Class_c/x1.png": (32, 32)}, styles=1)
     out = tmp_path / "out"

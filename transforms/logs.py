@@ -7,7 +7,7 @@ whose ``bytes`` says 3 GiB, or one whose values are valid JSON of the wrong kind
 lists of lists, a 400-digit ``seconds``). A log is trusted only when every field the job reads
 has the type and range the writer gives it; anything else is damaged, and the pair is redone.
 
-Imports: reading and storage; no Beam, no torch.
+Imports: reading, names (a label's output folder) and storage; no Beam, no torch.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import re
 from typing import Any, Final
 
 from transforms import reading
+from transforms.names import output_folder_name
 
 # The largest log the job reads back: every iteration of 10,000 at three scales is under 8 MiB.
 MAX_LOG_BYTES: Final = 32 * 2**20
@@ -65,11 +66,26 @@ def _top_problem(log: dict[str, Any]) -> str | None:
         return "the log has no fingerprint"
     if "label" in log and log["label"] is not None and not isinstance(log["label"], str):
         return "the log's label is not text"
+    if not _label_fits_id(log):
+        return "the log's label is not its id's folder"
     if not isinstance(log.get("config", {}), dict):
         return "the log's config is not an object"
     if "seconds" in log and not in_range(log["seconds"], 0, _MAX_SECONDS):
         return "the log's seconds are not a number of seconds"
     return None
+
+
+def _label_fits_id(log: dict[str, Any]) -> bool:
+    """Whether the log's label is the input folder its id's output folder was made from: the
+    label is derived, never believed (a forged ``cats`` on ``dogs/d1__s1``, or a 10 MiB text,
+    would be copied into the index). Logs from before labels have none."""
+    if "label" not in log:
+        return True
+    label, pair_id = log["label"], log["id"]
+    folder = pair_id.rsplit("/", 1)[0] if "/" in pair_id else None
+    if not label:  # the flat layout (None), or a content at the tree's root ("")
+        return folder is None
+    return folder == "/".join(output_folder_name(part) for part in label.split("/"))
 
 
 def _image_problem(log: dict[str, Any]) -> str | None:
