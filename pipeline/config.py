@@ -1,7 +1,7 @@
 """PipelineConfig, the one configuration of a job, from the parsed flags: free of Beam and torch,
 so that a mistake on the command line is answered before either is imported (main.py).
 
-Imports: flags, limits, outputs' OutputSpec and the torch-free StyleConfig; no torch, and no Beam
+Imports: flags, limits, locations, outputs' OutputSpec and the torch-free StyleConfig; no torch, no fsspec, and no Beam
 but its PipelineRunner, to check a runner given by its module path.
 """
 
@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from pipeline import flags
+from transforms import locations
 from transforms.limits import Limits
 from transforms.nst.config import StyleConfig, with_color_alias
 from transforms.outputs import OutputSpec
@@ -72,6 +73,18 @@ class PipelineConfig:
     def __post_init__(self) -> None:
         if not self.output:
             raise ValueError("--output is required")
+        # Every location the job would touch, refused before anything contacts it: the output one
+        # filesystem it can write, the inputs of the schemes allowed (http off: no request goes out).
+        try:
+            locations.check_output_location(self.output)
+        except ValueError as exc:
+            raise ValueError(f"--output {exc}") from None
+        for flag, location in (("--manifest", self.manifest), ("--contents", self.contents), ("--styles", self.styles)):
+            if location:
+                try:
+                    locations.check_location(str(location), self.limits.allowed_schemes)
+                except ValueError as exc:
+                    raise ValueError(f"{flag} {exc}") from None
         if self.manifest and (self.contents or self.styles):
             raise ValueError("give --manifest, or --contents and --styles, not both")
         if not self.manifest and not (self.contents and self.styles):

@@ -40,8 +40,9 @@ PROBE_BYTES: Final = 1 << 20
 # folder where it exists. (failures/ is not among them: a run whose failures file cannot be
 # written puts the records in its summary.)
 OUTPUT_FOLDERS: Final = ("images", "logs", "claims", "index", "runs")
-# The files at the top of the output that a run (or a dry run: plan.json) writes or replaces.
-OUTPUT_FILES: Final = ("summary.json", "index.json", "report.html", "contact_sheet.png", "plan.json")
+# The files at the top of the output that a run (or a dry run: plan.json) must write or replace.
+# (report.html and contact_sheet.png are views: one that cannot be replaced is a warning.)
+OUTPUT_FILES: Final = ("summary.json", "index.json", "plan.json")
 
 
 class PreflightError(ValueError):

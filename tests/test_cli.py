@@ -103,6 +103,48 @@ def test_a_runner_that_is_none_is_refused_in_one_line(one_pair, tmp_path, capsys
     check_runner(["--runner=apache_beam.runners.direct.direct_runner.DirectRunner"])  # a runner class is one
 
 
+@pytest.mark.parametrize(
+    ("flag", "location", "message"),
+    [
+        ("--output", "simplecache::file://{tmp}/out", "the job writes only to a local folder or an object store"),
+        ("--output", "http://127.0.0.1:{port}/out", "the job writes only to a local folder or an object store"),
+        ("--contents", "simplecache::file://{tmp}/*.png", "scheme 'simplecache' is not allowed"),
+        ("--contents", "http://127.0.0.1:{port}/*.jpg", "scheme 'http' is not allowed"),
+    ],
+)
+def test_a_location_the_job_will_not_use_is_refused_before_it_is_touched(
+    tmp_path, capsys, flag, location, message
+) -> None:
+    # These ended in raw tracebacks (exit 1), or passed pre-flight and failed every pair, and
+    # the http ones sent GETs and a PUT to the address first.
+    import socketserver
+    import threading
+
+    contacted: list[str] = []
+
+    class Recorder(socketserver.BaseRequestHandler):
+        def handle(self) -> None:
+            contacted.append(self.request.recv(64).decode(errors="replace"))
+
+    server = socketserver.TCPServer(("127.0.0.1", 0), Recorder)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        where = location.format(tmp=tmp_path, port=server.server_address[1])
+        argv = {
+            "--output": str(tmp_path / "out"),
+            "--contents": str(tmp_path / "*.png"),
+            "--styles": str(tmp_path / "*.png"),
+        }
+        argv[flag] = where
+        assert run([item for pair in argv.items() for item in pair]) == 2
+    finally:
+        server.shutdown()
+        server.server_close()
+    error = capsys.readouterr().err
+    assert f"{flag} {where}: {message}" in error and "Traceback" not in error
+    assert contacted == [] and not (tmp_path / "out").exists()
+
+
 def test_no_beam_flag_is_near_enough_to_ours_to_be_called_a_typo() -> None:
     import difflib
 

@@ -22,6 +22,11 @@ from urllib.parse import urlsplit
 DEFAULT_SCHEMES: Final = ("file", "local", "gs", "gcs", "s3", "s3a", "az", "abfs", "abfss", "memory")
 
 
+# Where the job writes: local folders and the object stores, one filesystem each (a chain such as
+# ``simplecache::`` caches reads and cannot hold the job's atomic writes; http(s) has no writes).
+OUTPUT_SCHEMES: Final = ("file", "local", "gs", "gcs", "s3", "s3a", "az", "abfs", "abfss", "memory")
+
+
 class UnsafeLocationError(ValueError):
     """A location whose scheme or host the job will not read from; the message names the cure."""
 
@@ -88,6 +93,21 @@ def check_location(location: str, allowed: Iterable[str]) -> None:
             )
         if scheme in ("http", "https"):
             _check_public_host(location, location[location.lower().rindex(f"{scheme}://") :])
+
+
+def check_output_location(location: str) -> None:
+    """Refuse an output the job cannot write to as it writes (atomically, without following links):
+    anything but one filesystem of OUTPUT_SCHEMES. Nothing is contacted.
+
+    Raises:
+        UnsafeLocationError: naming the location and what the job writes to.
+    """
+    found = schemes(location)
+    if len(found) != 1 or found[0] not in OUTPUT_SCHEMES:
+        raise UnsafeLocationError(
+            f"{location}: the job writes only to a local folder or an object store "
+            f"({', '.join(OUTPUT_SCHEMES)}), one filesystem, not {'::'.join(found)}"
+        )
 
 
 def _check_public_host(location: str, url: str) -> None:

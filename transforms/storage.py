@@ -112,15 +112,29 @@ def read_lines(location: str, max_bytes: int, max_line_bytes: int, inside: str |
             file = fs.open(path, "rb")
     except FileNotFoundError as exc:
         raise FileNotFoundError(f"{location}: no such file") from exc
-    read = 0
+    read, pending = 0, b""
     with file:
-        while line := file.readline(max_line_bytes + 2):  # the line, and its "\r\n"
-            read += len(line)
+        # Chunks, split here: fsspec's remote files take no size for readline().
+        while chunk := file.read(_LINE_CHUNK_BYTES):
+            read += len(chunk)
             local_disk.check_size(location, read, max_bytes)
-            line = line.rstrip(b"\r\n")
-            if len(line) > max_line_bytes:
-                raise InputRefusedError(f"{location}: a line of over {max_line_bytes} bytes")
-            yield line
+            buffer, start = pending + chunk, 0
+            while (end := buffer.find(b"\n", start)) >= 0:  # one line at a time, no list of them
+                yield _within(location, buffer[start:end].rstrip(b"\r"), max_line_bytes)
+                start = end + 1
+            pending = _within(location, buffer[start:], max_line_bytes)
+    if pending:
+        yield pending.rstrip(b"\r")
+
+
+# What read_lines reads at a time.
+_LINE_CHUNK_BYTES: Final = 1 << 16
+
+
+def _within(location: str, line: bytes, max_line_bytes: int) -> bytes:
+    if len(line) > max_line_bytes:
+        raise InputRefusedError(f"{location}: a line of over {max_line_bytes} bytes")
+    return line
 
 
 def sha256(data: bytes) -> str:
