@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import json
 import os
+import socket
+import time
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +54,13 @@ hostile_text = st.one_of(
     json_values.map(json.dumps),
 )
 DEFAULTS = StyleConfig(weights="random")
+# Integers of any size a JSON reader still takes (up to its 40 digits) and beyond, the edges of
+# the machine's integers included (pid_t, long long).
+huge_integers = st.one_of(
+    st.integers(min_value=-(10**45), max_value=10**45),
+    st.integers(min_value=2**31 - 2, max_value=2**64 + 2),
+    st.integers(min_value=-(2**64) - 2, max_value=0),
+)
 
 
 def _record_is_bounded_utf8(failure: Failure) -> None:
@@ -68,6 +77,8 @@ def _rows_become_pairs_or_records(data: bytes, fmt: str, tmp: str) -> None:
             _record_is_bounded_utf8(item)
         else:
             assert isinstance(item, Pair) and item.id and not item.id.startswith(".")
+            # What the row parser accepts reads back from the pair's log as it was written.
+            reading.parse_json(json.dumps(item.config.to_dict()), "the pair's log")
             item.id.encode("utf-8")
 
 
@@ -92,6 +103,18 @@ def _rows_become_pairs_or_records(data: bytes, fmt: str, tmp: str) -> None:
 def test_any_json_lines_manifest_is_read_row_by_row(lines) -> None:
     data = "\n".join(lines).encode("utf-8", "surrogatepass")
     _rows_become_pairs_or_records(data, "jsonl", "/d")
+
+
+@fuzz
+@given(
+    st.sampled_from(["seed", "image_size", "iterations", "style_weight", "content_weight", "tv_weight"]),
+    huge_integers.map(str) | hostile_text,
+)
+def test_any_setting_of_a_row_that_is_accepted_reads_back_from_its_log(column, value) -> None:
+    # A 4,000-digit seed was accepted, and every rerun redid its pair as repaired: a row's own
+    # setting, whatever its value, fails the row or fits the log.
+    data = f"content,style,{column}\n/d/a.png,/d/s.png,{json.dumps(value)}\n".encode("utf-8", "surrogatepass")
+    _rows_become_pairs_or_records(data, "csv", "/d")
 
 
 @fuzz
@@ -214,9 +237,26 @@ def test_any_log_is_done_or_redone_never_an_error(finished, data) -> None:
             assert outputs.changes(prior.log, pair, {"/in/cat.png": "x"}, outputs.OutputSpec())
         if prior.log is not None:  # a log the skip check accepted: every reader of it takes it
             assert logs.log_problem(prior.log, "cat") is None
-            index.line_from_log(prior.log)
+            line = index.line_from_log(prior.log)
+            assert not line["label"]  # the id is in no folder: its label is none, whatever the log says
             report.losses_from_log(prior.log)
             report.entry_from_log("cat", "skipped", prior.log, str(out / "images" / "cat.png"), lambda _: b"")
+    finally:
+        (out / "logs" / "cat.json").write_bytes(original)
+
+
+@fuzz
+@given(json_values | hostile_text)
+def test_any_label_in_a_log_is_its_id_s_or_the_pair_is_redone(finished, label) -> None:
+    # label "cats" on dogs/d1__s1 was believed by the skip check and copied into the index.
+    out, original = finished["out"], finished["log"]
+    log = json.loads(original)
+    log["label"] = label
+    (out / "logs" / "cat.json").write_text(json.dumps(log))
+    try:
+        prior = outputs.inspect_outputs(str(out), "cat", log["fingerprint"])
+        if prior.state == "done" and prior.log is not None:
+            assert not index.line_from_log(prior.log)["label"]  # "cat" is in no folder
     finally:
         (out / "logs" / "cat.json").write_bytes(original)
 
@@ -233,6 +273,10 @@ def test_any_log_is_done_or_redone_never_an_error(finished, data) -> None:
     ).map(lambda v: json.dumps(v).encode())
 )
 def test_any_claim_file_is_a_claim_or_left_alone(tmp_path, data) -> None:
+    _claim_file_is_a_claim_or_left_alone(tmp_path, data)
+
+
+def _claim_file_is_a_claim_or_left_alone(tmp_path: Path, data: bytes) -> None:
     (tmp_path / "claims").mkdir(exist_ok=True)
     location = tmp_path / "claims" / "p.json"
     location.write_bytes(data)
@@ -243,5 +287,16 @@ def test_any_claim_file_is_a_claim_or_left_alone(tmp_path, data) -> None:
         assert location.read_bytes() == data  # left alone
     else:
         assert isinstance(held, claims.Claim)
+        held.describe()  # what a claimed pair's record says of its holder
     claims.remove_expired(str(tmp_path))
     location.unlink(missing_ok=True)
+
+
+@fuzz
+@given(st.sampled_from(["run_id", "expires_at", "host", "pid"]), json_values | huge_integers)
+def test_a_live_claim_with_any_value_in_one_field_is_a_claim_or_left_alone(tmp_path, field, value) -> None:
+    # A claim of this machine's live process (this one), valid for ten more minutes, but for one
+    # field: what the reader lets through reaches the expiry and process checks (a pid past
+    # pid_t made os.kill raise OverflowError in every run's sweep).
+    live = {"run_id": "run-a", "expires_at": time.time() + 600, "host": socket.gethostname(), "pid": os.getpid()}
+    _claim_file_is_a_claim_or_left_alone(tmp_path, json.dumps({**live, field: value}).encode())
