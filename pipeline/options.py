@@ -29,7 +29,7 @@ def check_arguments(argv: list[str]) -> None:
     """Refuse what neither this job nor any Beam option class knows.
 
     Beam's own parser drops unknown flags with a log line, so a typo such as ``--iteration 3``
-    would run the default 500 iterations. This builds the parser the way Beam does (every
+    would run the default iterations. This builds the parser the way Beam does (every
     PipelineOptions subclass, no abbreviations) and raises instead.
 
     Raises:

@@ -109,7 +109,7 @@ class StyleResult:
     seconds: float
     # Coarse-to-fine: the results of the coarser scales, in order (``history`` is the last scale's).
     coarse: tuple[StyleResult, ...] = ()
-    # Tiles the last scale ran in (StyleTransfer.stylize_tiled); 1: the whole image at once.
+    # Tiles the last scale ran in (a request's tiling: tasks.plan); 1: the whole image at once.
     tiles: int = 1
     # Iterations at which a new phase of the optimization began (the in-range restart of L-BFGS).
     phase_starts: tuple[int, ...] = ()

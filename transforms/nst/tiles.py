@@ -1,7 +1,7 @@
 """Overlapping tiles for images larger than a device holds, and their seamless blend.
 
 An image is cut into tiles of at most ``tile`` px a side that overlap by ``overlap`` px; each is
-optimized on its own (StyleTransfer.stylize_tiled) and put back with weights that ramp linearly
+optimized as a task of its own (tasks.plan, in a request's tiling) and put back with weights that ramp linearly
 across every overlap, so that neighbouring tiles fade into each other instead of meeting at a
 seam. Pure PyTorch.
 
