@@ -1,3 +1,4 @@
+import json
 import re
 
 import pytest
@@ -152,3 +153,17 @@ def test_a_seed_the_log_cannot_hold_fails_its_row(seed) -> None:
     assert len(failed.error) < 400
     assert isinstance(kept, Pair) and kept.config.seed == 7
     assert parse_json(json.dumps(largest.config.to_dict()), "log")["seed"] == 2**64 - 1  # read back as written
+
+
+def test_a_url_s_user_info_never_reaches_a_record() -> None:
+    # https://user:pw@host/... was copied into failure records and the report (#38).
+    failed, other = pairs_from_csv(
+        "content,style\nhttps://anna:s3cret@example.com/cat.jpg,b.jpg\nc.jpg,s3://key:s3cret@bucket/s.jpg\n"
+    )
+    assert isinstance(failed, Failure) and "https://example.com/cat.jpg" in failed.error
+    assert "s3cret" not in json.dumps(failed.to_dict()) and "anna" not in json.dumps(failed.to_dict())
+    # A pair keeps its location to read it; what the job writes of it, its log's inputs, does not.
+    from transforms import outputs
+
+    assert isinstance(other, Pair) and other.styles == ("s3://key:s3cret@bucket/s.jpg",)
+    assert outputs.pair_inputs(other)["styles"] == ["s3://bucket/s.jpg"]

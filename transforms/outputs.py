@@ -39,7 +39,7 @@ from PIL import Image
 
 from transforms import logs, reading, storage
 from transforms.nst.records import IterationRecord, StyleResult
-from transforms.records import IMAGE_FORMATS, Pair
+from transforms.records import IMAGE_FORMATS, Pair, without_user_info
 
 # Packages whose versions every log records.
 _PACKAGES: Final = ("torch", "torchvision", "apache-beam", "pillow", "fsspec", "beam-style-transfer")
@@ -154,7 +154,11 @@ def changes(log: dict[str, Any], pair: Pair, signatures: dict[str, str], spec: O
         found.append(f"inputs changed: {', '.join(moved)}")
     else:
         earlier = before.get("signatures") or {}
-        replaced = [storage.stem(location) for location, token in signatures.items() if earlier.get(location) != token]
+        replaced = [
+            storage.stem(location)
+            for location, token in signatures.items()
+            if earlier.get(without_user_info(location)) != token
+        ]
         if replaced:
             found.append(f"input replaced: {', '.join(replaced[:3])}{' ...' if len(replaced) > 3 else ''}")
     # Both as the log writes them (config.to_dict, through JSON), so that only values differ.
@@ -225,8 +229,8 @@ def to_json(data: Any, compact: bool = False) -> bytes:
 def pair_inputs(pair: Pair) -> dict[str, Any]:
     """The images a pair is made from (not where in the manifest it was written)."""
     return {
-        "content": pair.content,
-        "styles": list(pair.styles),
+        "content": without_user_info(pair.content),
+        "styles": [without_user_info(style) for style in pair.styles],
         "style_weights": list(pair.style_weights) if pair.style_weights else None,
     }
 
@@ -359,7 +363,11 @@ def pair_log(
         # --output_layout tree: the content's folder as the input names it (the index's label).
         "label": pair.label,
         "log_format": LOG_FORMAT,
-        "inputs": {**pair_inputs(pair), "signatures": signatures, "source": pair.source},
+        "inputs": {
+            **pair_inputs(pair),
+            "signatures": {without_user_info(location): token for location, token in signatures.items()},
+            "source": pair.source,
+        },
         "config": config.to_dict(),
         "fingerprint": work,
         "image": {

@@ -6,6 +6,7 @@ Imports: the engine's torch-free StyleConfig only; no Beam, no storage.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import asdict, dataclass, field
 from enum import Enum
 from typing import Any, ClassVar, Final
@@ -93,10 +94,22 @@ def bounded_message(text: str) -> str:
     return f"{text[: RECORDED_MESSAGE_CHARS - 130]} ...({len(text):,} characters)... {text[-100:]}"
 
 
+# The user info of a URL: what lies between its "scheme://" and an "@" before the first "/".
+_USER_INFO: Final = re.compile(r"\b([a-zA-Z][a-zA-Z0-9+.\-]*://)[^/\s@]*@")
+
+
+def without_user_info(text: str) -> str:
+    """``text`` with every URL's user info left out (``https://user:pw@host/x`` -> ``https://host/x``)."""
+    return _USER_INFO.sub(r"\1", text) if "@" in text else text
+
+
 def shown_escaped(text: str) -> str:
     """``text`` as every output can hold it (UTF-8: files, JSON, Beam's coders, the console):
     bytes of a name that were not UTF-8 (lone surrogates U+DC80-U+DCFF, from
-    ``surrogateescape``) as ``\\xNN``, any other lone surrogate as ``\\uXXXX``."""
+    ``surrogateescape``) as ``\\xNN``, any other lone surrogate as ``\\uXXXX``; and every URL
+    without its user info (``https://user:pw@host/x`` -> ``https://host/x``): a password in a
+    manifest never reaches a record, the report, the index or the console."""
+    text = without_user_info(text)
     if not any("\ud800" <= ch <= "\udfff" for ch in text):
         return text
     return "".join(
