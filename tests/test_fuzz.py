@@ -27,7 +27,7 @@ from transforms import claims, index, logs, outputs, reading, report
 from transforms.limits import Limits
 from transforms.manifest import COLUMNS, glob_rows, parse_rows, validate_rows
 from transforms.nst.config import StyleConfig
-from transforms.records import RECORDED_MESSAGE_CHARS, Failure, Pair, bounded
+from transforms.records import RECORDED_MESSAGE_BYTES, Failure, Pair, bounded
 
 PROFILE = os.environ.get("HYPOTHESIS_PROFILE", "ci")
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "150" if PROFILE == "ci" else "20000"))
@@ -66,7 +66,7 @@ huge_integers = st.one_of(
 def _record_is_bounded_utf8(failure: Failure) -> None:
     text = json.dumps(failure.to_dict(), ensure_ascii=False)
     text.encode("utf-8")  # no lone surrogate: every store and coder takes it
-    assert len(failure.error) <= RECORDED_MESSAGE_CHARS
+    assert len(failure.error) <= RECORDED_MESSAGE_BYTES
     assert len(text) < 12_000, text[:300]
 
 

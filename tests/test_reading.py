@@ -16,7 +16,7 @@ import pytest
 from pipeline.main import run
 from tests.helpers import job_args, summary_of, write_images
 from transforms import logs, reading
-from transforms.records import RECORDED_CHARS, RECORDED_MESSAGE_CHARS, Failure, Stage, bounded
+from transforms.records import RECORDED_BYTES, RECORDED_MESSAGE_BYTES, Failure, Stage, bounded
 
 # --- the reader ------------------------------------------------------------------------------
 
@@ -80,11 +80,11 @@ def test_every_field_of_a_record_is_bounded_whatever_its_type() -> None:
     )
     shown = record.to_dict()
     assert len(json.dumps(shown)) < 6_000
-    assert shown["row"]["seed"].endswith("... (4,001 digits)") and len(shown["row"]["seed"]) < RECORDED_CHARS + 30
+    assert shown["row"]["seed"].endswith("... (4,001 digits)") and len(shown["row"]["seed"]) < RECORDED_BYTES + 30
     assert shown["row"]["huge"] == "an integer of about 9,031 digits"
     assert shown["row"]["path"].endswith("... (2999 characters)")
     assert "nested deeper than" in json.dumps(shown["row"]["deep"])
-    assert len(shown["error"]) <= RECORDED_MESSAGE_CHARS and shown["error"].endswith("word: the reason")
+    assert len(shown["error"]) <= RECORDED_MESSAGE_BYTES and shown["error"].endswith("word: the reason")
     assert shown["error"].startswith("ValueError: word")
     assert bounded([1.5, None, True, "x"]) == [1.5, None, True, "x"]
 
@@ -150,8 +150,8 @@ def test_rows_past_the_reader_s_caps_fail_alone_with_short_records(weights_file,
     assert "4,000 characters" in by_line[3]["error"]
     for record in failures:
         assert len(json.dumps(record)) < 3_000
-        assert len(record["error"]) <= RECORDED_MESSAGE_CHARS
-        assert all(len(text) <= RECORDED_CHARS + 30 for text in json.dumps(record["row"]).split('"'))
+        assert len(record["error"]) <= RECORDED_MESSAGE_BYTES
+        assert all(len(text) <= RECORDED_BYTES + 30 for text in json.dumps(record["row"]).split('"'))
 
 
 # --- cases 3 and 4: logs a rerun must not trust -----------------------------------------------
@@ -307,3 +307,16 @@ def test_an_index_shard_is_read_a_line_at_a_time(tmp_path) -> None:
     (out / "index" / "long-00000.jsonl").write_bytes(b"\n\n" + b"x" * (index.MAX_LINE_BYTES + 5) + b"\n")
     with pytest.raises(reading.DamagedError, match="a line of over"):
         list(index.lines_of(str(out), {"shards": ["index/long-00000.jsonl"]}))
+
+
+def test_a_record_is_bounded_in_bytes_and_written_as_utf8() -> None:
+    # A content path of 2,000 emoji made a 6,415-byte failure record: each character bounded as
+    # one, and written as a 12-byte escape. Bounds are in UTF-8 bytes now, and records UTF-8.
+    path = "/d/" + "\U0001f600" * 2000 + ".png"
+    failure = Failure.from_exception(
+        Stage.READ, FileNotFoundError(f"{path}: no such file"), "m.csv line 2", "p", {"content": path}
+    )
+    written = json.dumps(failure.to_dict(), ensure_ascii=False).encode()  # as the failures file is
+    assert len(written) < 1000, len(written)  # 2,289 bytes before (6,505 as it was written, escaped)
+    assert len(failure.error.encode()) <= RECORDED_MESSAGE_BYTES and failure.error.endswith("no such file")
+    assert len(failure.to_dict()["row"]["content"].encode()) <= RECORDED_BYTES + 40

@@ -23,9 +23,9 @@ IMAGE_FORMATS: Final = {"png": "png", "jpeg": "jpg", "webp": "webp"}
 NAMESPACE: Final = "style_transfer"
 # The longest text a failure record copies from its input (a path, a field, a value): longer
 # ones are cut, saying how long they were (docs/reliability.md).
-RECORDED_CHARS: Final = 200
+RECORDED_BYTES: Final = 200
 # An error message: our words around at most a few such fields.
-RECORDED_MESSAGE_CHARS: Final = 2 * RECORDED_CHARS
+RECORDED_MESSAGE_BYTES: Final = 2 * RECORDED_BYTES
 # Lists and mappings in a record: at most this many levels, and this many values in all (the
 # first ones, in order); what is left out is said.
 RECORDED_DEPTH: Final = 4
@@ -34,7 +34,7 @@ RECORDED_VALUES: Final = 60
 
 def bounded(value: Any) -> Any:
     """``value`` as a record may hold it, whatever its type (docs/reliability.md): text cut to
-    ``RECORDED_CHARS`` characters at any character, undecodable bytes escaped; an integer longer
+    ``RECORDED_BYTES`` bytes of UTF-8 at a character's end, undecodable bytes escaped; an integer longer
     than that shown cut with its digit count; lists and mappings cut to ``RECORDED_DEPTH``
     levels and ``RECORDED_VALUES`` values in all. Never raises and never recurses deeper than
     ``RECORDED_DEPTH``, whatever a manifest row or a log holds."""
@@ -70,7 +70,18 @@ def bounded(value: Any) -> Any:
 
 def _bounded_text(text: str) -> str:
     text = shown_escaped(text)
-    return text if len(text) <= RECORDED_CHARS else f"{text[:RECORDED_CHARS]}... ({len(text)} characters)"
+    if len(text.encode()) <= RECORDED_BYTES:
+        return text
+    return f"{_first_bytes(text, RECORDED_BYTES)}... ({len(text)} characters)"
+
+
+def _first_bytes(text: str, count: int) -> str:
+    """The longest start of ``text`` (UTF-8, no lone surrogate) that is at most ``count`` bytes."""
+    return text.encode()[:count].decode("utf-8", "ignore")
+
+
+def _last_bytes(text: str, count: int) -> str:
+    return text.encode()[-count:].decode("utf-8", "ignore")
 
 
 def _bounded_integer(value: int) -> int | str:
@@ -79,19 +90,20 @@ def _bounded_integer(value: int) -> int | str:
     except ValueError:  # over Python's limit on the digits str() gives (4,300)
         about = int((abs(value).bit_length() - 1) * math.log10(2)) + 1
         return f"an integer of about {about:,} digits"
-    if len(digits) <= RECORDED_CHARS:
+    if len(digits) <= RECORDED_BYTES:
         return value
-    return f"{digits[:RECORDED_CHARS]}... ({len(digits.lstrip('-')):,} digits)"
+    return f"{digits[:RECORDED_BYTES]}... ({len(digits.lstrip('-')):,} digits)"
 
 
 def bounded_message(text: str) -> str:
-    """An error message as a record holds it: at most ``RECORDED_MESSAGE_CHARS`` characters, cut
-    at any character. A longer one keeps its beginning (the error's kind, what failed) and its
+    """An error message as a record holds it: at most ``RECORDED_MESSAGE_BYTES`` bytes of UTF-8,
+    cut at a character's end. A longer one keeps its beginning (the error's kind, what failed) and its
     end (usually the reason, after the input it names), saying how long it was."""
     text = shown_escaped(text)
-    if len(text) <= RECORDED_MESSAGE_CHARS:
+    if len(text.encode()) <= RECORDED_MESSAGE_BYTES:
         return text
-    return f"{text[: RECORDED_MESSAGE_CHARS - 130]} ...({len(text):,} characters)... {text[-100:]}"
+    head, tail = _first_bytes(text, RECORDED_MESSAGE_BYTES - 130), _last_bytes(text, 100)
+    return f"{head} ...({len(text):,} characters)... {tail}"
 
 
 # The user info of a URL: what lies between its "scheme://" and an "@" before the first "/".

@@ -222,7 +222,8 @@ class _WriteSummaryFn(beam.DoFn):
             try:
                 storage.write_atomic(
                     failures_file,
-                    "".join(json.dumps(f.to_dict()) + "\n" for f in ordered).encode(),
+                    # UTF-8, as every record is bounded: an emoji is 4 bytes, not a 12-byte escape.
+                    "".join(json.dumps(f.to_dict(), ensure_ascii=False) + "\n" for f in ordered).encode(),
                     inside=self._output,
                 )
             except OSError as exc:
