@@ -434,3 +434,19 @@ def test_running_out_of_gpu_memory_halves_the_slots_and_loses_no_pair(weights_fi
     finally:
         handle.remove()
     assert isinstance(alone, torch.cuda.OutOfMemoryError)
+
+
+def test_a_thin_content_s_style_is_encoded_at_the_size_of_its_area_not_its_longest_side() -> None:
+    # A 4000x16 content at its own size encoded its style at 4000 px (13.2 GB, 160 s, while the
+    # estimate said under a minute): memory follows the content's area (#38, item 6).
+    from transforms.handler import PairInputs
+
+    inputs = PairInputs(Limits())
+    config = StyleConfig(weights="random", image_size=0)
+    thin = Pair("thin", "/d/thin.png", ("/d/s.png",), config)
+    resolved = inputs.resolve(thin, (4000, 16)).config
+    assert resolved.image_size == 4000 and resolved.style_size == 2 * 252  # twice sqrt(4000 * 16)
+    tall = inputs.resolve(Pair("tall", "/d/t.png", ("/d/s.png",), config), (64, 900)).config
+    assert tall.style_size == 2 * 240  # the same rule either way round
+    photo = inputs.resolve(Pair("photo", "/d/p.png", ("/d/s.png",), config), (640, 480)).config
+    assert photo.style_size == 640 and photo.style_scale == 1.0  # a usual picture is untouched
