@@ -16,9 +16,9 @@ the run's tail, where rows empty for want of work, is shorter (docs/method.md: o
 A finer batch cannot starve: new pairs are taken only while fewer than ``slots`` tasks wait for
 a row, so once finer tasks pile up the coarser batch empties and the finer one is the fuller.
 For shapes that do not feed each other (tiles, contents of other sizes), a batch that has waited
-PATIENCE times its tasks' iteration cap goes first whatever its size, so no pair waits unboundedly. New pairs are taken from the queue while fewer than
-``slots`` tasks wait for a row, which bounds the pairs in flight (about slots per shape, plus
-``slots`` waiting) and keeps a freed row's next task ready (docs/method.md: one run loop).
+PATIENCE times its tasks' iteration cap goes first whatever its size, so no pair waits
+unboundedly. The same intake rule bounds the pairs in flight (about ``slots`` per shape, plus
+``slots`` waiting) and keeps a freed row's next task ready.
 
 Imports: torch and the engine's own modules; no Beam, no storage.
 """
@@ -226,8 +226,7 @@ class SlotRunner(Generic[K]):
             batch.fill(row, task)
 
     def _choose(self) -> ShapeBatch | None:
-        """The batch that steps next: one waited on past its patience, else the fullest, ties to
-        the coarser shape (fewer pixels)."""
+        """The batch that steps next: one waited on past its patience, else by ``_priority``."""
         going = {shape: batch for shape, batch in self._batches.items() if batch.busy}
         if not going:
             return None
