@@ -160,9 +160,9 @@ class PairInputs:
         # own size encoded its style at 4000 px: 13 GB). Deviation: past an aspect of 4:1 the
         # style's side is at most twice the side of a square of the result's area.
         width, height = fitted_size(*content_size, config.image_size)
-        most = 2 * math.isqrt(width * height)
-        if config.style_size > most:
-            config = config.replace(style_scale=most / config.image_size)
+        most = 2 * math.sqrt(width * height)
+        if max(width, height) > most:
+            config = config.replace(style_scale=config.style_scale * most / max(width, height))
         if config is not pair.config:
             self.limits.check(config)
             pair = dataclasses.replace(pair, config=config)
