@@ -445,9 +445,11 @@ def test_a_thin_content_s_style_is_encoded_at_the_size_of_its_area_not_its_longe
     config = StyleConfig(weights="random", image_size=0)
     thin = Pair("thin", "/d/thin.png", ("/d/s.png",), config)
     resolved = inputs.resolve(thin, (4000, 16)).config
-    assert resolved.image_size == 4000 and resolved.style_size == 506  # twice sqrt(4000 * 16)
+    assert resolved.image_size == 4000 and resolved.style_size == 512  # twice sqrt(4000 * 16), or 512
+    wider = inputs.resolve(Pair("wider", "/d/w.png", ("/d/s.png",), config), (4096, 64)).config
+    assert wider.style_size == 1024  # twice sqrt(4096 * 64)
     tall = inputs.resolve(Pair("tall", "/d/t.png", ("/d/s.png",), config), (64, 900)).config
-    assert tall.style_size == 2 * 240  # the same rule either way round
+    assert tall.style_size == 512  # either way round: twice its area's side is 480 px, under 512
     photo = inputs.resolve(Pair("photo", "/d/p.png", ("/d/s.png",), config), (640, 480)).config
     assert photo.style_size == 640 and photo.style_scale == 1.0  # a usual picture is untouched
     larger = Pair("larger", "/d/p.png", ("/d/s.png",), config.replace(style_scale=2.0))

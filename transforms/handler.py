@@ -60,6 +60,8 @@ from transforms.records import Pair
 logger = logging.getLogger(f"beam_style_transfer.{__name__}")  # the names logs had (docs/development.md)
 
 STYLE_CACHE_SIZE: Final = 16
+# The thin-picture rule (PairInputs.resolve) never makes a style smaller than this, px.
+MIN_CAPPED_STYLE_SIDE: Final = 512
 
 
 class ModelLoadError(RuntimeError):
@@ -157,12 +159,13 @@ class PairInputs:
         config = fitting_scales(config, content_size, smallest)
         # The style is encoded at the result's longest side (x style_scale): for a thin content
         # that is a square picture of far more pixels than the result (a 4000x16 content at its
-        # own size encoded its style at 4000 px: 13 GB). Deviation: past an aspect of 4:1 the
-        # style's side is at most twice the side of a square of the result's area.
+        # own size encoded its style at 4000 px: 13 GB). Deviation: the style's side is at most
+        # twice the side of a square of the result's area (x style_scale), or 512 px: only a
+        # result past an aspect of 4:1 and over 512 px is ever capped.
         width, height = fitted_size(*content_size, config.image_size)
-        most = 2 * math.sqrt(width * height)
-        if max(width, height) > most:
-            config = config.replace(style_scale=config.style_scale * most / max(width, height))
+        most = max(2 * math.sqrt(width * height) * config.style_scale, MIN_CAPPED_STYLE_SIDE)
+        if config.style_size > most:
+            config = config.replace(style_scale=most / config.image_size)
         if config is not pair.config:
             self.limits.check(config)
             pair = dataclasses.replace(pair, config=config)
