@@ -14,7 +14,7 @@ from collections.abc import Iterator
 import pytest
 import torch
 
-from tests.helpers import run_pairs, synthetic_image
+from tests.helpers import engine_config, run_pairs, synthetic_image
 from transforms.nst import ImageTooSmallError, NonFiniteLossError, StyleConfig, StyleTransfer, TimeLimitError
 from transforms.nst.images import fit_longest_side
 from transforms.nst.objective import Objective
@@ -302,15 +302,7 @@ def test_every_scale_is_a_task_and_a_freed_slot_takes_the_next_at_once(weights_f
     # as that is done, beside other pairs' scales, and each pair still gets exactly its own
     # result (float64: the batched and the single-pair arithmetic agree to rounding).
     engine = StyleTransfer(
-        StyleConfig(
-            weights=weights_file("vgg19"),
-            weights_family="torchvision",
-            image_size=40,
-            iterations=6,
-            scales=((24, 5),),
-            device="cpu",
-        ),
-        dtype=torch.float64,
+        engine_config(weights_file, image_size=40, iterations=6, scales=((24, 5),)), dtype=torch.float64
     )
     coarse = engine.encode_styles([synthetic_image(10)], size=24)
     fine = engine.encode_styles([synthetic_image(10)])

@@ -487,7 +487,7 @@ def test_a_thin_content_at_its_own_size_fails_from_its_header_alone(weights_file
     monkeypatch.setattr(
         PairInputs,
         "request",
-        lambda self, engine, pair, tiling: requested.append(pair.id) or original(self, engine, pair, tiling),
+        lambda self, engine, pair, placement: requested.append(pair.id) or original(self, engine, pair, placement),
     )
     out = tmp_path / "out"
     assert run([*job(weights_file("vgg19"), tmp_path, out), "--image_size=0"]) == 0

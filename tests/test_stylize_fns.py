@@ -284,7 +284,7 @@ class FakeInputs:
     def batch_key(self, pair: Pair, content_size: tuple[int, int]) -> tuple[str, tuple[int, int]]:
         return "one key", content_size
 
-    def request(self, engine: FakeEngine, pair: Pair, tiling: tuple[int, int] | None) -> str:
+    def request(self, engine: FakeEngine, pair: Pair, placement: Any) -> str:
         if pair.id == "unreadable":
             raise FileNotFoundError(f"{pair.content}: no such file")
         return pair.id

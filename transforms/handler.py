@@ -185,9 +185,9 @@ class PairInputs:
         (width, height)."""
         return repr(batch_key(pair.config, content_size)), fitted_size(*content_size, pair.config.image_size)
 
-    def request(self, engine: StyleTransfer, pair: Pair, tiling: tuple[int, int] | None) -> StyleRequest:
-        """The pair's inputs read and its style targets encoded (or found in the cache);
-        ``tiling``: its last scale's tiles, as placed.
+    def request(self, engine: StyleTransfer, pair: Pair, placement: Placement) -> StyleRequest:
+        """The pair's inputs read and its style targets encoded (or found in the cache), as
+        ``placement`` (EngineHandler.place) put it: whole or in its tiles, within its budget.
 
         Raises:
             PairTooLargeError: a style image too large to encode within the device's memory.
@@ -199,11 +199,12 @@ class PairInputs:
         content = self._read_image(pair.content, config.image_size)
         # An init image is resized to the content's exact size, whatever its own shape: read whole.
         init_image = self._read_image(config.init_location, None) if config.init_location else None
-        budget = device_budget(engine, self.limits)
         targets = self._styles.targets(
-            engine, pair, content, budget, lambda style: self._read_image(style, config.style_size)
+            engine, pair, content, placement.budget, lambda style: self._read_image(style, config.style_size)
         )
-        return StyleRequest(content, targets[-1], config, init_image, pair.content, tuple(targets[:-1]), tiling)
+        return StyleRequest(
+            content, targets[-1], config, init_image, pair.content, tuple(targets[:-1]), placement.tiling
+        )
 
     def _read_image(self, location: str, longest_side: int | None) -> Image.Image:
         data = storage.read_bytes(location, self.limits.max_input_bytes)
@@ -266,7 +267,8 @@ class EngineHandler:
         tiles = len(tile_boxes(*output_size, *placement.tiling)) if placement.tiling else 1
         slots = self.batch_size or auto_batch_size(engine.device, config, output_size, budget)
         iterations = sum(n for _, n in config.coarse_scales) + tiles * config.iterations
-        return dataclasses.replace(placement, slots=1 if placement.tiling else slots, iterations=iterations)
+        slots = 1 if placement.tiling else slots
+        return dataclasses.replace(placement, slots=slots, iterations=iterations, budget=budget)
 
     def run(
         self, engine: StyleTransfer, queue: ReadyQueue[str], slots: int, on_record: KeyedCallback

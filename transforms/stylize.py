@@ -49,6 +49,9 @@ SKIPPED: Final = "skipped"
 FAILURES: Final = "failures"
 # How full each run kept the device's slots (SlotUse), for the summary and report.
 SLOT_USE: Final = "slot_use"
+# How often the claims of the pairs handed to the engine are looked at for renewal: far below
+# claims.RENEW_SECONDS, so none is renewed late.
+LEASE_CHECK_SECONDS: Final = 5.0
 
 
 class Inputs(Protocol):
@@ -60,7 +63,7 @@ class Inputs(Protocol):
 
     def batch_key(self, pair: Pair, content_size: tuple[int, int]) -> tuple[str, tuple[int, int]]: ...
 
-    def request(self, engine: Any, pair: Pair, tiling: tuple[int, int] | None) -> StyleRequest: ...
+    def request(self, engine: Any, pair: Pair, placement: Placement) -> StyleRequest: ...
 
 
 class Handler(Protocol):
@@ -309,16 +312,23 @@ class StylizeBatchesFn(beam.DoFn):
                     drawn += 1
                     return
 
+            lease_checked = time.monotonic()  # when the running pairs' claims were last looked at
+
             def on_record(pair_id: str, record: IterationRecord) -> None:
+                nonlocal lease_checked
                 entry = running[pair_id]
                 # Counted over all scales and tiles; each records its start as iteration 0,
                 # before any iteration is done.
                 entry.done += record.iteration > 0
                 tracker.iteration(pair_id, entry.done, entry.iterations, record.total)
                 # Every pair handed to the engine, not only this one: a pair waiting for a row
-                # between its scales records nothing meanwhile. (A clock read each, no I/O.)
-                for waiting in running.values():
-                    waiting.lease.renew_if_due()
+                # between its scales records nothing meanwhile. Looked at once every
+                # LEASE_CHECK_SECONDS, not at each of the batch's records.
+                now = time.monotonic()
+                if now - lease_checked >= LEASE_CHECK_SECONDS:
+                    lease_checked = now
+                    for waiting in running.values():
+                        waiting.lease.renew_if_due()
 
             for _ in range(slots):
                 feed()
@@ -372,7 +382,7 @@ class StylizeBatchesFn(beam.DoFn):
         ):
             return self._ends.skipped(tracker, pair.id, "done by another run meanwhile")
         try:
-            request = self._handler.inputs.request(engine, pair, placement.tiling)
+            request = self._handler.inputs.request(engine, pair, placement)
         except Exception as exc:  # noqa: BLE001 - a bad input fails its own pair
             # PairTooLargeError (a MemoryError): a style image too large to encode.
             return self._ends.failed(tracker, pair, Stage.STYLIZE if isinstance(exc, MemoryError) else Stage.READ, exc)

@@ -1,7 +1,7 @@
 """Adam over independent rows, behind the per-problem interface of our L-BFGS (lbfgs.py), so that
 a batch's rows can pass from one pair to the next whichever optimizer runs them.
 
-Imports: torch only.
+Imports: torch, and lbfgs's reindexing of a per-problem optimizer's rows.
 """
 
 from __future__ import annotations
@@ -10,6 +10,8 @@ from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor
+
+from transforms.nst.lbfgs import keep_rows
 
 
 class RowAdam(torch.optim.Optimizer):
@@ -72,12 +74,7 @@ class RowAdam(torch.optim.Optimizer):
     def keep(self, rows: Sequence[int]) -> Tensor:
         """The rows become ``rows`` (indices, in order; a repeated one adds a copy). Returns the
         new parameter, the leaf to optimize from now on."""
-        (param,) = self.param_groups[0]["params"]
-        index = torch.tensor(rows, device=param.device)
-        kept = param.detach()[index].clone().requires_grad_(True)
-        state = self.state.pop(param)
-        self.state[kept] = {key: value[index] for key, value in state.items()}
-        self.param_groups[0]["params"] = [kept]
+        kept, index = keep_rows(self, rows)
         self.problems = len(rows)
         self.active = self.active[index]
         self.last_rejected = self.last_rejected[index]

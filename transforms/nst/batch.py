@@ -141,6 +141,12 @@ class ShapeBatch:
         self.best = BestImages(self.pixels)
         self.iteration = 0  # of the batch, for BestImages; each slot counts its own
         self.slots: list[Slot | None] = [Slot(task, 0) for task in tasks]
+        self.area = first.content.shape[-1] * first.content.shape[-2]  # pixels of one row
+
+    def _rows_changed(self) -> None:
+        """The optimizer updates, and the best images track, only the rows that hold a task: one
+        host-to-device copy when the rows change, never in the iteration loop."""
+        self.optimizer.active = torch.tensor([slot is not None for slot in self.slots], device=self.pixels.device)
 
     @property
     def busy(self) -> int:
@@ -165,6 +171,7 @@ class ShapeBatch:
             self.optimizer.restart(rows)
         self.best.forget(row)
         self.slots[row] = Slot(task, self.iteration)
+        self._rows_changed()
 
     def arrange(self, rows: list[int]) -> None:
         """The batch's rows become ``rows`` (indices of the current ones, in order; a repeated
@@ -180,11 +187,11 @@ class ShapeBatch:
             slots.append(None if row in seen else self.slots[row])
             seen.add(row)
         self.slots = slots
+        self._rows_changed()
 
     def step(self, callback: KeyedCallback | None, time_limit: float | None, clock: Callable[[], float]) -> list[int]:
         """One iteration of every task in the batch (one forward and backward): each one's record;
         the rows whose task is done (finished, or its pair over ``time_limit`` seconds by ``clock``)."""
-        self.optimizer.active = torch.tensor([slot is not None for slot in self.slots], device=self.pixels.device)
         self._switch_phase()
         latest: list[Tensor] = []  # the loss parts of the step's one evaluation
 
@@ -281,6 +288,7 @@ class ShapeBatch:
             outcomes.append((slot.task, result))
         for row in rows:
             self.slots[row] = None
+        self._rows_changed()
         return outcomes
 
     def _result(

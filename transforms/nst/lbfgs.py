@@ -49,6 +49,19 @@ GROWTH_LIMIT = 1e3  # a rise of this many times the last accepted loss counts as
 BACKTRACK = 0.1  # a rejected step is retried at this fraction of its length
 
 
+def keep_rows(optimizer: torch.optim.Optimizer, rows: Sequence[int]) -> tuple[Tensor, Tensor]:
+    """The one parameter of a per-problem ``optimizer`` (this L-BFGS, adam.RowAdam) and its
+    state, reindexed to ``rows`` (in order; a repeated one adds a copy): the new leaf, now the
+    optimizer's parameter, and the index tensor, for the optimizer's own per-problem fields."""
+    (param,) = optimizer.param_groups[0]["params"]
+    index = torch.tensor(rows, device=param.device)
+    kept = param.detach()[index].clone().requires_grad_(True)
+    state = optimizer.state.pop(param, {})
+    optimizer.state[kept] = {key: value[index] for key, value in state.items()}
+    optimizer.param_groups[0]["params"] = [kept]
+    return kept, index
+
+
 class LBFGS(torch.optim.Optimizer):
     """Unit-step L-BFGS over one contiguous parameter tensor; one closure call per ``step``.
 
@@ -167,12 +180,7 @@ class LBFGS(torch.optim.Optimizer):
         """Only the problems ``rows`` (indices, in order) go on: the parameter and every
         problem's state shrink to them, each problem's history intact. Returns the new
         parameter, the leaf to optimize from now on (a batch whose finished pairs left)."""
-        (param,) = self.param_groups[0]["params"]
-        index = torch.tensor(rows, device=param.device)
-        kept = param.detach()[index].clone().requires_grad_(True)
-        state = self.state.pop(param, {})
-        self.state[kept] = {key: value[index] for key, value in state.items()}
-        self.param_groups[0]["params"] = [kept]
+        kept, index = keep_rows(self, rows)
         self.problems = len(rows)
         self.bounded = self.bounded[index]
         self.active = self.active[index]

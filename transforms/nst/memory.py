@@ -192,12 +192,14 @@ def style_refusal(
 class Placement:
     """How a pair runs within a memory budget: whole (in a batch), alone in ``tiling`` (tile px,
     overlap px), or not at all (``refusal``, which names the size that would fit). The handler
-    adds the slots its batches have and the iterations it runs at most (handler.place)."""
+    adds the slots its batches have, the iterations it runs at most and the budget it was placed
+    within, which its style images are then checked against (handler.place)."""
 
     tiling: tuple[int, int] | None = None
     refusal: PairTooLargeError | None = None
     slots: int = 1
     iterations: int = 0
+    budget: int | None = None  # the device memory it was placed within, bytes (None: unknown)
 
     @property
     def whole(self) -> bool:

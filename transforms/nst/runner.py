@@ -243,7 +243,7 @@ class SlotRunner(Generic[K]):
         """Fuller first; among batches as full, a full one's finer shape (nothing to gain for
         the slots: its pairs finish sooner), a partly empty one's coarser shape (its tasks have
         more work after them, which keeps later batches full)."""
-        pixels = batch.pixels[0].numel()
+        pixels = batch.area
         full = batch.busy >= self._capacity.get(batch.shape, self.slots)
         return batch.busy, pixels if full else -pixels
 
